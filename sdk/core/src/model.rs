@@ -1,0 +1,802 @@
+//! The flag-set document in flagd's JSON format: parsing at two levels of strictness,
+//! and writing back without losing key order or unknown keys.
+
+use std::fmt;
+
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+use crate::context::json_type;
+use crate::path::Path;
+use crate::validate;
+
+/// How strictly a document is checked when it is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strictness {
+    /// Accept what flagd itself accepts: only invalid JSON, an undecodable `flags`, a
+    /// `defaultVariant` that names no variant and an empty `$evaluators` entry are
+    /// errors. Schema violations are left to fail (as `null` or `PARSE_ERROR`) when a
+    /// flag is evaluated, exactly as in flagd.
+    Lenient,
+    /// What flagd will accept into a new version: the flagd JSON schema plus the checks
+    /// it cannot express (variant references, `$ref` targets, operator arguments).
+    /// Every problem is reported at once.
+    Strict,
+}
+
+/// One thing wrong with a document: where (a JSON path such as
+/// `flags.new-checkout.defaultVariant`) and what, in words a person understands.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The JSON path of the offending value; empty for the document itself.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// A document that was refused, with every problem found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<Problem>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A flag's `state`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlagState {
+    /// `"ENABLED"`.
+    Enabled,
+    /// `"DISABLED"`: the flag evaluates to the caller's default with reason `DISABLED`.
+    Disabled,
+    /// Any other string, kept for the round trip; flagd evaluates it as enabled.
+    Other(String),
+}
+
+impl FlagState {
+    /// The JSON string.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Enabled => "ENABLED",
+            Self::Disabled => "DISABLED",
+            Self::Other(s) => s,
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "ENABLED" => Self::Enabled,
+            "DISABLED" => Self::Disabled,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+/// The JSON type shared by a flag's variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VariantType {
+    /// All variants are booleans.
+    Boolean,
+    /// All variants are strings.
+    String,
+    /// All variants are numbers.
+    Number,
+    /// All variants are objects.
+    Object,
+    /// No variants, or variants of several types (only a lenient load allows this).
+    Mixed,
+}
+
+/// One flag: its state, variants, default variant, targeting and metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Flag {
+    /// `ENABLED` or `DISABLED`.
+    pub state: FlagState,
+    /// Variant name to value, in document order.
+    pub variants: Map<String, Value>,
+    /// The variant served when targeting does not decide; `None` means the caller's
+    /// code default.
+    pub default_variant: Option<String>,
+    /// The JsonLogic targeting rule; `None` (or `{}`) means no targeting.
+    pub targeting: Option<Value>,
+    /// Flag metadata, returned with every evaluation (over the flag-set metadata).
+    pub metadata: Option<Map<String, Value>>,
+    /// `defaultVariant` was written as an explicit `null`.
+    default_variant_null: bool,
+    /// Properties flagd does not know, kept for the round trip.
+    extra: Map<String, Value>,
+    /// Property names in document order.
+    order: Vec<String>,
+}
+
+impl Flag {
+    /// A flag with the given state and variants and nothing else.
+    pub fn new(state: FlagState, variants: Map<String, Value>) -> Self {
+        Self {
+            state,
+            variants,
+            default_variant: None,
+            targeting: None,
+            metadata: None,
+            default_variant_null: false,
+            extra: Map::new(),
+            order: Vec::new(),
+        }
+    }
+
+    /// Sets the default variant.
+    pub fn with_default_variant(mut self, variant: impl Into<String>) -> Self {
+        self.default_variant = Some(variant.into());
+        self
+    }
+
+    /// Sets the targeting rule.
+    pub fn with_targeting(mut self, rule: Value) -> Self {
+        self.targeting = Some(rule);
+        self
+    }
+
+    /// The flag's targeting rule, unless it is absent or `{}`.
+    pub fn effective_targeting(&self) -> Option<&Value> {
+        match &self.targeting {
+            Some(Value::Object(m)) if m.is_empty() => None,
+            Some(Value::Null) | None => None,
+            Some(t) => Some(t),
+        }
+    }
+
+    /// The JSON type of the variants.
+    pub fn variant_type(&self) -> VariantType {
+        let mut ty = None;
+        for v in self.variants.values() {
+            let t = match v {
+                Value::Bool(_) => VariantType::Boolean,
+                Value::String(_) => VariantType::String,
+                Value::Number(_) => VariantType::Number,
+                Value::Object(_) => VariantType::Object,
+                _ => return VariantType::Mixed,
+            };
+            match ty {
+                None => ty = Some(t),
+                Some(prev) if prev != t => return VariantType::Mixed,
+                Some(_) => {}
+            }
+        }
+        ty.unwrap_or(VariantType::Mixed)
+    }
+
+    /// The flag as JSON, keys in their original order (new keys in flagd's usual order).
+    pub fn to_json(&self) -> Value {
+        self.to_json_with_key(None)
+    }
+
+    fn to_json_with_key(&self, key: Option<&str>) -> Value {
+        let mut out = Map::new();
+        let put = |out: &mut Map<String, Value>, name: &str| {
+            if out.contains_key(name) {
+                return;
+            }
+            let v = match name {
+                "key" => key.map(|k| Value::String(k.to_owned())),
+                "state" => Some(Value::String(self.state.as_str().to_owned())),
+                "variants" => Some(Value::Object(self.variants.clone())),
+                "defaultVariant" => match &self.default_variant {
+                    Some(d) => Some(Value::String(d.clone())),
+                    None if self.default_variant_null => Some(Value::Null),
+                    None => None,
+                },
+                "targeting" => self.targeting.clone(),
+                "metadata" => self.metadata.clone().map(Value::Object),
+                other => self.extra.get(other).cloned(),
+            };
+            if let Some(v) = v {
+                out.insert(name.to_owned(), v);
+            }
+        };
+        for name in &self.order {
+            put(&mut out, name);
+        }
+        for name in [
+            "key",
+            "state",
+            "variants",
+            "defaultVariant",
+            "targeting",
+            "metadata",
+        ] {
+            put(&mut out, name);
+        }
+        for name in self.extra.keys() {
+            put(&mut out, name);
+        }
+        Value::Object(out)
+    }
+}
+
+/// A flagd flag-set document: flags, shared `$evaluators` and flag-set metadata.
+///
+/// Reading and writing back keeps the meaning, the order of keys and unknown top-level
+/// keys such as `$schema`.
+///
+/// ```
+/// use flagd_core::{FlagSet, Strictness};
+/// let doc = r#"{"$schema": "https://flagd.dev/schema/v0/flags.json",
+///   "flags": {"new-checkout": {"state": "ENABLED", "variants": {"on": true, "off": false},
+///   "defaultVariant": "off"}}}"#;
+/// let set = FlagSet::parse_str(doc, Strictness::Strict).unwrap();
+/// assert_eq!(set.flags["new-checkout"].default_variant.as_deref(), Some("off"));
+/// let back = set.to_json();
+/// assert_eq!(back, serde_json::from_str::<serde_json::Value>(doc).unwrap());
+/// ```
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct FlagSet {
+    /// Flag key to flag, in document order.
+    pub flags: IndexMap<String, Flag>,
+    /// Shared targeting rules, referenced from targeting as `{"$ref": "<name>"}`.
+    pub evaluators: Map<String, Value>,
+    /// Flag-set metadata (string, number or boolean values).
+    pub metadata: Map<String, Value>,
+    /// `flags` was written as an array of flags with `key`.
+    flags_as_array: bool,
+    /// Top-level keys flagd does not know, such as `$schema`.
+    extra: Map<String, Value>,
+    /// Top-level key names in document order.
+    order: Vec<String>,
+}
+
+/// Collects problems; a soft one only counts when validating strictly.
+pub(crate) struct Checker {
+    pub(crate) strict: bool,
+    pub(crate) problems: Vec<Problem>,
+}
+
+impl Checker {
+    pub(crate) fn hard(&mut self, path: &Path, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+    pub(crate) fn soft(&mut self, path: &Path, message: impl Into<String>) {
+        if self.strict {
+            self.hard(path, message);
+        }
+    }
+}
+
+impl FlagSet {
+    /// An empty flag set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses JSON text.
+    pub fn parse_str(text: &str, strictness: Strictness) -> Result<Self, ValidationErrors> {
+        let json: Value = serde_json::from_str(text).map_err(|e| {
+            ValidationErrors(vec![Problem {
+                path: String::new(),
+                message: format!(
+                    "invalid JSON at line {} column {}: {}",
+                    e.line(),
+                    e.column(),
+                    strip_position(&e)
+                ),
+            }])
+        })?;
+        Self::parse(&json, strictness)
+    }
+
+    /// Parses a JSON document.
+    pub fn parse(json: &Value, strictness: Strictness) -> Result<Self, ValidationErrors> {
+        let mut ck = Checker {
+            strict: strictness == Strictness::Strict,
+            problems: Vec::new(),
+        };
+        let set = parse_set(json, &mut ck);
+        match set {
+            Some(set) if ck.problems.is_empty() => Ok(set),
+            _ => Err(ValidationErrors(ck.problems)),
+        }
+    }
+
+    /// Every problem strict validation finds in this flag set (empty when it is valid).
+    pub fn validate(&self) -> Vec<Problem> {
+        match Self::parse(&self.to_json(), Strictness::Strict) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0,
+        }
+    }
+
+    /// The document as JSON, keys in their original order.
+    pub fn to_json(&self) -> Value {
+        let mut out = Map::new();
+        let flags = || {
+            if self.flags_as_array {
+                Value::Array(
+                    self.flags
+                        .iter()
+                        .map(|(k, f)| f.to_json_with_key(Some(k)))
+                        .collect(),
+                )
+            } else {
+                Value::Object(
+                    self.flags
+                        .iter()
+                        .map(|(k, f)| (k.clone(), f.to_json()))
+                        .collect(),
+                )
+            }
+        };
+        let put = |out: &mut Map<String, Value>, name: &str| {
+            if out.contains_key(name) {
+                return;
+            }
+            let v = match name {
+                "flags" => Some(flags()),
+                "$evaluators"
+                    if !self.evaluators.is_empty() || self.order.iter().any(|k| k == name) =>
+                {
+                    Some(Value::Object(self.evaluators.clone()))
+                }
+                "metadata" if !self.metadata.is_empty() || self.order.iter().any(|k| k == name) => {
+                    Some(Value::Object(self.metadata.clone()))
+                }
+                "$evaluators" | "metadata" => None,
+                other => self.extra.get(other).cloned(),
+            };
+            if let Some(v) = v {
+                out.insert(name.to_owned(), v);
+            }
+        };
+        for name in &self.order {
+            put(&mut out, name);
+        }
+        for name in ["flags", "$evaluators", "metadata"] {
+            put(&mut out, name);
+        }
+        for name in self.extra.keys() {
+            put(&mut out, name);
+        }
+        Value::Object(out)
+    }
+}
+
+impl serde::Serialize for FlagSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FlagSet {
+    /// Deserializes leniently, as flagd loads a file.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        Self::parse(&v, Strictness::Lenient).map_err(serde::de::Error::custom)
+    }
+}
+
+fn strip_position(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+fn parse_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
+    let root = Path::root();
+    let Value::Object(obj) = json else {
+        ck.hard(
+            &root,
+            format!(
+                "a flag set must be a JSON object, found {}",
+                json_type(json)
+            ),
+        );
+        return None;
+    };
+    let mut set = FlagSet {
+        order: obj.keys().cloned().collect(),
+        ..FlagSet::default()
+    };
+
+    if let Some(ev) = obj.get("$evaluators") {
+        let path = root.key("$evaluators");
+        match ev {
+            Value::Object(m) => {
+                for (name, body) in m {
+                    let p = path.key(name);
+                    if name.is_empty() {
+                        ck.soft(&p, "an evaluator name must not be empty");
+                    }
+                    match body {
+                        Value::Object(b) if b.is_empty() => {
+                            ck.hard(&p, "an evaluator must not be an empty rule {}")
+                        }
+                        _ => {}
+                    }
+                }
+                set.evaluators = m.clone();
+            }
+            Value::Null => {}
+            other => ck.hard(
+                &path,
+                format!(
+                    "must be an object of named rules, found {}",
+                    json_type(other)
+                ),
+            ),
+        }
+    }
+
+    if let Some(md) = obj.get("metadata") {
+        let path = root.key("metadata");
+        if let Some(m) = parse_metadata(md, &path, ck) {
+            set.metadata = m;
+        }
+    }
+
+    match obj.get("flags") {
+        None => ck.hard(&root.key("flags"), "is required"),
+        Some(Value::Object(flags)) => {
+            for (key, flag) in flags {
+                let p = root.key("flags").key(key);
+                if key.is_empty() {
+                    ck.soft(&p, "a flag key must not be empty");
+                }
+                if let Some(f) = parse_flag(flag, &p, ck, false) {
+                    set.flags.insert(key.clone(), f);
+                }
+            }
+        }
+        Some(Value::Array(flags)) => {
+            set.flags_as_array = true;
+            for (i, flag) in flags.iter().enumerate() {
+                let p = root.key("flags").index(i);
+                let key = match flag.get("key") {
+                    Some(Value::String(k)) if !k.is_empty() => k.clone(),
+                    Some(Value::String(_)) => {
+                        ck.hard(&p.key("key"), "a flag key must not be empty");
+                        continue;
+                    }
+                    Some(other) => {
+                        ck.hard(
+                            &p.key("key"),
+                            format!("must be a string, found {}", json_type(other)),
+                        );
+                        continue;
+                    }
+                    None => {
+                        ck.hard(&p.key("key"), "is required when flags is an array");
+                        continue;
+                    }
+                };
+                if set.flags.contains_key(&key) {
+                    ck.hard(&p.key("key"), format!("duplicate flag key \"{key}\""));
+                    continue;
+                }
+                if let Some(f) = parse_flag(flag, &p, ck, true) {
+                    set.flags.insert(key, f);
+                }
+            }
+        }
+        Some(other) => ck.hard(
+            &root.key("flags"),
+            format!(
+                "must be an object of flags keyed by flag key (or an array of flags), found {}",
+                json_type(other)
+            ),
+        ),
+    }
+
+    for (k, v) in obj {
+        if !matches!(k.as_str(), "flags" | "$evaluators" | "metadata") {
+            set.extra.insert(k.clone(), v.clone());
+        }
+    }
+
+    if ck.strict {
+        validate::check_rules(&set, ck);
+    }
+    Some(set)
+}
+
+fn parse_metadata(md: &Value, path: &Path, ck: &mut Checker) -> Option<Map<String, Value>> {
+    match md {
+        Value::Object(m) => {
+            for (k, v) in m {
+                if !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+                    ck.soft(
+                        &path.key(k),
+                        format!(
+                            "metadata values must be strings, numbers or booleans, found {}",
+                            json_type(v)
+                        ),
+                    );
+                }
+            }
+            Some(m.clone())
+        }
+        Value::Null => None,
+        other => {
+            ck.hard(
+                path,
+                format!("must be an object, found {}", json_type(other)),
+            );
+            None
+        }
+    }
+}
+
+fn parse_flag(json: &Value, path: &Path, ck: &mut Checker, array_form: bool) -> Option<Flag> {
+    let Value::Object(obj) = json else {
+        ck.hard(
+            path,
+            format!("a flag must be an object, found {}", json_type(json)),
+        );
+        return None;
+    };
+    let before = ck.problems.len();
+
+    let state = match obj.get("state") {
+        Some(Value::String(s)) => {
+            let st = FlagState::parse(s);
+            if let FlagState::Other(o) = &st {
+                ck.soft(
+                    &path.key("state"),
+                    format!("\"{o}\" is not a state (ENABLED, DISABLED)"),
+                );
+            }
+            st
+        }
+        None => {
+            ck.soft(&path.key("state"), "is required (ENABLED or DISABLED)");
+            FlagState::Other(String::new())
+        }
+        Some(other) => {
+            ck.hard(
+                &path.key("state"),
+                format!(
+                    "must be \"ENABLED\" or \"DISABLED\", found {}",
+                    json_type(other)
+                ),
+            );
+            FlagState::Other(String::new())
+        }
+    };
+
+    let variants = match obj.get("variants") {
+        Some(Value::Object(v)) => {
+            let vp = path.key("variants");
+            if v.is_empty() {
+                ck.soft(&vp, "a flag needs at least one variant");
+            }
+            let mut first: Option<(&str, &'static str)> = None;
+            for (name, value) in v {
+                if name.is_empty() {
+                    ck.soft(&vp.key(name), "a variant name must not be empty");
+                }
+                let ty = match value {
+                    Value::Bool(_) => "boolean",
+                    Value::String(_) => "string",
+                    Value::Number(_) => "number",
+                    Value::Object(_) => "object",
+                    other => {
+                        ck.soft(
+                            &vp.key(name),
+                            format!(
+                                "a variant must be a boolean, string, number or object, found {}",
+                                json_type(other)
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                match first {
+                    None => first = Some((name, ty)),
+                    Some((fname, fty)) if fty != ty => ck.soft(
+                        &vp.key(name),
+                        format!("is a {ty} but variant \"{fname}\" is a {fty}: all variants of a flag must have one type"),
+                    ),
+                    Some(_) => {}
+                }
+            }
+            v.clone()
+        }
+        None | Some(Value::Null) => {
+            ck.soft(&path.key("variants"), "is required");
+            Map::new()
+        }
+        Some(other) => {
+            ck.hard(
+                &path.key("variants"),
+                format!(
+                    "must be an object of variant name to value, found {}",
+                    json_type(other)
+                ),
+            );
+            Map::new()
+        }
+    };
+
+    let (default_variant, default_variant_null) = match obj.get("defaultVariant") {
+        None => (None, false),
+        Some(Value::Null) => (None, true),
+        Some(Value::String(d)) => {
+            if !variants.contains_key(d) {
+                ck.hard(
+                    &path.key("defaultVariant"),
+                    format!(
+                        "\"{d}\" is not a variant ({})",
+                        variants
+                            .keys()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+            (Some(d.clone()), false)
+        }
+        Some(other) => {
+            ck.hard(
+                &path.key("defaultVariant"),
+                format!("must be a variant name or null, found {}", json_type(other)),
+            );
+            (None, false)
+        }
+    };
+
+    let targeting = match obj.get("targeting") {
+        None => None,
+        Some(t) => {
+            if !matches!(t, Value::Object(_)) {
+                ck.soft(
+                    &path.key("targeting"),
+                    format!(
+                        "must be a JsonLogic rule object or {{}}, found {}",
+                        json_type(t)
+                    ),
+                );
+            }
+            Some(t.clone())
+        }
+    };
+
+    let metadata = obj
+        .get("metadata")
+        .and_then(|m| parse_metadata(m, &path.key("metadata"), ck));
+
+    let mut extra = Map::new();
+    for (k, v) in obj {
+        match k.as_str() {
+            "state" | "variants" | "defaultVariant" | "targeting" | "metadata" => {}
+            "key" if array_form => {}
+            _ => {
+                ck.soft(
+                    &path.key(k),
+                    "is not a flag property (state, variants, defaultVariant, targeting, metadata)",
+                );
+                extra.insert(k.clone(), v.clone());
+            }
+        }
+    }
+
+    if !ck.strict && ck.problems.len() > before {
+        return None;
+    }
+    Some(Flag {
+        state,
+        variants,
+        default_variant,
+        targeting,
+        metadata,
+        default_variant_null,
+        extra,
+        order: obj.keys().cloned().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn strict_errors(v: Value) -> Vec<String> {
+        match FlagSet::parse(&v, Strictness::Strict) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn default_variant_must_exist() {
+        let doc = json!({"flags": {"new-checkout": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "onn"}}});
+        assert_eq!(
+            strict_errors(doc.clone()),
+            vec![r#"flags.new-checkout.defaultVariant: "onn" is not a variant (on, off)"#]
+        );
+        assert!(
+            FlagSet::parse(&doc, Strictness::Lenient).is_err(),
+            "flagd refuses this too"
+        );
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let doc = json!({
+            "flags": {
+                "a": {"state": "ON", "variants": {"x": 1, "y": "two"}},
+                "b": {"variants": {}},
+                "c": {"state": "ENABLED", "variants": {"n": null}, "colour": 1}
+            },
+            "metadata": {"owner": {"team": "x"}}
+        });
+        let errs = strict_errors(doc);
+        assert_eq!(
+            errs,
+            vec![
+                "metadata.owner: metadata values must be strings, numbers or booleans, found an object",
+                r#"flags.a.state: "ON" is not a state (ENABLED, DISABLED)"#,
+                r#"flags.a.variants.y: is a string but variant "x" is a number: all variants of a flag must have one type"#,
+                "flags.b.state: is required (ENABLED or DISABLED)",
+                "flags.b.variants: a flag needs at least one variant",
+                "flags.c.variants.n: a variant must be a boolean, string, number or object, found null",
+                "flags.c.colour: is not a flag property (state, variants, defaultVariant, targeting, metadata)",
+            ]
+        );
+    }
+
+    #[test]
+    fn lenient_accepts_schema_invalid_flags() {
+        let doc = json!({"flags": {"a": {"state": "ON", "variants": {"x": 1, "y": "two"}, "targeting": {"invalid": [1]}}}});
+        assert!(FlagSet::parse(&doc, Strictness::Lenient).is_ok());
+        assert!(!strict_errors(doc).is_empty());
+    }
+
+    #[test]
+    fn array_form_round_trips() {
+        let doc = json!({"flags": [{"key": "a", "state": "ENABLED", "variants": {"on": true}, "defaultVariant": "on"}], "$schema": "x"});
+        let set = FlagSet::parse(&doc, Strictness::Strict).unwrap();
+        assert!(set.flags.contains_key("a"));
+        assert_eq!(set.to_json(), doc);
+        let text = serde_json::to_string(&set.to_json()).unwrap();
+        assert_eq!(text, serde_json::to_string(&doc).unwrap());
+    }
+
+    #[test]
+    fn round_trip_keeps_order_null_default_and_unknown_keys() {
+        let text = r#"{"metadata":{"b":1,"a":2},"$schema":"s","flags":{"z":{"variants":{"off":false,"on":true},"state":"DISABLED","defaultVariant":null,"targeting":{}},"a":{"state":"ENABLED","variants":{"x":{"k":[1,2.5]}}}},"$evaluators":{"e":{"==":[1,1]}},"x-owner":"team"}"#;
+        let set = FlagSet::parse_str(text, Strictness::Lenient).unwrap();
+        assert_eq!(serde_json::to_string(&set).unwrap(), text);
+    }
+
+    #[test]
+    fn invalid_json_names_the_position() {
+        let e = FlagSet::parse_str("{\"flags\": {", Strictness::Lenient).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid JSON at line 1 column 11"),
+            "{e}"
+        );
+    }
+}
