@@ -15,18 +15,42 @@ use serde_json::{Map, Value, json};
 
 /// Whole features that test an SDK provider, not evaluation.
 const OUT_OF_SCOPE_FEATURES: &[(&str, &str)] = &[
-    ("gherkin/config.feature", "provider configuration options (host, port, TLS, resolver type)"),
-    ("gherkin/connection.feature", "provider connection, reconnection and stream handling"),
-    ("gherkin/events.feature", "provider event handlers (ready, change, stale, error)"),
-    ("gherkin/rpc-caching.feature", "the RPC provider's client-side result cache"),
-    ("gherkin/sync-payload.feature", "the flagd gRPC sync payload format"),
+    (
+        "gherkin/config.feature",
+        "provider configuration options (host, port, TLS, resolver type)",
+    ),
+    (
+        "gherkin/connection.feature",
+        "provider connection, reconnection and stream handling",
+    ),
+    (
+        "gherkin/events.feature",
+        "provider event handlers (ready, change, stale, error)",
+    ),
+    (
+        "gherkin/rpc-caching.feature",
+        "the RPC provider's client-side result cache",
+    ),
+    (
+        "gherkin/sync-payload.feature",
+        "the flagd gRPC sync payload format",
+    ),
 ];
 
 /// Tags whose scenarios are out of scope wherever they appear.
 const OUT_OF_SCOPE_TAGS: &[(&str, &str)] = &[
-    ("fractional-v1", "legacy float bucketing of flagd < v0.15.0, replaced by the v2 integer algorithm we implement"),
-    ("fractional-v3", "unreleased CBOR hashing (flagd PR #2011, not merged); mutually exclusive with v2"),
-    ("deprecated", "pre-2025 no-default-variant behaviour, superseded by @no-default-variant"),
+    (
+        "fractional-v1",
+        "legacy float bucketing of flagd < v0.15.0, replaced by the v2 integer algorithm we implement",
+    ),
+    (
+        "fractional-v3",
+        "unreleased CBOR hashing (flagd PR #2011, not merged); mutually exclusive with v2",
+    ),
+    (
+        "deprecated",
+        "pre-2025 no-default-variant behaviour, superseded by @no-default-variant",
+    ),
     ("caching", "provider-side result caching"),
     ("events", "provider event handlers"),
     ("grace", "provider behaviour while the connection is lost"),
@@ -62,7 +86,8 @@ fn deep_merge(into: &mut Value, from: Value) {
 }
 
 fn compile(doc: &Value) -> Snapshot {
-    let set = FlagSet::parse(doc, Strictness::Lenient).unwrap_or_else(|e| panic!("testbed flags do not load: {e}"));
+    let set = FlagSet::parse(doc, Strictness::Lenient)
+        .unwrap_or_else(|e| panic!("testbed flags do not load: {e}"));
     Snapshot::compile(&set, 1).unwrap_or_else(|e| panic!("testbed flags do not compile: {e}"))
 }
 
@@ -87,7 +112,11 @@ impl Sources {
         let mut provider = BTreeMap::new();
         let mut merged = json!({});
         for f in &files {
-            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let name = f
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
             let doc = read_json(f);
             provider.insert(format!("rawflags/{name}"), compile(&doc));
             if !name.starts_with("selector-") {
@@ -96,8 +125,16 @@ impl Sources {
         }
         provider.insert("flags/allFlags.json".into(), compile(&merged));
         let launch = read_json(&dir.join("launchpad/configs/default.json"));
-        let static_context = launch.get("context-value").and_then(Value::as_object).cloned().unwrap_or_default();
-        Self { evaluator, provider, static_context }
+        let static_context = launch
+            .get("context-value")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        Self {
+            evaluator,
+            provider,
+            static_context,
+        }
     }
 }
 
@@ -124,10 +161,17 @@ fn quoted(s: &str) -> Vec<String> {
 fn typed(ty: &str, raw: &str) -> Result<Value, String> {
     let v = match ty {
         "Boolean" => Value::Bool(raw.parse().map_err(|_| format!("bad boolean {raw:?}"))?),
-        "Integer" => Value::from(raw.parse::<i64>().map_err(|_| format!("bad integer {raw:?}"))?),
-        "Float" => json!(raw.parse::<f64>().map_err(|_| format!("bad float {raw:?}"))?),
+        "Integer" => Value::from(
+            raw.parse::<i64>()
+                .map_err(|_| format!("bad integer {raw:?}"))?,
+        ),
+        "Float" => json!(
+            raw.parse::<f64>()
+                .map_err(|_| format!("bad float {raw:?}"))?
+        ),
         "String" => Value::String(raw.to_owned()),
-        "Object" => serde_json::from_str(&raw.replace("\\\"", "\"")).map_err(|e| format!("bad object {raw:?}: {e}"))?,
+        "Object" => serde_json::from_str(&raw.replace("\\\"", "\""))
+            .map_err(|e| format!("bad object {raw:?}: {e}"))?,
         other => return Err(format!("unknown type {other}")),
     };
     Ok(v)
@@ -147,7 +191,11 @@ fn value_type(ty: &str) -> Result<ValueType, String> {
 fn same(ty: &str, want: &Value, got: &Value) -> bool {
     match ty {
         "Float" => want.as_f64().is_some() && want.as_f64() == got.as_f64(),
-        "Integer" => want.as_f64().is_some() && want.as_f64() == got.as_f64() && got.as_f64().is_some_and(|f| f.fract() == 0.0),
+        "Integer" => {
+            want.as_f64().is_some()
+                && want.as_f64() == got.as_f64()
+                && got.as_f64().is_some_and(|f| f.fract() == 0.0)
+        }
         _ => want == got,
     }
 }
@@ -169,9 +217,18 @@ struct Outcome {
 }
 
 impl Run {
-    fn step(&mut self, sources: &Sources, text: &str, table: Option<&[Vec<String>]>) -> Result<(), String> {
+    fn step(
+        &mut self,
+        sources: &Sources,
+        text: &str,
+        table: Option<&[Vec<String>]>,
+    ) -> Result<(), String> {
         let q = quoted(text);
-        let arg = |i: usize| q.get(i).cloned().ok_or_else(|| format!("step has too few arguments: {text}"));
+        let arg = |i: usize| {
+            q.get(i)
+                .cloned()
+                .ok_or_else(|| format!("step has too few arguments: {text}"))
+        };
         if text == "an evaluator" {
             self.provider = false;
         } else if text == "a stable flagd provider" || text == "a metadata flagd provider" {
@@ -180,14 +237,21 @@ impl Run {
             self.selector = Some(arg(2)?);
         } else if text.starts_with("an option \"cache\"") {
             // Caching is a provider concern; the evaluator never caches.
-        } else if let Some(rest) = text.strip_prefix("a ").filter(|_| text.contains("-flag with key")) {
+        } else if let Some(rest) = text
+            .strip_prefix("a ")
+            .filter(|_| text.contains("-flag with key"))
+        {
             let ty = rest.split('-').next().unwrap_or_default().to_owned();
             // The default may be a JSON object full of quotes: it runs to the last quote.
-            let raw = text.split_once("value \"").map(|(_, r)| r.strip_suffix('"').unwrap_or(r)).ok_or("no default value")?;
+            let raw = text
+                .split_once("value \"")
+                .map(|(_, r)| r.strip_suffix('"').unwrap_or(r))
+                .ok_or("no default value")?;
             let default = typed(&ty, raw)?;
             self.flag = Some((ty, arg(0)?, default));
         } else if text.starts_with("a context containing a targeting key with value") {
-            self.context.insert("targetingKey".into(), Value::String(arg(0)?));
+            self.context
+                .insert("targetingKey".into(), Value::String(arg(0)?));
         } else if text.starts_with("a context containing a key") {
             self.context.insert(arg(0)?, typed(&arg(1)?, &arg(2)?)?);
         } else if text.starts_with("a context containing a nested property") {
@@ -199,7 +263,11 @@ impl Run {
             self.evaluate(sources)?;
         } else if text.starts_with("the resolved details value should be") {
             let (ty, _, _) = self.flag.as_ref().ok_or("no flag")?;
-            let raw = text.find('"').zip(text.rfind('"')).map(|(a, b)| &text[a + 1..b]).unwrap_or_default();
+            let raw = text
+                .find('"')
+                .zip(text.rfind('"'))
+                .map(|(a, b)| &text[a + 1..b])
+                .unwrap_or_default();
             let want = typed(ty, raw)?;
             let got = &self.outcome()?.value;
             if !same(ty, &want, got) {
@@ -220,13 +288,18 @@ impl Run {
         } else if text == "the resolved metadata is empty" {
             let got = &self.outcome()?.metadata;
             if !got.is_empty() {
-                return Err(format!("metadata: want empty, got {}", Value::Object(got.clone())));
+                return Err(format!(
+                    "metadata: want empty, got {}",
+                    Value::Object(got.clone())
+                ));
             }
         } else if text == "the resolved metadata should contain" {
             let rows = table.ok_or("metadata step without a table")?;
             let got = &self.outcome()?.metadata;
             for row in rows.iter().skip(1) {
-                let [key, ty, raw] = row.as_slice() else { return Err("bad metadata row".into()) };
+                let [key, ty, raw] = row.as_slice() else {
+                    return Err("bad metadata row".into());
+                };
                 let want = typed(ty, raw)?;
                 match got.get(key) {
                     Some(v) if same(ty, &want, v) => {}
@@ -240,14 +313,19 @@ impl Run {
     }
 
     fn outcome(&self) -> Result<&Outcome, String> {
-        self.result.as_ref().ok_or_else(|| "the flag was not evaluated".to_owned())
+        self.result
+            .as_ref()
+            .ok_or_else(|| "the flag was not evaluated".to_owned())
     }
 
     fn evaluate(&mut self, sources: &Sources) -> Result<(), String> {
         let (ty, key, default) = self.flag.clone().ok_or("no flag given")?;
         let snapshot = if self.provider {
             let name = self.selector.as_deref().unwrap_or("flags/allFlags.json");
-            sources.provider.get(name).ok_or_else(|| format!("unknown selector {name}"))?
+            sources
+                .provider
+                .get(name)
+                .ok_or_else(|| format!("unknown selector {name}"))?
         } else {
             &sources.evaluator
         };
@@ -262,7 +340,10 @@ impl Run {
         self.result = Some(Outcome {
             value: d.value.cloned().unwrap_or(default),
             reason: d.reason.as_str().to_owned(),
-            error_code: d.error_code.map(|c| c.as_str().to_owned()).unwrap_or_default(),
+            error_code: d
+                .error_code
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_default(),
             metadata: d.flag_metadata.clone(),
         });
         Ok(())
@@ -284,28 +365,47 @@ fn substitute(s: &str, header: &[String], row: &[String]) -> String {
 }
 
 fn expand(feature: &Feature, sc: &Scenario) -> Vec<Case> {
-    let mut steps: Vec<&Step> = feature.background.iter().flat_map(|b| b.steps.iter()).collect();
+    let mut steps: Vec<&Step> = feature
+        .background
+        .iter()
+        .flat_map(|b| b.steps.iter())
+        .collect();
     steps.extend(sc.steps.iter());
     let base_tags: Vec<String> = feature.tags.iter().chain(&sc.tags).cloned().collect();
     let plain = |header: &[String], row: &[String]| -> Vec<(String, Option<Vec<Vec<String>>>)> {
         steps
             .iter()
             .map(|s| {
-                let table = s.table.as_ref().map(|t| t.rows.iter().map(|r| r.iter().map(|c| substitute(c, header, row)).collect()).collect());
+                let table = s.table.as_ref().map(|t| {
+                    t.rows
+                        .iter()
+                        .map(|r| r.iter().map(|c| substitute(c, header, row)).collect())
+                        .collect()
+                });
                 (substitute(&s.value, header, row), table)
             })
             .collect()
     };
     if sc.examples.is_empty() {
-        return vec![Case { name: sc.name.clone(), steps: plain(&[], &[]), tags: base_tags }];
+        return vec![Case {
+            name: sc.name.clone(),
+            steps: plain(&[], &[]),
+            tags: base_tags,
+        }];
     }
     let mut out = Vec::new();
     for ex in &sc.examples {
         let Some(table) = &ex.table else { continue };
-        let Some((header, rows)) = table.rows.split_first() else { continue };
+        let Some((header, rows)) = table.rows.split_first() else {
+            continue;
+        };
         let tags: Vec<String> = base_tags.iter().chain(&ex.tags).cloned().collect();
         for row in rows {
-            out.push(Case { name: format!("{} | {}", sc.name, row.join(" | ")), steps: plain(header, row), tags: tags.clone() });
+            out.push(Case {
+                name: format!("{} | {}", sc.name, row.join(" | ")),
+                steps: plain(header, row),
+                tags: tags.clone(),
+            });
         }
     }
     out
@@ -341,13 +441,19 @@ fn flagd_testbed_conformance() {
             std::env::var("CI").as_deref() != Ok("true"),
             "the flagd testbed is missing: expected ../shared/conformance/flagd-testbed beside the repository (or FLAGD_TESTBED_DIR)"
         );
-        println!("SKIPPED: flagd testbed not found beside the repository (../shared/conformance/flagd-testbed); set FLAGD_TESTBED_DIR to run it");
+        println!(
+            "SKIPPED: flagd testbed not found beside the repository (../shared/conformance/flagd-testbed); set FLAGD_TESTBED_DIR to run it"
+        );
         return;
     };
     let sources = Sources::load(&dir);
     let mut features: Vec<PathBuf> = ["evaluator/gherkin", "gherkin"]
         .iter()
-        .flat_map(|d| std::fs::read_dir(dir.join(d)).expect("gherkin dir").filter_map(|e| e.ok().map(|e| e.path())))
+        .flat_map(|d| {
+            std::fs::read_dir(dir.join(d))
+                .expect("gherkin dir")
+                .filter_map(|e| e.ok().map(|e| e.path()))
+        })
         .filter(|p| p.extension().is_some_and(|x| x == "feature"))
         .collect();
     features.sort();
@@ -356,23 +462,39 @@ fn flagd_testbed_conformance() {
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
     let mut failures = Vec::new();
     for path in &features {
-        let rel = path.strip_prefix(&dir).unwrap_or(path).to_string_lossy().replace('\\', "/");
-        let text = gherkin_escapes(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{rel}: {e}")));
-        let feature = Feature::parse(&text, GherkinEnv::default()).unwrap_or_else(|e| panic!("{rel}: {e:?}"));
-        let scenarios = feature.scenarios.iter().chain(feature.rules.iter().flat_map(|r| r.scenarios.iter()));
+        let rel = path
+            .strip_prefix(&dir)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = gherkin_escapes(
+            &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{rel}: {e}")),
+        );
+        let feature =
+            Feature::parse(&text, GherkinEnv::default()).unwrap_or_else(|e| panic!("{rel}: {e:?}"));
+        let scenarios = feature
+            .scenarios
+            .iter()
+            .chain(feature.rules.iter().flat_map(|r| r.scenarios.iter()));
         for sc in scenarios {
             for case in expand(&feature, sc) {
                 if let Some((_, why)) = OUT_OF_SCOPE_FEATURES.iter().find(|(f, _)| *f == rel) {
                     *skipped.entry(format!("{rel}: {why}")).or_default() += 1;
                     continue;
                 }
-                if let Some((tag, why)) = OUT_OF_SCOPE_TAGS.iter().find(|(t, _)| case.tags.iter().any(|c| c == t)) {
+                if let Some((tag, why)) = OUT_OF_SCOPE_TAGS
+                    .iter()
+                    .find(|(t, _)| case.tags.iter().any(|c| c == t))
+                {
                     *skipped.entry(format!("@{tag}: {why}")).or_default() += 1;
                     continue;
                 }
                 total += 1;
                 let mut run = Run::default();
-                let res = case.steps.iter().try_for_each(|(text, table)| run.step(&sources, text, table.as_deref()));
+                let res = case
+                    .steps
+                    .iter()
+                    .try_for_each(|(text, table)| run.step(&sources, text, table.as_deref()));
                 match res {
                     Ok(()) => passed += 1,
                     Err(e) => failures.push(format!("{rel}: {}: {e}", case.name)),
@@ -388,6 +510,14 @@ fn flagd_testbed_conformance() {
         println!("FAILED {f}");
     }
     println!("{passed} of {total} in-scope scenarios passed");
-    assert!(total > 200, "only {total} in-scope scenarios found: the testbed copy looks incomplete");
-    assert_eq!(passed, total, "{} conformance scenarios failed", failures.len());
+    assert!(
+        total > 200,
+        "only {total} in-scope scenarios found: the testbed copy looks incomplete"
+    );
+    assert_eq!(
+        passed,
+        total,
+        "{} conformance scenarios failed",
+        failures.len()
+    );
 }
