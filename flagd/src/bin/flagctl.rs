@@ -1,1 +1,7 @@
-fn main() {}
+//! `flagctl`: see `flagctl --help`.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    flagd::cli::Cli::parse().run()
+}
