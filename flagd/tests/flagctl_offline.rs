@@ -239,3 +239,19 @@ fn eval_100k_cases_matches_the_evaluator() {
         "{on} of 100000 in the 25% arm"
     );
 }
+
+/// The example flag file is valid, and its cases give the committed expected results:
+/// the "test your flag file before you ship it" workflow of the README.
+#[test]
+fn example_flag_file_and_cases() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/flags");
+    let flags = root.join("checkout.json");
+    let flags = flags.to_str().unwrap();
+    let out = flagctl(&["validate", flags], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let cases = root.join("cases.jsonl");
+    let out = flagctl(&["eval", "--flags", flags, "--cases", cases.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let expected = std::fs::read_to_string(root.join("cases.expected.jsonl")).unwrap();
+    assert_eq!(text(&out.stdout), expected);
+}
