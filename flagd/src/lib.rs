@@ -6,5 +6,6 @@
 //!
 //! Dependency rule: this crate uses `flagd-core` for the model, validation and
 //! evaluation, and never the SDK.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cli;

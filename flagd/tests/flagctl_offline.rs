@@ -250,7 +250,10 @@ fn example_flag_file_and_cases() {
     let out = flagctl(&["validate", flags], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let cases = root.join("cases.jsonl");
-    let out = flagctl(&["eval", "--flags", flags, "--cases", cases.to_str().unwrap()], None);
+    let out = flagctl(
+        &["eval", "--flags", flags, "--cases", cases.to_str().unwrap()],
+        None,
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let expected = std::fs::read_to_string(root.join("cases.expected.jsonl")).unwrap();
     assert_eq!(text(&out.stdout), expected);

@@ -1,4 +1,5 @@
 //! `flagctl`: see `flagctl --help`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use clap::Parser;
 

@@ -369,16 +369,16 @@ impl Snapshot {
         ty: ValueType,
     ) -> Detail<'a> {
         let mut d = self.evaluate(key, ctx);
-        if let Some(v) = d.value {
-            if !ty.accepts(v) {
-                d.value = None;
-                d.variant = None;
-                d.reason = Reason::Error;
-                d.error_code = Some(ErrorCode::TypeMismatch);
-                d.error_message = Some(Cow::Borrowed(
-                    "the flag's value is not of the requested type",
-                ));
-            }
+        if let Some(v) = d.value
+            && !ty.accepts(v)
+        {
+            d.value = None;
+            d.variant = None;
+            d.reason = Reason::Error;
+            d.error_code = Some(ErrorCode::TypeMismatch);
+            d.error_message = Some(Cow::Borrowed(
+                "the flag's value is not of the requested type",
+            ));
         }
         d
     }

@@ -27,6 +27,7 @@
 //!
 //! Dependency rule: `flagd-core` depends on no other crate of this workspace; the SDK
 //! and the server depend on it, never the other way round.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod bucket;
 mod context;

@@ -403,23 +403,24 @@ fn compile_var(raw: &Json, cx: &CompileCx<'_>) -> Result<Expr, CompileError> {
 }
 
 fn compile_in(args: &[Json], cx: &CompileCx<'_>) -> Result<Expr, CompileError> {
-    if let Some(Json::Array(items)) = args.get(1) {
-        if !items.is_empty() && items.iter().all(Json::is_string) {
-            let needle = args
-                .first()
-                .map_or(Ok(Expr::Lit(Value::Null)), |a| compile(a, cx))?;
-            let strs: Vec<Box<str>> = items
-                .iter()
-                .filter_map(|i| i.as_str().map(Into::into))
-                .collect();
-            let lits: Box<[Value]> = items.iter().map(lit_from_json).collect();
-            let set = if strs.len() <= 16 {
-                StrSet::Small(strs.into())
-            } else {
-                StrSet::Large(strs.into_iter().collect())
-            };
-            return Ok(Expr::InSet(Box::new(needle), set, lits));
-        }
+    if let Some(Json::Array(items)) = args.get(1)
+        && !items.is_empty()
+        && items.iter().all(Json::is_string)
+    {
+        let needle = args
+            .first()
+            .map_or(Ok(Expr::Lit(Value::Null)), |a| compile(a, cx))?;
+        let strs: Vec<Box<str>> = items
+            .iter()
+            .filter_map(|i| i.as_str().map(Into::into))
+            .collect();
+        let lits: Box<[Value]> = items.iter().map(lit_from_json).collect();
+        let set = if strs.len() <= 16 {
+            StrSet::Small(strs.into())
+        } else {
+            StrSet::Large(strs.into_iter().collect())
+        };
+        return Ok(Expr::InSet(Box::new(needle), set, lits));
     }
     Ok(Expr::In(two(args, cx)?))
 }
@@ -662,7 +663,7 @@ fn to_number(v: &Val<'_>) -> f64 {
         Val::String(s) => str_to_number(s),
         Val::Owned(v) => to_number(&Val::of(v)),
         Val::Arr(a) if a.len() == 1 => to_number(&Val::of(&a[0])),
-        Val::Arr(a) if a.is_empty() => 0.0,
+        Val::Arr([]) => 0.0,
         _ => f64::NAN,
     }
 }
@@ -905,7 +906,7 @@ impl<'a> Expr {
                     let v = a.eval_in(env, scope);
                     match v.items() {
                         Some(items) => {
-                            out.extend(items.into_iter().map(|i| Val::owned(i.to_value())))
+                            out.extend(items.into_iter().map(|i| Val::owned(i.to_value())));
                         }
                         None => out.push(v),
                     }
@@ -1303,12 +1304,12 @@ fn eval_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: &Scope<'a, '_>) 
         }
     };
 
-    if dynamic_first.is_none() {
-        if let Some(fixed) = &f.fixed {
-            let Ok(fixed) = fixed else { return Val::Null };
-            let b = bucket::bucket(hash, fixed.total);
-            return Val::of(&fixed.variants[bucket::pick(&fixed.ends, b)]);
-        }
+    if dynamic_first.is_none()
+        && let Some(fixed) = &f.fixed
+    {
+        let Ok(fixed) = fixed else { return Val::Null };
+        let b = bucket::bucket(hash, fixed.total);
+        return Val::of(&fixed.variants[bucket::pick(&fixed.ends, b)]);
     }
     let mut vals: Vec<Val<'a>> = Vec::with_capacity(f.buckets.len() + 1);
     vals.extend(dynamic_first);

@@ -430,7 +430,7 @@ fn parse_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
                     }
                     match body {
                         Value::Object(b) if b.is_empty() => {
-                            ck.hard(&p, "an evaluator must not be an empty rule {}")
+                            ck.hard(&p, "an evaluator must not be an empty rule {}");
                         }
                         _ => {}
                     }

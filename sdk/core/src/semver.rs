@@ -101,10 +101,10 @@ impl Version {
         }
         let minor = minor.unwrap_or(Some(0))?;
         let patch = patch.unwrap_or(Some(0))?;
-        if let Some(b) = build {
-            if !b.split('.').all(ident_ok) {
-                return None;
-            }
+        if let Some(b) = build
+            && !b.split('.').all(ident_ok)
+        {
+            return None;
         }
         let pre = match pre {
             None => Vec::new(),

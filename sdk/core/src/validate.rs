@@ -90,10 +90,10 @@ fn check_results(v: &Value, path: &Path, flag: &Flag, ck: &mut Checker) {
                 }
                 "fractional" => {
                     for (i, b) in args.iter().enumerate() {
-                        if let Value::Array(bucket) = b {
-                            if let Some(first) = bucket.first() {
-                                check_results(first, &p.index(i).index(0), flag, ck);
-                            }
+                        if let Value::Array(bucket) = b
+                            && let Some(first) = bucket.first()
+                        {
+                            check_results(first, &p.index(i).index(0), flag, ck);
                         }
                     }
                 }
@@ -111,10 +111,8 @@ fn check_rule(v: &Value, path: &Path, cx: &RuleCx<'_>, ck: &mut Checker, top: bo
                 check_rule(item, &path.index(i), cx, ck, false);
             }
         }
-        Value::Object(m) if m.is_empty() => {
-            if !top {
-                ck.hard(path, "an empty object is not a rule");
-            }
+        Value::Object(m) if m.is_empty() && !top => {
+            ck.hard(path, "an empty object is not a rule");
         }
         Value::Object(m) if m.len() > 1 => {
             let keys = m.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
