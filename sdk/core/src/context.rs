@@ -3,9 +3,175 @@
 use std::collections::HashMap;
 use std::fmt;
 
-/// A map of attribute names to values, hashed with foldhash: attribute lookups are on
-/// the evaluation hot path.
-pub type Map = HashMap<String, Value, foldhash::fast::RandomState>;
+/// A short fingerprint of a name: its length and first eight bytes. Two names with
+/// equal tags and at most eight bytes are equal, so the usual attribute names compare
+/// with one integer comparison and no `memcmp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Tag {
+    prefix: u64,
+    len: usize,
+}
+
+impl Tag {
+    #[inline]
+    pub(crate) fn of(s: &str) -> Self {
+        Self {
+            prefix: prefix(s.as_bytes()),
+            len: s.len(),
+        }
+    }
+
+    /// Whether `a` (with this tag) equals `b` (with tag `other`).
+    #[inline]
+    pub(crate) fn same(self, a: &str, other: Self, b: &str) -> bool {
+        self == other && (self.len <= 8 || a.as_bytes()[8..] == b.as_bytes()[8..])
+    }
+}
+
+/// The first eight bytes, zero-padded, little-endian; built from at most two loads
+/// so that short names need no `memcpy`.
+#[inline]
+fn prefix(b: &[u8]) -> u64 {
+    let n = b.len();
+    let u32_at = |i: usize| u64::from(u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
+    if n >= 8 {
+        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    } else if n >= 4 {
+        // Overlapping loads: the shared bytes land on the same positions.
+        u32_at(0) | (u32_at(n - 4) << ((n - 4) * 8))
+    } else if n > 0 {
+        u64::from(b[0])
+            | (u64::from(b[n / 2]) << (n / 2 * 8))
+            | (u64::from(b[n - 1]) << ((n - 1) * 8))
+    } else {
+        0
+    }
+}
+
+/// Above this many entries a map also keeps a hash index; below, a scan over tags is
+/// faster than hashing.
+const INDEX_ABOVE: usize = 16;
+
+/// Attribute names to values, in insertion order. Contexts are small, so lookups scan
+/// precomputed name tags; large maps add a hash index.
+#[derive(Clone, Default)]
+pub struct Map {
+    entries: Vec<(Tag, String, Value)>,
+    index: Option<HashMap<String, usize, foldhash::fast::RandomState>>,
+}
+
+impl Map {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The value of `name`.
+    #[inline]
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.get_tagged(Tag::of(name), name)
+    }
+
+    #[inline]
+    pub(crate) fn get_tagged(&self, tag: Tag, name: &str) -> Option<&Value> {
+        if let Some(ix) = &self.index {
+            return ix.get(name).map(|&i| &self.entries[i].2);
+        }
+        self.entries
+            .iter()
+            .find(|(t, n, _)| tag.same(name, *t, n))
+            .map(|(_, _, v)| v)
+    }
+
+    /// Sets `name`, returning the value it replaces.
+    pub fn insert(&mut self, name: String, value: Value) -> Option<Value> {
+        let tag = Tag::of(&name);
+        if let Some(slot) = self
+            .entries
+            .iter_mut()
+            .find(|(t, n, _)| tag.same(&name, *t, n))
+        {
+            return Some(std::mem::replace(&mut slot.2, value));
+        }
+        if let Some(ix) = &mut self.index {
+            ix.insert(name.clone(), self.entries.len());
+        }
+        self.entries.push((tag, name, value));
+        if self.index.is_none() && self.entries.len() > INDEX_ABOVE {
+            self.index = Some(
+                self.entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, n, _))| (n.clone(), i))
+                    .collect(),
+            );
+        }
+        None
+    }
+
+    /// Removes `name`, returning its value.
+    pub fn remove(&mut self, name: &str) -> Option<Value> {
+        let tag = Tag::of(name);
+        let i = self
+            .entries
+            .iter()
+            .position(|(t, n, _)| tag.same(name, *t, n))?;
+        let (_, _, v) = self.entries.remove(i);
+        if self.index.is_some() {
+            self.index = Some(
+                self.entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, n, _))| (n.clone(), i))
+                    .collect(),
+            );
+        }
+        Some(v)
+    }
+
+    /// Entries in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.entries.iter().map(|(_, n, v)| (n.as_str(), v))
+    }
+
+    /// Names in insertion order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(_, n, _)| n.as_str())
+    }
+}
+
+impl PartialEq for Map {
+    /// Equal when the same names have equal values, in any order.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
+    }
+}
+
+impl fmt::Debug for Map {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for Map {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut m = Self::new();
+        for (k, v) in iter {
+            m.insert(k.into(), v.into());
+        }
+        m
+    }
+}
 
 /// A typed context value. Integers and floats stay distinct so that they round-trip
 /// through JSON unchanged; JsonLogic compares them as numbers.
@@ -59,16 +225,9 @@ impl Value {
             }
             Self::String(s) => serde_json::Value::String(s.clone()),
             Self::Array(a) => serde_json::Value::Array(a.iter().map(Self::to_json).collect()),
-            Self::Object(o) => {
-                // Sorted keys: a HashMap has no order, and output should be stable.
-                let mut keys: Vec<&String> = o.keys().collect();
-                keys.sort();
-                serde_json::Value::Object(
-                    keys.into_iter()
-                        .map(|k| (k.clone(), o[k].to_json()))
-                        .collect(),
-                )
-            }
+            Self::Object(o) => serde_json::Value::Object(
+                o.iter().map(|(k, v)| (k.to_owned(), v.to_json())).collect(),
+            ),
         }
     }
 }
@@ -185,12 +344,12 @@ impl EvaluationContext {
 
     /// The context as a JSON object, with the targeting key as `targetingKey`.
     pub fn to_json(&self) -> serde_json::Value {
-        let mut out = match Value::Object(self.attributes.clone()).to_json() {
-            serde_json::Value::Object(m) => m,
-            _ => serde_json::Map::new(),
-        };
+        let mut out = serde_json::Map::new();
         if let Some(k) = &self.targeting_key {
             out.insert("targetingKey".into(), serde_json::Value::String(k.clone()));
+        }
+        for (k, v) in self.attributes.iter() {
+            out.insert(k.to_owned(), v.to_json());
         }
         serde_json::Value::Object(out)
     }
@@ -203,6 +362,11 @@ impl EvaluationContext {
     /// One attribute.
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.attributes.get(name)
+    }
+
+    #[inline]
+    pub(crate) fn get_tagged(&self, tag: Tag, name: &str) -> Option<&Value> {
+        self.attributes.get_tagged(tag, name)
     }
 
     /// All attributes (the targeting key is not among them).
@@ -234,6 +398,50 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn map_small_and_large() {
+        for n in [3usize, 40] {
+            let mut m: Map = (0..n)
+                .map(|i| (format!("attribute-name-{i}"), Value::Int(i as i64)))
+                .collect();
+            m.insert("a".into(), Value::Bool(true));
+            assert_eq!(m.len(), n + 1);
+            for i in 0..n {
+                assert_eq!(
+                    m.get(&format!("attribute-name-{i}")),
+                    Some(&Value::Int(i as i64))
+                );
+            }
+            assert_eq!(m.get("a"), Some(&Value::Bool(true)));
+            assert_eq!(m.get("attribute-name-x"), None);
+            assert_eq!(m.insert("a".into(), Value::Null), Some(Value::Bool(true)));
+            assert_eq!(m.remove("attribute-name-1"), Some(Value::Int(1)));
+            assert_eq!(m.get("attribute-name-1"), None);
+            assert_eq!(m.get("attribute-name-2"), Some(&Value::Int(2)));
+            assert_eq!(m.len(), n);
+        }
+        for s in [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "abcd",
+            "abcde",
+            "abcdef",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghi",
+        ] {
+            let mut buf = [0u8; 8];
+            let n = s.len().min(8);
+            buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+            assert_eq!(prefix(s.as_bytes()), u64::from_le_bytes(buf), "{s:?}");
+        }
+        assert!(Tag::of("abcdefgh").same("abcdefgh", Tag::of("abcdefgh"), "abcdefgh"));
+        assert!(!Tag::of("abcdefghX").same("abcdefghX", Tag::of("abcdefghY"), "abcdefghY"));
+        assert!(!Tag::of("ab").same("ab", Tag::of("ab\0"), "ab\0"));
+    }
+
+    #[test]
     fn targeting_key_from_json() {
         let ctx = EvaluationContext::from_json(&json!({"targetingKey": "u1", "a": 1})).unwrap();
         assert_eq!(ctx.targeting_key(), Some("u1"));
@@ -252,7 +460,7 @@ mod tests {
 
     #[test]
     fn json_round_trip() {
-        let j = json!({"a": [1, 2.5, "x", null, true], "b": {"c": "d"}, "targetingKey": "k"});
+        let j = json!({"targetingKey": "k", "a": [1, 2.5, "x", null, true], "b": {"c": "d"}});
         let ctx = EvaluationContext::from_json(&j).unwrap();
         assert_eq!(ctx.to_json(), j);
     }

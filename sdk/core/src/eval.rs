@@ -4,11 +4,13 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher;
 
 use serde_json::{Map, Value as Json};
 
 use crate::context::EvaluationContext;
-use crate::logic::{self, CompileCx, Env, Expr, Val};
+use crate::context::Tag;
+use crate::logic::{self, CompileCx, Env, Expr, Outcome, Val};
 use crate::model::{FlagSet, FlagState, Strictness, ValidationErrors};
 
 /// Why an evaluation produced its value (the OpenFeature reasons flagd uses).
@@ -175,7 +177,12 @@ impl Variants {
     fn find(&self, name: &str) -> Option<usize> {
         match &self.index {
             Some(ix) => ix.get(name).copied(),
-            None => self.names.iter().position(|n| &**n == name),
+            None => {
+                let tag = Tag::of(name);
+                self.names
+                    .iter()
+                    .position(|n| tag.same(name, Tag::of(n), n))
+            }
         }
     }
 }
@@ -198,6 +205,59 @@ struct CompiledFlag {
     metadata: Map<String, Json>,
 }
 
+/// Flags by key: open addressing over full 64-bit hashes, so a lookup touches one
+/// slot array and compares a key only when its whole hash matches.
+#[derive(Debug)]
+struct FlagTable {
+    hasher: foldhash::fast::FixedState,
+    /// `(hash, index + 1)`; index 0 marks an empty slot.
+    slots: Box<[(u64, u32)]>,
+    flags: Vec<CompiledFlag>,
+}
+
+impl FlagTable {
+    fn new(flags: Vec<CompiledFlag>) -> Self {
+        let seed = foldhash::fast::RandomState::default().hash_one(flags.len());
+        let hasher = foldhash::fast::FixedState::with_seed(seed);
+        // Load factor at most one half keeps probe sequences short.
+        let cap = (flags.len() * 2).next_power_of_two().max(8);
+        let mut slots = vec![(0u64, 0u32); cap].into_boxed_slice();
+        for (i, f) in flags.iter().enumerate() {
+            let h = hasher.hash_one(&*f.key);
+            let mut at = (h as usize) & (cap - 1);
+            while slots[at].1 != 0 {
+                at = (at + 1) & (cap - 1);
+            }
+            slots[at] = (h, u32::try_from(i + 1).unwrap_or(u32::MAX));
+        }
+        Self {
+            hasher,
+            slots,
+            flags,
+        }
+    }
+
+    #[inline]
+    fn get(&self, key: &str) -> Option<&CompiledFlag> {
+        let h = self.hasher.hash_one(key);
+        let mask = self.slots.len() - 1;
+        let mut at = (h as usize) & mask;
+        loop {
+            let (sh, ix) = self.slots[at];
+            if ix == 0 {
+                return None;
+            }
+            if sh == h {
+                let f = &self.flags[ix as usize - 1];
+                if Tag::of(key).same(key, Tag::of(&f.key), &f.key) {
+                    return Some(f);
+                }
+            }
+            at = (at + 1) & mask;
+        }
+    }
+}
+
 /// A flag set compiled for evaluation: immutable, shareable across threads, and the only
 /// thing evaluation reads. Compiling is the only way to get one.
 ///
@@ -215,7 +275,7 @@ struct CompiledFlag {
 #[derive(Debug)]
 pub struct Snapshot {
     version: u64,
-    flags: HashMap<Box<str>, CompiledFlag, foldhash::fast::RandomState>,
+    flags: FlagTable,
     source: FlagSet,
     set_metadata: Map<String, Json>,
     empty_metadata: Map<String, Json>,
@@ -246,10 +306,7 @@ impl Snapshot {
     /// Compiles a flag set. `version` is the flag-set version it was built from and is
     /// returned with every evaluation.
     pub fn compile(set: &FlagSet, version: u64) -> Result<Self, CompileError> {
-        let mut flags = HashMap::with_capacity_and_hasher(
-            set.flags.len(),
-            foldhash::fast::RandomState::default(),
-        );
+        let mut flags = Vec::with_capacity(set.flags.len());
         for (key, flag) in &set.flags {
             let variants = Variants::new(&flag.variants);
             let default_variant = match &flag.default_variant {
@@ -268,7 +325,10 @@ impl Snapshot {
                         in_evaluator: false,
                     };
                     match logic::compile(rule, &cx) {
-                        Ok(e) => Targeting::Rule(e),
+                        Ok(mut e) => {
+                            logic::resolve_variants(&mut e, &|name| variants.find(name));
+                            Targeting::Rule(e)
+                        }
                         Err(e) => Targeting::Invalid(e.0.into()),
                     }
                 }
@@ -281,21 +341,18 @@ impl Snapshot {
                     }
                 }
             }
-            flags.insert(
-                key.as_str().into(),
-                CompiledFlag {
-                    key: key.as_str().into(),
-                    disabled: flag.state == FlagState::Disabled,
-                    variants,
-                    default_variant,
-                    targeting,
-                    metadata,
-                },
-            );
+            flags.push(CompiledFlag {
+                key: key.as_str().into(),
+                disabled: flag.state == FlagState::Disabled,
+                variants,
+                default_variant,
+                targeting,
+                metadata,
+            });
         }
         Ok(Self {
             version,
-            flags,
+            flags: FlagTable::new(flags),
             source: set.clone(),
             set_metadata: set.metadata.clone(),
             empty_metadata: Map::new(),
@@ -325,22 +382,22 @@ impl Snapshot {
 
     /// The number of flags.
     pub fn len(&self) -> usize {
-        self.flags.len()
+        self.flags.flags.len()
     }
 
     /// Whether there are no flags.
     pub fn is_empty(&self) -> bool {
-        self.flags.is_empty()
+        self.flags.flags.is_empty()
     }
 
     /// Whether a flag exists.
     pub fn contains(&self, key: &str) -> bool {
-        self.flags.contains_key(key)
+        self.flags.get(key).is_some()
     }
 
     /// Flag keys, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.flags.keys().map(|k| &**k)
+        self.flags.flags.iter().map(|f| &*f.key)
     }
 
     /// Evaluates a flag with full details. Never fails and never panics: problems are
@@ -419,7 +476,15 @@ impl Snapshot {
             flag_key: &flag.key,
             now: Cell::new(None),
         };
-        let result = rule.eval(&env);
+        let result = match rule.eval_outcome(&env) {
+            Outcome::Variant(i) => {
+                d.reason = Reason::TargetingMatch;
+                d.variant = Some(&flag.variants.names[i]);
+                d.value = Some(&flag.variants.values[i]);
+                return d;
+            }
+            Outcome::Value(v) => v,
+        };
         let num_key: String;
         let key: &str = match &result {
             Val::Null => {

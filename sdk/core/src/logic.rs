@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use serde_json::Value as Json;
 
 use crate::bucket::{self, Murmur3};
-use crate::context::{EvaluationContext, Map, Value};
+use crate::context::{EvaluationContext, Map, Tag, Value};
 use crate::semver::{self, Version};
 
 /// How many arguments an operator takes, as the flagd schema says.
@@ -131,23 +131,42 @@ pub(crate) enum VarPath {
     Whole,
     /// `targetingKey`.
     TargetingKey,
-    /// A dotted path; each segment pre-split.
-    Segments(Box<[Box<str>]>),
+    /// A dotted path; each segment pre-split and tagged.
+    Segments(Box<[Segment]>),
     /// Computed at evaluation time.
     Dynamic(Box<Expr>),
+}
+
+/// One segment of a `var` path.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    tag: Tag,
+    name: Box<str>,
+}
+
+fn segments(path: &str) -> Box<[Segment]> {
+    path.split('.')
+        .map(|p| Segment {
+            tag: Tag::of(p),
+            name: p.into(),
+        })
+        .collect()
 }
 
 /// A set of literal strings for `in`; small sets are scanned, larger ones hashed.
 #[derive(Debug)]
 pub(crate) enum StrSet {
-    Small(Box<[Box<str>]>),
+    Small(Box<[(Tag, Box<str>)]>),
     Large(HashSet<Box<str>, foldhash::fast::RandomState>),
 }
 
 impl StrSet {
     fn contains(&self, s: &str) -> bool {
         match self {
-            Self::Small(items) => items.iter().any(|i| &**i == s),
+            Self::Small(items) => {
+                let tag = Tag::of(s);
+                items.iter().any(|(t, i)| tag.same(s, *t, i))
+            }
             Self::Large(set) => set.contains(s),
         }
     }
@@ -169,6 +188,8 @@ pub(crate) struct SemVerRule {
 #[derive(Debug)]
 pub(crate) struct StaticBuckets {
     variants: Box<[Value]>,
+    /// The flag's variant each bucket selects, filled in by [`resolve_variants`].
+    variant_index: Box<[Option<u32>]>,
     ends: Box<[u32]>,
     total: u32,
 }
@@ -196,6 +217,10 @@ pub(crate) struct Fractional {
 #[derive(Debug)]
 pub(crate) enum Expr {
     Lit(Value),
+    /// A literal in result position that names variant `.0` of the flag.
+    Variant(u32, Value),
+    /// `==` / `!=` (when `.3`) against a literal string.
+    EqStr(Box<Expr>, Tag, Box<str>, bool),
     Array(Vec<Expr>),
     Var(VarPath, Option<Box<Expr>>),
     Timestamp,
@@ -312,8 +337,18 @@ fn compile_op(op: &str, raw: &Json, cx: &CompileCx<'_>) -> Result<Expr, CompileE
         "missing" => Expr::Missing(compile_all(args, cx)?),
         "missing_some" => Expr::MissingSome(compile_all(args, cx)?),
         "if" | "?:" => Expr::If(compile_all(args, cx)?),
-        "==" => Expr::Eq(two(args, cx)?, false),
-        "!=" => Expr::Eq(two(args, cx)?, true),
+        "==" | "!=" => {
+            let [a, b] = *two(args, cx)?;
+            let negate = op == "!=";
+            match (a, b) {
+                (Expr::Lit(Value::String(lit)), other) | (other, Expr::Lit(Value::String(lit)))
+                    if !matches!(other, Expr::Lit(_)) =>
+                {
+                    Expr::EqStr(Box::new(other), Tag::of(&lit), lit.into(), negate)
+                }
+                (a, b) => Expr::Eq(Box::new([a, b]), negate),
+            }
+        }
         "===" => Expr::StrictEq(two(args, cx)?, false),
         "!==" => Expr::StrictEq(two(args, cx)?, true),
         "<" => Expr::Cmp(Cmp::Lt, compile_all(args, cx)?),
@@ -397,7 +432,7 @@ fn compile_var(raw: &Json, cx: &CompileCx<'_>) -> Result<Expr, CompileError> {
     let path = match text.as_str() {
         "" => VarPath::Whole,
         "targetingKey" => VarPath::TargetingKey,
-        _ => VarPath::Segments(text.split('.').map(Into::into).collect()),
+        _ => VarPath::Segments(segments(&text)),
     };
     Ok(Expr::Var(path, default))
 }
@@ -416,7 +451,7 @@ fn compile_in(args: &[Json], cx: &CompileCx<'_>) -> Result<Expr, CompileError> {
             .collect();
         let lits: Box<[Value]> = items.iter().map(lit_from_json).collect();
         let set = if strs.len() <= 16 {
-            StrSet::Small(strs.into())
+            StrSet::Small(strs.into_iter().map(|s| (Tag::of(&s), s)).collect())
         } else {
             StrSet::Large(strs.into_iter().collect())
         };
@@ -472,6 +507,7 @@ fn compile_fractional(args: &[Json], cx: &CompileCx<'_>) -> Result<Expr, Compile
             .collect();
         Some(parse_buckets(&vals).map(|p| StaticBuckets {
             variants: p.variants.iter().map(Val::to_value).collect(),
+            variant_index: Box::default(),
             ends: p.ends.into(),
             total: p.total,
         }))
@@ -501,6 +537,7 @@ pub(crate) enum Val<'a> {
 }
 
 impl<'a> Val<'a> {
+    #[inline]
     pub(crate) fn of(v: &'a Value) -> Self {
         match v {
             Value::Null => Self::Null,
@@ -600,8 +637,13 @@ impl<'a> Val<'a> {
 
     /// One member or element, following a path segment.
     fn member(&self, seg: &str) -> Option<Val<'a>> {
+        self.member_tagged(Tag::of(seg), seg)
+    }
+
+    #[inline]
+    fn member_tagged(&self, tag: Tag, seg: &str) -> Option<Val<'a>> {
         match self {
-            Self::Obj(m) => m.get(seg).map(Val::of),
+            Self::Obj(m) => m.get_tagged(tag, seg).map(Val::of),
             Self::Arr(a) => seg
                 .parse::<usize>()
                 .ok()
@@ -640,6 +682,7 @@ fn num_value(n: f64) -> Value {
 }
 
 /// JavaScript truthiness, with `[]` falsy as in JsonLogic.
+#[inline]
 pub(crate) fn truthy(v: &Val<'_>) -> bool {
     match v {
         Val::Null => false,
@@ -650,7 +693,19 @@ pub(crate) fn truthy(v: &Val<'_>) -> bool {
         Val::Arr(a) => !a.is_empty(),
         Val::List(l) => !l.is_empty(),
         Val::Obj(_) => true,
-        Val::Owned(v) => truthy(&Val::of(v)),
+        Val::Owned(v) => value_truthy(v),
+    }
+}
+
+fn value_truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Int(i) => *i != 0,
+        Value::Float(f) => *f != 0.0 && !f.is_nan(),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(_) => true,
     }
 }
 
@@ -778,9 +833,36 @@ impl<'a> Expr {
         self.eval_in(env, &Scope::Root)
     }
 
+    /// Truthiness of the result, without building it where the operator is boolean
+    /// anyway: conditions of `if`, `and`, `or`, `!` take this path.
+    #[inline]
+    fn eval_bool(&'a self, env: &Env<'a>, scope: &Scope<'a, '_>) -> bool {
+        match self {
+            Expr::And(args) => args.iter().all(|a| a.eval_bool(env, scope)),
+            Expr::Or(args) => args.iter().any(|a| a.eval_bool(env, scope)),
+            Expr::Not(a, negate) => a.eval_bool(env, scope) != *negate,
+            Expr::EqStr(other, tag, lit, negate) => {
+                let v = other.eval_in(env, scope);
+                let eq = match v.as_str() {
+                    Some(s) => tag.same(lit, Tag::of(s), s),
+                    None => loose_eq(&v, &Val::Str(lit)),
+                };
+                eq != *negate
+            }
+            Expr::InSet(needle, set, lits) => {
+                let n = needle.eval_in(env, scope);
+                match n.as_str() {
+                    Some(s) => set.contains(s),
+                    None => contains(&Val::Arr(lits), &n),
+                }
+            }
+            other => truthy(&other.eval_in(env, scope)),
+        }
+    }
+
     fn eval_in(&'a self, env: &Env<'a>, scope: &Scope<'a, '_>) -> Val<'a> {
         match self {
-            Expr::Lit(v) => Val::of(v),
+            Expr::Lit(v) | Expr::Variant(_, v) => Val::of(v),
             Expr::Array(items) => Val::List(items.iter().map(|e| e.eval_in(env, scope)).collect()),
             Expr::Var(path, default) => {
                 let found = lookup(path, env, scope);
@@ -827,7 +909,7 @@ impl<'a> Expr {
             Expr::If(args) => {
                 let mut i = 0;
                 while i + 1 < args.len() {
-                    if truthy(&args[i].eval_in(env, scope)) {
+                    if args[i].eval_bool(env, scope) {
                         return args[i + 1].eval_in(env, scope);
                     }
                     i += 2;
@@ -861,11 +943,8 @@ impl<'a> Expr {
                 let r = test(&vals[0], &vals[1]) && (args.len() < 3 || test(&vals[1], &vals[2]));
                 Val::Bool(r)
             }
-            Expr::Not(a, negate) => {
-                let v = a.eval_in(env, scope);
-                // `{"!": [x]}` and `{"!": x}` are the same; an array argument that is itself a
-                // single-element list was unwrapped at compile time.
-                Val::Bool(truthy(&v) != *negate)
+            Expr::Not(..) | Expr::EqStr(..) | Expr::InSet(..) => {
+                Val::Bool(self.eval_bool(env, scope))
             }
             Expr::And(args) => {
                 let mut last = Val::Bool(true);
@@ -892,13 +971,6 @@ impl<'a> Expr {
                 let needle = ab[0].eval_in(env, scope);
                 let hay = ab[1].eval_in(env, scope);
                 Val::Bool(contains(&hay, &needle))
-            }
-            Expr::InSet(needle, set, lits) => {
-                let n = needle.eval_in(env, scope);
-                match n.as_str() {
-                    Some(s) => Val::Bool(set.contains(s)),
-                    None => Val::Bool(contains(&Val::Arr(lits), &n)),
-                }
             }
             Expr::Merge(args) => {
                 let mut out = Vec::new();
@@ -1001,13 +1073,9 @@ fn lookup<'a>(path: &'a VarPath, env: &Env<'a>, scope: &Scope<'a, '_>) -> Option
             },
             VarPath::Segments(segs) => {
                 let (first, rest) = segs.split_first()?;
-                let mut v = if &**first == "targetingKey" && rest.is_empty() {
-                    return lookup(&VarPath::TargetingKey, env, scope);
-                } else {
-                    Val::of(env.ctx.get(first)?)
-                };
+                let mut v = Val::of(env.ctx.get_tagged(first.tag, &first.name)?);
                 for s in rest {
-                    v = v.member(s)?;
+                    v = v.member_tagged(s.tag, &s.name)?;
                 }
                 Some(v)
             }
@@ -1021,7 +1089,9 @@ fn lookup<'a>(path: &'a VarPath, env: &Env<'a>, scope: &Scope<'a, '_>) -> Option
         Scope::Item(item) => match path {
             VarPath::Whole => Some((*item).clone()),
             VarPath::TargetingKey => item.member("targetingKey"),
-            VarPath::Segments(segs) => segs.iter().try_fold((*item).clone(), |v, s| v.member(s)),
+            VarPath::Segments(segs) => segs
+                .iter()
+                .try_fold((*item).clone(), |v, s| v.member_tagged(s.tag, &s.name)),
             VarPath::Dynamic(e) => {
                 let p = e.eval_in(env, scope);
                 let text = to_cow_str(&p);
@@ -1032,7 +1102,7 @@ fn lookup<'a>(path: &'a VarPath, env: &Env<'a>, scope: &Scope<'a, '_>) -> Option
             let segs: Vec<&str> = match path {
                 VarPath::Whole => return None,
                 VarPath::TargetingKey => vec!["targetingKey"],
-                VarPath::Segments(s) => s.iter().map(|x| &**x).collect(),
+                VarPath::Segments(s) => s.iter().map(|x| &*x.name).collect(),
                 VarPath::Dynamic(_) => return None,
             };
             let (first, rest) = segs.split_first()?;
@@ -1050,7 +1120,7 @@ fn lookup_dynamic<'a>(text: &str, env: &Env<'a>, scope: &Scope<'a, '_>) -> Optio
     let path = match text {
         "" => VarPath::Whole,
         "targetingKey" => VarPath::TargetingKey,
-        t => VarPath::Segments(t.split('.').map(Into::into).collect()),
+        t => VarPath::Segments(segments(t)),
     };
     // The temporary path lives only for this call, so copy out what it finds.
     lookup(&path, env, scope).map(|v| Val::owned(v.to_value()))
@@ -1273,7 +1343,22 @@ fn parse_buckets<'a>(buckets: &[Val<'a>]) -> Result<ParsedBuckets<'a>, ()> {
     })
 }
 
+/// Which bucket a `fractional` chose.
+enum Pick<'a> {
+    /// Bucket `i` of the precomputed literal buckets.
+    Fixed(&'a StaticBuckets, usize),
+    /// A variant from evaluated buckets, or `null`.
+    Value(Val<'a>),
+}
+
 fn eval_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: &Scope<'a, '_>) -> Val<'a> {
+    match pick_fractional(f, env, scope) {
+        Pick::Fixed(fixed, i) => Val::of(&fixed.variants[i]),
+        Pick::Value(v) => v,
+    }
+}
+
+fn pick_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: &Scope<'a, '_>) -> Pick<'a> {
     // Decide what is hashed: an explicit string, or the flag key and the targeting key.
     let mut dynamic_first: Option<Val<'a>> = None;
     let explicit: Option<Val<'a>> = match &f.bucket_by {
@@ -1296,7 +1381,7 @@ fn eval_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: &Scope<'a, '_>) 
         None => {
             let tk = match env.ctx.targeting_key() {
                 Some(k) if !k.is_empty() => k,
-                _ => return Val::Null,
+                _ => return Pick::Value(Val::Null),
             };
             let mut h = f.flag_key_hash;
             h.write(tk.as_bytes());
@@ -1307,19 +1392,114 @@ fn eval_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: &Scope<'a, '_>) 
     if dynamic_first.is_none()
         && let Some(fixed) = &f.fixed
     {
-        let Ok(fixed) = fixed else { return Val::Null };
+        let Ok(fixed) = fixed else {
+            return Pick::Value(Val::Null);
+        };
         let b = bucket::bucket(hash, fixed.total);
-        return Val::of(&fixed.variants[bucket::pick(&fixed.ends, b)]);
+        return Pick::Fixed(fixed, bucket::pick(&fixed.ends, b));
     }
     let mut vals: Vec<Val<'a>> = Vec::with_capacity(f.buckets.len() + 1);
     vals.extend(dynamic_first);
     vals.extend(f.buckets.iter().map(|b| b.eval_in(env, scope)));
     let Ok(mut parsed) = parse_buckets(&vals) else {
-        return Val::Null;
+        return Pick::Value(Val::Null);
     };
     let b = bucket::bucket(hash, parsed.total);
     let i = bucket::pick(&parsed.ends, b);
-    parsed.variants.swap_remove(i)
+    Pick::Value(parsed.variants.swap_remove(i))
+}
+
+/// What a targeting rule chose: a variant already resolved at compile time, or a value
+/// to be mapped to a variant name.
+pub(crate) enum Outcome<'a> {
+    Variant(usize),
+    Value(Val<'a>),
+}
+
+impl<'a> Expr {
+    /// Evaluates a rule in result position. Literal results were resolved to variant
+    /// indices at compile time ([`resolve_variants`]), so the common shapes skip the
+    /// variant lookup by name.
+    #[inline]
+    pub(crate) fn eval_outcome(&'a self, env: &Env<'a>) -> Outcome<'a> {
+        match self {
+            Expr::Variant(i, _) => Outcome::Variant(*i as usize),
+            Expr::If(args) => {
+                let scope = Scope::Root;
+                let mut i = 0;
+                while i + 1 < args.len() {
+                    if args[i].eval_bool(env, &scope) {
+                        return args[i + 1].eval_outcome(env);
+                    }
+                    i += 2;
+                }
+                if i < args.len() {
+                    args[i].eval_outcome(env)
+                } else {
+                    Outcome::Value(Val::Null)
+                }
+            }
+            Expr::Fractional(f) => match pick_fractional(f, env, &Scope::Root) {
+                Pick::Fixed(fixed, i) => match fixed.variant_index[i] {
+                    Some(v) => Outcome::Variant(v as usize),
+                    None => Outcome::Value(Val::of(&fixed.variants[i])),
+                },
+                Pick::Value(v) => Outcome::Value(v),
+            },
+            other => Outcome::Value(other.eval(env)),
+        }
+    }
+}
+
+/// The variant name a literal result selects: strings name it, booleans select
+/// `"true"`/`"false"`, numbers their decimal text.
+fn variant_key(v: &Value) -> Option<Cow<'_, str>> {
+    match v {
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Bool(true) => Some(Cow::Borrowed("true")),
+        Value::Bool(false) => Some(Cow::Borrowed("false")),
+        Value::Int(i) => Some(Cow::Owned(i.to_string())),
+        Value::Float(f) => Some(Cow::Owned(format_number(*f))),
+        _ => None,
+    }
+}
+
+/// Replaces literals in result position (the rule itself, `if` branches, literal
+/// `fractional` buckets) with the index of the variant they select.
+pub(crate) fn resolve_variants(e: &mut Expr, find: &dyn Fn(&str) -> Option<usize>) {
+    match e {
+        Expr::Lit(v) => {
+            if let Some(i) = variant_key(v)
+                .and_then(|k| find(&k))
+                .and_then(|i| u32::try_from(i).ok())
+            {
+                let v = std::mem::take(v);
+                *e = Expr::Variant(i, v);
+            }
+        }
+        Expr::If(args) => {
+            let n = args.len();
+            for (i, a) in args.iter_mut().enumerate() {
+                if i % 2 == 1 || i + 1 == n {
+                    resolve_variants(a, find);
+                }
+            }
+        }
+        Expr::Fractional(f) => {
+            if let Some(Ok(fixed)) = &mut f.fixed {
+                fixed.variant_index = fixed
+                    .variants
+                    .iter()
+                    .map(|v| {
+                        variant_key(v)
+                            .and_then(|k| find(&k))
+                            .and_then(|i| u32::try_from(i).ok())
+                    })
+                    .collect();
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
