@@ -3,28 +3,33 @@
 use std::collections::HashMap;
 use std::fmt;
 
-/// A short fingerprint of a name: its length and first eight bytes. Two names with
-/// equal tags and at most eight bytes are equal, so the usual attribute names compare
-/// with one integer comparison and no `memcmp`.
+/// A short fingerprint of a name: its length, first and last eight bytes. Two names
+/// with equal tags and at most sixteen bytes are equal, so the usual attribute names
+/// and flag keys compare without reading their bytes and without a `memcmp`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Tag {
     prefix: u64,
+    /// The last eight bytes of a name longer than eight bytes.
+    suffix: u64,
     len: usize,
 }
 
 impl Tag {
     #[inline]
     pub(crate) fn of(s: &str) -> Self {
-        Self {
-            prefix: prefix(s.as_bytes()),
-            len: s.len(),
-        }
+        let b = s.as_bytes();
+        let suffix = if b.len() > 8 { prefix(&b[b.len() - 8..]) } else { 0 };
+        Self { prefix: prefix(b), suffix, len: b.len() }
     }
 
     /// Whether `a` (with this tag) equals `b` (with tag `other`).
     #[inline]
     pub(crate) fn same(self, a: &str, other: Self, b: &str) -> bool {
-        self == other && (self.len <= 8 || a.as_bytes()[8..] == b.as_bytes()[8..])
+        if self != other {
+            return false;
+        }
+        // Up to sixteen bytes, the first and last eight cover the whole name.
+        self.len <= 16 || a.as_bytes()[8..] == b.as_bytes()[8..]
     }
 }
 

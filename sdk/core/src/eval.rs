@@ -198,11 +198,23 @@ enum Targeting {
 #[derive(Debug)]
 struct CompiledFlag {
     key: Box<str>,
+    key_tag: Tag,
     disabled: bool,
     variants: Variants,
     default_variant: Option<usize>,
     targeting: Targeting,
     metadata: Map<String, Json>,
+}
+
+/// Hashes a key's bytes with one `write`, without the length or terminator that `str`'s
+/// `Hash` adds.
+struct KeyBytes<'k>(&'k str);
+
+impl std::hash::Hash for KeyBytes<'_> {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(self.0.as_bytes());
+    }
 }
 
 /// Flags by key: open addressing over full 64-bit hashes, so a lookup touches one
@@ -223,7 +235,7 @@ impl FlagTable {
         let cap = (flags.len() * 2).next_power_of_two().max(8);
         let mut slots = vec![(0u64, 0u32); cap].into_boxed_slice();
         for (i, f) in flags.iter().enumerate() {
-            let h = hasher.hash_one(&*f.key);
+            let h = hasher.hash_one(KeyBytes(&f.key));
             let mut at = (h as usize) & (cap - 1);
             while slots[at].1 != 0 {
                 at = (at + 1) & (cap - 1);
@@ -239,7 +251,7 @@ impl FlagTable {
 
     #[inline]
     fn get(&self, key: &str) -> Option<&CompiledFlag> {
-        let h = self.hasher.hash_one(key);
+        let h = self.hasher.hash_one(KeyBytes(key));
         let mask = self.slots.len() - 1;
         let mut at = (h as usize) & mask;
         loop {
@@ -249,7 +261,7 @@ impl FlagTable {
             }
             if sh == h {
                 let f = &self.flags[ix as usize - 1];
-                if Tag::of(key).same(key, Tag::of(&f.key), &f.key) {
+                if Tag::of(key).same(key, f.key_tag, &f.key) {
                     return Some(f);
                 }
             }
@@ -343,6 +355,7 @@ impl Snapshot {
             }
             flags.push(CompiledFlag {
                 key: key.as_str().into(),
+                key_tag: Tag::of(key),
                 disabled: flag.state == FlagState::Disabled,
                 variants,
                 default_variant,

@@ -184,13 +184,16 @@ pub(crate) struct SemVerRule {
     extra_args: bool,
 }
 
+const NO_VARIANT: u32 = u32::MAX;
+
 /// Buckets whose variants and weights are all literals, resolved at compile time.
 #[derive(Debug)]
 pub(crate) struct StaticBuckets {
     variants: Box<[Value]>,
-    /// The flag's variant each bucket selects, filled in by [`resolve_variants`].
-    variant_index: Box<[Option<u32>]>,
-    ends: Box<[u32]>,
+    /// Per bucket, in one array so that a pick reads one cache line: the cumulative
+    /// upper bound, and the index of the flag's variant it selects (filled in by
+    /// [`resolve_variants`]; `NO_VARIANT` when it names none).
+    ends: Box<[(u32, u32)]>,
     total: u32,
 }
 
@@ -507,8 +510,7 @@ fn compile_fractional(args: &[Json], cx: &CompileCx<'_>) -> Result<Expr, Compile
             .collect();
         Some(parse_buckets(&vals).map(|p| StaticBuckets {
             variants: p.variants.iter().map(Val::to_value).collect(),
-            variant_index: Box::default(),
-            ends: p.ends.into(),
+            ends: p.ends.iter().map(|&e| (e, NO_VARIANT)).collect(),
             total: p.total,
         }))
     } else {
@@ -833,6 +835,21 @@ impl<'a> Expr {
         self.eval_in(env, &Scope::Root)
     }
 
+    /// Evaluates an operand. A plain attribute read (`{"var": "country"}`) is answered
+    /// here directly: it is the most common operand, and the general evaluator's frame is
+    /// large.
+    #[inline]
+    fn eval_operand(&'a self, env: &Env<'a>, scope: &Scope<'a, '_>) -> Val<'a> {
+        match (self, scope) {
+            (Expr::Var(VarPath::Segments(segs), None), Scope::Root) if segs.len() == 1 => {
+                let seg = &segs[0];
+                env.ctx.get_tagged(seg.tag, &seg.name).map_or(Val::Null, Val::of)
+            }
+            (Expr::Lit(v), _) => Val::of(v),
+            _ => self.eval_in(env, scope),
+        }
+    }
+
     /// Truthiness of the result, without building it where the operator is boolean
     /// anyway: conditions of `if`, `and`, `or`, `!` take this path.
     #[inline]
@@ -842,7 +859,7 @@ impl<'a> Expr {
             Expr::Or(args) => args.iter().any(|a| a.eval_bool(env, scope)),
             Expr::Not(a, negate) => a.eval_bool(env, scope) != *negate,
             Expr::EqStr(other, tag, lit, negate) => {
-                let v = other.eval_in(env, scope);
+                let v = other.eval_operand(env, scope);
                 let eq = match v.as_str() {
                     Some(s) => tag.same(lit, Tag::of(s), s),
                     None => loose_eq(&v, &Val::Str(lit)),
@@ -850,7 +867,7 @@ impl<'a> Expr {
                 eq != *negate
             }
             Expr::InSet(needle, set, lits) => {
-                let n = needle.eval_in(env, scope);
+                let n = needle.eval_operand(env, scope);
                 match n.as_str() {
                     Some(s) => set.contains(s),
                     None => contains(&Val::Arr(lits), &n),
@@ -921,18 +938,18 @@ impl<'a> Expr {
                 }
             }
             Expr::Eq(ab, negate) => {
-                let r = loose_eq(&ab[0].eval_in(env, scope), &ab[1].eval_in(env, scope));
+                let r = loose_eq(&ab[0].eval_operand(env, scope), &ab[1].eval_operand(env, scope));
                 Val::Bool(r != *negate)
             }
             Expr::StrictEq(ab, negate) => {
-                let r = strict_eq(&ab[0].eval_in(env, scope), &ab[1].eval_in(env, scope));
+                let r = strict_eq(&ab[0].eval_operand(env, scope), &ab[1].eval_operand(env, scope));
                 Val::Bool(r != *negate)
             }
             Expr::Cmp(op, args) => {
                 let vals: [Val<'a>; 3] = [
-                    args.first().map_or(Val::Null, |e| e.eval_in(env, scope)),
-                    args.get(1).map_or(Val::Null, |e| e.eval_in(env, scope)),
-                    args.get(2).map_or(Val::Null, |e| e.eval_in(env, scope)),
+                    args.first().map_or(Val::Null, |e| e.eval_operand(env, scope)),
+                    args.get(1).map_or(Val::Null, |e| e.eval_operand(env, scope)),
+                    args.get(2).map_or(Val::Null, |e| e.eval_operand(env, scope)),
                 ];
                 let test = |a: &Val<'_>, b: &Val<'_>| match op {
                     Cmp::Lt => less(a, b, false),
@@ -1359,6 +1376,15 @@ fn eval_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: &Scope<'a, '_>) 
 }
 
 fn pick_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: &Scope<'a, '_>) -> Pick<'a> {
+    // The common rollout: literal buckets on the default bucketing value.
+    if let (BucketBy::Default, Some(Ok(fixed))) = (&f.bucket_by, &f.fixed) {
+        let Some(tk) = env.ctx.targeting_key().filter(|k| !k.is_empty()) else {
+            return Pick::Value(Val::Null);
+        };
+        let mut h = f.flag_key_hash;
+        h.write(tk.as_bytes());
+        return Pick::Fixed(fixed, fixed.pick(h.finish()));
+    }
     // Decide what is hashed: an explicit string, or the flag key and the targeting key.
     let mut dynamic_first: Option<Val<'a>> = None;
     let explicit: Option<Val<'a>> = match &f.bucket_by {
@@ -1395,8 +1421,7 @@ fn pick_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: &Scope<'a, '_>) 
         let Ok(fixed) = fixed else {
             return Pick::Value(Val::Null);
         };
-        let b = bucket::bucket(hash, fixed.total);
-        return Pick::Fixed(fixed, bucket::pick(&fixed.ends, b));
+        return Pick::Fixed(fixed, fixed.pick(hash));
     }
     let mut vals: Vec<Val<'a>> = Vec::with_capacity(f.buckets.len() + 1);
     vals.extend(dynamic_first);
@@ -1440,9 +1465,9 @@ impl<'a> Expr {
                 }
             }
             Expr::Fractional(f) => match pick_fractional(f, env, &Scope::Root) {
-                Pick::Fixed(fixed, i) => match fixed.variant_index[i] {
-                    Some(v) => Outcome::Variant(v as usize),
-                    None => Outcome::Value(Val::of(&fixed.variants[i])),
+                Pick::Fixed(fixed, i) => match fixed.ends[i].1 {
+                    NO_VARIANT => Outcome::Value(Val::of(&fixed.variants[i])),
+                    v => Outcome::Variant(v as usize),
                 },
                 Pick::Value(v) => Outcome::Value(v),
             },
@@ -1487,18 +1512,23 @@ pub(crate) fn resolve_variants(e: &mut Expr, find: &dyn Fn(&str) -> Option<usize
         }
         Expr::Fractional(f) => {
             if let Some(Ok(fixed)) = &mut f.fixed {
-                fixed.variant_index = fixed
-                    .variants
-                    .iter()
-                    .map(|v| {
-                        variant_key(v)
-                            .and_then(|k| find(&k))
-                            .and_then(|i| u32::try_from(i).ok())
-                    })
-                    .collect();
+                for (slot, v) in fixed.ends.iter_mut().zip(&fixed.variants) {
+                    slot.1 = variant_key(v).and_then(|k| find(&k)).and_then(|i| u32::try_from(i).ok()).unwrap_or(NO_VARIANT);
+                }
             }
         }
         _ => {}
+    }
+}
+
+impl StaticBuckets {
+    /// The bucket a hash falls in: `(hash * total) >> 32`, then the first bucket whose
+    /// cumulative weight exceeds it.
+    #[inline]
+    fn pick(&self, hash: u32) -> usize {
+        let b = bucket::bucket(hash, self.total);
+        // Weights are few; a linear scan beats a binary search here.
+        self.ends.iter().position(|&(end, _)| b < end).unwrap_or(self.ends.len().saturating_sub(1))
     }
 }
 
@@ -1508,7 +1538,7 @@ impl StaticBuckets {
         let mut prev = 0;
         self.ends
             .iter()
-            .map(|&e| {
+            .map(|&(e, _)| {
                 let w = e - prev;
                 prev = e;
                 w
