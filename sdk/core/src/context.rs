@@ -18,8 +18,16 @@ impl Tag {
     #[inline]
     pub(crate) fn of(s: &str) -> Self {
         let b = s.as_bytes();
-        let suffix = if b.len() > 8 { prefix(&b[b.len() - 8..]) } else { 0 };
-        Self { prefix: prefix(b), suffix, len: b.len() }
+        let suffix = if b.len() > 8 {
+            prefix(&b[b.len() - 8..])
+        } else {
+            0
+        };
+        Self {
+            prefix: prefix(b),
+            suffix,
+            len: b.len(),
+        }
     }
 
     /// Whether `a` (with this tag) equals `b` (with tag `other`).

@@ -153,19 +153,21 @@ struct Variants {
     names: Box<[Box<str>]>,
     values: Box<[Json]>,
     /// Only for flags with many variants; a scan is faster for the usual two or three.
-    index: Option<HashMap<Box<str>, usize, foldhash::fast::RandomState>>,
+    index: Option<Box<HashMap<Box<str>, usize, foldhash::fast::RandomState>>>,
 }
 
 impl Variants {
     fn new(map: &Map<String, Json>) -> Self {
         let names: Box<[Box<str>]> = map.keys().map(|k| k.as_str().into()).collect();
-        let index = (names.len() > 8).then(|| {
-            names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.clone(), i))
-                .collect()
-        });
+        let index = (names.len() > 8)
+            .then(|| {
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n.clone(), i))
+                    .collect::<HashMap<_, _, _>>()
+            })
+            .map(Box::new);
         Self {
             names,
             values: map.values().cloned().collect(),
@@ -190,6 +192,8 @@ impl Variants {
 #[derive(Debug)]
 enum Targeting {
     None,
+    /// The rule is a single `fractional` (the usual percentage rollout).
+    Split(logic::Fractional),
     Rule(Expr),
     /// The rule cannot run; every evaluation is `PARSE_ERROR` with this message.
     Invalid(Box<str>),
@@ -197,13 +201,14 @@ enum Targeting {
 
 #[derive(Debug)]
 struct CompiledFlag {
-    key: Box<str>,
     key_tag: Tag,
     disabled: bool,
-    variants: Variants,
     default_variant: Option<usize>,
     targeting: Targeting,
-    metadata: Map<String, Json>,
+    variants: Variants,
+    key: Box<str>,
+    /// Boxed: only its address is needed on the hot path.
+    metadata: Box<Map<String, Json>>,
 }
 
 /// Hashes a key's bytes with one `write`, without the length or terminator that `str`'s
@@ -339,7 +344,10 @@ impl Snapshot {
                     match logic::compile(rule, &cx) {
                         Ok(mut e) => {
                             logic::resolve_variants(&mut e, &|name| variants.find(name));
-                            Targeting::Rule(e)
+                            match e.into_fractional() {
+                                Ok(f) => Targeting::Split(f),
+                                Err(e) => Targeting::Rule(e),
+                            }
                         }
                         Err(e) => Targeting::Invalid(e.0.into()),
                     }
@@ -360,7 +368,7 @@ impl Snapshot {
                 variants,
                 default_variant,
                 targeting,
-                metadata,
+                metadata: Box::new(metadata),
             });
         }
         Ok(Self {
@@ -467,7 +475,12 @@ impl Snapshot {
             d.reason = Reason::Disabled;
             return d;
         }
-        let rule = match &flag.targeting {
+        let env = Env {
+            ctx,
+            flag_key: &flag.key,
+            now: Cell::new(None),
+        };
+        let outcome = match &flag.targeting {
             Targeting::None => {
                 if let Some(i) = flag.default_variant {
                     d.reason = Reason::Static;
@@ -482,14 +495,10 @@ impl Snapshot {
                 d.error_message = Some(Cow::Borrowed(msg));
                 return d;
             }
-            Targeting::Rule(e) => e,
+            Targeting::Split(f) => f.outcome(&env),
+            Targeting::Rule(e) => e.eval_outcome(&env),
         };
-        let env = Env {
-            ctx,
-            flag_key: &flag.key,
-            now: Cell::new(None),
-        };
-        let result = match rule.eval_outcome(&env) {
+        let result = match outcome {
             Outcome::Variant(i) => {
                 d.reason = Reason::TargetingMatch;
                 d.variant = Some(&flag.variants.names[i]);

@@ -843,7 +843,9 @@ impl<'a> Expr {
         match (self, scope) {
             (Expr::Var(VarPath::Segments(segs), None), Scope::Root) if segs.len() == 1 => {
                 let seg = &segs[0];
-                env.ctx.get_tagged(seg.tag, &seg.name).map_or(Val::Null, Val::of)
+                env.ctx
+                    .get_tagged(seg.tag, &seg.name)
+                    .map_or(Val::Null, Val::of)
             }
             (Expr::Lit(v), _) => Val::of(v),
             _ => self.eval_in(env, scope),
@@ -938,18 +940,27 @@ impl<'a> Expr {
                 }
             }
             Expr::Eq(ab, negate) => {
-                let r = loose_eq(&ab[0].eval_operand(env, scope), &ab[1].eval_operand(env, scope));
+                let r = loose_eq(
+                    &ab[0].eval_operand(env, scope),
+                    &ab[1].eval_operand(env, scope),
+                );
                 Val::Bool(r != *negate)
             }
             Expr::StrictEq(ab, negate) => {
-                let r = strict_eq(&ab[0].eval_operand(env, scope), &ab[1].eval_operand(env, scope));
+                let r = strict_eq(
+                    &ab[0].eval_operand(env, scope),
+                    &ab[1].eval_operand(env, scope),
+                );
                 Val::Bool(r != *negate)
             }
             Expr::Cmp(op, args) => {
                 let vals: [Val<'a>; 3] = [
-                    args.first().map_or(Val::Null, |e| e.eval_operand(env, scope)),
-                    args.get(1).map_or(Val::Null, |e| e.eval_operand(env, scope)),
-                    args.get(2).map_or(Val::Null, |e| e.eval_operand(env, scope)),
+                    args.first()
+                        .map_or(Val::Null, |e| e.eval_operand(env, scope)),
+                    args.get(1)
+                        .map_or(Val::Null, |e| e.eval_operand(env, scope)),
+                    args.get(2)
+                        .map_or(Val::Null, |e| e.eval_operand(env, scope)),
                 ];
                 let test = |a: &Val<'_>, b: &Val<'_>| match op {
                     Cmp::Lt => less(a, b, false),
@@ -1464,14 +1475,33 @@ impl<'a> Expr {
                     Outcome::Value(Val::Null)
                 }
             }
-            Expr::Fractional(f) => match pick_fractional(f, env, &Scope::Root) {
-                Pick::Fixed(fixed, i) => match fixed.ends[i].1 {
-                    NO_VARIANT => Outcome::Value(Val::of(&fixed.variants[i])),
-                    v => Outcome::Variant(v as usize),
-                },
-                Pick::Value(v) => Outcome::Value(v),
-            },
+            Expr::Fractional(f) => f.outcome(env),
             other => Outcome::Value(other.eval(env)),
+        }
+    }
+}
+
+impl Fractional {
+    /// Evaluates a `fractional` in result position.
+    #[inline]
+    pub(crate) fn outcome<'a>(&'a self, env: &Env<'a>) -> Outcome<'a> {
+        match pick_fractional(self, env, &Scope::Root) {
+            Pick::Fixed(fixed, i) => match fixed.ends[i].1 {
+                NO_VARIANT => Outcome::Value(Val::of(&fixed.variants[i])),
+                v => Outcome::Variant(v as usize),
+            },
+            Pick::Value(v) => Outcome::Value(v),
+        }
+    }
+}
+
+impl Expr {
+    /// The rule as a bare `fractional`, when it is one: the compiled flag then holds
+    /// it without a box, one pointer less to follow on every evaluation.
+    pub(crate) fn into_fractional(self) -> Result<Fractional, Expr> {
+        match self {
+            Expr::Fractional(f) => Ok(*f),
+            other => Err(other),
         }
     }
 }
@@ -1513,7 +1543,10 @@ pub(crate) fn resolve_variants(e: &mut Expr, find: &dyn Fn(&str) -> Option<usize
         Expr::Fractional(f) => {
             if let Some(Ok(fixed)) = &mut f.fixed {
                 for (slot, v) in fixed.ends.iter_mut().zip(&fixed.variants) {
-                    slot.1 = variant_key(v).and_then(|k| find(&k)).and_then(|i| u32::try_from(i).ok()).unwrap_or(NO_VARIANT);
+                    slot.1 = variant_key(v)
+                        .and_then(|k| find(&k))
+                        .and_then(|i| u32::try_from(i).ok())
+                        .unwrap_or(NO_VARIANT);
                 }
             }
         }
@@ -1528,7 +1561,10 @@ impl StaticBuckets {
     fn pick(&self, hash: u32) -> usize {
         let b = bucket::bucket(hash, self.total);
         // Weights are few; a linear scan beats a binary search here.
-        self.ends.iter().position(|&(end, _)| b < end).unwrap_or(self.ends.len().saturating_sub(1))
+        self.ends
+            .iter()
+            .position(|&(end, _)| b < end)
+            .unwrap_or(self.ends.len().saturating_sub(1))
     }
 }
 
