@@ -106,49 +106,48 @@ impl Map {
             .map(|(_, _, v)| v)
     }
 
+    fn position(&self, tag: Tag, name: &str) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.get(name).copied(),
+            None => self
+                .entries
+                .iter()
+                .position(|(t, n, _)| tag.same(name, *t, n)),
+        }
+    }
+
+    fn reindex(&mut self) {
+        self.index = (self.entries.len() > INDEX_ABOVE).then(|| {
+            self.entries
+                .iter()
+                .enumerate()
+                .map(|(i, (_, n, _))| (n.clone(), i))
+                .collect()
+        });
+    }
+
     /// Sets `name`, returning the value it replaces.
     pub fn insert(&mut self, name: String, value: Value) -> Option<Value> {
         let tag = Tag::of(&name);
-        if let Some(slot) = self
-            .entries
-            .iter_mut()
-            .find(|(t, n, _)| tag.same(&name, *t, n))
-        {
-            return Some(std::mem::replace(&mut slot.2, value));
-        }
-        if let Some(ix) = &mut self.index {
-            ix.insert(name.clone(), self.entries.len());
+        if let Some(i) = self.position(tag, &name) {
+            return Some(std::mem::replace(&mut self.entries[i].2, value));
         }
         self.entries.push((tag, name, value));
-        if self.index.is_none() && self.entries.len() > INDEX_ABOVE {
-            self.index = Some(
-                self.entries
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, n, _))| (n.clone(), i))
-                    .collect(),
-            );
+        match &mut self.index {
+            Some(ix) => {
+                let i = self.entries.len() - 1;
+                ix.insert(self.entries[i].1.clone(), i);
+            }
+            None => self.reindex(),
         }
         None
     }
 
     /// Removes `name`, returning its value.
     pub fn remove(&mut self, name: &str) -> Option<Value> {
-        let tag = Tag::of(name);
-        let i = self
-            .entries
-            .iter()
-            .position(|(t, n, _)| tag.same(name, *t, n))?;
+        let i = self.position(Tag::of(name), name)?;
         let (_, _, v) = self.entries.remove(i);
-        if self.index.is_some() {
-            self.index = Some(
-                self.entries
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, n, _))| (n.clone(), i))
-                    .collect(),
-            );
-        }
+        self.reindex();
         Some(v)
     }
 
