@@ -153,6 +153,8 @@ struct Variants {
     names: Box<[Box<str>]>,
     values: Box<[Json]>,
     /// Only for flags with many variants; a scan is faster for the usual two or three.
+    /// Boxed so that the rarely used map does not widen every compiled flag.
+    #[allow(clippy::box_collection)]
     index: Option<Box<HashMap<Box<str>, usize, foldhash::fast::RandomState>>>,
 }
 
