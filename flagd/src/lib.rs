@@ -1,11 +1,23 @@
-//! The flag server (to come) and `flagctl`, its command-line client.
+//! The flag server and `flagctl`, its command-line client.
 //!
 //! # Layout
-//! - `cli`: the `flagctl` commands. The offline ones (`validate`, `eval`) work on flag
-//!   files with the same model and evaluator as the server and the SDK.
+//! - `store`: environments, versioned flag sets, tokens and the audit log on SQLite or
+//!   PostgreSQL (one implementation over sqlx's Any driver).
+//! - `http`: the REST API under `/api/v1` and the health endpoints.
+//! - `auth`: tokens, roles and the permission matrix.
+//! - `rollout`: setting a flag's percentage split.
+//! - `server`: start-up, bootstrap, graceful shutdown.
+//! - `error`: the one JSON error shape.
+//! - `cli`: the `flagctl` commands.
 //!
 //! Dependency rule: this crate uses `flagd-core` for the model, validation and
 //! evaluation, and never the SDK.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod auth;
 pub mod cli;
+pub mod error;
+pub mod http;
+pub mod rollout;
+pub mod server;
+pub mod store;

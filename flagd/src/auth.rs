@@ -1,0 +1,240 @@
+//! Tokens and roles. A token is a random 256-bit secret shown once; the store keeps
+//! only its SHA-256.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::http::AppState;
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Read flags, versions, diffs, the audit log.
+    Viewer,
+    /// Change flags: create, edit, delete, import, toggle, rollout, revert.
+    Editor,
+    /// Break-glass: kill switch, revert, rollout percentage.
+    Responder,
+    /// Pipelines: read, rollout percentage, validate.
+    Ci,
+    /// Everything, including tokens and environments.
+    Admin,
+    /// An SDK key: streaming and evaluation only, one environment.
+    Sdk,
+}
+
+impl Role {
+    /// Parses a role name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "viewer" => Self::Viewer,
+            "editor" => Self::Editor,
+            "responder" => Self::Responder,
+            "ci" => Self::Ci,
+            "admin" => Self::Admin,
+            "sdk" => Self::Sdk,
+            _ => return None,
+        })
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Editor => "editor",
+            Self::Responder => "responder",
+            Self::Ci => "ci",
+            Self::Admin => "admin",
+            Self::Sdk => "sdk",
+        }
+    }
+}
+
+/// An action that needs permission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Perm {
+    /// Read anything but tokens.
+    Read,
+    /// Validate a document (changes nothing).
+    Validate,
+    /// Create, replace, delete or import flags.
+    EditFlags,
+    /// Enable or disable a flag.
+    KillSwitch,
+    /// Set a flag's percentage split.
+    Rollout,
+    /// Revert the set or restore one flag.
+    Revert,
+    /// Create and delete environments.
+    ManageEnvironments,
+    /// Create, list and revoke tokens and SDK keys.
+    ManageTokens,
+}
+
+impl Perm {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Validate => "validate",
+            Self::EditFlags => "change flags",
+            Self::KillSwitch => "enable or disable flags",
+            Self::Rollout => "change rollout percentages",
+            Self::Revert => "revert",
+            Self::ManageEnvironments => "manage environments",
+            Self::ManageTokens => "manage tokens",
+        }
+    }
+}
+
+/// The role-permission matrix.
+pub fn allows(role: Role, perm: Perm) -> bool {
+    use Perm::*;
+    match role {
+        Role::Admin => true,
+        Role::Editor => matches!(
+            perm,
+            Read | Validate | EditFlags | KillSwitch | Rollout | Revert
+        ),
+        Role::Responder => matches!(perm, Read | Validate | KillSwitch | Rollout | Revert),
+        Role::Ci => matches!(perm, Read | Validate | Rollout),
+        Role::Viewer => matches!(perm, Read | Validate),
+        Role::Sdk => false,
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The token's name: recorded as the author of changes.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// The environments it is limited to; `None` for all.
+    pub environments: Option<Vec<String>>,
+}
+
+impl Caller {
+    /// Refuses (403) what the role does not allow, or an environment outside the token's.
+    pub fn check(&self, perm: Perm, env: Option<&str>) -> Result<(), ApiError> {
+        if !allows(self.role, perm) {
+            return Err(ApiError::Forbidden(format!(
+                "a {} token may not {}",
+                self.role.as_str(),
+                perm.describe()
+            )));
+        }
+        if let (Some(env), Some(allowed)) = (env, &self.environments)
+            && !allowed.iter().any(|a| a == env)
+        {
+            return Err(ApiError::Forbidden(format!(
+                "this token is not valid for environment \"{env}\""
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the token may see an environment at all.
+    pub fn sees(&self, env: &str) -> bool {
+        self.environments
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|e| e == env))
+    }
+}
+
+/// A new random secret with a prefix naming its kind (`fd_` tokens, `fdsdk_` SDK keys).
+pub fn new_secret(prefix: &str) -> anyhow::Result<String> {
+    let mut buf = [0u8; 32];
+    getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+    ))
+}
+
+/// A short random identifier.
+pub fn new_id() -> anyhow::Result<String> {
+    let mut buf = [0u8; 9];
+    getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
+}
+
+/// The stored form of a secret.
+pub fn hash_secret(secret: &str) -> String {
+    let d = Sha256::digest(secret.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::Unauthorized("missing Authorization: Bearer <token>".into())
+            })?;
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?;
+        let secret = value
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the Authorization header must be \"Bearer <token>\"".into())
+            })?;
+        let token = state
+            .store
+            .token_by_hash(&hash_secret(secret))
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
+        let role = Role::parse(&token.role).ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!(
+                "token {} has unknown role {}",
+                token.id,
+                token.role
+            ))
+        })?;
+        Ok(Self {
+            name: token.name,
+            role,
+            environments: token.environments,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_random_and_hashed() {
+        let a = new_secret("fd_").unwrap();
+        let b = new_secret("fd_").unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with("fd_") && a.len() == 3 + 43);
+        assert_eq!(
+            hash_secret("x"),
+            "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+        );
+    }
+
+    #[test]
+    fn matrix() {
+        assert!(allows(Role::Responder, Perm::KillSwitch));
+        assert!(!allows(Role::Responder, Perm::EditFlags));
+        assert!(allows(Role::Ci, Perm::Rollout));
+        assert!(!allows(Role::Ci, Perm::Revert));
+        assert!(!allows(Role::Viewer, Perm::KillSwitch));
+        assert!(!allows(Role::Sdk, Perm::Read));
+        assert!(allows(Role::Admin, Perm::ManageTokens));
+        assert!(!allows(Role::Editor, Perm::ManageTokens));
+    }
+}

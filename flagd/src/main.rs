@@ -1,0 +1,149 @@
+//! `flagd`: the flag server. See `flagd --help`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use flagd::server;
+
+/// The flag server: versioned flag sets per environment, kill switches and reverts.
+#[derive(Debug, Parser)]
+#[command(name = "flagd", version, about)]
+struct Cli {
+    #[command(flatten)]
+    opts: Options,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+struct Options {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "FLAGD_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    listen: SocketAddr,
+    /// The store: `sqlite://FILE?mode=rwc` (created on first start) or `postgres://...`.
+    #[arg(
+        long,
+        env = "FLAGD_DATABASE_URL",
+        default_value = "sqlite://flagd.db?mode=rwc",
+        global = true
+    )]
+    database_url: String,
+    /// The bootstrap admin token. Without it, the first start prints a new one, once.
+    #[arg(long, env = "FLAGD_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    admin_token: Option<String>,
+    /// Log format.
+    #[arg(
+        long,
+        env = "FLAGD_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+    /// The largest request body accepted, in bytes (a 10,000-flag import is about 3 MB).
+    #[arg(long, env = "FLAGD_MAX_BODY_BYTES", default_value_t = 16 << 20, global = true)]
+    max_body_bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Check the configuration and that the store can be reached, then exit.
+    CheckConfig,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.opts.log_format);
+    let o = &cli.opts;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            server::open_store(&o.database_url)
+                .await
+                .context("migrating the store")?
+                .close()
+                .await;
+            tracing::info!(database = %redact(&o.database_url), "migrations applied");
+        }
+        Command::CheckConfig => {
+            let store = flagd::store::Store::connect(&o.database_url)
+                .await
+                .context("connecting to the store")?;
+            let ready = store.ready().await;
+            store.close().await;
+            println!(
+                "listen: {}\ndatabase: {} ({:?})\nmax body: {} bytes",
+                o.listen,
+                redact(&o.database_url),
+                store.backend(),
+                o.max_body_bytes
+            );
+            match ready {
+                Ok(()) => println!("store: reachable, migrations applied"),
+                Err(e) => println!(
+                    "store: reachable, not migrated ({e}); `flagd migrate` or `flagd serve` applies them"
+                ),
+            }
+        }
+        Command::Serve => {
+            let store = server::open_store(&o.database_url)
+                .await
+                .context("opening the store")?;
+            if let Some(secret) = server::bootstrap(&store, o.admin_token.as_deref()).await? {
+                println!(
+                    "\nA new admin token was created. It is shown only this once; keep it safe:\n\n    {secret}\n"
+                );
+            }
+            let listener = tokio::net::TcpListener::bind(o.listen)
+                .await
+                .with_context(|| format!("listening on {}", o.listen))?;
+            tracing::info!(listen = %o.listen, database = %redact(&o.database_url), "flagd is serving");
+            server::run(listener, store, o.max_body_bytes, server::shutdown_signal()).await?;
+            tracing::info!("stopped");
+        }
+    }
+    Ok(())
+}
+
+/// The database URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,130 @@
+//! Starting and stopping the server: open the store, bootstrap a new database, serve
+//! until a shutdown signal, finish in-flight requests, close the store.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::auth;
+use crate::http::{self, AppState};
+use crate::store::{AuditRecord, Store};
+
+/// The environments a new database starts with.
+pub const DEFAULT_ENVIRONMENTS: [(&str, &str, bool); 3] = [
+    ("development", "Development", false),
+    ("staging", "Staging", false),
+    ("production", "Production", true),
+];
+
+/// Connects and applies migrations.
+pub async fn open_store(database_url: &str) -> anyhow::Result<Arc<Store>> {
+    let store = Store::connect(database_url).await?;
+    store.migrate().await?;
+    Ok(Arc::new(store))
+}
+
+/// On an empty database, creates the default environments. Makes sure an admin token
+/// exists: the one given (`--admin-token`), or, when there is no token at all, a new
+/// one, which is returned so that it can be shown once.
+pub async fn bootstrap(store: &Store, admin_token: Option<&str>) -> anyhow::Result<Option<String>> {
+    if store.environments().await?.is_empty() && !store.has_tokens().await? {
+        for (key, name, production) in DEFAULT_ENVIRONMENTS {
+            store
+                .create_environment("flagd", key, name, production)
+                .await?;
+        }
+    }
+    match admin_token {
+        Some(secret) => {
+            let hash = auth::hash_secret(secret);
+            if store.token_by_hash(&hash).await?.is_none() {
+                // A new secret from the environment replaces the previous bootstrap token.
+                for t in store.tokens().await? {
+                    if t.name == "admin" {
+                        store.revoke_token("flagd", &t.id).await?;
+                    }
+                }
+                store
+                    .create_token("flagd", &auth::new_id()?, "admin", "admin", None, &hash)
+                    .await?;
+            }
+            Ok(None)
+        }
+        None if !store.has_tokens().await? => {
+            let secret = auth::new_secret("fd_")?;
+            store
+                .create_token(
+                    "flagd",
+                    &auth::new_id()?,
+                    "admin",
+                    "admin",
+                    None,
+                    &auth::hash_secret(&secret),
+                )
+                .await?;
+            Ok(Some(secret))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Serves on `listener` until `shutdown` completes, then waits for in-flight requests
+/// (writes included) and closes the store.
+pub async fn run(
+    listener: TcpListener,
+    store: Arc<Store>,
+    max_body_bytes: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = http::router(
+        AppState {
+            store: store.clone(),
+        },
+        max_body_bytes,
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    store.close().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Records a server-side event that is not a flag-set change.
+pub async fn note(store: &Store, action: &str, target: &str) -> anyhow::Result<()> {
+    store
+        .audit(&AuditRecord {
+            actor: "flagd".into(),
+            action: action.into(),
+            env: None,
+            target: target.into(),
+            reason: None,
+            before: None,
+            after: None,
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,1210 @@
+//! The store: environments, versioned flag sets, tokens and the audit log, on SQLite
+//! (the embedded default) or PostgreSQL, through one implementation.
+//!
+//! A flag set is stored as items (each flag, each shared evaluator, each other
+//! top-level key such as `metadata`) with the range of versions each definition was
+//! current: the set at version V is every item with `valid_from <= V < valid_to`, read
+//! with one indexed query. A one-flag change closes one row and inserts one, whatever
+//! the number of flags; a revert writes only the items that differ.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::error::{ApiError, ApiResult};
+
+/// `valid_to` of a definition that is still current.
+const OPEN: i64 = i64::MAX;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Which database is behind the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// One SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// RFC 3339 text of a time in milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// What an item of a flag set is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ItemKind {
+    /// A flag, keyed by flag key.
+    Flag,
+    /// A shared evaluator of `$evaluators`, keyed by name.
+    Evaluator,
+    /// Another top-level key of the document, such as `metadata` or `$schema`.
+    Top,
+}
+
+impl ItemKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Flag => "flag",
+            Self::Evaluator => "evaluator",
+            Self::Top => "top",
+        }
+    }
+
+    fn parse(s: &str) -> ApiResult<Self> {
+        match s {
+            "flag" => Ok(Self::Flag),
+            "evaluator" => Ok(Self::Evaluator),
+            "top" => Ok(Self::Top),
+            other => Err(ApiError::Internal(anyhow::anyhow!(
+                "unknown item kind {other:?} in the store"
+            ))),
+        }
+    }
+}
+
+/// One item of a flag set at some version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    /// What it is.
+    pub kind: ItemKind,
+    /// Its key.
+    pub key: String,
+    /// Its place in the document.
+    pub position: i64,
+    /// Its JSON.
+    pub definition: Value,
+}
+
+/// Items keyed by kind and key.
+pub type Items = BTreeMap<(ItemKind, String), Item>;
+
+/// Splits a flagd document (already validated) into items, in document order.
+pub fn items_of(doc: &Value) -> Vec<(ItemKind, String, Value)> {
+    let mut out = Vec::new();
+    let Value::Object(top) = doc else { return out };
+    for (k, v) in top {
+        match (k.as_str(), v) {
+            ("flags", Value::Object(flags)) => {
+                out.extend(
+                    flags
+                        .iter()
+                        .map(|(fk, f)| (ItemKind::Flag, fk.clone(), f.clone())),
+                );
+            }
+            ("flags", Value::Array(flags)) => {
+                for f in flags {
+                    if let Value::Object(o) = f {
+                        let mut o = o.clone();
+                        if let Some(Value::String(key)) = o.remove("key") {
+                            out.push((ItemKind::Flag, key, Value::Object(o)));
+                        }
+                    }
+                }
+            }
+            ("$evaluators", Value::Object(evs)) => {
+                out.extend(
+                    evs.iter()
+                        .map(|(n, e)| (ItemKind::Evaluator, n.clone(), e.clone())),
+                );
+            }
+            (_, v) => out.push((ItemKind::Top, k.clone(), v.clone())),
+        }
+    }
+    out
+}
+
+/// Assembles the flagd document of a set of items: `$schema` first if present, then
+/// `flags`, `$evaluators`, and the other top-level keys, each in stored order.
+pub fn document(items: &Items) -> Value {
+    let mut sorted: Vec<&Item> = items.values().collect();
+    sorted.sort_by_key(|i| (i.position, i.kind, i.key.clone()));
+    let mut out = Map::new();
+    if let Some(s) = items.get(&(ItemKind::Top, "$schema".to_owned())) {
+        out.insert("$schema".into(), s.definition.clone());
+    }
+    let flags: Map<String, Value> = sorted
+        .iter()
+        .filter(|i| i.kind == ItemKind::Flag)
+        .map(|i| (i.key.clone(), i.definition.clone()))
+        .collect();
+    out.insert("flags".into(), Value::Object(flags));
+    let evs: Map<String, Value> = sorted
+        .iter()
+        .filter(|i| i.kind == ItemKind::Evaluator)
+        .map(|i| (i.key.clone(), i.definition.clone()))
+        .collect();
+    if !evs.is_empty() {
+        out.insert("$evaluators".into(), Value::Object(evs));
+    }
+    for i in sorted
+        .iter()
+        .filter(|i| i.kind == ItemKind::Top && i.key != "$schema")
+    {
+        out.insert(i.key.clone(), i.definition.clone());
+    }
+    Value::Object(out)
+}
+
+/// An environment.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Environment {
+    /// The stable identifier, e.g. `production`.
+    pub key: String,
+    /// A display name.
+    pub name: String,
+    /// Shown distinctly, and asks for reasons, in the UI.
+    pub production: bool,
+    /// The current version of its flag set (0 before the first change).
+    pub version: u64,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+fn env_of(r: &AnyRow) -> ApiResult<Environment> {
+    Ok(Environment {
+        key: r.try_get("key")?,
+        name: r.try_get("name")?,
+        production: r.try_get::<i64, _>("production")? != 0,
+        version: to_u64(r.try_get("head_version")?),
+        created_at: rfc3339(r.try_get("created_at")?),
+    })
+}
+
+/// The kind of a change, recorded with its version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// A flag was created.
+    Create,
+    /// A flag was replaced.
+    Update,
+    /// A flag was deleted.
+    Delete,
+    /// A flag's state changed (kill switch).
+    Toggle,
+    /// A flag's percentage split changed.
+    Rollout,
+    /// The whole set was replaced.
+    Import,
+    /// The set, or one flag, was restored to an earlier version.
+    Revert,
+}
+
+impl ChangeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+            Self::Toggle => "toggle",
+            Self::Rollout => "rollout",
+            Self::Import => "import",
+            Self::Revert => "revert",
+        }
+    }
+}
+
+/// One version of an environment's flag set.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    /// The version number (gapless from 1).
+    pub version: u64,
+    /// What kind of change made it.
+    pub kind: String,
+    /// The token name that made it.
+    pub author: String,
+    /// Why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When (RFC 3339).
+    pub created_at: String,
+    /// The flag keys it changed.
+    pub changed_flags: Vec<String>,
+    /// For a revert: the version it restored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverted_to: Option<u64>,
+}
+
+fn version_of(r: &AnyRow) -> ApiResult<VersionInfo> {
+    let changed: String = r.try_get("changed")?;
+    Ok(VersionInfo {
+        version: to_u64(r.try_get("version")?),
+        kind: r.try_get("kind")?,
+        author: r.try_get("author")?,
+        reason: r.try_get("reason")?,
+        created_at: rfc3339(r.try_get("created_at")?),
+        changed_flags: serde_json::from_str(&changed).map_err(|e| ApiError::Internal(e.into()))?,
+        reverted_to: r.try_get::<Option<i64>, _>("reverted_to")?.map(to_u64),
+    })
+}
+
+/// An audit entry.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// Increasing identifier, also the pagination cursor.
+    pub id: i64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who: the token name.
+    pub actor: String,
+    /// What, e.g. `flag.disable`, `flagset.revert`, `token.create`.
+    pub action: String,
+    /// The environment, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// The flag key, environment key or token name acted on.
+    pub target: String,
+    /// Why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The state before (JSON), if any.
+    pub before: Option<Value>,
+    /// The state after (JSON), if any.
+    pub after: Option<Value>,
+    /// The flag-set version the change produced, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// What to append to the audit log.
+#[derive(Clone, Debug)]
+pub struct AuditRecord {
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// Where.
+    pub env: Option<String>,
+    /// On what.
+    pub target: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// Before.
+    pub before: Option<Value>,
+    /// After.
+    pub after: Option<Value>,
+}
+
+/// Audit log filters.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    /// Only this environment.
+    pub env: Option<String>,
+    /// Only entries about this flag key.
+    pub flag: Option<String>,
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// At or after (ms).
+    pub since: Option<i64>,
+    /// Before (ms).
+    pub until: Option<i64>,
+    /// Entries with an id below this (the previous page's `next`).
+    pub before_id: Option<i64>,
+    /// Page size.
+    pub limit: u32,
+    /// Only environments in this list (a token limited to environments).
+    pub allowed_envs: Option<Vec<String>>,
+}
+
+/// A stored token (never its secret).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    /// Identifier.
+    pub id: String,
+    /// Name, recorded as the author of its changes.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// The environments it is limited to; `None` for all.
+    pub environments: Option<Vec<String>>,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// Who created it.
+    pub created_by: String,
+    /// When it was revoked, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+fn token_of(r: &AnyRow) -> ApiResult<TokenInfo> {
+    let envs: Option<String> = r.try_get("environments")?;
+    Ok(TokenInfo {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        role: r.try_get("role")?,
+        environments: envs
+            .map(|e| serde_json::from_str(&e))
+            .transpose()
+            .map_err(|e| ApiError::Internal(e.into()))?,
+        created_at: rfc3339(r.try_get("created_at")?),
+        created_by: r.try_get("created_by")?,
+        revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.map(rfc3339),
+    })
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// Writers of this process take turns; PostgreSQL also locks the environment row
+    /// so that several replicas take turns too.
+    write_lock: Mutex<()>,
+}
+
+impl Store {
+    /// Connects (creating a SQLite file if needed), without migrating.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            anyhow::bail!("--database-url must start with sqlite: or postgres://, got {url:?}");
+        };
+        let mut opts =
+            AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 4 } else { 16 });
+        if backend == Backend::Sqlite {
+            opts = opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers run during a write; FULL sync keeps every
+                    // acknowledged write across a power cut.
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = FULL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = opts.connect(url).await?;
+        Ok(Self {
+            pool,
+            backend,
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Whether the store answers and every migration is applied.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        let applied: i64 =
+            sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?;
+        let expected = match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.iter().count(),
+            Backend::Postgres => POSTGRES_MIGRATIONS.iter().count(),
+        };
+        anyhow::ensure!(
+            to_u64(applied) as usize >= expected,
+            "{applied} of {expected} migrations applied"
+        );
+        Ok(())
+    }
+
+    /// Closes the pool after in-flight queries finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// All environments.
+    pub async fn environments(&self) -> ApiResult<Vec<Environment>> {
+        let rows = sqlx::query("SELECT * FROM environments ORDER BY created_at, key")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(env_of).collect()
+    }
+
+    /// One environment, or 404.
+    pub async fn environment(&self, key: &str) -> ApiResult<Environment> {
+        let row = sqlx::query("SELECT * FROM environments WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => env_of(&r),
+            None => Err(ApiError::NotFound(format!("no environment \"{key}\""))),
+        }
+    }
+
+    /// Creates an environment (empty flag set, version 0).
+    pub async fn create_environment(
+        &self,
+        actor: &str,
+        key: &str,
+        name: &str,
+        production: bool,
+    ) -> ApiResult<Environment> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let exists = sqlx::query("SELECT key FROM environments WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Err(ApiError::Conflict {
+                message: format!("environment \"{key}\" exists already"),
+                current_version: None,
+            });
+        }
+        sqlx::query("INSERT INTO environments (key, name, production, head_version, next_position, created_at) VALUES ($1, $2, $3, 0, 1, $4)")
+            .bind(key)
+            .bind(name)
+            .bind(i64::from(production))
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        let env = env_of(
+            &sqlx::query("SELECT * FROM environments WHERE key = $1")
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?,
+        )?;
+        audit(
+            &mut tx,
+            &AuditRecord {
+                actor: actor.into(),
+                action: "environment.create".into(),
+                env: Some(key.into()),
+                target: key.into(),
+                reason: None,
+                before: None,
+                after: Some(serde_json::to_value(&env).map_err(|e| ApiError::Internal(e.into()))?),
+            },
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(env)
+    }
+
+    /// Deletes an environment: refused while it has flags unless `force`.
+    pub async fn delete_environment(
+        &self,
+        actor: &str,
+        key: &str,
+        force: bool,
+        reason: Option<&str>,
+    ) -> ApiResult<()> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let env = lock_env(&mut tx, self.backend, key).await?;
+        let flags: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM revisions WHERE env = $1 AND kind = 'flag' AND valid_to = $2",
+        )
+        .bind(key)
+        .bind(OPEN)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        if flags > 0 && !force {
+            return Err(ApiError::Conflict {
+                message: format!(
+                    "environment \"{key}\" has {flags} flags; delete them first or pass force=true"
+                ),
+                current_version: Some(env.version),
+            });
+        }
+        for table in ["version_flags", "versions", "revisions"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE env = $1"))
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM environments WHERE key = $1")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            &AuditRecord {
+                actor: actor.into(),
+                action: "environment.delete".into(),
+                env: Some(key.into()),
+                target: key.into(),
+                reason: reason.map(Into::into),
+                before: Some(serde_json::json!({"environment": env, "flags": flags})),
+                after: None,
+            },
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The items of an environment's flag set at a version (head when `None`), with the
+    /// version read.
+    pub async fn items(&self, env: &str, version: Option<u64>) -> ApiResult<(u64, Items)> {
+        let e = self.environment(env).await?;
+        let v = match version {
+            None => e.version,
+            Some(v) if v > e.version => {
+                return Err(ApiError::NotFound(format!(
+                    "environment \"{env}\" has no version {v} (head is {})",
+                    e.version
+                )));
+            }
+            Some(v) => v,
+        };
+        let items = read_items(&self.pool, env, v).await?;
+        Ok((v, items))
+    }
+
+    /// Versions of an environment, newest first.
+    pub async fn versions(
+        &self,
+        env: &str,
+        flag: Option<&str>,
+        before: Option<u64>,
+        limit: u32,
+    ) -> ApiResult<Vec<VersionInfo>> {
+        self.environment(env).await?;
+        let before = before.map_or(i64::MAX, to_i64);
+        let rows = match flag {
+            None => {
+                sqlx::query("SELECT * FROM versions WHERE env = $1 AND version < $2 ORDER BY version DESC LIMIT $3")
+                    .bind(env)
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(f) => {
+                sqlx::query(
+                    "SELECT v.* FROM versions v JOIN version_flags f ON f.env = v.env AND f.version = v.version \
+                     WHERE v.env = $1 AND f.flag_key = $2 AND v.version < $3 ORDER BY v.version DESC LIMIT $4",
+                )
+                .bind(env)
+                .bind(f)
+                .bind(before)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(version_of).collect()
+    }
+
+    /// One version's record.
+    pub async fn version(&self, env: &str, version: u64) -> ApiResult<VersionInfo> {
+        let row = sqlx::query("SELECT * FROM versions WHERE env = $1 AND version = $2")
+            .bind(env)
+            .bind(to_i64(version))
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => version_of(&r),
+            None => Err(ApiError::NotFound(format!(
+                "environment \"{env}\" has no version {version}"
+            ))),
+        }
+    }
+
+    /// Starts a change of an environment's flag set. `if_match` is the version the caller
+    /// based its change on: a stale one is refused with 409.
+    pub async fn begin_write(&self, env: &str, if_match: Option<u64>) -> ApiResult<WriteTx<'_>> {
+        let guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let e = lock_env(&mut tx, self.backend, env).await?;
+        if let Some(base) = if_match
+            && base != e.version
+        {
+            return Err(ApiError::Conflict {
+                message: format!(
+                    "the change is based on version {base}, but \"{env}\" is at version {}",
+                    e.version
+                ),
+                current_version: Some(e.version),
+            });
+        }
+        let next_position: i64 =
+            sqlx::query("SELECT next_position FROM environments WHERE key = $1")
+                .bind(env)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+        Ok(WriteTx {
+            _guard: guard,
+            tx,
+            env: e,
+            next_position,
+            changes: Vec::new(),
+        })
+    }
+
+    /// Appends an audit entry on its own (for changes that are not flag-set versions).
+    pub async fn audit(&self, record: &AuditRecord) -> ApiResult<()> {
+        let mut tx = self.pool.begin().await?;
+        audit(&mut tx, record, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Audit entries, newest first.
+    pub async fn audit_log(&self, q: &AuditQuery) -> ApiResult<Vec<AuditEntry>> {
+        let mut sql = String::from("SELECT * FROM audit WHERE id < $1");
+        let mut n = 1;
+        let mut arg = |sql: &mut String, cond: &str| {
+            n += 1;
+            sql.push_str(&cond.replace('?', &format!("${n}")));
+        };
+        if q.env.is_some() {
+            arg(&mut sql, " AND env = ?");
+        }
+        if q.flag.is_some() {
+            arg(&mut sql, " AND target = ? AND action LIKE 'flag.%'");
+        }
+        if q.actor.is_some() {
+            arg(&mut sql, " AND actor = ?");
+        }
+        if q.since.is_some() {
+            arg(&mut sql, " AND at >= ?");
+        }
+        if q.until.is_some() {
+            arg(&mut sql, " AND at < ?");
+        }
+        if let Some(envs) = &q.allowed_envs {
+            // Environment-limited tokens see their environments' entries only.
+            let list = envs
+                .iter()
+                .map(|e| format!("'{}'", e.replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if list.is_empty() {
+                sql.push_str(" AND FALSE");
+            } else {
+                sql.push_str(&format!(" AND env IN ({list})"));
+            }
+        }
+        arg(&mut sql, " ORDER BY id DESC LIMIT ?");
+        let mut query = sqlx::query(&sql).bind(q.before_id.unwrap_or(i64::MAX));
+        for v in [&q.env, &q.flag, &q.actor].into_iter().flatten() {
+            query = query.bind(v.clone());
+        }
+        for v in [q.since, q.until].into_iter().flatten() {
+            query = query.bind(v);
+        }
+        let rows = query.bind(i64::from(q.limit)).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let json = |c: &str| -> ApiResult<Option<Value>> {
+                    let s: Option<String> = r.try_get(c)?;
+                    s.map(|s| serde_json::from_str(&s))
+                        .transpose()
+                        .map_err(|e| ApiError::Internal(e.into()))
+                };
+                Ok(AuditEntry {
+                    id: r.try_get("id")?,
+                    at: rfc3339(r.try_get("at")?),
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    environment: r.try_get("env")?,
+                    target: r.try_get("target")?,
+                    reason: r.try_get("reason")?,
+                    before: json("before")?,
+                    after: json("after")?,
+                    version: r.try_get::<Option<i64>, _>("version")?.map(to_u64),
+                })
+            })
+            .collect()
+    }
+
+    /// The token with this secret hash, if active.
+    pub async fn token_by_hash(&self, hash: &str) -> ApiResult<Option<TokenInfo>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_of).transpose()
+    }
+
+    /// Active tokens (and SDK keys).
+    pub async fn tokens(&self) -> ApiResult<Vec<TokenInfo>> {
+        let rows =
+            sqlx::query("SELECT * FROM tokens WHERE revoked_at IS NULL ORDER BY created_at, name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(token_of).collect()
+    }
+
+    /// Whether any token exists at all (the first start creates one).
+    pub async fn has_tokens(&self) -> ApiResult<bool> {
+        Ok(sqlx::query("SELECT id FROM tokens LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    /// Stores a new token by the hash of its secret.
+    pub async fn create_token(
+        &self,
+        actor: &str,
+        id: &str,
+        name: &str,
+        role: &str,
+        environments: Option<&[String]>,
+        hash: &str,
+    ) -> ApiResult<TokenInfo> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let taken = sqlx::query("SELECT id FROM tokens WHERE name = $1 AND revoked_at IS NULL")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(ApiError::Conflict {
+                message: format!("an active token named \"{name}\" exists already"),
+                current_version: None,
+            });
+        }
+        let envs = environments.map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()));
+        sqlx::query("INSERT INTO tokens (id, name, role, environments, hash, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(id)
+            .bind(name)
+            .bind(role)
+            .bind(envs)
+            .bind(hash)
+            .bind(now_ms())
+            .bind(actor)
+            .execute(&mut *tx)
+            .await?;
+        let info = token_of(
+            &sqlx::query("SELECT * FROM tokens WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?,
+        )?;
+        audit(
+            &mut tx,
+            &AuditRecord {
+                actor: actor.into(),
+                action: if role == "sdk" {
+                    "sdk-key.create".into()
+                } else {
+                    "token.create".into()
+                },
+                env: environments
+                    .filter(|e| e.len() == 1 && role == "sdk")
+                    .map(|e| e[0].clone()),
+                target: name.into(),
+                reason: None,
+                before: None,
+                after: Some(serde_json::to_value(&info).map_err(|e| ApiError::Internal(e.into()))?),
+            },
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(info)
+    }
+
+    /// Revokes a token.
+    pub async fn revoke_token(&self, actor: &str, id: &str) -> ApiResult<TokenInfo> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT * FROM tokens WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(ApiError::NotFound(format!(
+                "no active token with id \"{id}\""
+            )));
+        };
+        let before = token_of(&row)?;
+        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            &AuditRecord {
+                actor: actor.into(),
+                action: if before.role == "sdk" {
+                    "sdk-key.revoke".into()
+                } else {
+                    "token.revoke".into()
+                },
+                env: None,
+                target: before.name.clone(),
+                reason: None,
+                before: Some(
+                    serde_json::to_value(&before).map_err(|e| ApiError::Internal(e.into()))?,
+                ),
+                after: None,
+            },
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(before)
+    }
+}
+
+async fn lock_env(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    env: &str,
+) -> ApiResult<Environment> {
+    // PostgreSQL: the row lock makes writers of several replicas take turns. SQLite has
+    // one writer at a time anyway.
+    let sql = match backend {
+        Backend::Postgres => "SELECT * FROM environments WHERE key = $1 FOR UPDATE",
+        Backend::Sqlite => "SELECT * FROM environments WHERE key = $1",
+    };
+    match sqlx::query(sql).bind(env).fetch_optional(&mut **tx).await? {
+        Some(r) => env_of(&r),
+        None => Err(ApiError::NotFound(format!("no environment \"{env}\""))),
+    }
+}
+
+async fn read_items<'e, E: sqlx::Executor<'e, Database = Any>>(
+    ex: E,
+    env: &str,
+    version: u64,
+) -> ApiResult<Items> {
+    let v = to_i64(version);
+    let rows = sqlx::query("SELECT kind, key, position, definition FROM revisions WHERE env = $1 AND valid_to > $2 AND valid_from <= $2")
+        .bind(env)
+        .bind(v)
+        .fetch_all(ex)
+        .await?;
+    let mut items = Items::new();
+    for r in rows {
+        let kind = ItemKind::parse(&r.try_get::<String, _>("kind")?)?;
+        let key: String = r.try_get("key")?;
+        let def: String = r.try_get("definition")?;
+        let definition = serde_json::from_str(&def).map_err(|e| ApiError::Internal(e.into()))?;
+        items.insert(
+            (kind, key.clone()),
+            Item {
+                kind,
+                key,
+                position: r.try_get("position")?,
+                definition,
+            },
+        );
+    }
+    Ok(items)
+}
+
+async fn audit(
+    tx: &mut Transaction<'static, Any>,
+    r: &AuditRecord,
+    version: Option<u64>,
+) -> ApiResult<()> {
+    let js = |v: &Option<Value>| v.as_ref().map(Value::to_string);
+    sqlx::query("INSERT INTO audit (at, actor, action, env, target, reason, before, after, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        .bind(now_ms())
+        .bind(&r.actor)
+        .bind(&r.action)
+        .bind(r.env.clone())
+        .bind(&r.target)
+        .bind(r.reason.clone())
+        .bind(js(&r.before))
+        .bind(js(&r.after))
+        .bind(version.map(to_i64))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// One item changed by a write: (kind, key, before, after).
+type Change = (ItemKind, String, Option<Value>, Option<Value>);
+
+/// A change of one environment's flag set in progress. Nothing is visible until
+/// [`WriteTx::commit`]; dropping it rolls back.
+pub struct WriteTx<'s> {
+    _guard: MutexGuard<'s, ()>,
+    tx: Transaction<'static, Any>,
+    env: Environment,
+    next_position: i64,
+    changes: Vec<Change>,
+}
+
+impl std::fmt::Debug for WriteTx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTx")
+            .field("env", &self.env.key)
+            .field("changes", &self.changes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of a committed change.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Committed {
+    /// The environment.
+    pub environment: String,
+    /// The new head version (unchanged when nothing changed).
+    pub version: u64,
+    /// Whether a new version was made.
+    pub changed: bool,
+    /// The flag keys changed.
+    pub changed_flags: Vec<String>,
+}
+
+impl WriteTx<'_> {
+    /// The environment, as locked.
+    pub fn environment(&self) -> &Environment {
+        &self.env
+    }
+
+    /// The head items.
+    pub async fn head(&mut self) -> ApiResult<Items> {
+        read_items(&mut *self.tx, &self.env.key, self.env.version).await
+    }
+
+    /// The items at an earlier version.
+    pub async fn at(&mut self, version: u64) -> ApiResult<Items> {
+        if version > self.env.version {
+            return Err(ApiError::NotFound(format!(
+                "environment \"{}\" has no version {version} (head is {})",
+                self.env.key, self.env.version
+            )));
+        }
+        read_items(&mut *self.tx, &self.env.key, version).await
+    }
+
+    /// One head item.
+    pub async fn get(&mut self, kind: ItemKind, key: &str) -> ApiResult<Option<Item>> {
+        let row = sqlx::query("SELECT position, definition FROM revisions WHERE env = $1 AND kind = $2 AND key = $3 AND valid_to = $4")
+            .bind(&self.env.key)
+            .bind(kind.as_str())
+            .bind(key)
+            .bind(OPEN)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let def: String = r.try_get("definition")?;
+        Ok(Some(Item {
+            kind,
+            key: key.to_owned(),
+            position: r.try_get("position")?,
+            definition: serde_json::from_str(&def).map_err(|e| ApiError::Internal(e.into()))?,
+        }))
+    }
+
+    fn new_version(&self) -> i64 {
+        to_i64(self.env.version + 1)
+    }
+
+    /// Sets an item (`None` deletes it). `position` keeps an item's place (e.g. when
+    /// restoring it); new items go last. Unchanged items are not written.
+    pub async fn put(
+        &mut self,
+        kind: ItemKind,
+        key: &str,
+        value: Option<Value>,
+        position: Option<i64>,
+    ) -> ApiResult<()> {
+        let current = self.get(kind, key).await?;
+        let before = current.as_ref().map(|c| c.definition.clone());
+        if before == value {
+            return Ok(());
+        }
+        let v = self.new_version();
+        if current.is_some() {
+            sqlx::query("UPDATE revisions SET valid_to = $1 WHERE env = $2 AND kind = $3 AND key = $4 AND valid_to = $5")
+                .bind(v)
+                .bind(&self.env.key)
+                .bind(kind.as_str())
+                .bind(key)
+                .bind(OPEN)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        if let Some(def) = &value {
+            let position = match (position, &current) {
+                (Some(p), _) => p,
+                (None, Some(c)) => c.position,
+                (None, None) => {
+                    self.next_position += 1;
+                    self.next_position - 1
+                }
+            };
+            sqlx::query("INSERT INTO revisions (env, kind, key, valid_from, valid_to, position, definition) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(&self.env.key)
+                .bind(kind.as_str())
+                .bind(key)
+                .bind(v)
+                .bind(OPEN)
+                .bind(position)
+                .bind(def.to_string())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.changes.push((kind, key.to_owned(), before, value));
+        Ok(())
+    }
+
+    /// Makes `target` the head content: writes only the items that differ.
+    pub async fn replace_all(&mut self, target: &Items) -> ApiResult<()> {
+        let head = self.head().await?;
+        for (k, item) in &head {
+            if !target.contains_key(k) {
+                self.put(item.kind, &item.key, None, None).await?;
+            }
+        }
+        for (k, item) in target {
+            if head.get(k).map(|h| &h.definition) != Some(&item.definition) {
+                self.put(
+                    item.kind,
+                    &item.key,
+                    Some(item.definition.clone()),
+                    Some(item.position),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits: one new version (when anything changed), its record, and the audit entry.
+    pub async fn commit(
+        mut self,
+        kind: ChangeKind,
+        actor: &str,
+        reason: Option<&str>,
+        action: &str,
+        target: &str,
+        reverted_to: Option<u64>,
+    ) -> ApiResult<Committed> {
+        let env = self.env.key.clone();
+        if self.changes.is_empty() {
+            return Ok(Committed {
+                environment: env,
+                version: self.env.version,
+                changed: false,
+                changed_flags: Vec::new(),
+            });
+        }
+        let v = self.new_version();
+        let mut flags: Vec<String> = self
+            .changes
+            .iter()
+            .filter(|c| c.0 == ItemKind::Flag)
+            .map(|c| c.1.clone())
+            .collect();
+        flags.sort();
+        flags.dedup();
+        sqlx::query("INSERT INTO versions (env, version, kind, author, reason, created_at, changed, reverted_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(&env)
+            .bind(v)
+            .bind(kind.as_str())
+            .bind(actor)
+            .bind(reason.map(str::to_owned))
+            .bind(now_ms())
+            .bind(serde_json::to_string(&flags).map_err(|e| ApiError::Internal(e.into()))?)
+            .bind(reverted_to.map(to_i64))
+            .execute(&mut *self.tx)
+            .await?;
+        for f in &flags {
+            sqlx::query("INSERT INTO version_flags (env, flag_key, version) VALUES ($1, $2, $3)")
+                .bind(&env)
+                .bind(f)
+                .bind(v)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        sqlx::query("UPDATE environments SET head_version = $1, next_position = $2 WHERE key = $3")
+            .bind(v)
+            .bind(self.next_position)
+            .bind(&env)
+            .execute(&mut *self.tx)
+            .await?;
+        // One audit entry per change; a single-item change records the item itself,
+        // a many-item change (import, revert) records what changed per item.
+        let (before, after) = if self.changes.len() == 1 {
+            (self.changes[0].2.clone(), self.changes[0].3.clone())
+        } else {
+            let side = |pick: fn(&Change) -> &Option<Value>| {
+                let mut m = Map::new();
+                for c in &self.changes {
+                    m.insert(
+                        format!("{}:{}", c.0.as_str(), c.1),
+                        pick(c).clone().unwrap_or(Value::Null),
+                    );
+                }
+                Value::Object(m)
+            };
+            (Some(side(|c| &c.2)), Some(side(|c| &c.3)))
+        };
+        audit(
+            &mut self.tx,
+            &AuditRecord {
+                actor: actor.into(),
+                action: action.into(),
+                env: Some(env.clone()),
+                target: target.into(),
+                reason: reason.map(Into::into),
+                before,
+                after,
+            },
+            Some(to_u64(v)),
+        )
+        .await?;
+        self.tx.commit().await?;
+        Ok(Committed {
+            environment: env,
+            version: to_u64(v),
+            changed: true,
+            changed_flags: flags,
+        })
+    }
+}
