@@ -1,0 +1,297 @@
+//! Every route × every role × environment limits, with the exact status expected.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{Backend, Server, rollout_flag};
+
+/// Who may call a route, written out here independently of the server's matrix.
+const READ: &[&str] = &["viewer", "editor", "responder", "ci", "admin"];
+const EDIT: &[&str] = &["editor", "admin"];
+const KILL: &[&str] = &["editor", "responder", "admin"];
+const ROLLOUT: &[&str] = &["editor", "responder", "ci", "admin"];
+const REVERT: &[&str] = &["editor", "responder", "admin"];
+const ADMIN_ONLY: &[&str] = &["admin"];
+
+struct Route {
+    method: Method,
+    /// `{E}` is the target environment, `{K}` a flag made for this case, `{N}` a fresh
+    /// name, `{T}` a token id made for this case.
+    path: &'static str,
+    body: Option<fn() -> Value>,
+    allowed: &'static [&'static str],
+    /// Whether the route acts on the environment `{E}` (so environment limits apply).
+    scoped: bool,
+    ok: u16,
+}
+
+fn routes() -> Vec<Route> {
+    let r = |method: Method,
+             path: &'static str,
+             body: Option<fn() -> Value>,
+             allowed: &'static [&'static str],
+             scoped: bool,
+             ok: u16| Route {
+        method,
+        path,
+        body,
+        allowed,
+        scoped,
+        ok,
+    };
+    vec![
+        r(Method::GET, "/environments", None, READ, false, 200),
+        r(
+            Method::POST,
+            "/environments",
+            Some(|| json!({"key": "{N}"})),
+            ADMIN_ONLY,
+            false,
+            201,
+        ),
+        r(Method::GET, "/environments/{E}", None, READ, true, 200),
+        r(
+            Method::DELETE,
+            "/environments/{E}?force=true",
+            None,
+            ADMIN_ONLY,
+            true,
+            204,
+        ),
+        r(
+            Method::GET,
+            "/environments/{E}/flags",
+            None,
+            READ,
+            true,
+            200,
+        ),
+        r(
+            Method::PUT,
+            "/environments/{E}/flags",
+            Some(|| json!({"flags": {"imported": rollout_flag(3)}})),
+            EDIT,
+            true,
+            200,
+        ),
+        r(
+            Method::GET,
+            "/environments/{E}/flags/{K}",
+            None,
+            READ,
+            true,
+            200,
+        ),
+        r(
+            Method::PUT,
+            "/environments/{E}/flags/{K}",
+            Some(|| rollout_flag(7)),
+            EDIT,
+            true,
+            200,
+        ),
+        r(
+            Method::DELETE,
+            "/environments/{E}/flags/{K}",
+            None,
+            EDIT,
+            true,
+            200,
+        ),
+        r(
+            Method::POST,
+            "/environments/{E}/flags/{K}/disable",
+            Some(|| json!({"reason": "test"})),
+            KILL,
+            true,
+            200,
+        ),
+        r(
+            Method::POST,
+            "/environments/{E}/flags/{K}/enable",
+            Some(|| json!({"reason": "test"})),
+            KILL,
+            true,
+            200,
+        ),
+        r(
+            Method::POST,
+            "/environments/{E}/flags/{K}/rollout",
+            Some(|| json!({"variant": "on", "percent": 50})),
+            ROLLOUT,
+            true,
+            200,
+        ),
+        r(
+            Method::POST,
+            "/environments/{E}/flags/{K}/restore",
+            Some(|| json!({"version": 0, "reason": "test"})),
+            REVERT,
+            true,
+            200,
+        ),
+        r(
+            Method::GET,
+            "/environments/{E}/versions",
+            None,
+            READ,
+            true,
+            200,
+        ),
+        r(
+            Method::GET,
+            "/environments/{E}/versions/1",
+            None,
+            READ,
+            true,
+            200,
+        ),
+        r(
+            Method::GET,
+            "/environments/{E}/diff?from=0",
+            None,
+            READ,
+            true,
+            200,
+        ),
+        r(
+            Method::POST,
+            "/environments/{E}/revert",
+            Some(|| json!({"version": 0, "reason": "test"})),
+            REVERT,
+            true,
+            200,
+        ),
+        r(
+            Method::POST,
+            "/environments/{E}/sdk-keys",
+            None,
+            ADMIN_ONLY,
+            true,
+            201,
+        ),
+        r(
+            Method::POST,
+            "/validate",
+            Some(|| json!({"flags": {}})),
+            READ,
+            false,
+            200,
+        ),
+        r(Method::GET, "/audit", None, READ, false, 200),
+        r(Method::GET, "/audit?environment={E}", None, READ, true, 200),
+        r(Method::GET, "/tokens", None, ADMIN_ONLY, false, 200),
+        r(
+            Method::POST,
+            "/tokens",
+            Some(|| json!({"name": "{N}", "role": "viewer"})),
+            ADMIN_ONLY,
+            false,
+            201,
+        ),
+        r(Method::DELETE, "/tokens/{T}", None, ADMIN_ONLY, false, 204),
+    ]
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    None,
+    ToTarget,
+    ToOther,
+}
+
+pub(crate) async fn matrix(b: Backend) -> anyhow::Result<()> {
+    let s = Server::start(&b).await?;
+    let mut n = 0usize;
+    let mut failures = Vec::new();
+    for route in routes() {
+        for role in ["viewer", "editor", "responder", "ci", "admin", "sdk"] {
+            for limit in [Limit::None, Limit::ToTarget, Limit::ToOther] {
+                if role == "sdk" && matches!(limit, Limit::None) {
+                    continue; // an SDK key always names one environment
+                }
+                n += 1;
+                // A fresh environment per case, so that every call can succeed.
+                let env = format!("e{n}");
+                s.post("/environments", json!({"key": env}))
+                    .await
+                    .expect(201);
+                s.put(&format!("/environments/{env}/flags/k{n}"), rollout_flag(5))
+                    .await
+                    .expect(201);
+                let token_id = s
+                    .post(
+                        "/tokens",
+                        json!({"name": format!("victim{n}"), "role": "viewer"}),
+                    )
+                    .await
+                    .expect(201)
+                    .body["token"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let envs = match limit {
+                    Limit::None => None,
+                    Limit::ToTarget => Some(vec![env.clone()]),
+                    Limit::ToOther => Some(vec!["development".to_owned()]),
+                };
+                let secret = if role == "sdk" {
+                    let e = envs
+                        .as_ref()
+                        .map_or("development", |v| v[0].as_str())
+                        .to_owned();
+                    s.post(
+                        &format!("/environments/{e}/sdk-keys"),
+                        json!({"name": format!("sdk{n}")}),
+                    )
+                    .await
+                    .expect(201)
+                    .body["secret"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                } else {
+                    let mut body = json!({"name": format!("caller{n}"), "role": role});
+                    if let Some(e) = &envs {
+                        body["environments"] = json!(e);
+                    }
+                    s.post("/tokens", body).await.expect(201).body["secret"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let fill = |t: &str| {
+                    t.replace("{E}", &env)
+                        .replace("{K}", &format!("k{n}"))
+                        .replace("{N}", &format!("new{n}"))
+                        .replace("{T}", &token_id)
+                };
+                let path = fill(route.path);
+                let body = route.body.map(|f| {
+                    serde_json::from_str::<Value>(&fill(&f().to_string())).unwrap_or(Value::Null)
+                });
+                let allowed = role != "sdk"
+                    && route.allowed.contains(&role)
+                    && !(route.scoped && matches!(limit, Limit::ToOther));
+                let want = if allowed { route.ok } else { 403 };
+                let got = s
+                    .call(route.method.clone(), &path, Some(&secret), body, &[])
+                    .await;
+                if got.status.as_u16() != want {
+                    failures.push(format!(
+                        "{} {} as {role} ({limit:?}): want {want}, got {} {}",
+                        route.method, route.path, got.status, got.body
+                    ));
+                }
+            }
+        }
+    }
+    anyhow::ensure!(
+        failures.is_empty(),
+        "{} of {n} cases wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    anyhow::ensure!(n == routes().len() * 17, "{n} cases");
+    s.stop().await
+}

@@ -1,0 +1,89 @@
+//! Integration tests over real HTTP against real flagd servers, each on a real SQLite
+//! file and on a real PostgreSQL server started here (see `support.rs`). A custom
+//! harness (libtest-mimic) so that PostgreSQL starts once and is stopped at the end.
+
+mod authz;
+mod concurrency;
+mod flows;
+mod support;
+
+use std::sync::Arc;
+
+use libtest_mimic::{Arguments, Trial};
+use support::{Backend, Postgres, TestFn};
+
+/// Tests that run on both backends.
+const BOTH: &[(&str, TestFn)] = &[
+    ("flag_lifecycle_toggle_rollout_diff_revert", |b| {
+        Box::pin(flows::lifecycle(b))
+    }),
+    ("single_flag_restore", |b| {
+        Box::pin(flows::single_flag_restore(b))
+    }),
+    ("import_and_revert_write_only_what_differs", |b| {
+        Box::pin(flows::import_and_revert(b))
+    }),
+    ("stale_if_match_is_refused", |b| {
+        Box::pin(flows::stale_if_match(b))
+    }),
+    ("invalid_input_gets_clear_errors", |b| {
+        Box::pin(flows::errors(b))
+    }),
+    ("environments", |b| Box::pin(flows::environments(b))),
+    ("tokens_and_revocation", |b| Box::pin(flows::tokens(b))),
+    ("audit_log_filters", |b| Box::pin(flows::audit_filters(b))),
+    ("concurrent_writers", |b| {
+        Box::pin(concurrency::fifty_writers(b))
+    }),
+];
+
+/// Tests whose subject does not depend on the store.
+const SQLITE_ONLY: &[(&str, TestFn)] = &[
+    ("authorization_matrix", |b| Box::pin(authz::matrix(b))),
+    ("body_limit", |b| Box::pin(flows::body_limit(b))),
+];
+
+fn main() {
+    let args = Arguments::from_args();
+    let pg = match Postgres::start() {
+        Ok(Some(pg)) => Some(Arc::new(pg)),
+        Ok(None) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "PostgreSQL is not installed (Debian package postgresql); .ci/test installs it"
+            );
+            println!(
+                "PostgreSQL is not installed: the postgres:: tests are ignored (apt-get install postgresql to run them)"
+            );
+            None
+        }
+        Err(e) => panic!("PostgreSQL did not start: {e:#}"),
+    };
+    let mut trials = Vec::new();
+    for (name, f) in BOTH {
+        let f = *f;
+        trials.push(Trial::test(format!("sqlite::{name}"), move || {
+            support::run_test(f, Backend::Sqlite)
+        }));
+        let missing = pg.is_none();
+        let pg = pg.clone();
+        let trial = Trial::test(format!("postgres::{name}"), move || match pg {
+            Some(pg) => support::run_test(f, Backend::Postgres(pg)),
+            None => Ok(()),
+        });
+        trials.push(trial.with_ignored_flag(missing));
+    }
+    for (name, f) in SQLITE_ONLY {
+        let f = *f;
+        trials.push(Trial::test(format!("sqlite::{name}"), move || {
+            support::run_test(f, Backend::Sqlite)
+        }));
+    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Some(pg) = pg {
+        pg.stop();
+        // Dropped before exit() so that the data directory is removed.
+        drop(pg);
+    }
+    conclusion.exit();
+}

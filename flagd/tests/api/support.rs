@@ -1,0 +1,343 @@
+//! The harness: a real PostgreSQL server (Debian's packages, a temporary data
+//! directory, a random loopback port, stopped at the end), and real flagd servers on
+//! SQLite files or PostgreSQL databases, reached over real HTTP.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use serde_json::{Value, json};
+
+pub(crate) const ADMIN: &str = "fd_test-admin-secret";
+
+/// Which store a test server uses.
+#[derive(Clone, Debug)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres(Arc<Postgres>),
+}
+
+impl Backend {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// A PostgreSQL server for the whole test run.
+#[derive(Debug)]
+pub(crate) struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    as_postgres_user: bool,
+    databases: AtomicUsize,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn pg_bin() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    versions.sort();
+    versions
+        .into_iter()
+        .rev()
+        .map(|v| v.join("bin"))
+        .find(|b| b.join("initdb").exists())
+}
+
+impl Postgres {
+    /// Starts a server, or `Ok(None)` when PostgreSQL is not installed.
+    pub(crate) fn start() -> anyhow::Result<Option<Self>> {
+        let Some(bin) = pg_bin() else { return Ok(None) };
+        // PostgreSQL refuses to run as root: run it as the `postgres` user then.
+        let as_postgres_user = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let dir = tempfile::Builder::new().prefix("flagd-pg-").tempdir()?;
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data)?;
+        if as_postgres_user {
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path()))?;
+            // The temporary directory itself must be reachable by that user.
+            run(Command::new("chmod").arg("755").arg(dir.path()))?;
+        }
+        let pg = Self {
+            dir,
+            bin,
+            port: free_port()?,
+            as_postgres_user,
+            databases: AtomicUsize::new(0),
+        };
+        pg.cmd(
+            "initdb",
+            &[
+                "-D",
+                &pg.data(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )?;
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200",
+            pg.port,
+            pg.dir.path().display()
+        );
+        pg.cmd(
+            "pg_ctl",
+            &[
+                "-D",
+                &pg.data(),
+                "-o",
+                &opts,
+                "-l",
+                &pg.dir.path().join("log").to_string_lossy(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )?;
+        Ok(Some(pg))
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").to_string_lossy().into_owned()
+    }
+
+    fn cmd(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
+        let exe = self.bin.join(tool);
+        let mut c = if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        c.args(args);
+        run(&mut c)
+    }
+
+    /// A new, empty database.
+    pub(crate) async fn database(&self) -> anyhow::Result<String> {
+        let n = self.databases.fetch_add(1, Ordering::SeqCst);
+        let name = format!("t{}_{n}", std::process::id());
+        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect_with(&admin.parse()?).await?;
+        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await?;
+        Ok(format!(
+            "postgres://postgres@127.0.0.1:{}/{name}",
+            self.port
+        ))
+    }
+
+    pub(crate) fn stop(&self) {
+        let _ = self.cmd(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+use sqlx::Connection;
+
+fn run(c: &mut Command) -> anyhow::Result<()> {
+    let out = c.output().with_context(|| format!("running {c:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{c:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A flagd server on its own store, served on a random loopback port.
+pub(crate) struct Server {
+    pub(crate) base: String,
+    http: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A response: status, JSON body (or null), headers.
+#[derive(Debug)]
+pub(crate) struct Resp {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Value,
+    pub(crate) headers: HeaderMap,
+}
+
+impl Resp {
+    pub(crate) fn version(&self) -> Option<u64> {
+        self.headers
+            .get("x-flag-set-version")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[track_caller]
+    pub(crate) fn expect(self, status: u16) -> Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self
+    }
+}
+
+impl Server {
+    pub(crate) async fn start(backend: &Backend) -> anyhow::Result<Self> {
+        Self::start_with(backend, 16 << 20).await
+    }
+
+    pub(crate) async fn start_with(backend: &Backend, max_body: usize) -> anyhow::Result<Self> {
+        let (url, dir) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir()?;
+                (
+                    format!(
+                        "sqlite://{}?mode=rwc",
+                        dir.path().join("flagd.db").display()
+                    ),
+                    Some(dir),
+                )
+            }
+            Backend::Postgres(pg) => (pg.database().await?, None),
+        };
+        let store = flagd::server::open_store(&url).await?;
+        flagd::server::bootstrap(&store, Some(ADMIN)).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}/api/v1", listener.local_addr()?);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(flagd::server::run(listener, store, max_body, async move {
+            let _ = rx.await;
+        }));
+        Ok(Self {
+            base,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        })
+    }
+
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        if let Some(b) = body {
+            r = r.body(b.to_string());
+        }
+        let resp = r.send().await.expect("request reaches the server");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("response body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)))
+        };
+        Resp {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Resp {
+        self.call(Method::GET, path, Some(ADMIN), None, &[]).await
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Resp {
+        self.call(Method::POST, path, Some(ADMIN), Some(body), &[])
+            .await
+    }
+
+    pub(crate) async fn put(&self, path: &str, body: Value) -> Resp {
+        self.call(Method::PUT, path, Some(ADMIN), Some(body), &[])
+            .await
+    }
+
+    /// A new token with a role (and optionally environments); returns its secret.
+    pub(crate) async fn token(&self, name: &str, role: &str, envs: Option<&[&str]>) -> String {
+        let mut body = json!({"name": name, "role": role});
+        if let Some(e) = envs {
+            body["environments"] = json!(e);
+        }
+        let r = self.post("/tokens", body).await.expect(201);
+        r.body["secret"].as_str().expect("secret").to_owned()
+    }
+
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .context("shutdown")???;
+        }
+        Ok(())
+    }
+}
+
+/// A flag with on/off variants and a fractional split.
+pub(crate) fn rollout_flag(on_percent: u64) -> Value {
+    json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+           "targeting": {"fractional": [["on", on_percent], ["off", 100 - on_percent]]}})
+}
+
+pub(crate) type TestFn = fn(Backend) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Runs one async test on its own runtime.
+pub(crate) fn run_test(f: TestFn, backend: Backend) -> Result<(), libtest_mimic::Failed> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let r = rt.block_on(f(backend));
+    rt.shutdown_timeout(Duration::from_secs(5));
+    r.map_err(|e| format!("{e:#} (after {:?})", started.elapsed()).into())
+}
