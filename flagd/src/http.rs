@@ -364,15 +364,6 @@ fn validate_flag(key: &str, def: &Value, head: &Items) -> ApiResult<()> {
         })
 }
 
-async fn evaluators_only(tx: &mut store::WriteTx<'_>) -> ApiResult<Items> {
-    // Validation of one flag needs the evaluators, not the other flags.
-    let head = tx.head().await?;
-    Ok(head
-        .into_iter()
-        .filter(|(k, _)| k.0 == ItemKind::Evaluator)
-        .collect())
-}
-
 async fn put_flag(
     caller: Caller,
     State(s): State<AppState>,
@@ -394,7 +385,7 @@ async fn put_flag(
     }
     let def = Value::Object(def);
     let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
-    let evaluators = evaluators_only(&mut tx).await?;
+    let evaluators = tx.evaluators().await?;
     validate_flag(&key, &def, &evaluators)?;
     let exists = tx.get(ItemKind::Flag, &key).await?.is_some();
     tx.put(ItemKind::Flag, &key, Some(def), None).await?;
@@ -530,7 +521,7 @@ async fn rollout_flag(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no flag \"{key}\" in \"{env}\"")))?;
     let def = rollout::set_percent(&item.definition, variant, percent)?;
-    let evaluators = evaluators_only(&mut tx).await?;
+    let evaluators = tx.evaluators().await?;
     validate_flag(&key, &def, &evaluators)?;
     tx.put(ItemKind::Flag, &key, Some(def), None).await?;
     let c = tx
@@ -590,8 +581,7 @@ async fn revert(
     let version = body.version()?;
     let reason = body.reason(true)?;
     let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
-    let target = tx.at(version).await?;
-    tx.replace_all(&target).await?;
+    tx.revert_to(version).await?;
     let c = tx
         .commit(
             ChangeKind::Revert,
@@ -628,14 +618,17 @@ async fn import_flag_set(
         .iter()
         .map(|(k, key, _)| (*k, key.clone()))
         .collect();
-    for (k, item) in &head {
-        if !keep.contains(k) {
-            tx.put(item.kind, &item.key, None, None).await?;
-        }
-    }
-    for (kind, key, def) in incoming {
-        tx.put(kind, &key, Some(def), None).await?;
-    }
+    let mut wanted: Vec<(ItemKind, String, Option<Value>, Option<i64>)> = head
+        .keys()
+        .filter(|k| !keep.contains(*k))
+        .map(|(kind, key)| (*kind, key.clone(), None, None))
+        .collect();
+    wanted.extend(
+        incoming
+            .into_iter()
+            .map(|(kind, key, def)| (kind, key, Some(def), None)),
+    );
+    tx.apply(&head, wanted).await?;
     let c = tx
         .commit(
             ChangeKind::Import,

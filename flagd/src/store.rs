@@ -1021,6 +1021,32 @@ impl WriteTx<'_> {
         read_items(&mut *self.tx, &self.env.key, version).await
     }
 
+    /// The head evaluators (what validating one flag needs), without reading the flags.
+    pub async fn evaluators(&mut self) -> ApiResult<Items> {
+        let rows = sqlx::query("SELECT key, position, definition FROM revisions WHERE env = $1 AND kind = 'evaluator' AND valid_to = $2")
+            .bind(&self.env.key)
+            .bind(OPEN)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let mut items = Items::new();
+        for r in rows {
+            let key: String = r.try_get("key")?;
+            let def: String = r.try_get("definition")?;
+            let definition =
+                serde_json::from_str(&def).map_err(|e| ApiError::Internal(e.into()))?;
+            items.insert(
+                (ItemKind::Evaluator, key.clone()),
+                Item {
+                    kind: ItemKind::Evaluator,
+                    key,
+                    position: r.try_get("position")?,
+                    definition,
+                },
+            );
+        }
+        Ok(items)
+    }
+
     /// One head item.
     pub async fn get(&mut self, kind: ItemKind, key: &str) -> ApiResult<Option<Item>> {
         let row = sqlx::query("SELECT position, definition FROM revisions WHERE env = $1 AND kind = $2 AND key = $3 AND valid_to = $4")
@@ -1093,24 +1119,152 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    /// Makes `target` the head content: writes only the items that differ.
-    pub async fn replace_all(&mut self, target: &Items) -> ApiResult<()> {
-        let head = self.head().await?;
-        for (k, item) in &head {
-            if !target.contains_key(k) {
-                self.put(item.kind, &item.key, None, None).await?;
+    /// Makes the content of version `n` the head, in the database: closes the current
+    /// rows that differ from `n`, copies `n`'s rows for the items that are then not
+    /// current. Only the items that differ are written, and none travel to this process.
+    pub async fn revert_to(&mut self, n: u64) -> ApiResult<()> {
+        if n > self.env.version {
+            return Err(ApiError::NotFound(format!(
+                "environment \"{}\" has no version {n} (head is {})",
+                self.env.key, self.env.version
+            )));
+        }
+        let (v, n) = (self.new_version(), to_i64(n));
+        let same_at_n = "SELECT 1 FROM revisions t WHERE t.env = h.env AND t.kind = h.kind AND t.key = h.key \
+                         AND t.valid_from <= $3 AND t.valid_to > $3 AND t.definition = h.definition";
+        sqlx::query(&format!("UPDATE revisions SET valid_to = $1 WHERE env = $2 AND valid_to = $4 AND NOT EXISTS ({})", same_at_n.replace(" h.", " revisions.")))
+            .bind(v)
+            .bind(&self.env.key)
+            .bind(n)
+            .bind(OPEN)
+            .execute(&mut *self.tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO revisions (env, kind, key, valid_from, valid_to, position, definition) \
+             SELECT t.env, t.kind, t.key, $1, $4, t.position, t.definition FROM revisions t \
+             WHERE t.env = $2 AND t.valid_from <= $3 AND t.valid_to > $3 \
+             AND NOT EXISTS (SELECT 1 FROM revisions h WHERE h.env = t.env AND h.kind = t.kind AND h.key = t.key AND h.valid_to = $4)",
+        )
+        .bind(v)
+        .bind(&self.env.key)
+        .bind(n)
+        .bind(OPEN)
+        .execute(&mut *self.tx)
+        .await?;
+        // What changed: the rows just closed (before) and just opened (after).
+        let rows = sqlx::query("SELECT kind, key, definition, valid_to FROM revisions WHERE env = $1 AND (valid_to = $2 OR (valid_to = $3 AND valid_from = $2))")
+            .bind(&self.env.key)
+            .bind(v)
+            .bind(OPEN)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let mut changed: BTreeMap<(ItemKind, String), (Option<Value>, Option<Value>)> =
+            BTreeMap::new();
+        for r in rows {
+            let kind = ItemKind::parse(&r.try_get::<String, _>("kind")?)?;
+            let key: String = r.try_get("key")?;
+            let def: Value = serde_json::from_str(&r.try_get::<String, _>("definition")?)
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            let slot = changed.entry((kind, key)).or_default();
+            if r.try_get::<i64, _>("valid_to")? == v {
+                slot.0 = Some(def);
+            } else {
+                slot.1 = Some(def);
             }
         }
-        for (k, item) in target {
-            if head.get(k).map(|h| &h.definition) != Some(&item.definition) {
-                self.put(
-                    item.kind,
-                    &item.key,
-                    Some(item.definition.clone()),
-                    Some(item.position),
-                )
-                .await?;
+        self.changes.extend(
+            changed
+                .into_iter()
+                .map(|((kind, key), (before, after))| (kind, key, before, after)),
+        );
+        Ok(())
+    }
+
+    /// Sets many items at once given the head: only those that differ are written, in
+    /// batched statements (a 10,000-flag revert is a few dozen statements, not 30,000).
+    /// A position of `None` keeps an item's place, or puts a new item last.
+    pub async fn apply(
+        &mut self,
+        head: &Items,
+        wanted: Vec<(ItemKind, String, Option<Value>, Option<i64>)>,
+    ) -> ApiResult<()> {
+        let v = self.new_version();
+        let mut close: BTreeMap<ItemKind, Vec<String>> = BTreeMap::new();
+        let mut insert: Vec<(ItemKind, String, i64, String)> = Vec::new();
+        for (kind, key, value, position) in wanted {
+            let current = head.get(&(kind, key.clone()));
+            let before = current.map(|c| c.definition.clone());
+            if before == value {
+                continue;
             }
+            if current.is_some() {
+                close.entry(kind).or_default().push(key.clone());
+            }
+            if let Some(def) = &value {
+                let position = match (position, current) {
+                    (Some(p), _) => p,
+                    (None, Some(c)) => c.position,
+                    (None, None) => {
+                        self.next_position += 1;
+                        self.next_position - 1
+                    }
+                };
+                insert.push((kind, key.clone(), position, def.to_string()));
+            }
+            self.changes.push((kind, key, before, value));
+        }
+        for (kind, keys) in close {
+            for chunk in keys.chunks(500) {
+                let list = (0..chunk.len())
+                    .map(|i| format!("${}", i + 5))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "UPDATE revisions SET valid_to = $1 WHERE env = $2 AND kind = $3 AND valid_to = $4 AND key IN ({list})"
+                );
+                let mut q = sqlx::query(&sql)
+                    .bind(v)
+                    .bind(&self.env.key)
+                    .bind(kind.as_str())
+                    .bind(OPEN);
+                for k in chunk {
+                    q = q.bind(k);
+                }
+                q.execute(&mut *self.tx).await?;
+            }
+        }
+        for chunk in insert.chunks(100) {
+            let rows = (0..chunk.len())
+                .map(|r| {
+                    let b = r * 7;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6,
+                        b + 7
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO revisions (env, kind, key, valid_from, valid_to, position, definition) VALUES {rows}"
+            );
+            let mut q = sqlx::query(&sql);
+            for (kind, key, position, def) in chunk {
+                q = q
+                    .bind(&self.env.key)
+                    .bind(kind.as_str())
+                    .bind(key)
+                    .bind(v)
+                    .bind(OPEN)
+                    .bind(*position)
+                    .bind(def);
+            }
+            q.execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -1154,13 +1308,17 @@ impl WriteTx<'_> {
             .bind(reverted_to.map(to_i64))
             .execute(&mut *self.tx)
             .await?;
-        for f in &flags {
-            sqlx::query("INSERT INTO version_flags (env, flag_key, version) VALUES ($1, $2, $3)")
-                .bind(&env)
-                .bind(f)
-                .bind(v)
-                .execute(&mut *self.tx)
-                .await?;
+        for chunk in flags.chunks(300) {
+            let rows = (0..chunk.len())
+                .map(|r| format!("(${}, ${}, ${})", r * 3 + 1, r * 3 + 2, r * 3 + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("INSERT INTO version_flags (env, flag_key, version) VALUES {rows}");
+            let mut q = sqlx::query(&sql);
+            for f in chunk {
+                q = q.bind(&env).bind(f).bind(v);
+            }
+            q.execute(&mut *self.tx).await?;
         }
         sqlx::query("UPDATE environments SET head_version = $1, next_position = $2 WHERE key = $3")
             .bind(v)
@@ -1170,20 +1328,31 @@ impl WriteTx<'_> {
             .await?;
         // One audit entry per change; a single-item change records the item itself,
         // a many-item change (import, revert) records what changed per item.
+        // A single-item change records the item before and after; a many-item change
+        // (import, revert) records each changed item, up to a hundred, and beyond that
+        // the versions, whose full contents stay readable.
         let (before, after) = if self.changes.len() == 1 {
             (self.changes[0].2.clone(), self.changes[0].3.clone())
-        } else {
+        } else if self.changes.len() <= 100 {
             let side = |pick: fn(&Change) -> &Option<Value>| {
-                let mut m = Map::new();
-                for c in &self.changes {
-                    m.insert(
-                        format!("{}:{}", c.0.as_str(), c.1),
-                        pick(c).clone().unwrap_or(Value::Null),
-                    );
-                }
+                let m: Map<String, Value> = self
+                    .changes
+                    .iter()
+                    .map(|c| {
+                        (
+                            format!("{}:{}", c.0.as_str(), c.1),
+                            pick(c).clone().unwrap_or(Value::Null),
+                        )
+                    })
+                    .collect();
                 Value::Object(m)
             };
             (Some(side(|c| &c.2)), Some(side(|c| &c.3)))
+        } else {
+            (
+                Some(serde_json::json!({"version": self.env.version})),
+                Some(serde_json::json!({"version": to_u64(v), "changedItems": self.changes.len()})),
+            )
         };
         audit(
             &mut self.tx,

@@ -11,6 +11,8 @@ CREATE TABLE environments (
 -- One row per definition of an item (a flag, an evaluator, a top-level key) over the
 -- versions it was current: the flag set at version V is every row of the environment
 -- with valid_from <= V < valid_to. A one-flag change closes one row and inserts one.
+-- The key ends in valid_to so that the current row of an item (valid_to = the largest
+-- 64-bit integer) is found by the key alone.
 CREATE TABLE revisions (
     env        TEXT    NOT NULL REFERENCES environments(key) ON DELETE CASCADE,
     kind       TEXT    NOT NULL,
@@ -19,9 +21,9 @@ CREATE TABLE revisions (
     valid_to   INTEGER NOT NULL,
     position   INTEGER NOT NULL,
     definition TEXT    NOT NULL,
-    PRIMARY KEY (env, kind, key, valid_from)
+    PRIMARY KEY (env, kind, key, valid_to)
 );
-CREATE INDEX revisions_by_version ON revisions (env, valid_to, valid_from);
+CREATE INDEX revisions_by_version ON revisions (env, valid_to, kind, key);
 
 CREATE TABLE versions (
     env        TEXT    NOT NULL REFERENCES environments(key) ON DELETE CASCADE,

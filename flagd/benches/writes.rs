@@ -1,0 +1,173 @@
+//! Write latency (benchmarks.md section 3), over real HTTP, on SQLite and PostgreSQL:
+//! a toggle in an environment of 10 flags vs 10,000 flags (the ratio should stay near
+//! 1), a revert of a 10,000-flag set, and writes per second with 50 concurrent writers.
+//!
+//! `cargo bench -p flagd --bench writes` (PostgreSQL is measured when installed).
+
+#[path = "../tests/api/support.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+use support::{ADMIN, Backend, Postgres, Server, rollout_flag};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn summary(mut d: Vec<Duration>) -> (Duration, Duration) {
+    d.sort();
+    (percentile(&d, 0.5), percentile(&d, 0.99))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn doc(n: usize, percent: u64) -> Value {
+    let flags: Map<String, Value> = (0..n)
+        .map(|i| (format!("flag-{i:05}"), rollout_flag(percent)))
+        .collect();
+    json!({"flags": flags})
+}
+
+async fn toggles(s: &Server, env: &str, n: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let action = if i % 2 == 0 { "disable" } else { "enable" };
+        let t = Instant::now();
+        s.call(
+            Method::POST,
+            &format!("/environments/{env}/flags/flag-00000/{action}"),
+            Some(ADMIN),
+            Some(json!({"reason": "bench"})),
+            &[],
+        )
+        .await
+        .expect(200);
+        out.push(t.elapsed());
+    }
+    out
+}
+
+async fn bench(backend: Backend) -> anyhow::Result<()> {
+    let s = Server::start(&backend).await?;
+    for (env, n) in [("small", 10), ("large", 10_000)] {
+        s.post("/environments", json!({"key": env}))
+            .await
+            .expect(201);
+        s.put(&format!("/environments/{env}/flags"), doc(n, 5))
+            .await
+            .expect(200);
+    }
+    toggles(&s, "small", 20).await; // warm-up
+    toggles(&s, "large", 20).await;
+    // Interleaved, so that both see the same database size and background work.
+    let (mut small, mut large) = (Vec::new(), Vec::new());
+    for _ in 0..30 {
+        small.extend(toggles(&s, "small", 10).await);
+        large.extend(toggles(&s, "large", 10).await);
+    }
+    let (small50, small99) = summary(small);
+    let (large50, large99) = summary(large);
+
+    // Revert of a 10,000-flag set: every flag differs between versions 1 and 2.
+    s.post("/environments", json!({"key": "revert"}))
+        .await
+        .expect(201);
+    s.put("/environments/revert/flags", doc(10_000, 5))
+        .await
+        .expect(200);
+    s.put("/environments/revert/flags", doc(10_000, 50))
+        .await
+        .expect(200);
+    let mut reverts = Vec::new();
+    for i in 0..6 {
+        let to = if i % 2 == 0 { 1 } else { 2 };
+        let t = Instant::now();
+        let r = s
+            .post(
+                "/environments/revert/revert",
+                json!({"version": to, "reason": "bench"}),
+            )
+            .await
+            .expect(200);
+        reverts.push(t.elapsed());
+        assert_eq!(
+            r.body["changedFlags"].as_array().map(Vec::len),
+            Some(10_000)
+        );
+    }
+    let (rev50, rev99) = summary(reverts);
+
+    // 50 concurrent writers, 20 toggles each, no If-Match (all apply to head).
+    let s = std::sync::Arc::new(s);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..50 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let action = if i % 2 == 0 { "disable" } else { "enable" };
+                s.call(
+                    Method::POST,
+                    &format!("/environments/small/flags/flag-{:05}/{action}", w % 10),
+                    Some(ADMIN),
+                    Some(json!({"reason": "bench"})),
+                    &[],
+                )
+                .await
+                .expect(200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let wps = 1000.0 / t.elapsed().as_secs_f64();
+
+    println!(
+        "| {} | {} / {} | {} / {} | {:.2} | {} / {} | {:.0} |",
+        backend.name(),
+        ms(small50),
+        ms(small99),
+        ms(large50),
+        ms(large99),
+        large50.as_secs_f64() / small50.as_secs_f64(),
+        ms(rev50),
+        ms(rev99),
+        wps
+    );
+    if let Ok(s) = std::sync::Arc::try_unwrap(s) {
+        s.stop().await?;
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful either.
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let pg = Postgres::start()?.map(std::sync::Arc::new);
+    println!(
+        "| store | toggle, 10 flags (p50 / p99) | toggle, 10,000 flags (p50 / p99) | ratio of p50s | revert of 10,000 flags (p50 / p99) | writes/s, 50 writers |"
+    );
+    println!("|---|---|---|---|---|---|");
+    rt.block_on(bench(Backend::Sqlite))?;
+    if let Some(pg) = &pg {
+        rt.block_on(bench(Backend::Postgres(pg.clone())))?;
+        pg.stop();
+    } else {
+        println!("(PostgreSQL is not installed: only SQLite measured)");
+    }
+    Ok(())
+}
