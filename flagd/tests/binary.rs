@@ -1,0 +1,206 @@
+//! The `flagd` binary as a user runs it: first start on an empty SQLite file (default
+//! environments, a one-time admin token), graceful shutdown on SIGTERM, a restart that
+//! keeps everything, the admin token from the environment, `migrate`, `check-config`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Flagd {
+    child: Child,
+    base: String,
+    stdout: Vec<String>,
+}
+
+fn start(db: &str, port: u16, admin: Option<&str>) -> Flagd {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flagd"));
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--database-url",
+        db,
+    ])
+    .env_remove("FLAGD_ADMIN_TOKEN")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    if let Some(a) = admin {
+        cmd.env("FLAGD_ADMIN_TOKEN", a);
+    }
+    let mut child = cmd.spawn().unwrap();
+    // The server logs "flagd is serving" on stderr once it listens; read until then.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "flagd did not start");
+        match lines.next() {
+            Some(Ok(l)) if l.contains("flagd is serving") => break,
+            Some(Ok(_)) => {}
+            other => panic!("flagd exited before serving: {other:?}"),
+        }
+    }
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Flagd {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        stdout: Vec::new(),
+    }
+}
+
+impl Flagd {
+    /// Stops with SIGTERM and returns the exit status and everything printed on stdout.
+    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.child.wait().unwrap();
+        let mut out = String::new();
+        if let Some(mut s) = self.child.stdout.take() {
+            std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+        }
+        self.stdout.extend(out.lines().map(str::to_owned));
+        (status, self.stdout)
+    }
+}
+
+async fn get(c: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
+    let r = c.get(url).bearer_auth(token).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn first_start_sigterm_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("flagd.db").display()
+    );
+    // No idle connections kept: the same port serves three successive servers.
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+
+    let port = free_port();
+    let f = start(&db, port, None);
+    assert_eq!(
+        c.get(format!("{}/healthz", f.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("{}/readyz", f.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Stop with SIGTERM; stdout (read at exit) holds the token printed at first start.
+    let (status, stdout) = f.terminate();
+    assert!(status.success(), "SIGTERM stops flagd cleanly: {status:?}");
+    let tokens: Vec<&String> = stdout
+        .iter()
+        .filter(|l| l.trim().starts_with("fd_"))
+        .collect();
+    assert_eq!(tokens.len(), 1, "one admin token printed: {stdout:?}");
+    let token = tokens[0].trim().to_owned();
+
+    // Restart on the same file: no new token, the old one works, nothing is lost.
+    let f = start(&db, port, None);
+    let (code, envs) = get(&c, &format!("{}/api/v1/environments", f.base), &token).await;
+    assert_eq!(code, 200);
+    assert_eq!(envs["environments"].as_array().map(Vec::len), Some(3));
+    let r = c
+        .put(format!("{}/api/v1/environments/production/flags/kill-me", f.base))
+        .bearer_auth(&token)
+        .body(json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (status, stdout) = f.terminate();
+    assert!(status.success());
+    assert!(
+        !stdout.iter().any(|l| l.trim().starts_with("fd_")),
+        "no second token: {stdout:?}"
+    );
+
+    // The admin token can also come from the environment.
+    let f = start(&db, port, Some("fd_from-the-environment"));
+    let (code, flag) = get(
+        &c,
+        &format!("{}/api/v1/environments/production/flags/kill-me", f.base),
+        "fd_from-the-environment",
+    )
+    .await;
+    assert_eq!(
+        (code, flag["state"].clone()),
+        (200, json!("ENABLED")),
+        "the change survived two restarts"
+    );
+    let (status, _) = f.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn migrate_and_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("x.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
+        .args(["--database-url", &db, "check-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not migrated"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
+        .args(["--database-url", &db, "migrate"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
+        .args(["--database-url", &db, "check-config"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("store: reachable, migrations applied"));
+    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
+        .args(["--database-url", "mysql://x", "check-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must start with sqlite: or postgres://")
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
+        .args(["--listen", "not-an-address"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+}
