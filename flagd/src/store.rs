@@ -54,35 +54,24 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// What an item of a flag set is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ItemKind {
-    /// A flag, keyed by flag key.
-    Flag,
-    /// A shared evaluator of `$evaluators`, keyed by name.
-    Evaluator,
-    /// Another top-level key of the document, such as `metadata` or `$schema`.
-    Top,
+pub use flagd_core::wire::ItemKind;
+
+fn kind_str(k: ItemKind) -> &'static str {
+    match k {
+        ItemKind::Flag => "flag",
+        ItemKind::Evaluator => "evaluator",
+        ItemKind::Top => "top",
+    }
 }
 
-impl ItemKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Flag => "flag",
-            Self::Evaluator => "evaluator",
-            Self::Top => "top",
-        }
-    }
-
-    fn parse(s: &str) -> ApiResult<Self> {
-        match s {
-            "flag" => Ok(Self::Flag),
-            "evaluator" => Ok(Self::Evaluator),
-            "top" => Ok(Self::Top),
-            other => Err(ApiError::Internal(anyhow::anyhow!(
-                "unknown item kind {other:?} in the store"
-            ))),
-        }
+fn parse_kind(s: &str) -> ApiResult<ItemKind> {
+    match s {
+        "flag" => Ok(ItemKind::Flag),
+        "evaluator" => Ok(ItemKind::Evaluator),
+        "top" => Ok(ItemKind::Top),
+        other => Err(ApiError::Internal(anyhow::anyhow!(
+            "unknown item kind {other:?} in the store"
+        ))),
     }
 }
 
@@ -925,7 +914,7 @@ async fn read_items<'e, E: sqlx::Executor<'e, Database = Any>>(
         .await?;
     let mut items = Items::new();
     for r in rows {
-        let kind = ItemKind::parse(&r.try_get::<String, _>("kind")?)?;
+        let kind = parse_kind(&r.try_get::<String, _>("kind")?)?;
         let key: String = r.try_get("key")?;
         let def: String = r.try_get("definition")?;
         let definition = serde_json::from_str(&def).map_err(|e| ApiError::Internal(e.into()))?;
@@ -1051,7 +1040,7 @@ impl WriteTx<'_> {
     pub async fn get(&mut self, kind: ItemKind, key: &str) -> ApiResult<Option<Item>> {
         let row = sqlx::query("SELECT position, definition FROM revisions WHERE env = $1 AND kind = $2 AND key = $3 AND valid_to = $4")
             .bind(&self.env.key)
-            .bind(kind.as_str())
+            .bind(kind_str(kind))
             .bind(key)
             .bind(OPEN)
             .fetch_optional(&mut *self.tx)
@@ -1089,7 +1078,7 @@ impl WriteTx<'_> {
             sqlx::query("UPDATE revisions SET valid_to = $1 WHERE env = $2 AND kind = $3 AND key = $4 AND valid_to = $5")
                 .bind(v)
                 .bind(&self.env.key)
-                .bind(kind.as_str())
+                .bind(kind_str(kind))
                 .bind(key)
                 .bind(OPEN)
                 .execute(&mut *self.tx)
@@ -1106,7 +1095,7 @@ impl WriteTx<'_> {
             };
             sqlx::query("INSERT INTO revisions (env, kind, key, valid_from, valid_to, position, definition) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                 .bind(&self.env.key)
-                .bind(kind.as_str())
+                .bind(kind_str(kind))
                 .bind(key)
                 .bind(v)
                 .bind(OPEN)
@@ -1161,7 +1150,7 @@ impl WriteTx<'_> {
         let mut changed: BTreeMap<(ItemKind, String), (Option<Value>, Option<Value>)> =
             BTreeMap::new();
         for r in rows {
-            let kind = ItemKind::parse(&r.try_get::<String, _>("kind")?)?;
+            let kind = parse_kind(&r.try_get::<String, _>("kind")?)?;
             let key: String = r.try_get("key")?;
             let def: Value = serde_json::from_str(&r.try_get::<String, _>("definition")?)
                 .map_err(|e| ApiError::Internal(e.into()))?;
@@ -1225,7 +1214,7 @@ impl WriteTx<'_> {
                 let mut q = sqlx::query(&sql)
                     .bind(v)
                     .bind(&self.env.key)
-                    .bind(kind.as_str())
+                    .bind(kind_str(kind))
                     .bind(OPEN);
                 for k in chunk {
                     q = q.bind(k);
@@ -1257,7 +1246,7 @@ impl WriteTx<'_> {
             for (kind, key, position, def) in chunk {
                 q = q
                     .bind(&self.env.key)
-                    .bind(kind.as_str())
+                    .bind(kind_str(*kind))
                     .bind(key)
                     .bind(v)
                     .bind(OPEN)
@@ -1340,7 +1329,7 @@ impl WriteTx<'_> {
                     .iter()
                     .map(|c| {
                         (
-                            format!("{}:{}", c.0.as_str(), c.1),
+                            format!("{}:{}", kind_str(c.0), c.1),
                             pick(c).clone().unwrap_or(Value::Null),
                         )
                     })

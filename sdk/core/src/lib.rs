@@ -37,6 +37,7 @@ mod model;
 mod path;
 mod semver;
 mod validate;
+pub mod wire;
 
 pub use bucket::{Murmur3, bucket, murmur3_x86_32};
 pub use context::{EvaluationContext, InvalidContext, Map, Value};
