@@ -22,6 +22,8 @@ use crate::store::{self, AuditQuery, ChangeKind, Committed, ItemKind, Items, Sto
 pub struct AppState {
     /// The store.
     pub store: Arc<Store>,
+    /// Live push to SDKs.
+    pub hub: Arc<crate::stream::Hub>,
 }
 
 /// The whole router.
@@ -61,6 +63,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/environments/{env}/diff", get(diff_versions))
         .route("/environments/{env}/revert", post(revert))
         .route("/environments/{env}/sdk-keys", post(create_sdk_key))
+        .route("/environments/{env}/fleet", get(crate::stream::fleet))
+        .route("/stream", get(crate::stream::stream))
         .route("/validate", post(validate))
         .route("/audit", get(audit_log))
         .route("/tokens", get(list_tokens).post(create_token))
@@ -213,7 +217,9 @@ fn with_version(version: u64, body: Value, status: StatusCode) -> Response {
     resp
 }
 
-fn committed(c: &Committed) -> Response {
+/// Announces a committed change to the SDKs, then answers it.
+async fn committed(s: &AppState, c: &Committed) -> Response {
+    s.hub.publish(c).await;
     with_version(c.version, json!(c), StatusCode::OK)
 }
 
@@ -404,7 +410,7 @@ async fn put_flag(
             None,
         )
         .await?;
-    let mut resp = committed(&c);
+    let mut resp = committed(&s, &c).await;
     if !exists {
         *resp.status_mut() = StatusCode::CREATED;
     }
@@ -435,7 +441,7 @@ async fn delete_flag(
             None,
         )
         .await?;
-    Ok(committed(&c))
+    Ok(committed(&s, &c).await)
 }
 
 async fn set_state(
@@ -474,7 +480,7 @@ async fn set_state(
             None,
         )
         .await?;
-    Ok(committed(&c))
+    Ok(committed(s, &c).await)
 }
 
 async fn disable_flag(
@@ -534,7 +540,7 @@ async fn rollout_flag(
             None,
         )
         .await?;
-    Ok(committed(&c))
+    Ok(committed(&s, &c).await)
 }
 
 async fn restore_flag(
@@ -567,7 +573,7 @@ async fn restore_flag(
             Some(version),
         )
         .await?;
-    Ok(committed(&c))
+    Ok(committed(&s, &c).await)
 }
 
 async fn revert(
@@ -592,7 +598,7 @@ async fn revert(
             Some(version),
         )
         .await?;
-    Ok(committed(&c))
+    Ok(committed(&s, &c).await)
 }
 
 async fn import_flag_set(
@@ -639,7 +645,7 @@ async fn import_flag_set(
             None,
         )
         .await?;
-    Ok(committed(&c))
+    Ok(committed(&s, &c).await)
 }
 
 async fn validate(caller: Caller, body: Body) -> ApiResult<Response> {

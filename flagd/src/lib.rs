@@ -4,6 +4,7 @@
 //! - `store`: environments, versioned flag sets, tokens and the audit log on SQLite or
 //!   PostgreSQL (one implementation over sqlx's Any driver).
 //! - `http`: the REST API under `/api/v1` and the health endpoints.
+//! - `stream`: live push of every change to connected SDKs, and the fleet view.
 //! - `auth`: tokens, roles and the permission matrix.
 //! - `rollout`: setting a flag's percentage split.
 //! - `server`: start-up, bootstrap, graceful shutdown.
@@ -21,3 +22,4 @@ pub mod http;
 pub mod rollout;
 pub mod server;
 pub mod store;
+pub mod stream;

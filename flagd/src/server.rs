@@ -77,12 +77,20 @@ pub async fn run(
     max_body_bytes: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let hub = Arc::new(crate::stream::Hub::new(store.clone()));
     let app = http::router(
         AppState {
             store: store.clone(),
+            hub: hub.clone(),
         },
         max_body_bytes,
     );
+    // Streams are long-lived: on shutdown they are told to reconnect elsewhere, so that
+    // the server can finish the requests in flight and stop.
+    let shutdown = async move {
+        shutdown.await;
+        hub.close_all();
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -450,7 +450,7 @@ impl Store {
 
     /// All environments.
     pub async fn environments(&self) -> ApiResult<Vec<Environment>> {
-        let rows = sqlx::query("SELECT * FROM environments ORDER BY created_at, key")
+        let rows = sqlx::query("SELECT * FROM environments ORDER BY seq")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(env_of).collect()
@@ -488,7 +488,8 @@ impl Store {
                 current_version: None,
             });
         }
-        sqlx::query("INSERT INTO environments (key, name, production, head_version, next_position, created_at) VALUES ($1, $2, $3, 0, 1, $4)")
+        sqlx::query("INSERT INTO environments (key, name, production, head_version, next_position, created_at, seq) \
+             VALUES ($1, $2, $3, 0, 1, $4, (SELECT COALESCE(MAX(seq), 0) + 1 FROM environments))")
             .bind(key)
             .bind(name)
             .bind(i64::from(production))
@@ -986,6 +987,12 @@ pub struct Committed {
     pub changed: bool,
     /// The flag keys changed.
     pub changed_flags: Vec<String>,
+    /// Every changed item with its new definition, for the stream.
+    #[serde(skip)]
+    pub changes: Vec<flagd_core::wire::Change>,
+    /// For a revert: the version whose content this one equals.
+    #[serde(skip)]
+    pub restores: Option<u64>,
 }
 
 impl WriteTx<'_> {
@@ -1275,6 +1282,8 @@ impl WriteTx<'_> {
                 version: self.env.version,
                 changed: false,
                 changed_flags: Vec::new(),
+                changes: Vec::new(),
+                restores: None,
             });
         }
         let v = self.new_version();
@@ -1358,11 +1367,21 @@ impl WriteTx<'_> {
         )
         .await?;
         self.tx.commit().await?;
+        let changes = std::mem::take(&mut self.changes)
+            .into_iter()
+            .map(|(kind, key, _, after)| flagd_core::wire::Change {
+                kind,
+                key,
+                definition: after,
+            })
+            .collect();
         Ok(Committed {
             environment: env,
             version: to_u64(v),
             changed: true,
             changed_flags: flags,
+            changes,
+            restores: reverted_to.filter(|_| action == "flagset.revert"),
         })
     }
 }

@@ -5,7 +5,9 @@ CREATE TABLE environments (
     production    BIGINT NOT NULL DEFAULT 0,
     head_version  BIGINT NOT NULL DEFAULT 0,
     next_position BIGINT NOT NULL DEFAULT 1,
-    created_at    BIGINT NOT NULL
+    created_at    BIGINT NOT NULL,
+    -- Creation order, for listing.
+    seq           BIGINT NOT NULL
 );
 
 -- One row per definition of an item (a flag, an evaluator, a top-level key) over the

@@ -5,7 +5,9 @@ CREATE TABLE environments (
     production    INTEGER NOT NULL DEFAULT 0,
     head_version  INTEGER NOT NULL DEFAULT 0,
     next_position INTEGER NOT NULL DEFAULT 1,
-    created_at    INTEGER NOT NULL
+    created_at    INTEGER NOT NULL,
+    -- Creation order, for listing.
+    seq           INTEGER NOT NULL
 );
 
 -- One row per definition of an item (a flag, an evaluator, a top-level key) over the

@@ -5,6 +5,7 @@
 mod authz;
 mod concurrency;
 mod flows;
+mod stream;
 mod support;
 
 use std::sync::Arc;
@@ -34,6 +35,10 @@ const BOTH: &[(&str, TestFn)] = &[
     ("audit_log_filters", |b| Box::pin(flows::audit_filters(b))),
     ("concurrent_writers", |b| {
         Box::pin(concurrency::fifty_writers(b))
+    }),
+    ("live_push_to_sdks", |b| Box::pin(stream::push(b))),
+    ("stalled_client_does_not_delay_others", |b| {
+        Box::pin(stream::stalled_client(b))
     }),
 ];
 

@@ -1,0 +1,482 @@
+//! Live push: SDKs hold a websocket; every committed version is serialized once and the
+//! same bytes go to every connection of the environment (`docs/protocol.md`).
+//!
+//! Each connection is its own task reading a `broadcast` channel, so a slow or stalled
+//! client never delays the others: it lags, and is then sent a fresh snapshot, or is
+//! disconnected when a send does not complete in time.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use flagd_core::wire::{ClientMsg, ServerMsg};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, RwLock, broadcast};
+
+use crate::auth::{Caller, Perm, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::http::AppState;
+use crate::store::{self, Committed, Items, Store};
+
+/// How many recent deltas are kept per environment to resume a reconnecting SDK.
+const RECENT: usize = 64;
+/// A connection that sends nothing (not even a pong) for this long is closed.
+const IDLE: Duration = Duration::from_secs(45);
+/// How often flagd pings.
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// A send that does not complete in this time means a stalled client: disconnect it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest message an SDK may send.
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// One frame, serialized once.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    from: u64,
+    version: u64,
+    text: Utf8Bytes,
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    /// 0 until first loaded.
+    loaded: bool,
+    version: u64,
+    items: Items,
+    snapshot: Option<Frame>,
+    recent: VecDeque<Frame>,
+}
+
+/// One connected SDK instance, for the fleet view.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    /// The instance id the SDK gave.
+    pub instance: String,
+    /// SDK name and version.
+    pub sdk: String,
+    /// Host label.
+    pub host: String,
+    /// Labels.
+    pub labels: serde_json::Map<String, Value>,
+    /// The SDK key's name.
+    pub key_name: String,
+    /// When it connected (RFC 3339).
+    pub connected_since: String,
+    /// The version it last acknowledged.
+    pub applied_version: Option<u64>,
+    /// When it last acknowledged (RFC 3339).
+    pub last_ack: Option<String>,
+}
+
+#[derive(Debug)]
+struct EnvHub {
+    tx: broadcast::Sender<Frame>,
+    cache: RwLock<Cached>,
+    fleet: std::sync::Mutex<HashMap<u64, Instance>>,
+}
+
+/// Per-environment channels, caches and fleets.
+#[derive(Debug)]
+pub struct Hub {
+    store: Arc<Store>,
+    envs: Mutex<HashMap<String, Arc<EnvHub>>>,
+    next_conn: std::sync::atomic::AtomicU64,
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+fn text(msg: &ServerMsg) -> Utf8Bytes {
+    // Serializing our own types cannot fail; an empty frame would be refused by the SDK.
+    Utf8Bytes::from(serde_json::to_string(msg).unwrap_or_default())
+}
+
+impl Hub {
+    /// A hub over the store.
+    pub fn new(store: Arc<Store>) -> Self {
+        Self {
+            store,
+            envs: Mutex::new(HashMap::new()),
+            next_conn: std::sync::atomic::AtomicU64::new(1),
+            closing: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Closes every stream ("going away"): the SDKs reconnect, to another replica or
+    /// to this one after its restart.
+    pub fn close_all(&self) {
+        self.closing.send_replace(true);
+    }
+
+    async fn env(&self, env: &str) -> Arc<EnvHub> {
+        let mut envs = self.envs.lock().await;
+        envs.entry(env.to_owned())
+            .or_insert_with(|| {
+                // Capacity bounds what a slow connection may lag behind before it is
+                // resynchronized with a snapshot.
+                let (tx, _) = broadcast::channel(256);
+                Arc::new(EnvHub {
+                    tx,
+                    cache: RwLock::new(Cached::default()),
+                    fleet: std::sync::Mutex::new(HashMap::new()),
+                })
+            })
+            .clone()
+    }
+
+    /// Loads the head from the store into the cache (after start, or after a gap).
+    async fn reload(&self, hub: &EnvHub, env: &str) -> ApiResult<()> {
+        let (version, items) = self.store.items(env, None).await?;
+        let mut c = hub.cache.write().await;
+        if !c.loaded || version > c.version {
+            c.loaded = true;
+            c.version = version;
+            c.items = items;
+            c.snapshot = None;
+            c.recent.clear();
+        }
+        Ok(())
+    }
+
+    /// Announces a committed change to every connected SDK of its environment.
+    pub async fn publish(&self, committed: &Committed) {
+        if !committed.changed {
+            return;
+        }
+        let env = &committed.environment;
+        let hub = self.env(env).await;
+        let mut c = hub.cache.write().await;
+        if !c.loaded {
+            drop(c);
+            // Nobody has asked for this environment yet: nothing to send, the next
+            // connection loads the head.
+            if hub.tx.receiver_count() == 0 {
+                return;
+            }
+            if let Err(e) = self.reload(&hub, env).await {
+                tracing::warn!(env, error = %e, "cannot load the flag set to publish");
+            }
+            c = hub.cache.write().await;
+        }
+        if committed.version <= c.version {
+            return; // already covered by a reload
+        }
+        if committed.version != c.version + 1 {
+            // Publications raced: resynchronize everyone from the store's head.
+            drop(c);
+            let _ = self.reload(&hub, env).await;
+            if let Some(f) = self.snapshot_frame(&hub).await {
+                let _ = hub.tx.send(f);
+            }
+            return;
+        }
+        for ch in &committed.changes {
+            match &ch.definition {
+                Some(d) => {
+                    let position = c
+                        .items
+                        .get(&(ch.kind, ch.key.clone()))
+                        .map_or(i64::MAX, |i| i.position);
+                    c.items.insert(
+                        (ch.kind, ch.key.clone()),
+                        store::Item {
+                            kind: ch.kind,
+                            key: ch.key.clone(),
+                            position,
+                            definition: d.clone(),
+                        },
+                    );
+                }
+                None => {
+                    c.items.remove(&(ch.kind, ch.key.clone()));
+                }
+            }
+        }
+        let msg = ServerMsg::Delta {
+            from: c.version,
+            version: committed.version,
+            changes: committed.changes.clone(),
+            restores: committed.restores,
+        };
+        let frame = Frame {
+            from: c.version,
+            version: committed.version,
+            text: text(&msg),
+        };
+        c.version = committed.version;
+        c.snapshot = None;
+        c.recent.push_back(frame.clone());
+        while c.recent.len() > RECENT {
+            c.recent.pop_front();
+        }
+        drop(c);
+        let _ = hub.tx.send(frame);
+    }
+
+    async fn snapshot_frame(&self, hub: &EnvHub) -> Option<Frame> {
+        {
+            let c = hub.cache.read().await;
+            if let Some(f) = &c.snapshot {
+                return Some(f.clone());
+            }
+        }
+        let mut c = hub.cache.write().await;
+        if c.snapshot.is_none() {
+            let msg = ServerMsg::Snapshot {
+                version: c.version,
+                document: store::document(&c.items),
+            };
+            c.snapshot = Some(Frame {
+                from: 0,
+                version: c.version,
+                text: text(&msg),
+            });
+        }
+        c.snapshot.clone()
+    }
+
+    /// The connected instances of an environment.
+    pub async fn fleet(&self, env: &str) -> Vec<Instance> {
+        let hub = self.env(env).await;
+        let f = hub
+            .fleet
+            .lock()
+            .map(|f| f.values().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        let mut f = f;
+        f.sort_by(|a, b| a.instance.cmp(&b.instance));
+        f
+    }
+}
+
+/// `GET /api/v1/stream`: the SDK stream, authenticated with an SDK key.
+pub async fn stream(
+    caller: Caller,
+    State(s): State<AppState>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    if caller.role != Role::Sdk {
+        return Err(ApiError::Forbidden(
+            "the stream takes an SDK key (POST /environments/{env}/sdk-keys)".into(),
+        ));
+    }
+    let env = caller
+        .environments
+        .as_ref()
+        .and_then(|e| e.first())
+        .cloned()
+        .ok_or_else(|| ApiError::Forbidden("this SDK key names no environment".into()))?;
+    s.store.environment(&env).await?;
+    let hub = s.hub.clone();
+    Ok(ws
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| async move {
+            let id = hub
+                .next_conn
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Err(e) = serve(&hub, socket, &env, &caller.name, id).await {
+                tracing::info!(env, connection = id, reason = %e, "stream closed");
+            }
+            let h = hub.env(&env).await;
+            if let Ok(mut f) = h.fleet.lock() {
+                f.remove(&id);
+            }
+        }))
+}
+
+async fn send(socket: &mut WebSocket, text: Utf8Bytes) -> anyhow::Result<()> {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text))).await {
+        Ok(r) => Ok(r?),
+        Err(_) => {
+            anyhow::bail!("a send did not complete in {SEND_TIMEOUT:?}: the client is stalled")
+        }
+    }
+}
+
+async fn refuse(socket: &mut WebSocket, code: u16, reason: &str) -> anyhow::Error {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason.to_owned()),
+        })))
+        .await;
+    anyhow::anyhow!("refused: {reason}")
+}
+
+async fn serve(
+    hub: &Hub,
+    mut socket: WebSocket,
+    env: &str,
+    key_name: &str,
+    id: u64,
+) -> anyhow::Result<()> {
+    // The first message must be a hello.
+    let first = tokio::time::timeout(Duration::from_secs(10), socket.recv()).await;
+    let hello = match first {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<ClientMsg>(&t).ok(),
+        _ => None,
+    };
+    let Some(ClientMsg::Hello {
+        instance,
+        sdk,
+        host,
+        labels,
+        version: held,
+    }) = hello
+    else {
+        return Err(refuse(
+            &mut socket,
+            close_code::POLICY,
+            "the first message must be a hello",
+        )
+        .await);
+    };
+    let h = hub.env(env).await;
+    if let Ok(mut f) = h.fleet.lock() {
+        f.insert(
+            id,
+            Instance {
+                instance: instance.clone(),
+                sdk,
+                host,
+                labels,
+                key_name: key_name.to_owned(),
+                connected_since: store::rfc3339(store::now_ms()),
+                applied_version: held,
+                last_ack: None,
+            },
+        );
+    }
+    tracing::info!(env, connection = id, instance, held, "SDK connected");
+    // Subscribe before reading the cache, so that nothing committed in between is missed.
+    let mut rx = h.tx.subscribe();
+    {
+        let loaded = h.cache.read().await.loaded;
+        if !loaded {
+            hub.reload(&h, env).await?;
+        }
+    }
+    let mut sent = catch_up(hub, &h, &mut socket, held).await?;
+
+    let mut closing = hub.closing.subscribe();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            frame = rx.recv() => match frame {
+                Ok(f) if f.version <= sent => {}
+                Ok(f) if f.from == sent => {
+                    send(&mut socket, f.text).await?;
+                    sent = f.version;
+                }
+                // A gap (a snapshot frame, or a missed delta): send the whole set.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Some(snap) = hub.snapshot_frame(&h).await
+                        && snap.version > sent {
+                            send(&mut socket, snap.text).await?;
+                            sent = snap.version;
+                        }
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            msg = socket.recv() => {
+                let Some(msg) = msg else { return Ok(()) };
+                last_heard = tokio::time::Instant::now();
+                match msg? {
+                    Message::Text(t) => match serde_json::from_str::<ClientMsg>(&t) {
+                        Ok(ClientMsg::Ack { version }) => {
+                            if let Ok(mut f) = h.fleet.lock()
+                                && let Some(i) = f.get_mut(&id) {
+                                    i.applied_version = Some(version);
+                                    i.last_ack = Some(store::rfc3339(store::now_ms()));
+                                }
+                        }
+                        Ok(ClientMsg::Ping) => send(&mut socket, text(&ServerMsg::Pong)).await?,
+                        Ok(ClientMsg::Pong) => {}
+                        Ok(ClientMsg::Hello { .. }) => return Err(refuse(&mut socket, close_code::POLICY, "hello sent twice").await),
+                        Err(_) => {
+                            tracing::warn!(env, connection = id, "unreadable message from an SDK");
+                            return Err(refuse(&mut socket, close_code::INVALID, "not a protocol message").await);
+                        }
+                    },
+                    Message::Binary(_) => return Err(refuse(&mut socket, close_code::UNSUPPORTED, "binary messages are not part of the protocol").await),
+                    Message::Close(_) => return Ok(()),
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            _ = closing.changed() => {
+                return Err(refuse(&mut socket, close_code::AWAY, "flagd is shutting down").await);
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > IDLE {
+                    return Err(refuse(&mut socket, close_code::AWAY, "no message for too long").await);
+                }
+                send(&mut socket, text(&ServerMsg::Ping)).await?;
+            }
+        }
+    }
+}
+
+/// Brings a new connection up to the head: nothing, the recent deltas, or a snapshot,
+/// whichever is smaller. Returns the version sent.
+async fn catch_up(
+    hub: &Hub,
+    h: &EnvHub,
+    socket: &mut WebSocket,
+    held: Option<u64>,
+) -> anyhow::Result<u64> {
+    let (head, deltas) = {
+        let c = h.cache.read().await;
+        let deltas: Option<Vec<Frame>> = held.filter(|&v| v < c.version).and_then(|v| {
+            let start = c.recent.iter().position(|f| f.from == v)?;
+            Some(c.recent.iter().skip(start).cloned().collect())
+        });
+        (c.version, deltas)
+    };
+    if held == Some(head) {
+        return Ok(head);
+    }
+    let snap = hub
+        .snapshot_frame(h)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no snapshot"))?;
+    match deltas {
+        Some(d) if d.iter().map(|f| f.text.len()).sum::<usize>() < snap.text.len() => {
+            let mut v = held.unwrap_or(0);
+            for f in d {
+                send(socket, f.text).await?;
+                v = f.version;
+            }
+            Ok(v)
+        }
+        _ => {
+            send(socket, snap.text).await?;
+            Ok(snap.version)
+        }
+    }
+}
+
+/// `GET /api/v1/environments/{env}/fleet`: connected SDK instances and their versions.
+pub async fn fleet(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(env): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    caller.check(Perm::Read, Some(&env))?;
+    let head = s.store.environment(&env).await?.version;
+    let instances = s.hub.fleet(&env).await;
+    let on_head = instances
+        .iter()
+        .filter(|i| i.applied_version == Some(head))
+        .count();
+    Ok(Json(
+        json!({"environment": env, "version": head, "total": instances.len(), "onVersion": on_head, "instances": instances}),
+    ))
+}

@@ -1,0 +1,223 @@
+//! Live push over a real websocket.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::support::{ADMIN, Backend, Server, rollout_flag};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(s: &Server, key: &str) -> anyhow::Result<Ws> {
+    let url = format!("{}/stream", s.base.replacen("http://", "ws://", 1));
+    let mut req = url.into_client_request()?;
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse()?);
+    let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    Ok(ws)
+}
+
+async fn hello(ws: &mut Ws, instance: &str, version: Option<u64>) -> anyhow::Result<()> {
+    let msg = json!({"type": "hello", "instance": instance, "sdk": "test/1", "host": "h", "version": version});
+    ws.send(Message::Text(msg.to_string().into())).await?;
+    Ok(())
+}
+
+/// The next protocol message that is not a ping.
+async fn next(ws: &mut Ws) -> anyhow::Result<Value> {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("stream ended"))??;
+        match m {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t)?;
+                if v["type"] != "ping" {
+                    return Ok(v);
+                }
+            }
+            Message::Close(c) => anyhow::bail!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+async fn ack(ws: &mut Ws, version: u64) -> anyhow::Result<()> {
+    ws.send(Message::Text(
+        json!({"type": "ack", "version": version})
+            .to_string()
+            .into(),
+    ))
+    .await?;
+    Ok(())
+}
+
+async fn sdk_key(s: &Server, env: &str) -> String {
+    s.post(&format!("/environments/{env}/sdk-keys"), json!({}))
+        .await
+        .expect(201)
+        .body["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub(crate) async fn push(b: Backend) -> anyhow::Result<()> {
+    let s = Server::start(&b).await?;
+    let key = sdk_key(&s, "production").await;
+    // Twenty other flags, so that a one-flag delta is smaller than a snapshot.
+    let mut flags = serde_json::Map::new();
+    flags.insert("a".into(), rollout_flag(5));
+    for i in 0..20 {
+        flags.insert(format!("other-{i}"), rollout_flag(i));
+    }
+    s.put("/environments/production/flags", json!({"flags": flags}))
+        .await
+        .expect(200);
+
+    let mut ws = connect(&s, &key).await?;
+    hello(&mut ws, "i-1", None).await?;
+    let snap = next(&mut ws).await?;
+    assert_eq!(snap["type"], "snapshot");
+    assert_eq!(snap["version"], 1);
+    assert_eq!(snap["document"]["flags"]["a"], rollout_flag(5));
+    ack(&mut ws, 1).await?;
+
+    // A toggle through the REST API arrives as a delta.
+    s.post(
+        "/environments/production/flags/a/disable",
+        json!({"reason": "test"}),
+    )
+    .await
+    .expect(200);
+    let d = next(&mut ws).await?;
+    assert_eq!(
+        (d["type"].clone(), d["from"].clone(), d["version"].clone()),
+        (json!("delta"), json!(1), json!(2))
+    );
+    assert_eq!(d["changes"][0]["definition"]["state"], "DISABLED");
+    ack(&mut ws, 2).await?;
+
+    // The fleet view shows the instance on the new version (acks are asynchronous).
+    let mut fleet = Value::Null;
+    for _ in 0..100 {
+        fleet = s
+            .get("/environments/production/fleet")
+            .await
+            .expect(200)
+            .body;
+        if fleet["onVersion"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        (fleet["total"].clone(), fleet["onVersion"].clone()),
+        (json!(1), json!(1)),
+        "{fleet}"
+    );
+    assert_eq!(fleet["instances"][0]["instance"], "i-1");
+
+    // A revert says which version it restores.
+    s.post(
+        "/environments/production/revert",
+        json!({"version": 1, "reason": "test"}),
+    )
+    .await
+    .expect(200);
+    let d = next(&mut ws).await?;
+    assert_eq!(
+        (d["version"].clone(), d["restores"].clone()),
+        (json!(3), json!(1))
+    );
+    assert_eq!(d["changes"][0]["definition"], rollout_flag(5));
+
+    // Reconnecting with a held version gets only what it missed.
+    drop(ws);
+    s.post(
+        "/environments/production/flags/a/disable",
+        json!({"reason": "test"}),
+    )
+    .await
+    .expect(200);
+    let mut ws = connect(&s, &key).await?;
+    hello(&mut ws, "i-1", Some(3)).await?;
+    let d = next(&mut ws).await?;
+    assert_eq!(
+        (d["type"].clone(), d["from"].clone(), d["version"].clone()),
+        (json!("delta"), json!(3), json!(4))
+    );
+
+    // Garbage is refused with a close frame; the server carries on.
+    let mut bad = connect(&s, &key).await?;
+    hello(&mut bad, "i-bad", Some(4)).await?;
+    bad.send(Message::Text("{not json".into())).await?;
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(10), bad.next()).await? {
+            Some(Ok(Message::Close(c))) => break c,
+            Some(Ok(_)) => continue,
+            other => anyhow::bail!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(closed.map(|c| u16::from(c.code)), Some(1007));
+    let mut no_hello = connect(&s, &key).await?;
+    no_hello
+        .send(Message::Text(
+            json!({"type": "ack", "version": 1}).to_string().into(),
+        ))
+        .await?;
+    assert!(
+        matches!(tokio::time::timeout(Duration::from_secs(10), no_hello.next()).await?, Some(Ok(Message::Close(Some(c)))) if u16::from(c.code) == 1008)
+    );
+    s.post(
+        "/environments/production/flags/a/enable",
+        json!({"reason": "test"}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(next(&mut ws).await?["version"], 5);
+
+    // Only SDK keys may stream.
+    let url = format!("{}/stream", s.base.replacen("http://", "ws://", 1));
+    let mut req = url.into_client_request()?;
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {ADMIN}").parse()?);
+    assert!(
+        tokio_tungstenite::connect_async(req).await.is_err(),
+        "an admin token cannot stream"
+    );
+    let r = s.call(Method::GET, "/stream", None, None, &[]).await;
+    assert_eq!(r.status.as_u16(), 401);
+    s.stop().await
+}
+
+pub(crate) async fn stalled_client(b: Backend) -> anyhow::Result<()> {
+    let s = Server::start(&b).await?;
+    let key = sdk_key(&s, "staging").await;
+    s.put("/environments/staging/flags/a", rollout_flag(5))
+        .await
+        .expect(201);
+    // A client that says hello and then never reads.
+    let mut stalled = connect(&s, &key).await?;
+    hello(&mut stalled, "stalled", None).await?;
+    let mut live = connect(&s, &key).await?;
+    hello(&mut live, "live", None).await?;
+    assert_eq!(next(&mut live).await?["version"], 1);
+    // Large changes fill the stalled connection's buffers; the live one keeps up.
+    let big = json!({"pad": "x".repeat(200 * 1024)});
+    for i in 0..40u64 {
+        let mut f = rollout_flag(i % 100);
+        f["metadata"] = big.clone();
+        f["metadata"]["n"] = json!(i);
+        s.put("/environments/staging/flags/a", f).await.expect(200);
+        let d = next(&mut live).await?;
+        assert_eq!(d["version"], i + 2);
+    }
+    drop(stalled);
+    s.stop().await
+}
