@@ -1,0 +1,504 @@
+//! The client: the current snapshot, evaluation, status and change events.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use flagd_core::{Detail, EvaluationContext, Snapshot};
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// How many applied snapshots are kept, so that a revert to one of them is a swap.
+pub(crate) const KEPT: usize = 4;
+
+/// The snapshot being served and the flag-set version it stands for (a revert serves
+/// an earlier snapshot under the new version number).
+#[derive(Debug)]
+pub(crate) struct Current {
+    pub(crate) snapshot: Arc<Snapshot>,
+    pub(crate) version: u64,
+    pub(crate) document: Arc<Value>,
+}
+
+/// What the client is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Not yet connected; serving the bootstrap or cache file (version 0 and empty
+    /// without either).
+    Connecting {
+        /// The version served.
+        version: u64,
+    },
+    /// Connected and up to date with flagd.
+    Ready {
+        /// The version served.
+        version: u64,
+    },
+    /// The connection is lost; still serving the last applied snapshot.
+    Stale {
+        /// Since when.
+        since: SystemTime,
+        /// The version served.
+        version: u64,
+    },
+}
+
+impl Status {
+    /// The flag-set version being served.
+    ///
+    /// ```
+    /// assert_eq!(flagd_sdk::Status::Ready { version: 3 }.version(), 3);
+    /// ```
+    pub fn version(&self) -> u64 {
+        match self {
+            Self::Connecting { version }
+            | Self::Ready { version }
+            | Self::Stale { version, .. } => *version,
+        }
+    }
+}
+
+/// A change of the served flag set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeEvent {
+    /// The version served before.
+    pub old_version: u64,
+    /// The version served now.
+    pub new_version: u64,
+    /// The flag keys whose definitions changed (all keys for a full snapshot).
+    pub changed_flags: Vec<String>,
+}
+
+/// The client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The flagd URL is not `http://` or `https://`.
+    #[error("the flagd URL must start with http:// or https://, got {0:?}")]
+    Url(String),
+    /// The bootstrap file cannot be read or is not a flag set flagd would load.
+    #[error("bootstrap file {path}: {message}")]
+    Bootstrap {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// An applied snapshot kept for reverts: version, snapshot, document.
+pub(crate) type Kept = (u64, Arc<Snapshot>, Arc<Value>);
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) current: ArcSwap<Current>,
+    pub(crate) kept: Mutex<VecDeque<Kept>>,
+    pub(crate) status: watch::Sender<Status>,
+    pub(crate) changes: watch::Sender<ChangeEvent>,
+    pub(crate) config: Config,
+    pub(crate) stop: watch::Sender<bool>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) stream_url: String,
+    pub(crate) sdk_key: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) cache_file: Option<PathBuf>,
+    pub(crate) instance: String,
+    pub(crate) host: String,
+    pub(crate) labels: serde_json::Map<String, Value>,
+    pub(crate) max_backoff: Duration,
+}
+
+/// Builds a [`Client`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), flagd_sdk::BuildError> {
+/// use std::time::Duration;
+/// let sdk = flagd_sdk::Client::builder("http://flagd:8080", "fdsdk_…")
+///     .wait_for_first_snapshot(Duration::from_secs(2))
+///     .bootstrap_file("flags.json")
+///     .cache_file("/var/cache/app/flags.json")
+///     .label("service", "checkout")
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ClientBuilder {
+    url: String,
+    sdk_key: String,
+    connect_timeout: Duration,
+    wait: Duration,
+    bootstrap: Option<PathBuf>,
+    cache: Option<PathBuf>,
+    host: String,
+    labels: serde_json::Map<String, Value>,
+    max_backoff: Duration,
+}
+
+impl ClientBuilder {
+    /// How long one connection attempt may take (default 5 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// How long [`ClientBuilder::build`] waits for the first live snapshot before it
+    /// returns a client serving the cache or bootstrap file (default 3 s).
+    pub fn wait_for_first_snapshot(mut self, d: Duration) -> Self {
+        self.wait = d;
+        self
+    }
+
+    /// A flagd-format file to serve until flagd answers (when there is no cache file).
+    pub fn bootstrap_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.bootstrap = Some(path.into());
+        self
+    }
+
+    /// Where the last applied snapshot is written (atomically, after each change) and
+    /// read at the next start.
+    pub fn cache_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cache = Some(path.into());
+        self
+    }
+
+    /// A host label shown in flagd's fleet view (default: the `HOSTNAME` variable).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// A label shown in flagd's fleet view.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), Value::String(value.into()));
+        self
+    }
+
+    /// The longest wait between reconnection attempts (default 10 s).
+    pub fn max_backoff(mut self, d: Duration) -> Self {
+        self.max_backoff = d;
+        self
+    }
+
+    /// Starts the client: serves the cache or bootstrap file at once, connects, and
+    /// returns when the first live snapshot is applied or the wait is over, whichever
+    /// comes first. Never waits longer than the configured wait.
+    pub async fn build(self) -> Result<Client, BuildError> {
+        let base = self.url.trim_end_matches('/');
+        let stream_url = if let Some(rest) = base.strip_prefix("http://") {
+            format!("ws://{rest}/api/v1/stream")
+        } else if let Some(rest) = base.strip_prefix("https://") {
+            format!("wss://{rest}/api/v1/stream")
+        } else {
+            return Err(BuildError::Url(self.url));
+        };
+        let start = initial(self.cache.as_deref(), self.bootstrap.as_deref())?;
+        let (status, _) = watch::channel(Status::Connecting {
+            version: start.version,
+        });
+        let (changes, _) = watch::channel(ChangeEvent {
+            old_version: 0,
+            new_version: start.version,
+            changed_flags: Vec::new(),
+        });
+        let (stop, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            current: ArcSwap::from_pointee(start),
+            kept: Mutex::new(VecDeque::new()),
+            status,
+            changes,
+            config: Config {
+                stream_url,
+                sdk_key: self.sdk_key,
+                connect_timeout: self.connect_timeout,
+                cache_file: self.cache,
+                instance: crate::sync::random_id(),
+                host: self.host,
+                labels: self.labels,
+                max_backoff: self.max_backoff,
+            },
+            stop,
+        });
+        let mut ready = inner.status.subscribe();
+        tokio::spawn(crate::sync::run(inner.clone()));
+        let _ = tokio::time::timeout(
+            self.wait,
+            ready.wait_for(|s| matches!(s, Status::Ready { .. })),
+        )
+        .await;
+        Ok(Client { inner })
+    }
+}
+
+/// What to serve before the first live snapshot: the cache file, else the bootstrap
+/// file, else nothing.
+fn initial(cache: Option<&Path>, bootstrap: Option<&Path>) -> Result<Current, BuildError> {
+    if let Some(c) = cache {
+        match std::fs::read_to_string(c)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        {
+            Some(v) => {
+                let version = v.get("version").and_then(Value::as_u64).unwrap_or(0);
+                if let Some(doc) = v.get("document")
+                    && let Ok(snap) = compile(doc, version)
+                {
+                    tracing::info!(version, file = %c.display(), "serving the cache file until flagd answers");
+                    return Ok(Current {
+                        snapshot: Arc::new(snap),
+                        version,
+                        document: Arc::new(doc.clone()),
+                    });
+                }
+                tracing::warn!(file = %c.display(), "the cache file is not usable; ignoring it");
+            }
+            None => tracing::debug!(file = %c.display(), "no cache file yet"),
+        }
+    }
+    if let Some(b) = bootstrap {
+        let text = std::fs::read_to_string(b).map_err(|e| BuildError::Bootstrap {
+            path: b.to_owned(),
+            message: e.to_string(),
+        })?;
+        let doc: Value = serde_json::from_str(&text).map_err(|e| BuildError::Bootstrap {
+            path: b.to_owned(),
+            message: e.to_string(),
+        })?;
+        let snap = compile(&doc, 0).map_err(|message| BuildError::Bootstrap {
+            path: b.to_owned(),
+            message,
+        })?;
+        return Ok(Current {
+            snapshot: Arc::new(snap),
+            version: 0,
+            document: Arc::new(doc),
+        });
+    }
+    let doc = serde_json::json!({"flags": {}});
+    let snap = compile(&doc, 0).map_err(|message| BuildError::Bootstrap {
+        path: PathBuf::new(),
+        message,
+    })?;
+    Ok(Current {
+        snapshot: Arc::new(snap),
+        version: 0,
+        document: Arc::new(doc),
+    })
+}
+
+pub(crate) fn compile(doc: &Value, version: u64) -> Result<Snapshot, String> {
+    let set = flagd_core::FlagSet::parse(doc, flagd_core::Strictness::Lenient)
+        .map_err(|e| e.to_string())?;
+    Snapshot::compile(&set, version).map_err(|e| e.to_string())
+}
+
+/// A handle on the live flag set. Cheap to clone; all clones share one snapshot and one
+/// connection, which stops when the last clone is dropped or [`Client::close`] is called.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Starts building a client for a flagd URL (`http://host:8080`) and an SDK key.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), flagd_sdk::BuildError> {
+    /// let sdk = flagd_sdk::Client::builder("http://127.0.0.1:8080", "fdsdk_…").build().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(url: impl Into<String>, sdk_key: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            sdk_key: sdk_key.into(),
+            connect_timeout: Duration::from_secs(5),
+            wait: Duration::from_secs(3),
+            bootstrap: None,
+            cache: None,
+            host: std::env::var("HOSTNAME").unwrap_or_default(),
+            labels: serde_json::Map::new(),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+
+    /// `true` only when the flag evaluates to the boolean `true`. No lock, no IO, no
+    /// allocation.
+    ///
+    /// ```no_run
+    /// # fn f(sdk: &flagd_sdk::Client) {
+    /// let user = flagd_sdk::EvaluationContext::new("user-42");
+    /// let on = sdk.enabled("new-checkout", &user);
+    /// # }
+    /// ```
+    #[inline]
+    pub fn enabled(&self, key: &str, ctx: &EvaluationContext) -> bool {
+        self.inner.current.load().snapshot.enabled(key, ctx)
+    }
+
+    /// The flag's boolean value, or `default`.
+    ///
+    /// ```no_run
+    /// # fn f(sdk: &flagd_sdk::Client, user: &flagd_sdk::EvaluationContext) {
+    /// let dark = sdk.bool_value("dark-mode", user, false);
+    /// # }
+    /// ```
+    pub fn bool_value(&self, key: &str, ctx: &EvaluationContext, default: bool) -> bool {
+        self.inner
+            .current
+            .load()
+            .snapshot
+            .bool_value(key, ctx, default)
+    }
+
+    /// The flag's integer value, or `default`.
+    ///
+    /// ```no_run
+    /// # fn f(sdk: &flagd_sdk::Client, user: &flagd_sdk::EvaluationContext) {
+    /// let page = sdk.int_value("results-per-page", user, 10);
+    /// # }
+    /// ```
+    pub fn int_value(&self, key: &str, ctx: &EvaluationContext, default: i64) -> i64 {
+        self.inner
+            .current
+            .load()
+            .snapshot
+            .int_value(key, ctx, default)
+    }
+
+    /// The flag's numeric value, or `default`.
+    ///
+    /// ```no_run
+    /// # fn f(sdk: &flagd_sdk::Client, user: &flagd_sdk::EvaluationContext) {
+    /// let ratio = sdk.float_value("sample-ratio", user, 0.1);
+    /// # }
+    /// ```
+    pub fn float_value(&self, key: &str, ctx: &EvaluationContext, default: f64) -> f64 {
+        self.inner
+            .current
+            .load()
+            .snapshot
+            .float_value(key, ctx, default)
+    }
+
+    /// The flag's string value, or `default` (the one getter that allocates: it returns
+    /// an owned string; use [`Client::with_detail`] to borrow instead).
+    ///
+    /// ```no_run
+    /// # fn f(sdk: &flagd_sdk::Client, user: &flagd_sdk::EvaluationContext) {
+    /// let provider = sdk.string_value("payment-provider", user, "stripe");
+    /// # }
+    /// ```
+    pub fn string_value(&self, key: &str, ctx: &EvaluationContext, default: &str) -> String {
+        self.inner
+            .current
+            .load()
+            .snapshot
+            .string_value(key, ctx, default)
+            .to_owned()
+    }
+
+    /// The flag's object value, or `default`.
+    ///
+    /// ```no_run
+    /// # fn f(sdk: &flagd_sdk::Client, user: &flagd_sdk::EvaluationContext) {
+    /// let banner = sdk.json_value("banner", user, serde_json::json!({}));
+    /// # }
+    /// ```
+    pub fn json_value(&self, key: &str, ctx: &EvaluationContext, default: Value) -> Value {
+        self.inner
+            .current
+            .load()
+            .snapshot
+            .json_value(key, ctx, default)
+    }
+
+    /// Full details of an evaluation (value, variant, reason, error, metadata and the
+    /// flag-set version), passed to `f` without copying anything.
+    ///
+    /// ```no_run
+    /// # fn f(sdk: &flagd_sdk::Client, user: &flagd_sdk::EvaluationContext) {
+    /// let (reason, version) = sdk.with_detail("new-checkout", user, |d| (d.reason, d.version));
+    /// # }
+    /// ```
+    pub fn with_detail<R>(
+        &self,
+        key: &str,
+        ctx: &EvaluationContext,
+        f: impl FnOnce(&Detail<'_>) -> R,
+    ) -> R {
+        let cur = self.inner.current.load();
+        let mut d = cur.snapshot.evaluate(key, ctx);
+        d.version = cur.version;
+        f(&d)
+    }
+
+    /// What the client is doing, and the version it serves.
+    ///
+    /// ```no_run
+    /// # fn f(sdk: &flagd_sdk::Client) {
+    /// println!("{:?}", sdk.status());
+    /// # }
+    /// ```
+    pub fn status(&self) -> Status {
+        self.inner.status.borrow().clone()
+    }
+
+    /// The flag-set version being served.
+    ///
+    /// ```no_run
+    /// # fn f(sdk: &flagd_sdk::Client) {
+    /// let v = sdk.version();
+    /// # }
+    /// ```
+    pub fn version(&self) -> u64 {
+        self.inner.current.load().version
+    }
+
+    /// Change events: each applied version with the previous one and the changed flags.
+    ///
+    /// ```no_run
+    /// # async fn f(sdk: flagd_sdk::Client) {
+    /// let mut changes = sdk.subscribe();
+    /// while changes.changed().await.is_ok() {
+    ///     let c = changes.borrow().clone();
+    ///     println!("v{} → v{}: {:?}", c.old_version, c.new_version, c.changed_flags);
+    /// }
+    /// # }
+    /// ```
+    pub fn subscribe(&self) -> watch::Receiver<ChangeEvent> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Status changes.
+    ///
+    /// ```no_run
+    /// # async fn f(sdk: flagd_sdk::Client) {
+    /// let mut status = sdk.status_updates();
+    /// let _ = status.wait_for(|s| matches!(s, flagd_sdk::Status::Ready { .. })).await;
+    /// # }
+    /// ```
+    pub fn status_updates(&self) -> watch::Receiver<Status> {
+        self.inner.status.subscribe()
+    }
+
+    /// Stops the connection; evaluation keeps serving the last snapshot.
+    ///
+    /// ```no_run
+    /// # fn f(sdk: flagd_sdk::Client) {
+    /// sdk.close();
+    /// # }
+    /// ```
+    pub fn close(&self) {
+        self.inner.stop.send_replace(true);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
