@@ -134,6 +134,10 @@ async fn connection(weak: &Weak<Inner>, config: &crate::client::Config) -> anyho
         };
         match serde_json::from_str::<ServerMsg>(&text)? {
             ServerMsg::Snapshot { version, document } => {
+                let held = inner.current.load().version;
+                if version <= held && held > 0 {
+                    continue; // P10: nothing newer than what is held
+                }
                 let doc = Arc::new(document);
                 let snap = Arc::new(compile(&doc, version).map_err(|e| {
                     anyhow::anyhow!("flagd sent a flag set that does not load: {e}")
@@ -152,8 +156,11 @@ async fn connection(weak: &Weak<Inner>, config: &crate::client::Config) -> anyho
                 restores,
             } => {
                 let cur = inner.current.load_full();
+                if version <= cur.version {
+                    continue; // P10: nothing newer than what is held
+                }
                 if from != cur.version {
-                    // A gap: reconnect with the held version; flagd sends what is missing.
+                    // P10: a gap; reconnect with the held version and flagd sends what is missing.
                     anyhow::bail!(
                         "delta from {from} does not follow held version {}",
                         cur.version
