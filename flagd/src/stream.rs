@@ -207,14 +207,27 @@ impl Hub {
             version: committed.version,
             text: text(&msg),
         };
+        // The full delta serves catching up; a revert is broadcast compactly (P9).
+        let live = match committed.restores {
+            Some(k) => Frame {
+                from: c.version,
+                version: committed.version,
+                text: text(&ServerMsg::Restore {
+                    from: c.version,
+                    version: committed.version,
+                    restores: k,
+                }),
+            },
+            None => frame.clone(),
+        };
         c.version = committed.version;
         c.snapshot = None;
-        c.recent.push_back(frame.clone());
+        c.recent.push_back(frame);
         while c.recent.len() > RECENT {
             c.recent.pop_front();
         }
         drop(c);
-        let _ = hub.tx.send(frame);
+        let _ = hub.tx.send(live);
     }
 
     async fn snapshot_frame(&self, hub: &EnvHub) -> Option<Frame> {

@@ -196,6 +196,31 @@ async fn connection(weak: &Weak<Inner>, config: &crate::client::Config) -> anyho
                     }
                 }
             }
+            ServerMsg::Restore {
+                from,
+                version,
+                restores,
+            } => {
+                let cur = inner.current.load_full();
+                if version <= cur.version {
+                    continue;
+                }
+                let kept = inner.kept.lock().ok().and_then(|k| {
+                    k.iter()
+                        .find(|(v, _, _)| *v == restores)
+                        .map(|(_, s, d)| (s.clone(), d.clone()))
+                });
+                match kept {
+                    // P9: a revert to a snapshot still held: swap it in, no recompiling.
+                    Some((snap, doc)) if from == cur.version => {
+                        tracing::info!(version, restores, "revert applied from a kept snapshot");
+                        let flags = changed_flag_keys(&cur.document, &doc);
+                        install(&inner, snap, doc, version, flags);
+                    }
+                    // Not held (or a gap): reconnect; flagd sends the full changes.
+                    _ => anyhow::bail!("revert to {restores}, which is not kept; resynchronizing"),
+                }
+            }
             ServerMsg::Ping => {
                 ws.send(Message::Text(
                     serde_json::to_string(&ClientMsg::Pong)?.into(),
@@ -213,6 +238,22 @@ async fn connection(weak: &Weak<Inner>, config: &crate::client::Config) -> anyho
         .await?;
         write_cache(&inner);
     }
+}
+
+/// The flag keys whose definitions differ between two documents.
+fn changed_flag_keys(a: &Value, b: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let fa = a.get("flags").and_then(Value::as_object).unwrap_or(&empty);
+    let fb = b.get("flags").and_then(Value::as_object).unwrap_or(&empty);
+    let mut keys: Vec<String> = fa
+        .keys()
+        .chain(fb.keys())
+        .filter(|k| fa.get(*k) != fb.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// Swaps in a new snapshot: one atomic store; readers never wait.

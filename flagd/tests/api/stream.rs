@@ -123,7 +123,7 @@ pub(crate) async fn push(b: Backend) -> anyhow::Result<()> {
     );
     assert_eq!(fleet["instances"][0]["instance"], "i-1");
 
-    // A revert says which version it restores.
+    // A revert is broadcast compactly, naming the version it restores (P9).
     s.post(
         "/environments/production/revert",
         json!({"version": 1, "reason": "test"}),
@@ -132,10 +132,19 @@ pub(crate) async fn push(b: Backend) -> anyhow::Result<()> {
     .expect(200);
     let d = next(&mut ws).await?;
     assert_eq!(
-        (d["version"].clone(), d["restores"].clone()),
-        (json!(3), json!(1))
+        d,
+        json!({"type": "restore", "from": 2, "version": 3, "restores": 1})
+    );
+    // A client that does not keep version 1 reconnects holding 2 and gets the changes.
+    let mut late = connect(&s, &key).await?;
+    hello(&mut late, "i-late", Some(2)).await?;
+    let d = next(&mut late).await?;
+    assert_eq!(
+        (d["type"].clone(), d["restores"].clone()),
+        (json!("delta"), json!(1))
     );
     assert_eq!(d["changes"][0]["definition"], rollout_flag(5));
+    drop(late);
 
     // Reconnecting with a held version gets only what it missed.
     drop(ws);
