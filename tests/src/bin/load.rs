@@ -1,0 +1,420 @@
+//! Propagation load harness (benchmarks.md section 2), not part of the test run:
+//!
+//! ```text
+//! cargo run --release -p flagd-tests --bin load -- [--clients 1000,10000]
+//! ```
+//!
+//! Starts flagd on SQLite in a separate process (this binary re-executed as `serve`),
+//! connects N stream clients from this process, makes a change through the REST API,
+//! and records for every client the time from the REST call until its stream delivered
+//! the new version. Scenarios: a one-flag toggle, and a revert of a 10,000-flag set.
+//! Also reports flagd's resident memory per idle connection.
+//!
+//! The clients speak the SDK protocol (`docs/protocol.md`): hello with the version
+//! held, decode every frame, ack every version, answer pings. They hold the head when
+//! they connect, as SDKs that were already running do, and keep the version a revert
+//! restores (P9), so a revert is applied by swapping; they do not compile flag sets,
+//! which the SDK does on its own core and is measured by the evaluation benchmarks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use flagd_core::wire::{ClientMsg, ServerMsg};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Map, Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+const ADMIN: &str = "fd_load-harness-admin";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("serve") {
+        return serve(&args[2], &args[3]);
+    }
+    let clients: Vec<usize> = match args.iter().position(|a| a == "--clients") {
+        Some(i) => args
+            .get(i + 1)
+            .context("--clients needs a list")?
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<_, _>>()?,
+        None => vec![1000, 10_000],
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(orchestrate(&clients))
+}
+
+/// The flagd process.
+fn serve(db: &str, addr: &str) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let store = flagd::server::open_store(db).await?;
+        flagd::server::bootstrap(&store, Some(ADMIN)).await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!("ready");
+        flagd::server::run(listener, store, 64 << 20, std::future::pending()).await
+    })
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("no number")?
+        .parse()?)
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(ADMIN)
+            .body(body.to_string())
+            .send()
+            .await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status} {v}");
+        }
+        Ok(v)
+    }
+}
+
+fn flags(n: usize, percent: u64) -> Value {
+    let f: Map<String, Value> = (0..n)
+        .map(|i| {
+            (format!("flag-{i:05}"), json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+                "targeting": {"fractional": [["on", percent], ["off", 100 - percent]]}}))
+        })
+        .collect();
+    json!({"flags": f})
+}
+
+/// Per client: the time its stream delivered the awaited version (ns since `epoch`).
+struct Fleet {
+    arrived: Vec<AtomicU64>,
+    connected: AtomicUsize,
+    awaited: AtomicU64,
+    epoch: Instant,
+}
+
+async fn client(
+    i: usize,
+    url: String,
+    key: String,
+    held: u64,
+    fleet: Arc<Fleet>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> anyhow::Result<()> {
+    let mut req = url.into_client_request()?;
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse()?);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(req, Some(config), false).await?;
+    let hello = ClientMsg::Hello {
+        instance: format!("load-{i}"),
+        sdk: "load-harness".into(),
+        host: "load".into(),
+        labels: Map::new(),
+        version: Some(held),
+    };
+    ws.send(Message::Text(serde_json::to_string(&hello)?.into()))
+        .await?;
+    fleet.connected.fetch_add(1, Ordering::SeqCst);
+    // Connected: let the next client start its handshake.
+    drop(permit);
+    let mut held = held;
+    while let Some(m) = ws.next().await {
+        let Message::Text(t) = m? else { continue };
+        let version = match serde_json::from_str::<ServerMsg>(&t)? {
+            ServerMsg::Delta { version, .. }
+            | ServerMsg::Restore { version, .. }
+            | ServerMsg::Snapshot { version, .. } => version,
+            ServerMsg::Ping => {
+                ws.send(Message::Text(
+                    serde_json::to_string(&ClientMsg::Pong)?.into(),
+                ))
+                .await?;
+                continue;
+            }
+            ServerMsg::Pong => continue,
+        };
+        if version > held {
+            held = version;
+            if version >= fleet.awaited.load(Ordering::SeqCst) {
+                let ns = u64::try_from(fleet.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let _ =
+                    fleet.arrived[i].compare_exchange(0, ns, Ordering::SeqCst, Ordering::SeqCst);
+            }
+            ws.send(Message::Text(
+                serde_json::to_string(&ClientMsg::Ack { version })?.into(),
+            ))
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+    v.sort();
+    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.5), at(0.99), v[v.len() - 1])
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Connects `n` clients holding `held`, runs `change`, waits until every client has the
+/// new version. Returns per-client delivery times and flagd's memory per connection.
+async fn run_scenario(
+    api: &Api,
+    flagd_pid: u32,
+    env: &str,
+    key: &str,
+    n: usize,
+    held: u64,
+    change: (&str, Value),
+) -> anyhow::Result<(Vec<Duration>, f64)> {
+    let url = format!("{}/api/v1/stream", api.base.replacen("http://", "ws://", 1));
+    let fleet = Arc::new(Fleet {
+        arrived: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        connected: AtomicUsize::new(0),
+        awaited: AtomicU64::new(u64::MAX),
+        epoch: Instant::now(),
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(flagd_pid)?;
+    let mut tasks = Vec::with_capacity(n);
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    for i in 0..n {
+        let (url, key, fleet, gate) = (url.clone(), key.to_owned(), fleet.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            // Bounded concurrency while connecting, as a fleet of SDKs ramps up.
+            let Ok(permit) = gate.acquire_owned().await else {
+                return;
+            };
+            if let Err(e) = client(i, url, key, held, fleet, permit).await {
+                println!("client {i} failed: {e:#}");
+            }
+        }));
+    }
+    // Wait until flagd lists every client in its fleet view.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let f = api
+            .call(
+                reqwest::Method::GET,
+                &format!("/environments/{env}/fleet"),
+                Value::Null,
+            )
+            .await?;
+        if f["total"].as_u64() == Some(n as u64) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {} of {n} clients connected", f["total"]);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(flagd_pid)?;
+    let per_conn = (after.saturating_sub(before)) as f64 / n as f64;
+
+    fleet.awaited.store(held + 1, Ordering::SeqCst);
+    let t0 = fleet.epoch.elapsed();
+    api.call(reqwest::Method::POST, change.0, change.1).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fleet.arrived.iter().any(|a| a.load(Ordering::SeqCst) == 0) {
+        if Instant::now() > deadline {
+            let missing = fleet
+                .arrived
+                .iter()
+                .filter(|a| a.load(Ordering::SeqCst) == 0)
+                .count();
+            bail!("{missing} of {n} clients never got the change");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let lat = fleet
+        .arrived
+        .iter()
+        .map(|a| Duration::from_nanos(a.load(Ordering::SeqCst)).saturating_sub(t0))
+        .collect();
+    for t in tasks {
+        t.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok((lat, per_conn))
+}
+
+async fn orchestrate(clients: &[usize]) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("flagd.db").display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["serve", &db, &addr])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    {
+        use std::io::BufRead;
+        let out = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line)?;
+        anyhow::ensure!(line.trim() == "ready", "flagd did not start: {line}");
+    }
+    let api = Api {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+    };
+    let result = async {
+        api.call(
+            reqwest::Method::POST,
+            "/environments",
+            json!({"key": "toggle"}),
+        )
+        .await?;
+        api.call(
+            reqwest::Method::PUT,
+            "/environments/toggle/flags",
+            flags(10, 5),
+        )
+        .await?;
+        api.call(
+            reqwest::Method::POST,
+            "/environments",
+            json!({"key": "revert"}),
+        )
+        .await?;
+        api.call(
+            reqwest::Method::PUT,
+            "/environments/revert/flags",
+            flags(10_000, 5),
+        )
+        .await?;
+        api.call(
+            reqwest::Method::PUT,
+            "/environments/revert/flags",
+            flags(10_000, 50),
+        )
+        .await?;
+        let toggle_key = api
+            .call(
+                reqwest::Method::POST,
+                "/environments/toggle/sdk-keys",
+                json!({}),
+            )
+            .await?["secret"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let revert_key = api
+            .call(
+                reqwest::Method::POST,
+                "/environments/revert/sdk-keys",
+                json!({}),
+            )
+            .await?["secret"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+
+        println!("| scenario | clients | p50 | p99 | max | flagd memory per idle connection |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        for &n in clients {
+            let head = api
+                .call(reqwest::Method::GET, "/environments/toggle", Value::Null)
+                .await?["version"]
+                .as_u64()
+                .unwrap_or(0);
+            let action = if head % 2 == 1 { "disable" } else { "enable" };
+            let (lat, mem) = run_scenario(
+                &api,
+                pid,
+                "toggle",
+                &toggle_key,
+                n,
+                head,
+                (
+                    &format!("/environments/toggle/flags/flag-00000/{action}"),
+                    json!({"reason": "load"}),
+                ),
+            )
+            .await?;
+            let (p50, p99, max) = percentiles(lat);
+            println!(
+                "| one-flag toggle | {n} | {} | {} | {} | {mem:.1} KiB |",
+                ms(p50),
+                ms(p99),
+                ms(max)
+            );
+
+            let head = api
+                .call(reqwest::Method::GET, "/environments/revert", Value::Null)
+                .await?["version"]
+                .as_u64()
+                .unwrap_or(0);
+            let to = head - 1;
+            let (lat, mem) = run_scenario(
+                &api,
+                pid,
+                "revert",
+                &revert_key,
+                n,
+                head,
+                (
+                    "/environments/revert/revert",
+                    json!({"version": to, "reason": "load"}),
+                ),
+            )
+            .await?;
+            let (p50, p99, max) = percentiles(lat);
+            println!(
+                "| revert of 10,000 flags | {n} | {} | {} | {} | {mem:.1} KiB |",
+                ms(p50),
+                ms(p99),
+                ms(max)
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
