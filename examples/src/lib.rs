@@ -1,0 +1,1 @@
+//! Examples live in `examples/` as `[[example]]` targets; see `examples/README.md`.
