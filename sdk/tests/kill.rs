@@ -1,0 +1,170 @@
+//! A flagd process killed with SIGKILL: the SDK keeps evaluating its last snapshot with
+//! no failed evaluation, and converges once flagd is back.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use flagd_sdk::{Client, EvaluationContext, Status};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "fd_kill-test-admin";
+
+/// The `flagd` binary of this workspace, built if needed.
+fn flagd_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let bin = dir.join("flagd");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "flagd", "--bin", "flagd"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "building flagd");
+    }
+    bin
+}
+
+fn start(db: &str, port: u16) -> Child {
+    let child = Command::new(flagd_binary())
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            db,
+        ])
+        .env("FLAGD_ADMIN_TOKEN", ADMIN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "flagd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+async fn api(port: u16, method: reqwest::Method, path: &str, body: Value) -> Value {
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let r = c
+        .request(method, format!("http://127.0.0.1:{port}/api/v1{path}"))
+        .bearer_auth(ADMIN)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().await.unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_leaves_sdks_serving_then_they_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut flagd = start(&db, port);
+    let key = api(
+        port,
+        reqwest::Method::POST,
+        "/environments/production/sdk-keys",
+        json!({}),
+    )
+    .await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api(
+        port,
+        reqwest::Method::PUT,
+        "/environments/production/flags/new-checkout",
+        json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}),
+    )
+    .await;
+    let sdk = Client::builder(format!("http://127.0.0.1:{port}"), key)
+        .max_backoff(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(sdk.status(), Status::Ready { version: 1 });
+
+    // A tight evaluation loop on another thread for the whole outage.
+    let (stop, evaluations, failures) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let looper = {
+        let (sdk, stop, evaluations, failures) = (
+            sdk.clone(),
+            stop.clone(),
+            evaluations.clone(),
+            failures.clone(),
+        );
+        std::thread::spawn(move || {
+            let user = EvaluationContext::new("user-1");
+            while !stop.load(Ordering::Relaxed) {
+                if !sdk.enabled("new-checkout", &user) {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                evaluations.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    flagd.kill().unwrap(); // SIGKILL
+    flagd.wait().unwrap();
+    let mut status = sdk.status_updates();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        status.wait_for(|s| matches!(s, Status::Stale { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // Keep evaluating well into the outage, then stop the loop: every evaluation, from
+    // before the kill to now, must have served the last snapshot ("on").
+    let at_stale = evaluations.load(Ordering::Relaxed);
+    while evaluations.load(Ordering::Relaxed) < at_stale + 200_000 {
+        tokio::task::yield_now().await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    looper.join().unwrap();
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "0 failed evaluations during the outage"
+    );
+    assert!(evaluations.load(Ordering::Relaxed) > 200_000);
+
+    // Back: the SDK reconnects and follows a change made after the restart.
+    let mut flagd = start(&db, port);
+    api(
+        port,
+        reqwest::Method::POST,
+        "/environments/production/flags/new-checkout/disable",
+        json!({"reason": "test"}),
+    )
+    .await;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        status.wait_for(|s| matches!(s, Status::Ready { version: 2 })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!sdk.enabled("new-checkout", &EvaluationContext::new("user-1")));
+    flagd.kill().unwrap();
+    flagd.wait().unwrap();
+}
