@@ -394,8 +394,13 @@ async fn serve(
     // Subscribe before reading the cache, so that nothing committed in between is missed.
     let mut rx = h.tx.subscribe();
     {
-        let loaded = h.cache.read().await.loaded;
-        if !loaded {
+        // Another replica may have committed since this one cached the set: check the
+        // store's head (one indexed read per connection).
+        let (loaded, cached) = {
+            let c = h.cache.read().await;
+            (c.loaded, c.version)
+        };
+        if !loaded || hub.store.environment(env).await?.version > cached {
             hub.reload(&h, env).await?;
         }
     }
