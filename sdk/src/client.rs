@@ -436,6 +436,27 @@ impl Client {
         f(&d)
     }
 
+    /// Like [`Client::with_detail`], and reports `TYPE_MISMATCH` when the flag's value is
+    /// not of the requested type.
+    ///
+    /// ```no_run
+    /// # fn f(sdk: &flagd_sdk::Client, user: &flagd_sdk::EvaluationContext) {
+    /// let code = sdk.with_detail_as("results-per-page", user, flagd_sdk::ValueType::Integer, |d| d.error_code);
+    /// # }
+    /// ```
+    pub fn with_detail_as<R>(
+        &self,
+        key: &str,
+        ctx: &EvaluationContext,
+        ty: flagd_core::ValueType,
+        f: impl FnOnce(&Detail<'_>) -> R,
+    ) -> R {
+        let cur = self.inner.current.load();
+        let mut d = cur.snapshot.evaluate_as(key, ctx, ty);
+        d.version = cur.version;
+        f(&d)
+    }
+
     /// What the client is doing, and the version it serves.
     ///
     /// ```no_run

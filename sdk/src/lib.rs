@@ -19,6 +19,7 @@
 //! # Layout
 //! - `client`: [`Client`], its builder, status and change events.
 //! - `sync`: the stream connection: hello, snapshots and deltas, acks, reconnects.
+//! - `openfeature` (feature `openfeature`): an OpenFeature provider over the client.
 //!
 //! Dependency rule: this crate builds on `flagd-core` (model, evaluator, wire types) and
 //! never on the server.
@@ -26,6 +27,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod client;
+#[cfg(feature = "openfeature")]
+pub mod openfeature;
 mod sync;
 
 pub use client::{BuildError, ChangeEvent, Client, ClientBuilder, Status};
