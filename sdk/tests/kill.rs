@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use flagd_sdk::{Client, EvaluationContext, Status};
-use serde_json::{Value, json};
+use serde_json::json;
 
-const ADMIN: &str = "fd_kill-test-admin";
+mod common;
+
+use common::{ADMIN, api};
 
 /// The `flagd` binary of this workspace, built if needed.
 fn flagd_binary() -> std::path::PathBuf {
@@ -49,22 +51,6 @@ fn start(db: &str, port: u16) -> Child {
     child
 }
 
-async fn api(port: u16, method: reqwest::Method, path: &str, body: Value) -> Value {
-    let c = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let r = c
-        .request(method, format!("http://127.0.0.1:{port}/api/v1{path}"))
-        .bearer_auth(ADMIN)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.unwrap_or(Value::Null)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_leaves_sdks_serving_then_they_converge() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,7 +62,7 @@ async fn sigkill_leaves_sdks_serving_then_they_converge() {
         .port();
     let mut flagd = start(&db, port);
     let key = api(
-        port,
+        &format!("http://127.0.0.1:{port}"),
         reqwest::Method::POST,
         "/environments/production/sdk-keys",
         json!({}),
@@ -86,7 +72,7 @@ async fn sigkill_leaves_sdks_serving_then_they_converge() {
         .unwrap()
         .to_owned();
     api(
-        port,
+        &format!("http://127.0.0.1:{port}"),
         reqwest::Method::PUT,
         "/environments/production/flags/new-checkout",
         json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}),
@@ -151,7 +137,7 @@ async fn sigkill_leaves_sdks_serving_then_they_converge() {
     // Back: the SDK reconnects and follows a change made after the restart.
     let mut flagd = start(&db, port);
     api(
-        port,
+        &format!("http://127.0.0.1:{port}"),
         reqwest::Method::POST,
         "/environments/production/flags/new-checkout/disable",
         json!({"reason": "test"}),

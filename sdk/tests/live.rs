@@ -7,56 +7,9 @@ use std::time::Duration;
 use flagd_sdk::{Client, EvaluationContext, Status};
 use serde_json::{Value, json};
 
-const ADMIN: &str = "fd_sdk-test-admin";
+mod common;
 
-struct Flagd {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-async fn start_flagd(db: &str, addr: &str) -> Flagd {
-    let store = flagd::server::open_store(db).await.unwrap();
-    flagd::server::bootstrap(&store, Some(ADMIN)).await.unwrap();
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(flagd::server::run(listener, store, 1 << 24, async move {
-        let _ = rx.await;
-    }));
-    Flagd {
-        base,
-        stop: Some(tx),
-        task: Some(task),
-    }
-}
-
-impl Flagd {
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap().unwrap();
-        }
-    }
-}
-
-async fn api(base: &str, method: reqwest::Method, path: &str, body: Value) -> Value {
-    let c = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let r = c
-        .request(method, format!("{base}/api/v1{path}"))
-        .bearer_auth(ADMIN)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.unwrap_or(Value::Null)
-}
+use common::{api, start_flagd};
 
 fn flag(on: bool) -> Value {
     json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": if on { "on" } else { "off" }})

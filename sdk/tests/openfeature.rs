@@ -4,40 +4,21 @@ use std::time::Duration;
 
 use flagd_sdk::{Client, Status};
 use open_feature::{EvaluationContext, EvaluationErrorCode, EvaluationReason, OpenFeature};
-use serde_json::{Value, json};
+use serde_json::json;
 
-const ADMIN: &str = "fd_of-test-admin";
+mod common;
 
-async fn api(base: &str, method: reqwest::Method, path: &str, body: Value) -> Value {
-    let r = reqwest::Client::new()
-        .request(method, format!("{base}/api/v1{path}"))
-        .bearer_auth(ADMIN)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.unwrap_or(Value::Null)
-}
+use common::{api, start_flagd};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openfeature_client_over_the_sdk() {
     let dir = tempfile::tempdir().unwrap();
-    let store = flagd::server::open_store(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("f.db").display()
-    ))
-    .await
-    .unwrap();
-    flagd::server::bootstrap(&store, Some(ADMIN)).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(flagd::server::run(
-        listener,
-        store,
-        1 << 24,
-        std::future::pending(),
-    ));
+    let flagd = start_flagd(
+        &format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display()),
+        "127.0.0.1:0",
+    )
+    .await;
+    let base = flagd.base.clone();
 
     let key = api(
         &base,

@@ -1,0 +1,59 @@
+//! What the SDK tests share: a real flagd served in-process on a real socket, and its
+//! REST API called as the admin.
+#![allow(dead_code, unreachable_pub)]
+
+use serde_json::Value;
+
+pub const ADMIN: &str = "fd_sdk-test-admin";
+
+pub struct Flagd {
+    pub base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// flagd on `db`, listening on `addr` (`127.0.0.1:0` for any port).
+pub async fn start_flagd(db: &str, addr: &str) -> Flagd {
+    let store = flagd::server::open_store(db).await.unwrap();
+    flagd::server::bootstrap(&store, Some(ADMIN)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(flagd::server::run(listener, store, 1 << 24, async move {
+        let _ = rx.await;
+    }));
+    Flagd {
+        base,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+impl Flagd {
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Calls the REST API as the admin; the call must succeed.
+pub async fn api(base: &str, method: reqwest::Method, path: &str, body: Value) -> Value {
+    // No idle connections: the same port may serve successive servers.
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let r = c
+        .request(method, format!("{base}/api/v1{path}"))
+        .bearer_auth(ADMIN)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().await.unwrap_or(Value::Null)
+}
