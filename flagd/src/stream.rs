@@ -185,7 +185,14 @@ impl Hub {
             c = hub.cache.write().await;
         }
         if committed.version <= c.version {
-            return; // already covered by a reload
+            // A connection reloaded the head in between: the cache has this version, but
+            // the connections already open have not been sent it. A snapshot frame makes
+            // each of them catch up (a gap for them).
+            drop(c);
+            if let Some(f) = self.snapshot_frame(&hub).await {
+                let _ = hub.tx.send(f);
+            }
+            return;
         }
         if committed.version != c.version + 1 {
             // Publications raced: resynchronize everyone from the store's head.
@@ -196,15 +203,48 @@ impl Hub {
             }
             return;
         }
+        let from = c.version;
+        let delta = |changes: &[flagd_core::wire::Change]| Frame {
+            from,
+            version: committed.version,
+            text: text(&ServerMsg::Delta {
+                from,
+                version: committed.version,
+                changes: changes.to_vec(),
+                restores: committed.restores,
+            }),
+        };
+        // Send first, then update the cache (new connections read it under this lock, so
+        // they see either the old version and then this frame, or the new version).
+        // A revert goes out as a compact restore frame (P9); the full delta, which can be
+        // megabytes, is built afterwards, for catching up.
+        let full = match committed.restores {
+            Some(k) => {
+                let restore = ServerMsg::Restore {
+                    from,
+                    version: committed.version,
+                    restores: k,
+                };
+                let _ = hub.tx.send(Frame {
+                    from,
+                    version: committed.version,
+                    text: text(&restore),
+                });
+                delta(&committed.changes)
+            }
+            None => {
+                let f = delta(&committed.changes);
+                let _ = hub.tx.send(f.clone());
+                f
+            }
+        };
         for ch in &committed.changes {
+            let k = (ch.kind, ch.key.clone());
             match &ch.definition {
                 Some(d) => {
-                    let position = c
-                        .items
-                        .get(&(ch.kind, ch.key.clone()))
-                        .map_or(i64::MAX, |i| i.position);
+                    let position = c.items.get(&k).map_or(i64::MAX, |i| i.position);
                     c.items.insert(
-                        (ch.kind, ch.key.clone()),
+                        k,
                         store::Item {
                             kind: ch.kind,
                             key: ch.key.clone(),
@@ -214,42 +254,16 @@ impl Hub {
                     );
                 }
                 None => {
-                    c.items.remove(&(ch.kind, ch.key.clone()));
+                    c.items.remove(&k);
                 }
             }
         }
-        let msg = ServerMsg::Delta {
-            from: c.version,
-            version: committed.version,
-            changes: committed.changes.clone(),
-            restores: committed.restores,
-        };
-        let frame = Frame {
-            from: c.version,
-            version: committed.version,
-            text: text(&msg),
-        };
-        // The full delta serves catching up; a revert is broadcast compactly (P9).
-        let live = match committed.restores {
-            Some(k) => Frame {
-                from: c.version,
-                version: committed.version,
-                text: text(&ServerMsg::Restore {
-                    from: c.version,
-                    version: committed.version,
-                    restores: k,
-                }),
-            },
-            None => frame.clone(),
-        };
         c.version = committed.version;
         c.snapshot = None;
-        c.recent.push_back(frame);
+        c.recent.push_back(full);
         while c.recent.len() > RECENT {
             c.recent.pop_front();
         }
-        drop(c);
-        let _ = hub.tx.send(live);
     }
 
     async fn snapshot_frame(&self, hub: &EnvHub) -> Option<Frame> {
