@@ -1,7 +1,7 @@
 //! Propagation load harness (benchmarks.md section 2), not part of the test run:
 //!
 //! ```text
-//! cargo run --release -p flagd-tests --bin load -- [--clients 1000,10000]
+//! cargo run --release -p flagd-tests --bin load -- [--clients 1000,10000] [--client-threads 1]
 //! ```
 //!
 //! Starts flagd on SQLite in a separate process (this binary re-executed as `serve`),
@@ -44,9 +44,17 @@ fn main() -> anyhow::Result<()> {
             .collect::<Result<_, _>>()?,
         None => vec![1000, 10_000],
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // The clients' process may be given fewer threads than cores (`--client-threads`);
+    // on 2 cores, one thread made the clients the bottleneck, so the default is all.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(i) = args.iter().position(|a| a == "--client-threads") {
+        builder.worker_threads(
+            args.get(i + 1)
+                .context("--client-threads needs a number")?
+                .parse()?,
+        );
+    }
+    let rt = builder.enable_all().build()?;
     rt.block_on(orchestrate(&clients))
 }
 
