@@ -174,6 +174,23 @@ pub(crate) async fn push(b: Backend) -> anyhow::Result<()> {
         }
     };
     assert_eq!(closed.map(|c| u16::from(c.code)), Some(1007));
+    // P5: a message over 64 KiB ends the connection.
+    let mut big = connect(&s, &key).await?;
+    hello(&mut big, "i-big", Some(4)).await?;
+    let pad = "x".repeat(100 * 1024);
+    big.send(Message::Text(
+        json!({"type": "ack", "version": 4, "pad": pad})
+            .to_string()
+            .into(),
+    ))
+    .await?;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), big.next()).await? {
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break true,
+            Some(Ok(_)) => continue,
+        }
+    };
+    assert!(ended, "an oversized message closes the stream");
     let mut no_hello = connect(&s, &key).await?;
     no_hello
         .send(Message::Text(
