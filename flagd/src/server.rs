@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::auth;
 use crate::http::{self, AppState};
-use crate::store::{AuditRecord, Store};
+use crate::store::Store;
 
 /// The environments a new database starts with.
 pub const DEFAULT_ENVIRONMENTS: [(&str, &str, bool); 3] = [
@@ -119,20 +119,4 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
-}
-
-/// Records a server-side event that is not a flag-set change.
-pub async fn note(store: &Store, action: &str, target: &str) -> anyhow::Result<()> {
-    store
-        .audit(&AuditRecord {
-            actor: "flagd".into(),
-            action: action.into(),
-            env: None,
-            target: target.into(),
-            reason: None,
-            before: None,
-            after: None,
-        })
-        .await?;
-    Ok(())
 }

@@ -675,14 +675,6 @@ impl Store {
         })
     }
 
-    /// Appends an audit entry on its own (for changes that are not flag-set versions).
-    pub async fn audit(&self, record: &AuditRecord) -> ApiResult<()> {
-        let mut tx = self.pool.begin().await?;
-        audit(&mut tx, record, None).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Audit entries, newest first.
     pub async fn audit_log(&self, q: &AuditQuery) -> ApiResult<Vec<AuditEntry>> {
         let mut sql = String::from("SELECT * FROM audit WHERE id < $1");

@@ -108,11 +108,11 @@ pub fn bucket(hash: u32, total: u32) -> u32 {
 /// The index of the bucket that `b` falls in, given cumulative upper bounds in declaration
 /// order (`ends[i]` = sum of the weights `0..=i`).
 #[inline]
-pub(crate) fn pick(ends: &[u32], b: u32) -> usize {
+pub(crate) fn pick(ends: impl ExactSizeIterator<Item = u32>, b: u32) -> usize {
+    let n = ends.len();
     // Weights are few; a linear scan beats a binary search here.
-    ends.iter()
-        .position(|&end| b < end)
-        .unwrap_or(ends.len().saturating_sub(1))
+    let mut ends = ends;
+    ends.position(|end| b < end).unwrap_or(n.saturating_sub(1))
 }
 
 #[cfg(test)]
@@ -153,8 +153,8 @@ mod tests {
     #[test]
     fn pick_in_declaration_order() {
         let ends = [0, 50, 100];
-        assert_eq!(pick(&ends, 0), 1);
-        assert_eq!(pick(&ends, 49), 1);
-        assert_eq!(pick(&ends, 50), 2);
+        assert_eq!(pick(ends.iter().copied(), 0), 1);
+        assert_eq!(pick(ends.iter().copied(), 49), 1);
+        assert_eq!(pick(ends.iter().copied(), 50), 2);
     }
 }

@@ -295,7 +295,6 @@ impl FlagTable {
 pub struct Snapshot {
     version: u64,
     flags: FlagTable,
-    source: FlagSet,
     set_metadata: Map<String, Json>,
     empty_metadata: Map<String, Json>,
 }
@@ -376,7 +375,6 @@ impl Snapshot {
         Ok(Self {
             version,
             flags: FlagTable::new(flags),
-            source: set.clone(),
             set_metadata: set.metadata.clone(),
             empty_metadata: Map::new(),
         })
@@ -391,11 +389,6 @@ impl Snapshot {
     /// The flag-set version this snapshot was compiled from.
     pub fn version(&self) -> u64 {
         self.version
-    }
-
-    /// The flag set this snapshot was compiled from.
-    pub fn flag_set(&self) -> &FlagSet {
-        &self.source
     }
 
     /// The flag-set metadata.

@@ -1441,7 +1441,7 @@ fn pick_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: &Scope<'a, '_>) 
         return Pick::Value(Val::Null);
     };
     let b = bucket::bucket(hash, parsed.total);
-    let i = bucket::pick(&parsed.ends, b);
+    let i = bucket::pick(parsed.ends.iter().copied(), b);
     Pick::Value(parsed.variants.swap_remove(i))
 }
 
@@ -1559,12 +1559,10 @@ impl StaticBuckets {
     /// cumulative weight exceeds it.
     #[inline]
     fn pick(&self, hash: u32) -> usize {
-        let b = bucket::bucket(hash, self.total);
-        // Weights are few; a linear scan beats a binary search here.
-        self.ends
-            .iter()
-            .position(|&(end, _)| b < end)
-            .unwrap_or(self.ends.len().saturating_sub(1))
+        bucket::pick(
+            self.ends.iter().map(|e| e.0),
+            bucket::bucket(hash, self.total),
+        )
     }
 }
 

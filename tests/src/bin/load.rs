@@ -17,7 +17,7 @@
 //! which the SDK does on its own core and is measured by the evaluation benchmarks.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -126,7 +126,6 @@ fn flags(n: usize, percent: u64) -> Value {
 /// Per client: the time its stream delivered the awaited version (ns since `epoch`).
 struct Fleet {
     arrived: Vec<AtomicU64>,
-    connected: AtomicUsize,
     awaited: AtomicU64,
     epoch: Instant,
 }
@@ -156,7 +155,6 @@ async fn client(
     };
     ws.send(Message::Text(serde_json::to_string(&hello)?.into()))
         .await?;
-    fleet.connected.fetch_add(1, Ordering::SeqCst);
     // Connected: let the next client start its handshake.
     drop(permit);
     let mut held = held;
@@ -215,7 +213,6 @@ async fn run_scenario(
     let url = format!("{}/api/v1/stream", api.base.replacen("http://", "ws://", 1));
     let fleet = Arc::new(Fleet {
         arrived: (0..n).map(|_| AtomicU64::new(0)).collect(),
-        connected: AtomicUsize::new(0),
         awaited: AtomicU64::new(u64::MAX),
         epoch: Instant::now(),
     });
