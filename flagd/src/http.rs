@@ -771,6 +771,7 @@ async fn audit_log(
         env,
         flag: q.get("flag").cloned(),
         actor: q.get("actor").cloned(),
+        action: q.get("action").cloned(),
         since: parse_time(&q, "since")?,
         until: parse_time(&q, "until")?,
         before_id: query_u64(&q, "before")?.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),

@@ -50,6 +50,10 @@ struct Options {
     /// The largest request body accepted, in bytes (a 10,000-flag import is about 3 MB).
     #[arg(long, env = "FLAGD_MAX_BODY_BYTES", default_value_t = 16 << 20, global = true)]
     max_body_bytes: usize,
+    /// How often flagd pings each SDK stream (`15s`, `500ms`); a stream silent for three
+    /// heartbeats is closed as half-open.
+    #[arg(long, env = "FLAGD_STREAM_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration, global = true)]
+    stream_heartbeat: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -129,7 +133,11 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("listening on {}", o.listen))?;
             tracing::info!(listen = %o.listen, database = %redact(&o.database_url), "flagd is serving");
-            server::run(listener, store, o.max_body_bytes, server::shutdown_signal()).await?;
+            let options = server::Options {
+                max_body_bytes: o.max_body_bytes,
+                heartbeat: o.stream_heartbeat,
+            };
+            server::run(listener, store, options, server::shutdown_signal()).await?;
             tracing::info!("stopped");
         }
     }

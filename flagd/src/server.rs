@@ -69,15 +69,34 @@ pub async fn bootstrap(store: &Store, admin_token: Option<&str>) -> anyhow::Resu
     }
 }
 
+/// How flagd serves.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How often each SDK stream is pinged; three silent heartbeats close it (P14, P15).
+    pub heartbeat: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 << 20,
+            heartbeat: std::time::Duration::from_secs(15),
+        }
+    }
+}
+
 /// Serves on `listener` until `shutdown` completes, then waits for in-flight requests
 /// (writes included) and closes the store.
 pub async fn run(
     listener: TcpListener,
     store: Arc<Store>,
-    max_body_bytes: usize,
+    options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let hub = Arc::new(crate::stream::Hub::new(store.clone()));
+    let max_body_bytes = options.max_body_bytes;
+    let hub = Arc::new(crate::stream::Hub::new(store.clone(), options.heartbeat));
     let app = http::router(
         AppState {
             store: store.clone(),

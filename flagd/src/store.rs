@@ -310,6 +310,9 @@ pub struct AuditQuery {
     pub flag: Option<String>,
     /// Only this actor.
     pub actor: Option<String>,
+    /// Only this action (`flag.toggle`), or actions starting with it when it ends in
+    /// `.` (`flag.`).
+    pub action: Option<String>,
     /// At or after (ms).
     pub since: Option<i64>,
     /// Before (ms).
@@ -672,6 +675,7 @@ impl Store {
             env: e,
             next_position,
             changes: Vec::new(),
+            keys_only: false,
         })
     }
 
@@ -691,6 +695,25 @@ impl Store {
         }
         if q.actor.is_some() {
             arg(&mut sql, " AND actor = ?");
+        }
+        let action = q.action.as_ref().map(|a| match a.strip_suffix('.') {
+            // LIKE with the pattern's own wildcards escaped.
+            Some(prefix) => (
+                true,
+                format!(
+                    "{}.%",
+                    prefix
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
+                ),
+            ),
+            None => (false, a.clone()),
+        });
+        match &action {
+            Some((true, _)) => arg(&mut sql, " AND action LIKE ? ESCAPE '\\'"),
+            Some((false, _)) => arg(&mut sql, " AND action = ?"),
+            None => {}
         }
         if q.since.is_some() {
             arg(&mut sql, " AND at >= ?");
@@ -715,6 +738,9 @@ impl Store {
         let mut query = sqlx::query(&sql).bind(q.before_id.unwrap_or(i64::MAX));
         for v in [&q.env, &q.flag, &q.actor].into_iter().flatten() {
             query = query.bind(v.clone());
+        }
+        if let Some((_, a)) = action {
+            query = query.bind(a);
         }
         for v in [q.since, q.until].into_iter().flatten() {
             query = query.bind(v);
@@ -945,6 +971,9 @@ async fn audit(
     Ok(())
 }
 
+/// Up to this many changed items, the audit entry records each item before and after.
+const DETAILED_CHANGES: usize = 100;
+
 /// One item changed by a write: (kind, key, before, after).
 type Change = (ItemKind, String, Option<Value>, Option<Value>);
 
@@ -956,6 +985,8 @@ pub struct WriteTx<'s> {
     env: Environment,
     next_position: i64,
     changes: Vec<Change>,
+    /// The changes carry keys without definitions (a large revert).
+    keys_only: bool,
 }
 
 impl std::fmt::Debug for WriteTx<'_> {
@@ -979,9 +1010,10 @@ pub struct Committed {
     pub changed: bool,
     /// The flag keys changed.
     pub changed_flags: Vec<String>,
-    /// Every changed item with its new definition, for the stream.
+    /// Every changed item with its new definition, for the stream; `None` when the
+    /// change is too large to carry (a large revert): the head is read from the store.
     #[serde(skip)]
-    pub changes: Vec<flagd_core::wire::Change>,
+    pub changes: Option<Vec<flagd_core::wire::Change>>,
     /// For a revert: the version whose content this one equals.
     #[serde(skip)]
     pub restores: Option<u64>,
@@ -1139,27 +1171,45 @@ impl WriteTx<'_> {
         .bind(OPEN)
         .execute(&mut *self.tx)
         .await?;
-        // What changed: the rows just closed (before) and just opened (after).
-        let rows = sqlx::query("SELECT kind, key, definition, valid_to FROM revisions WHERE env = $1 AND (valid_to = $2 OR (valid_to = $3 AND valid_from = $2))")
+        // What changed: the rows just closed (before) and just opened (after). A large
+        // revert reads only the keys: the stream announces it as a restore (P9) and
+        // flagd's cache reloads the head, so 10,000 definitions need not be parsed here
+        // while every SDK waits. Both sides are indexed: closed rows by (env, valid_to),
+        // opened rows by (env, valid_from).
+        let touched = "FROM revisions WHERE env = $1 AND (valid_to = $2 OR valid_from = $2)";
+        let keys = sqlx::query(&format!("SELECT kind, key {touched}"))
             .bind(&self.env.key)
             .bind(v)
-            .bind(OPEN)
             .fetch_all(&mut *self.tx)
             .await?;
+        let with_definitions = keys.len() <= 2 * DETAILED_CHANGES;
+        let rows = if with_definitions {
+            sqlx::query(&format!("SELECT kind, key, definition, valid_to {touched}"))
+                .bind(&self.env.key)
+                .bind(v)
+                .fetch_all(&mut *self.tx)
+                .await?
+        } else {
+            keys
+        };
         let mut changed: BTreeMap<(ItemKind, String), (Option<Value>, Option<Value>)> =
             BTreeMap::new();
         for r in rows {
             let kind = parse_kind(&r.try_get::<String, _>("kind")?)?;
             let key: String = r.try_get("key")?;
+            let slot = changed.entry((kind, key)).or_default();
+            if !with_definitions {
+                continue;
+            }
             let def: Value = serde_json::from_str(&r.try_get::<String, _>("definition")?)
                 .map_err(|e| ApiError::Internal(e.into()))?;
-            let slot = changed.entry((kind, key)).or_default();
             if r.try_get::<i64, _>("valid_to")? == v {
                 slot.0 = Some(def);
             } else {
                 slot.1 = Some(def);
             }
         }
+        self.keys_only |= !with_definitions;
         self.changes.extend(
             changed
                 .into_iter()
@@ -1274,7 +1324,7 @@ impl WriteTx<'_> {
                 version: self.env.version,
                 changed: false,
                 changed_flags: Vec::new(),
-                changes: Vec::new(),
+                changes: Some(Vec::new()),
                 restores: None,
             });
         }
@@ -1298,17 +1348,30 @@ impl WriteTx<'_> {
             .bind(reverted_to.map(to_i64))
             .execute(&mut *self.tx)
             .await?;
-        for chunk in flags.chunks(300) {
-            let rows = (0..chunk.len())
-                .map(|r| format!("(${}, ${}, ${})", r * 3 + 1, r * 3 + 2, r * 3 + 3))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!("INSERT INTO version_flags (env, flag_key, version) VALUES {rows}");
-            let mut q = sqlx::query(&sql);
-            for f in chunk {
-                q = q.bind(&env).bind(f).bind(v);
+        if self.keys_only {
+            // Set-based: no 10,000 binds.
+            sqlx::query(
+                "INSERT INTO version_flags (env, flag_key, version) SELECT DISTINCT env, key, $2 \
+                 FROM revisions WHERE env = $1 AND kind = 'flag' AND (valid_to = $2 OR valid_from = $2)",
+            )
+            .bind(&env)
+            .bind(v)
+            .execute(&mut *self.tx)
+            .await?;
+        } else {
+            for chunk in flags.chunks(300) {
+                let rows = (0..chunk.len())
+                    .map(|r| format!("(${}, ${}, ${})", r * 3 + 1, r * 3 + 2, r * 3 + 3))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql =
+                    format!("INSERT INTO version_flags (env, flag_key, version) VALUES {rows}");
+                let mut q = sqlx::query(&sql);
+                for f in chunk {
+                    q = q.bind(&env).bind(f).bind(v);
+                }
+                q.execute(&mut *self.tx).await?;
             }
-            q.execute(&mut *self.tx).await?;
         }
         sqlx::query("UPDATE environments SET head_version = $1, next_position = $2 WHERE key = $3")
             .bind(v)
@@ -1321,9 +1384,9 @@ impl WriteTx<'_> {
         // A single-item change records the item before and after; a many-item change
         // (import, revert) records each changed item, up to a hundred, and beyond that
         // the versions, whose full contents stay readable.
-        let (before, after) = if self.changes.len() == 1 {
+        let (before, after) = if self.changes.len() == 1 && !self.keys_only {
             (self.changes[0].2.clone(), self.changes[0].3.clone())
-        } else if self.changes.len() <= 100 {
+        } else if self.changes.len() <= DETAILED_CHANGES && !self.keys_only {
             let side = |pick: fn(&Change) -> &Option<Value>| {
                 let m: Map<String, Value> = self
                     .changes
@@ -1359,14 +1422,16 @@ impl WriteTx<'_> {
         )
         .await?;
         self.tx.commit().await?;
-        let changes = std::mem::take(&mut self.changes)
-            .into_iter()
-            .map(|(kind, key, _, after)| flagd_core::wire::Change {
-                kind,
-                key,
-                definition: after,
-            })
-            .collect();
+        let changes = (!self.keys_only).then(|| {
+            std::mem::take(&mut self.changes)
+                .into_iter()
+                .map(|(kind, key, _, after)| flagd_core::wire::Change {
+                    kind,
+                    key,
+                    definition: after,
+                })
+                .collect()
+        });
         Ok(Committed {
             environment: env,
             version: to_u64(v),

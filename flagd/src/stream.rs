@@ -25,10 +25,9 @@ use crate::store::{self, Committed, Items, Store};
 
 /// How many recent deltas are kept per environment to resume a reconnecting SDK.
 const RECENT: usize = 64;
-/// A connection that sends nothing (not even a pong) for this long is closed.
-const IDLE: Duration = Duration::from_secs(45);
-/// How often flagd pings.
-const PING_EVERY: Duration = Duration::from_secs(15);
+/// A connection that sends nothing (not even a pong) for this many heartbeats is
+/// closed as half-open.
+const SILENT_HEARTBEATS: u32 = 3;
 /// A send that does not complete in this time means a stalled client: disconnect it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest message an SDK may send.
@@ -110,6 +109,7 @@ pub struct Hub {
     envs: Mutex<HashMap<String, Arc<EnvHub>>>,
     next_conn: std::sync::atomic::AtomicU64,
     closing: tokio::sync::watch::Sender<bool>,
+    heartbeat: Duration,
 }
 
 fn text(msg: &ServerMsg) -> Utf8Bytes {
@@ -118,9 +118,10 @@ fn text(msg: &ServerMsg) -> Utf8Bytes {
 }
 
 impl Hub {
-    /// A hub over the store.
-    pub fn new(store: Arc<Store>) -> Self {
+    /// A hub over the store, pinging every stream each `heartbeat`.
+    pub fn new(store: Arc<Store>, heartbeat: Duration) -> Self {
         Self {
+            heartbeat,
             store,
             envs: Mutex::new(HashMap::new()),
             next_conn: std::sync::atomic::AtomicU64::new(1),
@@ -218,6 +219,43 @@ impl Hub {
         // they see either the old version and then this frame, or the new version).
         // A revert goes out as a compact restore frame (P9); the full delta, which can be
         // megabytes, is built afterwards, for catching up.
+        let Some(changes) = &committed.changes else {
+            // Too large to carry (a large revert): announce it, then read the new head
+            // from the store. SDKs catching up from before it get a snapshot.
+            if let Some(k) = committed.restores {
+                let _ = hub.tx.send(Frame {
+                    from,
+                    version: committed.version,
+                    text: text(&ServerMsg::Restore {
+                        from,
+                        version: committed.version,
+                        restores: k,
+                    }),
+                });
+            }
+            c.loaded = false;
+            drop(c);
+            match self.store.items(env, None).await {
+                Ok((version, items)) => {
+                    let mut c = hub.cache.write().await;
+                    c.loaded = true;
+                    c.version = version;
+                    c.items = items;
+                    c.snapshot = None;
+                    c.recent.clear();
+                    if committed.restores.is_none() || version > committed.version {
+                        drop(c);
+                        // Connections open have not been sent this version: a snapshot
+                        // frame brings them up (a gap for them).
+                        if let Some(f) = self.snapshot_frame(&hub).await {
+                            let _ = hub.tx.send(f);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(env, error = %e, "cannot reload the flag set"),
+            }
+            return;
+        };
         let full = match committed.restores {
             Some(k) => {
                 let restore = ServerMsg::Restore {
@@ -230,15 +268,15 @@ impl Hub {
                     version: committed.version,
                     text: text(&restore),
                 });
-                delta(&committed.changes)
+                delta(changes)
             }
             None => {
-                let f = delta(&committed.changes);
+                let f = delta(changes);
                 let _ = hub.tx.send(f.clone());
                 f
             }
         };
-        for ch in &committed.changes {
+        for ch in changes {
             let k = (ch.kind, ch.key.clone());
             match &ch.definition {
                 Some(d) => {
@@ -340,7 +378,15 @@ pub async fn stream(
 }
 
 async fn send(socket: &mut WebSocket, text: Utf8Bytes) -> anyhow::Result<()> {
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text))).await {
+    use std::future::Future;
+    let mut sending = std::pin::pin!(socket.send(Message::Text(text)));
+    // Almost every send completes at once (the socket buffer has room): only a send that
+    // must wait arms the stall timer, which spares 10,000 connections a timer each.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(sending.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(r) = first {
+        return Ok(r?);
+    }
+    match tokio::time::timeout(SEND_TIMEOUT, sending).await {
         Ok(r) => Ok(r?),
         Err(_) => {
             anyhow::bail!("a send did not complete in {SEND_TIMEOUT:?}: the client is stalled")
@@ -421,7 +467,8 @@ async fn serve(
     let mut sent = catch_up(hub, &h, &mut socket, held).await?;
 
     let mut closing = hub.closing.subscribe();
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut ping = tokio::time::interval(hub.heartbeat);
+    let idle = hub.heartbeat * SILENT_HEARTBEATS;
     ping.tick().await;
     let mut last_heard = tokio::time::Instant::now();
     loop {
@@ -468,7 +515,7 @@ async fn serve(
                 return Err(refuse(&mut socket, close_code::AWAY, "flagd is shutting down").await);
             }
             _ = ping.tick() => {
-                if last_heard.elapsed() > IDLE {
+                if last_heard.elapsed() > idle {
                     return Err(refuse(&mut socket, close_code::AWAY, "no message for too long").await);
                 }
                 send(&mut socket, text(&ServerMsg::Ping)).await?;

@@ -110,6 +110,7 @@ pub(crate) struct Config {
     pub(crate) host: String,
     pub(crate) labels: serde_json::Map<String, Value>,
     pub(crate) max_backoff: Duration,
+    pub(crate) heartbeat: Duration,
 }
 
 /// Builds a [`Client`].
@@ -137,6 +138,7 @@ pub struct ClientBuilder {
     host: String,
     labels: serde_json::Map<String, Value>,
     max_backoff: Duration,
+    heartbeat: Duration,
 }
 
 impl ClientBuilder {
@@ -184,6 +186,20 @@ impl ClientBuilder {
         self
     }
 
+    /// How often the SDK pings flagd (default 15 s). Three heartbeats without any
+    /// message from flagd (flagd answers every ping) mean a half-open connection: the
+    /// SDK reports [`Status::Stale`] and reconnects, still serving its snapshot.
+    ///
+    /// ```
+    /// let b = flagd_sdk::Client::builder("http://127.0.0.1:8080", "fdsdk_…")
+    ///     .heartbeat(std::time::Duration::from_secs(5));
+    /// # drop(b);
+    /// ```
+    pub fn heartbeat(mut self, d: Duration) -> Self {
+        self.heartbeat = d.max(Duration::from_millis(10));
+        self
+    }
+
     /// Starts the client: serves the cache or bootstrap file at once, connects, and
     /// returns when the first live snapshot is applied or the wait is over, whichever
     /// comes first. Never waits longer than the configured wait.
@@ -220,6 +236,7 @@ impl ClientBuilder {
                 host: self.host,
                 labels: self.labels,
                 max_backoff: self.max_backoff,
+                heartbeat: self.heartbeat,
             },
             stop,
         });
@@ -322,6 +339,7 @@ impl Client {
             host: std::env::var("HOSTNAME").unwrap_or_default(),
             labels: serde_json::Map::new(),
             max_backoff: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(15),
         }
     }
 

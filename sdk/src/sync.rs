@@ -13,10 +13,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::client::{ChangeEvent, Current, Inner, KEPT, Status, compile};
 
-/// Silence from flagd for this long means a dead connection (flagd pings every 15 s).
-const SILENCE: Duration = Duration::from_secs(45);
-/// How often the SDK pings.
-const PING_EVERY: Duration = Duration::from_secs(15);
+/// Silence from flagd for this many of the SDK's heartbeats means a half-open
+/// connection (flagd answers every ping with a pong).
+const SILENT_HEARTBEATS: u32 = 3;
 
 pub(crate) fn random_id() -> String {
     let mut b = [0u8; 12];
@@ -107,20 +106,27 @@ async fn connection(weak: &Weak<Inner>, config: &crate::client::Config) -> anyho
         inner.status.send_replace(Status::Ready { version: v });
     }
     let mut applied = false;
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut ping = tokio::time::interval(config.heartbeat);
+    let silence = config.heartbeat * SILENT_HEARTBEATS;
     ping.tick().await;
+    // A deadline from the last message heard, not a timeout per wait: the pings below
+    // wake this loop more often than the silence limit.
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         let msg = tokio::select! {
-            m = tokio::time::timeout(SILENCE, ws.next()) => match m {
-                Err(_) => anyhow::bail!("no message from flagd for {SILENCE:?}"),
-                Ok(None) => return Ok(applied),
-                Ok(Some(m)) => m?,
+            m = ws.next() => match m {
+                None => return Ok(applied),
+                Some(m) => m?,
             },
+            () = tokio::time::sleep_until(last_heard + silence) => {
+                anyhow::bail!("no message from flagd for {silence:?}: the connection is half-open")
+            }
             _ = ping.tick() => {
                 ws.send(Message::Text(serde_json::to_string(&ClientMsg::Ping)?.into())).await?;
                 continue;
             }
         };
+        last_heard = tokio::time::Instant::now();
         let text = match msg {
             Message::Text(t) => t,
             Message::Close(c) => {

@@ -431,7 +431,14 @@ pub(crate) async fn errors(b: Backend) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn body_limit(b: Backend) -> anyhow::Result<()> {
-    let s = Server::start_with(&b, 64 * 1024).await?;
+    let s = Server::start_with(
+        &b,
+        flagd::server::Options {
+            max_body_bytes: 64 * 1024,
+            ..Default::default()
+        },
+    )
+    .await?;
     let big = json!({"flags": {}, "metadata": {"pad": "x".repeat(100 * 1024)}});
     let r = s.put(&format!("{P}/flags"), big).await.expect(413);
     assert_eq!(r.body["error"]["code"], "payload_too_large");
@@ -581,6 +588,17 @@ pub(crate) async fn audit_filters(b: Backend) -> anyhow::Result<()> {
     let by_flag = audit(&s, "environment=production&flag=a").await;
     assert_eq!(by_flag.len(), 1);
     assert_eq!(by_flag[0]["target"], "a");
+    // By action, exactly or by family; the family's own wildcards are not wildcards.
+    let creates = audit(&s, "action=flag.create").await;
+    assert!(!creates.is_empty() && creates.iter().all(|e| e["action"] == "flag.create"));
+    let flag_family = audit(&s, "action=flag.").await;
+    assert!(flag_family.len() >= creates.len());
+    assert!(
+        flag_family
+            .iter()
+            .all(|e| e["action"].as_str().is_some_and(|a| a.starts_with("flag.")))
+    );
+    assert!(audit(&s, "action=fl_g.").await.is_empty());
     assert!(audit(&s, "since=2999-01-01T00:00:00Z").await.is_empty());
     assert_eq!(audit(&s, "until=2000-01-01T00:00:00Z").await.len(), 0);
     let page = s.get("/audit?limit=2").await.expect(200).body;

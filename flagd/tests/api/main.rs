@@ -37,6 +37,9 @@ const BOTH: &[(&str, TestFn)] = &[
         Box::pin(concurrency::fifty_writers(b))
     }),
     ("live_push_to_sdks", |b| Box::pin(stream::push(b))),
+    ("large_revert_is_announced_and_recorded", |b| {
+        Box::pin(stream::large_revert(b))
+    }),
     ("stalled_client_does_not_delay_others", |b| {
         Box::pin(stream::stalled_client(b))
     }),

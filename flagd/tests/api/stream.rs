@@ -247,3 +247,102 @@ pub(crate) async fn stalled_client(b: Backend) -> anyhow::Result<()> {
     drop(stalled);
     s.stop().await
 }
+
+/// A revert too large to carry in memory (more than 100 items) is announced as a restore,
+/// recorded like any other (changed flags, history by flag, audit), and flagd's cache
+/// reloads the head: new connections get its snapshot and the next change is a delta.
+pub(crate) async fn large_revert(b: Backend) -> anyhow::Result<()> {
+    const N: u64 = 300;
+    let s = Server::start(&b).await?;
+    let key = sdk_key(&s, "production").await;
+    let set = |percent: u64| {
+        let flags: serde_json::Map<String, Value> = (0..N)
+            .map(|i| (format!("f-{i:03}"), rollout_flag(percent)))
+            .collect();
+        json!({"flags": flags})
+    };
+    let p = "/environments/production";
+    s.put(&format!("{p}/flags"), set(5)).await.expect(200);
+    let v1 = s.get(&format!("{p}/flags")).await.expect(200).body;
+    s.put(&format!("{p}/flags"), set(50)).await.expect(200);
+
+    let mut ws = connect(&s, &key).await?;
+    hello(&mut ws, "i-1", None).await?;
+    let snap = next(&mut ws).await?;
+    assert_eq!(
+        (snap["type"].clone(), snap["version"].clone()),
+        (json!("snapshot"), json!(2))
+    );
+    ack(&mut ws, 2).await?;
+
+    let r = s
+        .post(
+            &format!("{p}/revert"),
+            json!({"version": 1, "reason": "bad ramp"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.body["version"], 3);
+    assert_eq!(
+        r.body["changedFlags"].as_array().map(Vec::len),
+        Some(N as usize)
+    );
+    let d = next(&mut ws).await?;
+    assert_eq!(
+        d,
+        json!({"type": "restore", "from": 2, "version": 3, "restores": 1})
+    );
+    assert_eq!(s.get(&format!("{p}/flags")).await.expect(200).body, v1);
+
+    // A new SDK, and one that held version 2 without keeping version 1, both get the
+    // reverted set as a snapshot.
+    for held in [None, Some(2)] {
+        let mut late = connect(&s, &key).await?;
+        hello(&mut late, "i-late", held).await?;
+        let snap = next(&mut late).await?;
+        assert_eq!(
+            (snap["type"].clone(), snap["version"].clone()),
+            (json!("snapshot"), json!(3))
+        );
+        assert_eq!(snap["document"], v1, "held {held:?}");
+    }
+
+    // History by flag and the audit entry name the revert.
+    let h = s
+        .get(&format!("{p}/versions?flag=f-123"))
+        .await
+        .expect(200)
+        .body;
+    let vs: Vec<u64> = h["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["version"].as_u64())
+        .collect();
+    assert_eq!(vs, vec![3, 2, 1]);
+    let audit = s
+        .get("/audit?environment=production&action=flagset.revert")
+        .await
+        .expect(200)
+        .body;
+    let entry = &audit["entries"][0];
+    assert_eq!(entry["reason"], "bad ramp");
+    assert_eq!(entry["after"]["changedItems"], N);
+
+    // The cache holds the reverted head: the next change is a delta from version 3.
+    s.post(
+        &format!("{p}/flags/f-007/disable"),
+        json!({"reason": "test"}),
+    )
+    .await
+    .expect(200);
+    let d = next(&mut ws).await?;
+    assert_eq!(
+        (d["type"].clone(), d["from"].clone(), d["version"].clone()),
+        (json!("delta"), json!(3), json!(4))
+    );
+    let mut expected = v1["flags"]["f-007"].clone();
+    expected["state"] = json!("DISABLED");
+    assert_eq!(d["changes"][0]["definition"], expected);
+    Ok(())
+}

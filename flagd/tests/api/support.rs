@@ -215,10 +215,13 @@ impl Resp {
 
 impl Server {
     pub(crate) async fn start(backend: &Backend) -> anyhow::Result<Self> {
-        Self::start_with(backend, 16 << 20).await
+        Self::start_with(backend, flagd::server::Options::default()).await
     }
 
-    pub(crate) async fn start_with(backend: &Backend, max_body: usize) -> anyhow::Result<Self> {
+    pub(crate) async fn start_with(
+        backend: &Backend,
+        options: flagd::server::Options,
+    ) -> anyhow::Result<Self> {
         let (url, dir) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir()?;
@@ -237,7 +240,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}/api/v1", listener.local_addr()?);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(flagd::server::run(listener, store, max_body, async move {
+        let task = tokio::spawn(flagd::server::run(listener, store, options, async move {
             let _ = rx.await;
         }));
         Ok(Self {

@@ -14,12 +14,17 @@ pub struct Flagd {
 
 /// flagd on `db`, listening on `addr` (`127.0.0.1:0` for any port).
 pub async fn start_flagd(db: &str, addr: &str) -> Flagd {
+    start_flagd_with(db, addr, flagd::server::Options::default()).await
+}
+
+/// flagd with these options.
+pub async fn start_flagd_with(db: &str, addr: &str, options: flagd::server::Options) -> Flagd {
     let store = flagd::server::open_store(db).await.unwrap();
     flagd::server::bootstrap(&store, Some(ADMIN)).await.unwrap();
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(flagd::server::run(listener, store, 1 << 24, async move {
+    let task = tokio::spawn(flagd::server::run(listener, store, options, async move {
         let _ = rx.await;
     }));
     Flagd {

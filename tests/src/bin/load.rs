@@ -8,7 +8,10 @@
 //! connects N stream clients from this process, makes a change through the REST API,
 //! and records for every client the time from the REST call until its stream delivered
 //! the new version. Scenarios: a one-flag toggle, and a revert of a 10,000-flag set.
-//! Also reports flagd's resident memory per idle connection.
+//! Also reports how long the REST call took, the CPU time flagd and the clients spent
+//! per client while the change spread (from /proc, 10 ms ticks: coarse at N = 1,000),
+//! and flagd's resident memory per idle connection (measured after the first client
+//! has made flagd load the environment).
 //!
 //! The clients speak the SDK protocol (`docs/protocol.md`): hello with the version
 //! held, decode every frame, ack every version, answer pings. They hold the head when
@@ -68,8 +71,30 @@ fn serve(db: &str, addr: &str) -> anyhow::Result<()> {
         flagd::server::bootstrap(&store, Some(ADMIN)).await?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("ready");
-        flagd::server::run(listener, store, 64 << 20, std::future::pending()).await
+        flagd::server::run(
+            listener,
+            store,
+            flagd::server::Options {
+                max_body_bytes: 64 << 20,
+                ..Default::default()
+            },
+            std::future::pending(),
+        )
+        .await
     })
+}
+
+/// CPU time (user + system) of a process, in milliseconds.
+fn cpu_ms(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the parenthesized command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    // Clock ticks are 100 per second on Linux.
+    (field(11) + field(12)) * 10
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -195,44 +220,26 @@ fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
     (at(0.5), at(0.99), v[v.len() - 1])
 }
 
+fn report(scenario: &str, n: usize, run: Run) {
+    let (p50, p99, max) = percentiles(run.latencies);
+    println!(
+        "| {scenario} | {n} | {} | {} | {} | {} | {:.0} µs, {:.0} µs | {:.1} KiB |",
+        ms(p50),
+        ms(p99),
+        ms(max),
+        ms(run.rest),
+        run.cpu_us_per_client.0,
+        run.cpu_us_per_client.1,
+        run.kib_per_connection
+    );
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// Connects `n` clients holding `held`, runs `change`, waits until every client has the
-/// new version. Returns per-client delivery times and flagd's memory per connection.
-async fn run_scenario(
-    api: &Api,
-    flagd_pid: u32,
-    env: &str,
-    key: &str,
-    n: usize,
-    held: u64,
-    change: (&str, Value),
-) -> anyhow::Result<(Vec<Duration>, f64)> {
-    let url = format!("{}/api/v1/stream", api.base.replacen("http://", "ws://", 1));
-    let fleet = Arc::new(Fleet {
-        arrived: (0..n).map(|_| AtomicU64::new(0)).collect(),
-        awaited: AtomicU64::new(u64::MAX),
-        epoch: Instant::now(),
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kib(flagd_pid)?;
-    let mut tasks = Vec::with_capacity(n);
-    let gate = Arc::new(tokio::sync::Semaphore::new(256));
-    for i in 0..n {
-        let (url, key, fleet, gate) = (url.clone(), key.to_owned(), fleet.clone(), gate.clone());
-        tasks.push(tokio::spawn(async move {
-            // Bounded concurrency while connecting, as a fleet of SDKs ramps up.
-            let Ok(permit) = gate.acquire_owned().await else {
-                return;
-            };
-            if let Err(e) = client(i, url, key, held, fleet, permit).await {
-                println!("client {i} failed: {e:#}");
-            }
-        }));
-    }
-    // Wait until flagd lists every client in its fleet view.
+/// Waits until flagd lists `n` clients in its fleet view.
+async fn wait_for_fleet(api: &Api, env: &str, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let f = api
@@ -243,20 +250,75 @@ async fn run_scenario(
             )
             .await?;
         if f["total"].as_u64() == Some(n as u64) {
-            break;
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!("only {} of {n} clients connected", f["total"]);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What one scenario measured.
+struct Run {
+    /// Per client, from the REST call until its stream delivered the new version.
+    latencies: Vec<Duration>,
+    /// flagd's resident memory growth per idle connection, KiB.
+    kib_per_connection: f64,
+    /// How long the REST call took (commit, then announce).
+    rest: Duration,
+    /// CPU time per client while the change spread (user + system, µs): flagd, clients.
+    cpu_us_per_client: (f64, f64),
+}
+
+/// Connects `n` clients holding `held`, runs `change`, waits until every client has the
+/// new version.
+async fn run_scenario(
+    api: &Api,
+    flagd_pid: u32,
+    env: &str,
+    key: &str,
+    n: usize,
+    held: u64,
+    change: (&str, Value),
+) -> anyhow::Result<Run> {
+    let url = format!("{}/api/v1/stream", api.base.replacen("http://", "ws://", 1));
+    let fleet = Arc::new(Fleet {
+        arrived: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        awaited: AtomicU64::new(u64::MAX),
+        epoch: Instant::now(),
+    });
+    let mut tasks = Vec::with_capacity(n);
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let spawn = |i: usize| {
+        let (url, key, fleet, gate) = (url.clone(), key.to_owned(), fleet.clone(), gate.clone());
+        tokio::spawn(async move {
+            // Bounded concurrency while connecting, as a fleet of SDKs ramps up.
+            let Ok(permit) = gate.acquire_owned().await else {
+                return;
+            };
+            if let Err(e) = client(i, url, key, held, fleet, permit).await {
+                println!("client {i} failed: {e:#}");
+            }
+        })
+    };
+    // The first client makes flagd load the environment (its flag set and snapshot):
+    // memory per connection is measured from there.
+    tasks.push(spawn(0));
+    wait_for_fleet(api, env, 1).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(flagd_pid)?;
+    tasks.extend((1..n).map(spawn));
+    wait_for_fleet(api, env, n).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(flagd_pid)?;
-    let per_conn = (after.saturating_sub(before)) as f64 / n as f64;
+    let per_conn = (after.saturating_sub(before)) as f64 / (n.max(2) - 1) as f64;
 
     fleet.awaited.store(held + 1, Ordering::SeqCst);
     let t0 = fleet.epoch.elapsed();
+    let (cpu_flagd, cpu_self) = (cpu_ms(flagd_pid), cpu_ms(std::process::id()));
     api.call(reqwest::Method::POST, change.0, change.1).await?;
+    let t_rest = fleet.epoch.elapsed() - t0;
     let deadline = Instant::now() + Duration::from_secs(120);
     while fleet.arrived.iter().any(|a| a.load(Ordering::SeqCst) == 0) {
         if Instant::now() > deadline {
@@ -269,16 +331,26 @@ async fn run_scenario(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let cpu = |ms: u64| ms as f64 * 1000.0 / n as f64;
+    let cpu_us_per_client = (
+        cpu(cpu_ms(flagd_pid).saturating_sub(cpu_flagd)),
+        cpu(cpu_ms(std::process::id()).saturating_sub(cpu_self)),
+    );
     let lat = fleet
         .arrived
         .iter()
         .map(|a| Duration::from_nanos(a.load(Ordering::SeqCst)).saturating_sub(t0))
-        .collect();
+        .collect::<Vec<Duration>>();
     for t in tasks {
         t.abort();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    Ok((lat, per_conn))
+    Ok(Run {
+        latencies: lat,
+        kib_per_connection: per_conn,
+        rest: t_rest,
+        cpu_us_per_client,
+    })
 }
 
 async fn orchestrate(clients: &[usize]) -> anyhow::Result<()> {
@@ -359,8 +431,10 @@ async fn orchestrate(clients: &[usize]) -> anyhow::Result<()> {
             .unwrap_or_default()
             .to_owned();
 
-        println!("| scenario | clients | p50 | p99 | max | flagd memory per idle connection |");
-        println!("|---|---:|---:|---:|---:|---:|");
+        println!(
+            "| scenario | clients | p50 | p99 | max | REST call | CPU per client: flagd, clients | flagd memory per idle connection |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
         for &n in clients {
             let head = api
                 .call(reqwest::Method::GET, "/environments/toggle", Value::Null)
@@ -368,7 +442,7 @@ async fn orchestrate(clients: &[usize]) -> anyhow::Result<()> {
                 .as_u64()
                 .unwrap_or(0);
             let action = if head % 2 == 1 { "disable" } else { "enable" };
-            let (lat, mem) = run_scenario(
+            let run = run_scenario(
                 &api,
                 pid,
                 "toggle",
@@ -381,13 +455,7 @@ async fn orchestrate(clients: &[usize]) -> anyhow::Result<()> {
                 ),
             )
             .await?;
-            let (p50, p99, max) = percentiles(lat);
-            println!(
-                "| one-flag toggle | {n} | {} | {} | {} | {mem:.1} KiB |",
-                ms(p50),
-                ms(p99),
-                ms(max)
-            );
+            report("one-flag toggle", n, run);
 
             let head = api
                 .call(reqwest::Method::GET, "/environments/revert", Value::Null)
@@ -395,7 +463,7 @@ async fn orchestrate(clients: &[usize]) -> anyhow::Result<()> {
                 .as_u64()
                 .unwrap_or(0);
             let to = head - 1;
-            let (lat, mem) = run_scenario(
+            let run = run_scenario(
                 &api,
                 pid,
                 "revert",
@@ -408,13 +476,7 @@ async fn orchestrate(clients: &[usize]) -> anyhow::Result<()> {
                 ),
             )
             .await?;
-            let (p50, p99, max) = percentiles(lat);
-            println!(
-                "| revert of 10,000 flags | {n} | {} | {} | {} | {mem:.1} KiB |",
-                ms(p50),
-                ms(p99),
-                ms(max)
-            );
+            report("revert of 10,000 flags", n, run);
         }
         anyhow::Ok(())
     }
