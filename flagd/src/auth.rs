@@ -114,6 +114,8 @@ pub struct Caller {
     pub role: Role,
     /// The environments it is limited to; `None` for all.
     pub environments: Option<Vec<String>>,
+    /// The hash of the UI session's secret, when the request came with the cookie.
+    pub session: Option<String>,
 }
 
 impl Caller {
@@ -167,19 +169,86 @@ pub fn hash_secret(secret: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The cookie that carries a UI session's secret.
+pub const SESSION_COOKIE: &str = "flagd_session";
+/// The header that carries a UI session's CSRF token on every change.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The value of a cookie in the request, if sent.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Equal in time independent of where they differ (the CSRF token is a secret).
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn caller_of(token: crate::store::TokenInfo, session: Option<String>) -> Result<Caller, ApiError> {
+    let role = Role::parse(&token.role).ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "token {} has unknown role {}",
+            token.id,
+            token.role
+        ))
+    })?;
+    Ok(Caller {
+        name: token.name,
+        role,
+        environments: token.environments,
+        session,
+    })
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
+    /// A bearer token, or else the UI's session cookie. A cookie is sent by the browser
+    /// on its own, so a change made with it must also carry the session's CSRF token,
+    /// which only the page holds.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::Unauthorized("missing Authorization: Bearer <token>".into())
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            let Some(secret) = cookie(&parts.headers, SESSION_COOKIE) else {
+                return Err(ApiError::Unauthorized(
+                    "missing Authorization: Bearer <token> (or a signed-in session)".into(),
+                ));
+            };
+            let hash = hash_secret(secret);
+            let session = state.store.session(&hash).await?.ok_or_else(|| {
+                ApiError::Unauthorized("the session has ended; sign in again".into())
             })?;
+            let safe = matches!(
+                parts.method,
+                axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+            );
+            if !safe {
+                let sent = parts
+                    .headers
+                    .get(CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                if !same_secret(sent, &session.csrf) {
+                    return Err(ApiError::Csrf(format!(
+                        "a change made with a session needs its CSRF token in {CSRF_HEADER}"
+                    )));
+                }
+            }
+            return caller_of(session.token, Some(hash));
+        };
         let value = header
             .to_str()
             .map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?;
@@ -195,18 +264,7 @@ impl FromRequestParts<AppState> for Caller {
             .token_by_hash(&hash_secret(secret))
             .await?
             .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
-        let role = Role::parse(&token.role).ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!(
-                "token {} has unknown role {}",
-                token.id,
-                token.role
-            ))
-        })?;
-        Ok(Self {
-            name: token.name,
-            role,
-            environments: token.environments,
-        })
+        caller_of(token, None)
     }
 }
 
@@ -224,6 +282,20 @@ mod tests {
             hash_secret("x"),
             "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
         );
+    }
+
+    #[test]
+    fn cookies_and_secrets() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            axum::http::header::COOKIE,
+            "a=1; flagd_session=abc; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "c"), None);
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "ab"));
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub enum ApiError {
     /// 403: the token's role or environments do not allow this.
     #[error("{0}")]
     Forbidden(String),
+    /// 403: a change made with a session cookie without the session's CSRF token.
+    #[error("{0}")]
+    Csrf(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -82,7 +85,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::Csrf(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -97,6 +100,7 @@ impl ApiError {
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::Csrf(_) => "csrf",
             Self::NotFound(_) => "not_found",
             Self::Conflict { .. } => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",

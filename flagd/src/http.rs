@@ -69,11 +69,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/audit", get(audit_log))
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/environments/{env}/flag-summaries", get(flag_summaries))
+        .route("/environments/{env}/preview", post(preview))
+        .merge(crate::ui::api_routes())
         .fallback(|| async { ApiError::NotFound("no such API route".into()) });
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .nest("/api/v1", api)
+        .merge(crate::ui::routes())
+        .layer(axum::middleware::from_fn(crate::ui::security_headers))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -175,13 +180,39 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
 }
 
 /// An optional reason in `X-Change-Reason`, for writes whose body is a document.
+/// Header values are ASCII, so a reason in any language comes percent-encoded as UTF-8
+/// after `UTF-8''` (RFC 8187), which browsers' `encodeURIComponent` produces.
 fn header_reason(headers: &HeaderMap) -> Option<String> {
-    headers
+    let raw = headers
         .get("x-change-reason")
         .and_then(|h| h.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+        .map(str::trim)?;
+    let text = match raw
+        .strip_prefix("UTF-8''")
+        .or_else(|| raw.strip_prefix("utf-8''"))
+    {
+        Some(encoded) => percent_decode(encoded)?,
+        None => raw.to_owned(),
+    };
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn query_u64(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<u64>> {
@@ -220,6 +251,32 @@ fn with_version(version: u64, body: Value, status: StatusCode) -> Response {
 /// Announces a committed change to the SDKs, then answers it.
 async fn committed(s: &AppState, c: &Committed) -> Response {
     s.hub.publish(c).await;
+    if c.changed {
+        // Open UI pages learn who changed what; the record is read after answering.
+        let (store, hub, env, version) = (
+            s.store.clone(),
+            s.hub.clone(),
+            c.environment.clone(),
+            c.version,
+        );
+        tokio::spawn(async move {
+            match store.version(&env, version).await {
+                Ok(mut v) => {
+                    v.changed_flags.truncate(100);
+                    hub.notify_ui(crate::ui::UiEvent {
+                        environment: Some(env.clone()),
+                        name: "change",
+                        data: json!({"environment": env, "version": v.version, "kind": v.kind,
+                            "author": v.author, "reason": v.reason, "changedFlags": v.changed_flags,
+                            "at": v.created_at}),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(env, version, error = %e, "cannot announce a change to the UI");
+                }
+            }
+        });
+    }
     with_version(c.version, json!(c), StatusCode::OK)
 }
 
@@ -277,6 +334,11 @@ async fn create_environment(
         .store
         .create_environment(&caller.name, key, name, production)
         .await?;
+    s.hub.notify_ui(crate::ui::UiEvent {
+        environment: None,
+        name: "environments",
+        data: json!({}),
+    });
     Ok((StatusCode::CREATED, Json(json!(env))).into_response())
 }
 
@@ -315,7 +377,104 @@ async fn delete_environment(
             header_reason(&headers).as_deref(),
         )
         .await?;
+    s.hub.notify_ui(crate::ui::UiEvent {
+        environment: None,
+        name: "environments",
+        data: json!({}),
+    });
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /environments/{env}/flag-summaries`: every flag with the version that last
+/// changed it, for the UI's list.
+async fn flag_summaries(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(env): Path<String>,
+) -> ApiResult<Response> {
+    caller.check(Perm::Read, Some(&env))?;
+    let (v, items) = s.store.items(&env, None).await?;
+    let mut last = s.store.last_changes(&env).await?;
+    let mut flags: Vec<&store::Item> = items
+        .values()
+        .filter(|i| i.kind == ItemKind::Flag)
+        .collect();
+    flags.sort_by_key(|i| i.position);
+    let flags: Vec<Value> = flags
+        .into_iter()
+        .map(|i| json!({"key": i.key, "definition": i.definition, "lastChange": last.remove(&i.key)}))
+        .collect();
+    Ok(with_version(
+        v,
+        json!({"environment": env, "version": v, "flags": flags}),
+        StatusCode::OK,
+    ))
+}
+
+/// `POST /environments/{env}/preview` `{"key", "flag", "contexts": [...]}`: evaluates an
+/// unsaved definition with the environment's shared evaluators, by flagd's own
+/// evaluator; changes nothing.
+async fn preview(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(env): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    caller.check(Perm::Read, Some(&env))?;
+    let o = body.object()?;
+    let key = match o.get("key") {
+        Some(Value::String(k)) => k.clone(),
+        _ => return Err(ApiError::invalid("key", "is required (the flag's key)")),
+    };
+    let flag = o.get("flag").filter(|f| f.is_object()).ok_or_else(|| {
+        ApiError::invalid("flag", "is required (the flag's definition, an object)")
+    })?;
+    let contexts = match o.get("contexts") {
+        Some(Value::Array(c)) if c.len() <= 100 => c,
+        Some(Value::Array(_)) => {
+            return Err(ApiError::invalid(
+                "contexts",
+                "at most 100 contexts at once",
+            ));
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "contexts",
+                "is required (an array of objects)",
+            ));
+        }
+    };
+    let (v, items) = s.store.items(&env, None).await?;
+    let mut doc = Map::new();
+    doc.insert("flags".into(), json!({ key.clone(): flag }));
+    if let Some(e) = store::document(&items).get("$evaluators") {
+        doc.insert("$evaluators".into(), e.clone());
+    }
+    let set =
+        FlagSet::parse(&Value::Object(doc), Strictness::Strict).map_err(|e| ApiError::Invalid {
+            message: format!(
+                "flag \"{key}\" is not valid: {} problem{}",
+                e.0.len(),
+                if e.0.len() == 1 { "" } else { "s" }
+            ),
+            details: e.0,
+        })?;
+    let snapshot = flagd_core::Snapshot::compile(&set, v)
+        .map_err(|e| ApiError::invalid(&format!("flags.{key}"), e.to_string()))?;
+    let mut results = Vec::with_capacity(contexts.len());
+    for (i, c) in contexts.iter().enumerate() {
+        let ctx = flagd_core::EvaluationContext::from_json(c)
+            .map_err(|e| ApiError::invalid(&format!("contexts[{i}]"), e.to_string()))?;
+        let d = snapshot.evaluate(&key, &ctx);
+        results.push(json!({
+            "value": d.value,
+            "variant": d.variant,
+            "reason": d.reason.as_str(),
+            "errorCode": d.error_code.map(|c| c.as_str()),
+            "errorMessage": d.error_message,
+        }));
+    }
+    Ok(Json(json!({"version": v, "results": results})).into_response())
 }
 
 async fn get_flag_set(

@@ -23,3 +23,4 @@ pub mod rollout;
 pub mod server;
 pub mod store;
 pub mod stream;
+pub mod ui;

@@ -133,6 +133,8 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("listening on {}", o.listen))?;
             tracing::info!(listen = %o.listen, database = %redact(&o.database_url), "flagd is serving");
+            let shown = listener.local_addr().map_or(o.listen, |a| a);
+            println!("Admin UI: http://{shown}/ (sign in with an API token)");
             let options = server::Options {
                 max_body_bytes: o.max_body_bytes,
                 heartbeat: o.stream_heartbeat,

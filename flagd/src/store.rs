@@ -7,7 +7,7 @@
 //! with one indexed query. A one-flag change closes one row and inserts one, whatever
 //! the number of flags; a revert writes only the items that differ.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -323,6 +323,33 @@ pub struct AuditQuery {
     pub limit: u32,
     /// Only environments in this list (a token limited to environments).
     pub allowed_envs: Option<Vec<String>>,
+}
+
+/// A UI session.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// The token it was opened with.
+    pub token: TokenInfo,
+    /// The CSRF token the page must send back on every change.
+    pub csrf: String,
+    /// When it ends (ms).
+    pub expires_at: i64,
+}
+
+/// A version's record without its list of changed flags.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionSummary {
+    /// The version.
+    pub version: u64,
+    /// Its kind (`toggle`, `rollout`, `revert`, ...).
+    pub kind: String,
+    /// Who made it.
+    pub author: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// When (RFC 3339).
+    pub created_at: String,
 }
 
 /// A stored token (never its secret).
@@ -857,6 +884,148 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(info)
+    }
+
+    /// Opens a UI session for a token: stores the hash of the session secret and the
+    /// CSRF token, and forgets expired sessions. The audit log records the sign-in.
+    pub async fn create_session(
+        &self,
+        token: &TokenInfo,
+        secret_hash: &str,
+        csrf: &str,
+        expires_at: i64,
+    ) -> ApiResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO sessions (hash, token_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(secret_hash)
+            .bind(&token.id)
+            .bind(csrf)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            &AuditRecord {
+                actor: token.name.clone(),
+                action: "session.create".into(),
+                env: None,
+                target: token.name.clone(),
+                reason: None,
+                before: None,
+                after: Some(serde_json::json!({"expiresAt": rfc3339(expires_at)})),
+            },
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The live session with this secret hash: its token (active), CSRF token and expiry.
+    pub async fn session(&self, secret_hash: &str) -> ApiResult<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT s.csrf AS session_csrf, s.expires_at AS session_expires, t.* FROM sessions s \
+             JOIN tokens t ON t.id = s.token_id \
+             WHERE s.hash = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL",
+        )
+        .bind(secret_hash)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Session {
+                token: token_of(&r)?,
+                csrf: r.try_get("session_csrf")?,
+                expires_at: r.try_get("session_expires")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Ends a session (sign-out), with an audit entry.
+    pub async fn delete_session(&self, secret_hash: &str, actor: &str) -> ApiResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query("DELETE FROM sessions WHERE hash = $1")
+            .bind(secret_hash)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if gone > 0 {
+            audit(
+                &mut tx,
+                &AuditRecord {
+                    actor: actor.into(),
+                    action: "session.delete".into(),
+                    env: None,
+                    target: actor.into(),
+                    reason: None,
+                    before: None,
+                    after: None,
+                },
+                None,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// For each flag of the environment ever changed: the version that last changed it.
+    pub async fn last_changes(&self, env: &str) -> ApiResult<HashMap<String, VersionSummary>> {
+        let rows = sqlx::query(
+            "SELECT flag_key, MAX(version) AS version FROM version_flags WHERE env = $1 GROUP BY flag_key",
+        )
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_flag = Vec::with_capacity(rows.len());
+        for r in &rows {
+            by_flag.push((
+                r.try_get::<String, _>("flag_key")?,
+                r.try_get::<i64, _>("version")?,
+            ));
+        }
+        let mut versions: Vec<i64> = by_flag.iter().map(|(_, v)| *v).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        // The version records without their changed-flag lists, which can be long.
+        let mut info: HashMap<i64, VersionSummary> = HashMap::new();
+        for chunk in versions.chunks(500) {
+            let list = (0..chunk.len())
+                .map(|i| format!("${}", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT version, kind, author, reason, created_at FROM versions WHERE env = $1 AND version IN ({list})"
+            );
+            let mut q = sqlx::query(&sql).bind(env);
+            for v in chunk {
+                q = q.bind(*v);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                let v: i64 = r.try_get("version")?;
+                info.insert(
+                    v,
+                    VersionSummary {
+                        version: to_u64(v),
+                        kind: r.try_get("kind")?,
+                        author: r.try_get("author")?,
+                        reason: r.try_get("reason")?,
+                        created_at: rfc3339(r.try_get("created_at")?),
+                    },
+                );
+            }
+        }
+        Ok(by_flag
+            .into_iter()
+            .filter_map(|(k, v)| info.get(&v).map(|i| (k, i.clone())))
+            .collect())
     }
 
     /// Revokes a token.

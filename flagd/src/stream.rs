@@ -110,6 +110,7 @@ pub struct Hub {
     next_conn: std::sync::atomic::AtomicU64,
     closing: tokio::sync::watch::Sender<bool>,
     heartbeat: Duration,
+    ui: broadcast::Sender<crate::ui::UiEvent>,
 }
 
 fn text(msg: &ServerMsg) -> Utf8Bytes {
@@ -122,6 +123,7 @@ impl Hub {
     pub fn new(store: Arc<Store>, heartbeat: Duration) -> Self {
         Self {
             heartbeat,
+            ui: broadcast::channel(1024).0,
             store,
             envs: Mutex::new(HashMap::new()),
             next_conn: std::sync::atomic::AtomicU64::new(1),
@@ -133,6 +135,21 @@ impl Hub {
     /// to this one after its restart.
     pub fn close_all(&self) {
         self.closing.send_replace(true);
+    }
+
+    /// Tells open admin UI pages about something (a change, a new environment).
+    pub fn notify_ui(&self, event: crate::ui::UiEvent) {
+        let _ = self.ui.send(event);
+    }
+
+    /// The admin UI's events.
+    pub fn ui_events(&self) -> broadcast::Receiver<crate::ui::UiEvent> {
+        self.ui.subscribe()
+    }
+
+    /// Changes to `true` when flagd shuts down.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     async fn env(&self, env: &str) -> Arc<EnvHub> {

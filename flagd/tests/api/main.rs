@@ -7,6 +7,7 @@ mod concurrency;
 mod flows;
 mod stream;
 mod support;
+mod ui;
 
 use std::sync::Arc;
 
@@ -43,12 +44,22 @@ const BOTH: &[(&str, TestFn)] = &[
     ("stalled_client_does_not_delay_others", |b| {
         Box::pin(stream::stalled_client(b))
     }),
+    ("ui_sessions_and_csrf", |b| {
+        Box::pin(ui::sessions_and_csrf(b))
+    }),
+    ("ui_live_events", |b| Box::pin(ui::live_events(b))),
+    ("ui_flag_summaries_and_preview", |b| {
+        Box::pin(ui::summaries_and_preview(b))
+    }),
 ];
 
 /// Tests whose subject does not depend on the store.
 const SQLITE_ONLY: &[(&str, TestFn)] = &[
     ("authorization_matrix", |b| Box::pin(authz::matrix(b))),
     ("body_limit", |b| Box::pin(flows::body_limit(b))),
+    ("ui_files_and_security_headers", |b| {
+        Box::pin(ui::files_and_headers(b))
+    }),
 ];
 
 fn main() {

@@ -1,0 +1,285 @@
+//! The admin UI: its files, embedded in the binary and served at `/` and `/ui/…`; UI
+//! sessions (an HttpOnly cookie plus a CSRF token); the live event stream that keeps open
+//! pages current; and the security headers on every response.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::auth::{self, Caller, Perm, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::http::{AppState, Body};
+use crate::store;
+
+#[derive(rust_embed::RustEmbed)]
+#[folder = "../admin-ui/app/"]
+struct Assets;
+
+/// How long a UI session lasts.
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
+/// No inline script or style, nothing from another origin, never in a frame.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   font-src 'self'; connect-src 'self'; manifest-src 'self'; frame-ancestors 'none'; \
+                   base-uri 'none'; form-action 'self'";
+
+/// `/` and `/ui/{path}`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/ui/{*path}", get(asset))
+}
+
+/// `/session` and `/events`, under `/api/v1`.
+pub fn api_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/session",
+            get(get_session).post(create_session).delete(delete_session),
+        )
+        .route("/events", get(events))
+}
+
+/// Adds the security headers to every response that does not set its own.
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    for (name, value) in [
+        ("content-security-policy", CSP),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "same-origin"),
+        ("cross-origin-opener-policy", "same-origin"),
+    ] {
+        if !h.contains_key(name) {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    resp
+}
+
+async fn index(headers: HeaderMap) -> Response {
+    file("index.html", &headers)
+}
+
+async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
+    file(&path, &headers)
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("json" | "webmanifest") => "application/json",
+        Some("woff2") => "font/woff2",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// One embedded file, revalidated on every load by its content hash, so a new flagd
+/// never serves a stale UI from the browser's cache.
+fn file(path: &str, headers: &HeaderMap) -> Response {
+    let Some(f) = Assets::get(path) else {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    let etag = format!(
+        "\"{}\"",
+        f.metadata.sha256_hash()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let cached = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut resp = if cached {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = f.data.into_owned().into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type(path)),
+        );
+        r
+    };
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    resp
+}
+
+/// What the page needs to know of the signed-in token.
+fn session_body(caller: &Caller, csrf: Option<&str>, expires_at: Option<i64>) -> Value {
+    let can = |p: Perm| auth::allows(caller.role, p);
+    json!({
+        "name": caller.name,
+        "role": caller.role.as_str(),
+        "environments": caller.environments,
+        "csrfToken": csrf,
+        "expiresAt": expires_at.map(store::rfc3339),
+        "can": {
+            "editFlags": can(Perm::EditFlags),
+            "toggle": can(Perm::KillSwitch),
+            "rollout": can(Perm::Rollout),
+            "revert": can(Perm::Revert),
+            "admin": can(Perm::ManageTokens),
+        },
+    })
+}
+
+fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> ApiResult<HeaderValue> {
+    // Secure when the browser reached flagd over TLS (through a proxy that says so).
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    HeaderValue::from_str(&format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        auth::SESSION_COOKIE,
+        if secure { "; Secure" } else { "" }
+    ))
+    .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// `POST /api/v1/session` `{"token": "fd_…"}`: signs in.
+async fn create_session(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let token = match body.0.get("token") {
+        Some(Value::String(t)) if !t.trim().is_empty() => t.trim().to_owned(),
+        _ => {
+            return Err(ApiError::invalid(
+                "token",
+                "is required: an API token (fd_…)",
+            ));
+        }
+    };
+    let info = s
+        .store
+        .token_by_hash(&auth::hash_secret(&token))
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
+    if info.role == Role::Sdk.as_str() {
+        return Err(ApiError::Forbidden(
+            "an SDK key cannot sign in to the admin UI; use an API token".into(),
+        ));
+    }
+    let secret = auth::new_secret("fds_")?;
+    let csrf = auth::new_secret("")?;
+    let ttl_ms = i64::try_from(SESSION_TTL.as_millis()).unwrap_or(i64::MAX);
+    let expires_at = store::now_ms().saturating_add(ttl_ms);
+    s.store
+        .create_session(&info, &auth::hash_secret(&secret), &csrf, expires_at)
+        .await?;
+    let caller = Caller {
+        name: info.name.clone(),
+        role: Role::parse(&info.role)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown role {}", info.role)))?,
+        environments: info.environments.clone(),
+        session: None,
+    };
+    let mut resp = Json(session_body(&caller, Some(&csrf), Some(expires_at))).into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(&secret, SESSION_TTL.as_secs(), &headers)?,
+    );
+    Ok(resp)
+}
+
+/// `GET /api/v1/session`: who is signed in, with the CSRF token (after a reload).
+async fn get_session(caller: Caller, State(s): State<AppState>) -> ApiResult<Response> {
+    let session = match &caller.session {
+        Some(hash) => s.store.session(hash).await?,
+        None => None,
+    };
+    Ok(Json(session_body(
+        &caller,
+        session.as_ref().map(|x| x.csrf.as_str()),
+        session.as_ref().map(|x| x.expires_at),
+    ))
+    .into_response())
+}
+
+/// `DELETE /api/v1/session`: signs out (the CSRF token is required, as for any change).
+async fn delete_session(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let Some(hash) = &caller.session else {
+        return Err(ApiError::BadRequest(
+            "no session to end: this request was made with a bearer token".into(),
+        ));
+    };
+    s.store.delete_session(hash, &caller.name).await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, session_cookie("", 0, &headers)?);
+    Ok(resp)
+}
+
+/// Something open pages should know about.
+#[derive(Clone, Debug)]
+pub struct UiEvent {
+    /// The environment it concerns; `None` for all.
+    pub environment: Option<String>,
+    /// The SSE event name (`change`, `environments`).
+    pub name: &'static str,
+    /// Its data.
+    pub data: Value,
+}
+
+/// `GET /api/v1/events`: Server-Sent Events for the environments the caller sees.
+async fn events(caller: Caller, State(s): State<AppState>) -> ApiResult<Response> {
+    caller.check(Perm::Read, None)?;
+    let rx = s.hub.ui_events();
+    let closing = s.hub.closing();
+    let stream = futures_util::stream::unfold(
+        (rx, closing, caller),
+        |(mut rx, mut closing, caller)| async move {
+            loop {
+                let ev = tokio::select! {
+                    ev = rx.recv() => ev,
+                    // flagd is stopping: end the stream so that shutdown is not held up.
+                    _ = closing.changed() => return None,
+                };
+                let event = match ev {
+                    Ok(ev) => {
+                        if !ev.environment.as_deref().is_none_or(|e| caller.sees(e)) {
+                            continue;
+                        }
+                        Event::default().event(ev.name).data(ev.data.to_string())
+                    }
+                    // Missed some: the page reloads what it shows.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        Event::default().event("resync").data("{}")
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                return Some((Ok::<_, Infallible>(event), (rx, closing, caller)));
+            }
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
