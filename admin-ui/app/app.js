@@ -1,0 +1,393 @@
+// The shell: session, header, hash router and live updates.
+import { api, ApiError, setCsrfToken, setUnauthorizedHandler } from './api.js';
+import { h, clear, field, icon, tickTimes } from './dom.js';
+import { errorBox, toast, spinner } from './ui.js';
+import { startLive, stopLive } from './live.js';
+import * as flagsView from './views/flags.js';
+import * as flagView from './views/flag.js';
+import * as historyView from './views/history.js';
+import * as diffView from './views/diff.js';
+import * as fleetView from './views/fleet.js';
+import * as auditView from './views/audit.js';
+
+const root = document.getElementById('app');
+
+const state = {
+  session: null,
+  envs: [],
+  liveStatus: 'off',
+  view: null, // {destroy, onChange, dirty}
+  route: null,
+  shell: null,
+  lastHash: '',
+};
+
+const NAV = [
+  { id: 'flags', label: 'Flags', icon: 'flag' },
+  { id: 'history', label: 'History', icon: 'history' },
+  { id: 'fleet', label: 'Fleet', icon: 'fleet' },
+  { id: 'audit', label: 'Audit', icon: 'audit' },
+];
+
+// ---- routing ----------------------------------------------------------------------
+
+export function parseHash(hash) {
+  const raw = (hash || '').replace(/^#/, '');
+  const [path, q = ''] = raw.split('?');
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  const query = Object.fromEntries(new URLSearchParams(q));
+  if (parts[0] === 'audit') return { view: 'audit', env: null, query };
+  const env = parts[0] || null;
+  const section = parts[1] || 'flags';
+  if (section === 'flags' && parts[2]) return { view: 'flag', env, key: parts.slice(2).join('/'), query };
+  if (section === 'history' && parts[2] === 'diff') return { view: 'diff', env, query };
+  if (['flags', 'history', 'fleet'].includes(section)) return { view: section, env, query };
+  return { view: 'flags', env, query };
+}
+
+export function navigate(hash, { replace = false } = {}) {
+  const target = hash.startsWith('#') ? hash : `#${hash}`;
+  if (replace) {
+    history.replaceState(null, '', target);
+    route();
+  } else if (location.hash === target) {
+    route();
+  } else {
+    location.hash = target;
+  }
+}
+
+function defaultEnv() {
+  const prod = state.envs.find((e) => e.key === 'production');
+  return (prod || state.envs.find((e) => e.production) || state.envs[0] || { key: 'production' }).key;
+}
+
+function envInfo(key) {
+  return state.envs.find((e) => e.key === key) || null;
+}
+
+// ---- session ----------------------------------------------------------------------
+
+function applySession(s) {
+  state.session = s;
+  setCsrfToken(s.csrfToken);
+}
+
+async function loadEnvs() {
+  const r = await api('GET', '/environments');
+  const allowed = state.session && Array.isArray(state.session.environments) ? new Set(state.session.environments) : null;
+  state.envs = (r.environments || []).filter((e) => !allowed || allowed.has(e.key));
+}
+
+async function boot() {
+  setUnauthorizedHandler(() => {
+    if (state.session) {
+      toast('Your session ended. Sign in again.', 'error');
+      signedOut();
+    }
+  });
+  clear(root).append(h('div.boot', spinner('Loading flagd…')));
+  try {
+    const s = await api('GET', '/session', { noAuthRedirect: true });
+    applySession(s);
+    await signedIn();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) renderSignIn();
+    else renderFatal(err);
+  }
+}
+
+function renderFatal(err) {
+  clear(root).append(h('main.signin-wrap', h('div.signin-card',
+    h('div.brand.brand-lg', logo(), h('span', { text: 'flagd' })),
+    errorBox(err, { title: 'flagd could not be reached' }),
+    h('button.btn.btn-primary', { type: 'button', text: 'Try again', onclick: boot }))));
+}
+
+function logo() {
+  return h('span.logo', { aria: { hidden: 'true' } }, icon('flag'));
+}
+
+function renderSignIn(message) {
+  document.title = 'Sign in · flagd';
+  stopLive();
+  state.shell = null;
+  const input = h('input.input', {
+    type: 'password', name: 'token', autocomplete: 'off', spellcheck: 'false',
+    placeholder: 'fd_…', required: true, aria: { required: 'true' },
+  });
+  const err = h('div.signin-error', { aria: { live: 'assertive' } });
+  if (message) err.append(h('p.form-error', { text: message }));
+  const btn = h('button.btn.btn-primary.btn-block', { type: 'submit', text: 'Sign in' });
+  const form = h('form.signin-form', { novalidate: true },
+    field('Access token', input, 'Exchanged for a session cookie. The token is not stored in this browser.'),
+    err, btn);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    clear(err);
+    const token = input.value.trim();
+    if (!token) {
+      err.append(h('p.form-error', { role: 'alert', text: 'Enter your access token.' }));
+      input.focus();
+      return;
+    }
+    btn.disabled = true;
+    btn.textContent = 'Signing in…';
+    try {
+      const s = await api('POST', '/session', { body: { token }, noAuthRedirect: true });
+      input.value = '';
+      applySession(s);
+      await signedIn();
+    } catch (ex) {
+      btn.disabled = false;
+      btn.textContent = 'Sign in';
+      if (ex.status === 401) {
+        err.append(h('p.form-error', { role: 'alert', text: 'That token is not valid, or it was revoked. Check it and try again.' }));
+      } else {
+        err.append(errorBox(ex, { title: 'Sign-in failed' }));
+      }
+      input.select();
+    }
+  });
+  clear(root).append(h('main.signin-wrap',
+    h('div.signin-card',
+      h('div.brand.brand-lg', logo(), h('span', { text: 'flagd' })),
+      h('h1', { text: 'Sign in' }),
+      h('p.muted', { text: 'Feature flags and code-free rollback. Use the access token an admin gave you.' }),
+      form),
+    h('p.signin-foot.muted', { text: 'Tokens are created with POST /api/v1/tokens (admin).' })));
+  input.focus();
+}
+
+async function signedIn() {
+  try {
+    await loadEnvs();
+  } catch (err) {
+    renderFatal(err);
+    return;
+  }
+  renderShell();
+  startLive({
+    status: setLive,
+    change: onLiveChange,
+    resync: async () => {
+      try {
+        await loadEnvs();
+      } catch {
+        /* shown by the view's own reload */
+      }
+      if (!(state.view && state.view.dirty && state.view.dirty())) route();
+    },
+    environments: async () => {
+      try {
+        await loadEnvs();
+        renderEnvSwitch();
+      } catch (err) {
+        toast(`Could not refresh environments: ${err.message}`, 'error');
+      }
+    },
+  });
+  if (!location.hash || location.hash === '#' || location.hash === '#/') navigate(`#/${defaultEnv()}/flags`, { replace: true });
+  else route();
+}
+
+function signedOut(message) {
+  if (state.view && state.view.destroy) state.view.destroy();
+  state.view = null;
+  state.session = null;
+  setCsrfToken(null);
+  renderSignIn(message);
+}
+
+async function signOut() {
+  if (state.view && state.view.dirty && state.view.dirty() && !window.confirm('You have unsaved changes. Sign out anyway?')) return;
+  try {
+    await api('DELETE', '/session', { noAuthRedirect: true });
+  } catch (err) {
+    if (err.status !== 401) {
+      toast(`Sign-out failed: ${err.message}`, 'error');
+      return;
+    }
+  }
+  stopLive();
+  signedOut();
+  history.replaceState(null, '', '#/');
+}
+
+// ---- shell ------------------------------------------------------------------------
+
+function renderShell() {
+  const s = state.session;
+  const stripe = h('div.env-stripe');
+  const envSlot = h('div.env-switch');
+  const nav = h('nav.mainnav', { aria: { label: 'Main' } });
+  const live = h('span.live', { role: 'status', title: 'Live updates' }, h('span.live-dot'), h('span.live-text', { text: 'Connecting' }));
+  const menuBtn = h('button.icon-btn.menu-btn', { type: 'button', aria: { label: 'Menu', expanded: 'false', controls: 'topbar-menu' } }, icon('menu'));
+  const user = h('div.user',
+    h('span.user-name', { text: s.name }),
+    h('span.role-chip', { text: s.role }),
+    h('button.btn.btn-ghost.btn-sm', { type: 'button', onclick: signOut, aria: { label: `Sign out ${s.name}` } }, icon('logout'), h('span', { text: 'Sign out' })));
+  const menu = h('div.topbar-menu', { id: 'topbar-menu' }, nav, user);
+  nav.addEventListener('click', (e) => {
+    if (e.target.closest('a')) {
+      menu.classList.remove('open');
+      menuBtn.setAttribute('aria-expanded', 'false');
+    }
+  });
+  menuBtn.addEventListener('click', () => {
+    const open = menu.classList.toggle('open');
+    menuBtn.setAttribute('aria-expanded', String(open));
+  });
+  const header = h('header.topbar',
+    h('a.brand', { href: `#/${defaultEnv()}/flags`, aria: { label: 'flagd home' } }, logo(), h('span', { text: 'flagd' })),
+    envSlot, menu, h('div.topbar-right', live, menuBtn));
+  const main = h('main.main', { id: 'main', tabindex: '-1' });
+  const skip = h('a.skip', { href: '#main', text: 'Skip to content' });
+  skip.addEventListener('click', (e) => {
+    e.preventDefault();
+    main.focus();
+  });
+  clear(root).append(skip, stripe, header, main);
+  state.shell = { stripe, envSlot, nav, live, main, menu, menuBtn };
+  setLive(state.liveStatus);
+}
+
+function renderEnvSwitch() {
+  const sh = state.shell;
+  if (!sh) return;
+  const r = state.route;
+  clear(sh.envSlot);
+  const onAudit = r && r.view === 'audit';
+  const curKey = onAudit ? r.query.environment : r && r.env;
+  const cur = curKey ? envInfo(curKey) : null;
+  const sel = h('select.env-select', { aria: { label: 'Current environment' } });
+  if (onAudit) sel.append(h('option', { value: '', text: 'All environments' }));
+  for (const e of state.envs) {
+    const o = h('option', { value: e.key, text: e.name || e.key });
+    if (cur && e.key === cur.key) o.selected = true;
+    sel.append(o);
+  }
+  sel.addEventListener('change', () => {
+    const key = sel.value;
+    if (onAudit) {
+      navigate(`#/audit${key ? `?environment=${encodeURIComponent(key)}` : ''}`);
+      return;
+    }
+    if (!key) return;
+    const view = r && ['flags', 'history', 'fleet'].includes(r.view) ? r.view : 'flags';
+    navigate(`#/${encodeURIComponent(key)}/${view}`);
+  });
+  sh.envSlot.append(sel);
+  if (cur && cur.production) sh.envSlot.append(h('span.env-badge.env-prod', { text: 'Production' }));
+  if (cur) sh.envSlot.append(h('span.env-version', { title: 'Current flag-set version', text: `v${cur.version}` }));
+  document.body.classList.toggle('is-prod', !!(cur && cur.production));
+  sh.stripe.className = `env-stripe ${cur ? (cur.production ? 'env-prod' : `env-${cur.key}`) : 'env-none'}`;
+}
+
+function renderNav() {
+  const sh = state.shell;
+  const r = state.route;
+  clear(sh.nav);
+  const env = (r && r.env) || defaultEnv();
+  for (const n of NAV) {
+    const href = n.id === 'audit' ? `#/audit${env ? `?environment=${encodeURIComponent(env)}` : ''}` : `#/${encodeURIComponent(env)}/${n.id}`;
+    const active = r && (r.view === n.id || (n.id === 'flags' && r.view === 'flag') || (n.id === 'history' && r.view === 'diff'));
+    sh.nav.append(h('a.navlink', { href, aria: { current: active ? 'page' : undefined } }, icon(n.icon), h('span', { text: n.label })));
+  }
+}
+
+function setLive(status) {
+  state.liveStatus = status;
+  const sh = state.shell;
+  if (!sh) return;
+  const text = { live: 'Live', connecting: 'Connecting', reconnecting: 'Reconnecting', offline: 'Offline', off: 'Off' }[status] || status;
+  sh.live.className = `live live-${status}`;
+  sh.live.querySelector('.live-text').textContent = text;
+  sh.live.title = status === 'live' ? 'Live: changes by anyone appear here at once' : 'Live updates are reconnecting';
+}
+
+function onLiveChange(evt) {
+  const e = envInfo(evt.environment);
+  if (e && typeof evt.version === 'number' && evt.version > e.version) {
+    e.version = evt.version;
+    if (state.route && state.route.env === evt.environment) renderEnvSwitch();
+  }
+  const mine = state.session && evt.author === state.session.name;
+  if (state.route && state.route.env === evt.environment && !mine) {
+    const flags = (evt.changedFlags || []).join(', ');
+    toast(`v${evt.version} ${evt.kind} by ${evt.author}${flags ? `: ${flags}` : ''}`, 'info', 4000);
+  }
+  if (state.view && state.view.onChange) {
+    try {
+      state.view.onChange(evt);
+    } catch (err) {
+      console.warn('live update failed', err);
+    }
+  }
+}
+
+// ---- views ------------------------------------------------------------------------
+
+const VIEWS = { flags: flagsView, flag: flagView, history: historyView, diff: diffView, fleet: fleetView, audit: auditView };
+
+function route() {
+  if (!state.session || !state.shell) return;
+  const r = parseHash(location.hash);
+  if (r.view !== 'audit' && (!r.env || !envInfo(r.env))) {
+    if (r.env && !envInfo(r.env)) toast(`No environment “${r.env}” (or your token cannot see it).`, 'error');
+    navigate(`#/${defaultEnv()}/flags`, { replace: true });
+    return;
+  }
+  if (state.view && state.view.dirty && state.view.dirty() && location.hash !== state.lastHash) {
+    if (!window.confirm('You have unsaved changes to this flag. Leave and discard them?')) {
+      history.replaceState(null, '', state.lastHash);
+      return;
+    }
+  }
+  state.lastHash = location.hash;
+  if (state.view && state.view.destroy) state.view.destroy();
+  state.view = null;
+  state.route = r;
+  state.shell.menu.classList.remove('open');
+  state.shell.menuBtn.setAttribute('aria-expanded', 'false');
+  renderEnvSwitch();
+  renderNav();
+  const main = clear(state.shell.main);
+  const mod = VIEWS[r.view];
+  const ctx = {
+    route: r,
+    env: r.env,
+    envInfo: r.env ? envInfo(r.env) : null,
+    envs: state.envs,
+    session: state.session,
+    can: state.session.can || {},
+    navigate,
+    setTitle: (t) => {
+      document.title = `${t} · ${r.env ? `${r.env} · ` : ''}flagd`;
+    },
+    setEnvVersion: (v) => {
+      const e = r.env && envInfo(r.env);
+      if (e && typeof v === 'number' && v !== e.version) {
+        e.version = v;
+        renderEnvSwitch();
+      }
+    },
+  };
+  try {
+    state.view = mod.mount(main, ctx) || null;
+  } catch (err) {
+    console.error(err);
+    main.append(errorBox(err, { title: 'This view failed to load' }));
+  }
+}
+
+window.addEventListener('hashchange', route);
+window.addEventListener('beforeunload', (e) => {
+  if (state.view && state.view.dirty && state.view.dirty()) {
+    e.preventDefault();
+    e.returnValue = '';
+  }
+});
+setInterval(() => tickTimes(), 30000);
+
+boot();

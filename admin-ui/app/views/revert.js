@@ -1,0 +1,40 @@
+// The revert confirmation: reason + the diff that will be applied (head → target).
+import { api, envPath, qs } from '../api.js';
+import { h } from '../dom.js';
+import { reasonDialog, diffList, toast, errorBox } from '../ui.js';
+
+export async function revertDialog(ctx, version, knownHead) {
+  let head = knownHead;
+  let diff = null;
+  let loadErr = null;
+  try {
+    const env = await api('GET', envPath(ctx.env));
+    head = env.version;
+    diff = await api('GET', envPath(ctx.env, `/diff${qs({ from: head, to: version })}`));
+  } catch (err) {
+    loadErr = err;
+  }
+  const envName = ctx.envInfo.name || ctx.env;
+  const n = diff ? diff.changes.length : 0;
+  const body = h('div.revert-preview',
+    h('div.revert-summary',
+      h('span.vnum.vnum-lg', { text: `v${head}` }), h('span.arrow', { text: '→' }),
+      h('span', { text: 'new version with the content of ' }), h('span.vnum.vnum-lg', { text: `v${version}` })),
+    loadErr ? errorBox(loadErr, { title: 'Could not compute the diff' }) : null,
+    diff ? h('p.small', { text: n ? `${n} flag${n > 1 ? 's' : ''} will change:` : 'Nothing differs: the revert would make no new version.' }) : null,
+    diff ? h('div.revert-diff', diffList(diff, { emptyText: 'No flag differs between the head and this version.' })) : null);
+  return reasonDialog({
+    title: `Revert ${envName} to v${version}?`,
+    lead: 'This makes a new version whose flags equal those of the chosen version. It can itself be reverted.',
+    env: ctx.envInfo,
+    danger: true,
+    body,
+    confirmCheck: 'I have reviewed the changes above',
+    confirmLabel: `Revert ${envName} to v${version}`,
+    submit: async (reason) => {
+      const r = await api('POST', envPath(ctx.env, '/revert'), { body: { version, reason }, ifMatch: head });
+      toast(r.changed ? `Reverted ${envName} to v${version}: now v${r.version}` : 'Nothing changed: already equal', 'success');
+      return r;
+    },
+  });
+}
