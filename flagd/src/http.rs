@@ -27,7 +27,7 @@ pub struct AppState {
 }
 
 /// The whole router.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState, options: &crate::server::Options) -> anyhow::Result<Router> {
     let api = Router::new()
         .route(
             "/environments",
@@ -73,14 +73,46 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/environments/{env}/preview", post(preview))
         .merge(crate::ui::api_routes())
         .fallback(|| async { ApiError::NotFound("no such API route".into()) });
-    Router::new()
+    Ok(Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .nest("/api/v1", api)
         .merge(crate::ui::routes())
+        .merge(crate::ofrep::routes().layer(cors(&options.cors_origins)?))
         .layer(axum::middleware::from_fn(crate::ui::security_headers))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .with_state(state))
+}
+
+/// CORS for browser OFREP providers: the configured origins may POST with the headers
+/// a provider sends, and read the `ETag`.
+fn cors(origins: &[String]) -> anyhow::Result<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .map(|o| {
+                    HeaderValue::from_str(o.trim()).map_err(|_| {
+                        anyhow::anyhow!("--cors-allowed-origins: {o:?} is not a valid origin")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        )
+    };
+    Ok(CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([axum::http::Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::IF_NONE_MATCH,
+            axum::http::HeaderName::from_static("x-api-key"),
+        ])
+        .expose_headers([header::ETAG])
+        .max_age(std::time::Duration::from_secs(600)))
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -1060,5 +1092,6 @@ async fn revoke_token(
 ) -> ApiResult<Response> {
     caller.check(Perm::ManageTokens, None)?;
     s.store.revoke_token(&caller.name, &id).await?;
+    s.hub.forget_sdk_keys();
     Ok(StatusCode::NO_CONTENT.into_response())
 }

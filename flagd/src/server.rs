@@ -70,12 +70,15 @@ pub async fn bootstrap(store: &Store, admin_token: Option<&str>) -> anyhow::Resu
 }
 
 /// How flagd serves.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// How often each SDK stream is pinged; three silent heartbeats close it (P14, P15).
     pub heartbeat: std::time::Duration,
+    /// Browser origins allowed to call OFREP (`https://app.example.com`, or `*`); none
+    /// by default.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Options {
@@ -83,6 +86,7 @@ impl Default for Options {
         Self {
             max_body_bytes: 16 << 20,
             heartbeat: std::time::Duration::from_secs(15),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -95,15 +99,14 @@ pub async fn run(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let max_body_bytes = options.max_body_bytes;
     let hub = Arc::new(crate::stream::Hub::new(store.clone(), options.heartbeat));
     let app = http::router(
         AppState {
             store: store.clone(),
             hub: hub.clone(),
         },
-        max_body_bytes,
-    );
+        &options,
+    )?;
     // Streams are long-lived: on shutdown they are told to reconnect elsewhere, so that
     // the server can finish the requests in flight and stop.
     let shutdown = async move {

@@ -14,6 +14,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use flagd_core::wire::{ClientMsg, ServerMsg};
+use flagd_core::{FlagSet, Strictness};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, RwLock, broadcast};
@@ -78,7 +79,26 @@ struct EnvHub {
     tx: broadcast::Sender<Frame>,
     cache: RwLock<Cached>,
     fleet: std::sync::Mutex<HashMap<u64, Arc<Member>>>,
+    /// The head compiled for remote evaluation; cleared by every publication.
+    compiled: std::sync::Mutex<Option<Arc<Compiled>>>,
+    /// One compilation at a time.
+    compiling: Mutex<()>,
 }
+
+/// An environment's head compiled once for remote evaluation (OFREP).
+#[derive(Debug)]
+pub struct Compiled {
+    /// The snapshot, at the head's version.
+    pub snapshot: Arc<flagd_core::Snapshot>,
+    /// When the store's head was last checked (another replica may have committed).
+    checked: std::time::Instant,
+}
+
+/// How long a compiled head is served before the store is asked whether another replica
+/// has committed since.
+const HEAD_CHECK: Duration = Duration::from_secs(1);
+/// How long an SDK key is trusted without asking the store again.
+const KEY_TTL: Duration = Duration::from_secs(10);
 
 /// A connection's fleet entry. Acks update atomics: no lock on the hot path of 10,000
 /// SDKs acknowledging the same version at once.
@@ -106,11 +126,15 @@ impl Member {
 #[derive(Debug)]
 pub struct Hub {
     store: Arc<Store>,
-    envs: Mutex<HashMap<String, Arc<EnvHub>>>,
+    /// Read on every stream message and remote evaluation, written once per environment.
+    envs: std::sync::RwLock<HashMap<String, Arc<EnvHub>>>,
     next_conn: std::sync::atomic::AtomicU64,
     closing: tokio::sync::watch::Sender<bool>,
     heartbeat: Duration,
     ui: broadcast::Sender<crate::ui::UiEvent>,
+    /// SDK key hash → (environment, when checked): remote evaluation must not cost a
+    /// store query per request.
+    sdk_keys: std::sync::Mutex<HashMap<String, (String, std::time::Instant)>>,
 }
 
 fn text(msg: &ServerMsg) -> Utf8Bytes {
@@ -124,8 +148,9 @@ impl Hub {
         Self {
             heartbeat,
             ui: broadcast::channel(1024).0,
+            sdk_keys: std::sync::Mutex::new(HashMap::new()),
             store,
-            envs: Mutex::new(HashMap::new()),
+            envs: std::sync::RwLock::new(HashMap::new()),
             next_conn: std::sync::atomic::AtomicU64::new(1),
             closing: tokio::sync::watch::channel(false).0,
         }
@@ -153,7 +178,16 @@ impl Hub {
     }
 
     async fn env(&self, env: &str) -> Arc<EnvHub> {
-        let mut envs = self.envs.lock().await;
+        if let Ok(envs) = self.envs.read()
+            && let Some(h) = envs.get(env)
+        {
+            return h.clone();
+        }
+        // A poisoned lock only means a panic elsewhere while inserting: the map is whole.
+        let mut envs = self
+            .envs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         envs.entry(env.to_owned())
             .or_insert_with(|| {
                 // Capacity bounds what a slow connection may lag behind before it is
@@ -163,6 +197,8 @@ impl Hub {
                     tx,
                     cache: RwLock::new(Cached::default()),
                     fleet: std::sync::Mutex::new(HashMap::new()),
+                    compiled: std::sync::Mutex::new(None),
+                    compiling: Mutex::new(()),
                 })
             })
             .clone()
@@ -182,6 +218,87 @@ impl Hub {
         Ok(())
     }
 
+    /// The environment an SDK key names, from memory when checked in the last
+    /// seconds; `None` for an unknown or revoked key, or a token that is not an SDK key.
+    pub async fn sdk_key_environment(&self, secret: &str) -> ApiResult<Option<String>> {
+        let hash = crate::auth::hash_secret(secret);
+        if let Ok(keys) = self.sdk_keys.lock()
+            && let Some((env, at)) = keys.get(&hash)
+            && at.elapsed() < KEY_TTL
+        {
+            return Ok(Some(env.clone()));
+        }
+        let Some(token) = self.store.token_by_hash(&hash).await? else {
+            return Ok(None);
+        };
+        let env = (token.role == Role::Sdk.as_str())
+            .then(|| token.environments.and_then(|e| e.into_iter().next()))
+            .flatten();
+        if let (Some(env), Ok(mut keys)) = (&env, self.sdk_keys.lock()) {
+            if keys.len() > 10_000 {
+                keys.clear();
+            }
+            keys.insert(hash, (env.clone(), std::time::Instant::now()));
+        }
+        Ok(env)
+    }
+
+    /// Forgets the SDK keys held in memory (a token was revoked).
+    pub fn forget_sdk_keys(&self) {
+        if let Ok(mut keys) = self.sdk_keys.lock() {
+            keys.clear();
+        }
+    }
+
+    /// The environment's head, compiled once per version for remote evaluation.
+    pub async fn compiled(&self, env: &str) -> ApiResult<Arc<Compiled>> {
+        let hub = self.env(env).await;
+        let fresh = |hub: &EnvHub| {
+            hub.compiled
+                .lock()
+                .ok()
+                .and_then(|c| c.clone())
+                .filter(|c| c.checked.elapsed() < HEAD_CHECK)
+        };
+        if let Some(c) = fresh(&hub) {
+            return Ok(c);
+        }
+        let _one = hub.compiling.lock().await;
+        if let Some(c) = fresh(&hub) {
+            return Ok(c);
+        }
+        let head = self.store.environment(env).await?.version;
+        let (loaded, cached) = {
+            let c = hub.cache.read().await;
+            (c.loaded, c.version)
+        };
+        if !loaded || head > cached {
+            self.reload(&hub, env).await?;
+        }
+        let held = hub.compiled.lock().ok().and_then(|c| c.clone());
+        let c = hub.cache.read().await;
+        let snapshot = match held {
+            Some(h) if h.snapshot.version() == c.version => h.snapshot.clone(),
+            _ => {
+                let set = FlagSet::parse(&store::document(&c.items), Strictness::Lenient).map_err(
+                    |e| ApiError::Internal(anyhow::anyhow!("stored flag set unreadable: {e}")),
+                )?;
+                Arc::new(
+                    flagd_core::Snapshot::compile(&set, c.version)
+                        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored flag set: {e}")))?,
+                )
+            }
+        };
+        let compiled = Arc::new(Compiled {
+            snapshot,
+            checked: std::time::Instant::now(),
+        });
+        if let Ok(mut slot) = hub.compiled.lock() {
+            *slot = Some(compiled.clone());
+        }
+        Ok(compiled)
+    }
+
     /// Announces a committed change to every connected SDK of its environment.
     pub async fn publish(&self, committed: &Committed) {
         if !committed.changed {
@@ -189,6 +306,9 @@ impl Hub {
         }
         let env = &committed.environment;
         let hub = self.env(env).await;
+        if let Ok(mut c) = hub.compiled.lock() {
+            *c = None;
+        }
         let mut c = hub.cache.write().await;
         if !c.loaded {
             drop(c);

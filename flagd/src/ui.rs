@@ -51,16 +51,22 @@ pub fn api_routes() -> Router<AppState> {
 
 /// Adds the security headers to every response that does not set its own.
 pub async fn security_headers(req: Request, next: Next) -> Response {
+    use axum::http::HeaderName;
+    // Parsed once: this runs on every request, remote evaluations included.
+    const HEADERS: [(HeaderName, &str); 5] = [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+    ];
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    for (name, value) in [
-        ("content-security-policy", CSP),
-        ("x-content-type-options", "nosniff"),
-        ("x-frame-options", "DENY"),
-        ("referrer-policy", "same-origin"),
-        ("cross-origin-opener-policy", "same-origin"),
-    ] {
-        if !h.contains_key(name) {
+    for (name, value) in HEADERS {
+        if !h.contains_key(&name) {
             h.insert(name, HeaderValue::from_static(value));
         }
     }

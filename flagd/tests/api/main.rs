@@ -5,6 +5,7 @@
 mod authz;
 mod concurrency;
 mod flows;
+mod ofrep;
 mod stream;
 mod support;
 mod ui;
@@ -44,6 +45,7 @@ const BOTH: &[(&str, TestFn)] = &[
     ("stalled_client_does_not_delay_others", |b| {
         Box::pin(stream::stalled_client(b))
     }),
+    ("ofrep_evaluation", |b| Box::pin(ofrep::evaluation(b))),
     ("ui_sessions_and_csrf", |b| {
         Box::pin(ui::sessions_and_csrf(b))
     }),
@@ -57,6 +59,7 @@ const BOTH: &[(&str, TestFn)] = &[
 const SQLITE_ONLY: &[(&str, TestFn)] = &[
     ("authorization_matrix", |b| Box::pin(authz::matrix(b))),
     ("body_limit", |b| Box::pin(flows::body_limit(b))),
+    ("ofrep_cors", |b| Box::pin(ofrep::cors(b))),
     ("ui_files_and_security_headers", |b| {
         Box::pin(ui::files_and_headers(b))
     }),

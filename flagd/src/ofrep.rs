@@ -1,0 +1,244 @@
+//! OFREP, the OpenFeature Remote Evaluation Protocol (`POST /ofrep/v1/evaluate/flags/{key}`
+//! and the bulk `POST /ofrep/v1/evaluate/flags`), so that every OpenFeature OFREP
+//! provider, in any language, evaluates flags from flagd unchanged.
+//!
+//! Authenticated with an SDK key (`Authorization: Bearer` or `X-API-Key`), which names
+//! the environment. Every request evaluates on the environment's head compiled once per
+//! version ([`crate::stream::Hub::compiled`]), the same flag set the stream pushes: no
+//! per-request parsing of flags.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use flagd_core::{Detail, ErrorCode, EvaluationContext, Reason, Snapshot};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::http::AppState;
+
+/// The OFREP routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ofrep/v1/evaluate/flags/{key}", post(single))
+        .route("/ofrep/v1/evaluate/flags", post(bulk))
+        .route("/ofrep/v1/evaluate/flags/", post(bulk))
+}
+
+fn answer(status: StatusCode, body: &Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn failure(status: StatusCode, details: &str) -> Response {
+    answer(status, &json!({"errorDetails": details}))
+}
+
+/// The environment of the SDK key the request carries, or the 401/403 answer.
+async fn environment(s: &AppState, headers: &HeaderMap) -> Result<String, Response> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let key = bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let Some(key) = key else {
+        return Err(failure(
+            StatusCode::UNAUTHORIZED,
+            "an SDK key is required (Authorization: Bearer fdsdk_… or X-API-Key)",
+        ));
+    };
+    match s.hub.sdk_key_environment(key).await {
+        Ok(Some(env)) => Ok(env),
+        Ok(None) => {
+            // An API token is a valid credential, but not for evaluation.
+            let known = s
+                .store
+                .token_by_hash(&crate::auth::hash_secret(key))
+                .await
+                .ok()
+                .flatten()
+                .is_some();
+            Err(if known {
+                failure(
+                    StatusCode::FORBIDDEN,
+                    "remote evaluation takes an SDK key, not an API token",
+                )
+            } else {
+                failure(StatusCode::UNAUTHORIZED, "unknown or revoked SDK key")
+            })
+        }
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+/// The evaluation context of a request body `{"context": {...}}`. Lenient as flagd is:
+/// an empty body is an empty context, and so is a `context` that is not an object;
+/// JSON that does not parse is refused.
+fn context(body: &Bytes) -> Result<EvaluationContext, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(EvaluationContext::empty());
+    }
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    match v.get("context") {
+        Some(c @ Value::Object(_)) => EvaluationContext::from_json(c).map_err(|e| e.to_string()),
+        _ => Ok(EvaluationContext::empty()),
+    }
+}
+
+fn metadata(snapshot: &Snapshot, flag: &Map<String, Value>) -> Value {
+    let mut m = flag.clone();
+    m.insert("flagSetVersion".into(), json!(snapshot.version()));
+    Value::Object(m)
+}
+
+/// One flag's result: `evaluationSuccess`, or `evaluationFailure` with its status.
+fn result(key: &str, d: &Detail<'_>, snapshot: &Snapshot) -> (StatusCode, Value) {
+    let meta = metadata(snapshot, d.flag_metadata);
+    match d.error_code {
+        None => {
+            let mut o = Map::new();
+            o.insert("key".into(), json!(key));
+            // No value means "use your code default" (disabled, or no default variant).
+            if let Some(v) = d.value.filter(|_| d.reason != Reason::Disabled) {
+                o.insert("value".into(), v.clone());
+            }
+            o.insert("reason".into(), json!(d.reason.as_str()));
+            if let Some(v) = d.variant.filter(|_| d.reason != Reason::Disabled) {
+                o.insert("variant".into(), json!(v));
+            }
+            o.insert("metadata".into(), meta);
+            (StatusCode::OK, Value::Object(o))
+        }
+        Some(code) => {
+            let (status, code) = match code {
+                ErrorCode::FlagNotFound => (StatusCode::NOT_FOUND, "FLAG_NOT_FOUND"),
+                ErrorCode::ParseError => (StatusCode::BAD_REQUEST, "PARSE_ERROR"),
+                ErrorCode::TargetingKeyMissing => {
+                    (StatusCode::BAD_REQUEST, "TARGETING_KEY_MISSING")
+                }
+                ErrorCode::InvalidContext => (StatusCode::BAD_REQUEST, "INVALID_CONTEXT"),
+                // Type mismatches cannot happen here (OFREP carries no type).
+                ErrorCode::TypeMismatch | ErrorCode::General => {
+                    (StatusCode::BAD_REQUEST, "GENERAL")
+                }
+            };
+            let details = match code {
+                "FLAG_NOT_FOUND" => format!("flag `{key}` does not exist"),
+                _ => d
+                    .error_message
+                    .as_deref()
+                    .unwrap_or("evaluation failed")
+                    .to_owned(),
+            };
+            let mut o = json!({"key": key, "errorCode": code, "errorDetails": details});
+            if code != "FLAG_NOT_FOUND" {
+                o["metadata"] = meta;
+            }
+            (status, o)
+        }
+    }
+}
+
+/// `POST /ofrep/v1/evaluate/flags/{key}`.
+async fn single(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let env = match environment(&s, &headers).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let ctx = match context(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                &json!({"key": key, "errorCode": "INVALID_CONTEXT", "errorDetails": e}),
+            );
+        }
+    };
+    let compiled = match s.hub.compiled(&env).await {
+        Ok(c) => c,
+        Err(e) => return internal(e),
+    };
+    let d = compiled.snapshot.evaluate(&key, &ctx);
+    let (status, body) = result(&key, &d, &compiled.snapshot);
+    answer(status, &body)
+}
+
+fn internal(e: ApiError) -> Response {
+    let status = e.status();
+    tracing::warn!(error = %e, "remote evaluation failed");
+    failure(status, "flagd cannot evaluate now; see its log")
+}
+
+/// `POST /ofrep/v1/evaluate/flags`: every flag for one context, with an `ETag` for the
+/// result (a provider revalidates with `If-None-Match` and gets 304 when nothing moved).
+async fn bulk(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let env = match environment(&s, &headers).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let ctx = match context(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                &json!({"errorCode": "INVALID_CONTEXT", "errorDetails": e}),
+            );
+        }
+    };
+    let compiled = match s.hub.compiled(&env).await {
+        Ok(c) => c,
+        Err(e) => return internal(e),
+    };
+    let snapshot = &compiled.snapshot;
+    let mut keys: Vec<&str> = snapshot.keys().collect();
+    keys.sort_unstable();
+    let flags: Vec<Value> = keys
+        .into_iter()
+        .map(|k| result(k, &snapshot.evaluate(k, &ctx), snapshot).1)
+        .collect();
+    let mut meta = snapshot.metadata().clone();
+    meta.insert("flagSetVersion".into(), json!(snapshot.version()));
+    let text = json!({"flags": flags, "metadata": meta}).to_string();
+    let digest = Sha256::digest(text.as_bytes());
+    let etag = format!(
+        "\"{}\"",
+        digest[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut r = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = (StatusCode::OK, text).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r
+}
