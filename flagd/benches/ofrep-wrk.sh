@@ -5,7 +5,8 @@
 # targeting and fractional splits, and runs wrk (Debian package `wrk`) against the
 # single-flag and the bulk endpoint. flagd and wrk share this machine's cores.
 # PROFILE=1 also records 4 s of flagd under the single-flag load with perf
-# (/tmp/ofrep.perf; `perf report -i /tmp/ofrep.perf`).
+# (/tmp/ofrep.perf; `perf report -i /tmp/ofrep.perf`); PROFILE_PATH= profiles the bulk
+# endpoint instead.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
@@ -44,7 +45,7 @@ wrk.headers["Content-Type"] = "application/json"
 LUA
 echo "== single flag: POST /ofrep/v1/evaluate/flags/flag-042 (${secs}s, 2 threads, 64 connections)"
 [ -n "${PROFILE:-}" ] && (sleep 2; perf record -g -p $pid -o /tmp/ofrep.perf -- sleep 4 >/dev/null 2>&1) &
-wrk -t2 -c64 -d${secs}s --latency -s "$dir/post.lua" $base/ofrep/v1/evaluate/flags/flag-042 \
+wrk -t2 -c64 -d${secs}s --latency -s "$dir/post.lua" $base/ofrep/v1/evaluate/flags${PROFILE_PATH-/flag-042} \
     | grep -E "Requests/sec|Latency|  50%|  99%|Non-2xx"
 echo "== bulk, 100 flags: POST /ofrep/v1/evaluate/flags (${secs}s, 2 threads, 64 connections)"
 wrk -t2 -c64 -d${secs}s --latency -s "$dir/post.lua" $base/ofrep/v1/evaluate/flags \

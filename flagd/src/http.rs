@@ -76,9 +76,14 @@ pub fn router(state: AppState, options: &crate::server::Options) -> anyhow::Resu
     Ok(Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::scrape))
         .nest("/api/v1", api)
         .merge(crate::ui::routes())
         .merge(crate::ofrep::routes().layer(cors(&options.cors_origins)?))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .layer(axum::middleware::from_fn(crate::ui::security_headers))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .with_state(state))
@@ -294,6 +299,13 @@ async fn committed(s: &AppState, c: &Committed) -> Response {
         tokio::spawn(async move {
             match store.version(&env, version).await {
                 Ok(mut v) => {
+                    hub.metrics
+                        .changes
+                        .get_or_create(&crate::metrics::ChangeLabels {
+                            environment: env.clone(),
+                            kind: v.kind.clone(),
+                        })
+                        .inc();
                     v.changed_flags.truncate(100);
                     hub.notify_ui(crate::ui::UiEvent {
                         environment: Some(env.clone()),

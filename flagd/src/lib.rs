@@ -19,6 +19,7 @@ pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod ofrep;
 pub mod rollout;
 pub mod server;

@@ -14,6 +14,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use flagd_core::{Detail, ErrorCode, EvaluationContext, Reason, Snapshot};
+use serde::Serialize;
+use serde::ser::SerializeMap;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -96,57 +98,110 @@ fn context(body: &Bytes) -> Result<EvaluationContext, String> {
     }
 }
 
-fn metadata(snapshot: &Snapshot, flag: &Map<String, Value>) -> Value {
-    let mut m = flag.clone();
-    m.insert("flagSetVersion".into(), json!(snapshot.version()));
-    Value::Object(m)
+/// A flag's (or the set's) metadata plus `flagSetVersion`, serialized from borrowed data.
+struct Metadata<'a> {
+    entries: &'a Map<String, Value>,
+    version: u64,
 }
 
-/// One flag's result: `evaluationSuccess`, or `evaluationFailure` with its status.
-fn result(key: &str, d: &Detail<'_>, snapshot: &Snapshot) -> (StatusCode, Value) {
-    let meta = metadata(snapshot, d.flag_metadata);
-    match d.error_code {
-        None => {
-            let mut o = Map::new();
-            o.insert("key".into(), json!(key));
-            // No value means "use your code default" (disabled, or no default variant).
-            if let Some(v) = d.value.filter(|_| d.reason != Reason::Disabled) {
-                o.insert("value".into(), v.clone());
+impl Serialize for Metadata<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.entries.len() + 1))?;
+        for (k, v) in self.entries {
+            if k != "flagSetVersion" {
+                m.serialize_entry(k, v)?;
             }
-            o.insert("reason".into(), json!(d.reason.as_str()));
-            if let Some(v) = d.variant.filter(|_| d.reason != Reason::Disabled) {
-                o.insert("variant".into(), json!(v));
-            }
-            o.insert("metadata".into(), meta);
-            (StatusCode::OK, Value::Object(o))
         }
-        Some(code) => {
-            let (status, code) = match code {
-                ErrorCode::FlagNotFound => (StatusCode::NOT_FOUND, "FLAG_NOT_FOUND"),
-                ErrorCode::ParseError => (StatusCode::BAD_REQUEST, "PARSE_ERROR"),
-                ErrorCode::TargetingKeyMissing => {
-                    (StatusCode::BAD_REQUEST, "TARGETING_KEY_MISSING")
-                }
-                ErrorCode::InvalidContext => (StatusCode::BAD_REQUEST, "INVALID_CONTEXT"),
-                // Type mismatches cannot happen here (OFREP carries no type).
-                ErrorCode::TypeMismatch | ErrorCode::General => {
-                    (StatusCode::BAD_REQUEST, "GENERAL")
-                }
-            };
-            let details = match code {
-                "FLAG_NOT_FOUND" => format!("flag `{key}` does not exist"),
-                _ => d
-                    .error_message
-                    .as_deref()
-                    .unwrap_or("evaluation failed")
-                    .to_owned(),
-            };
-            let mut o = json!({"key": key, "errorCode": code, "errorDetails": details});
-            if code != "FLAG_NOT_FOUND" {
-                o["metadata"] = meta;
-            }
-            (status, o)
+        m.serialize_entry("flagSetVersion", &self.version)?;
+        m.end()
+    }
+}
+
+/// One flag's result, `evaluationSuccess` or `evaluationFailure`, borrowed from the
+/// snapshot: serialized straight to the answer, no intermediate JSON value.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Evaluation<'a> {
+    #[serde(rename_all = "camelCase")]
+    Success {
+        key: &'a str,
+        // Absent means "use your code default" (disabled, or no default variant).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<&'a Value>,
+        reason: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        variant: Option<&'a str>,
+        metadata: Metadata<'a>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Failure {
+        key: &'a str,
+        error_code: &'static str,
+        error_details: std::borrow::Cow<'a, str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metadata: Option<Metadata<'a>>,
+    },
+}
+
+/// One flag's result and its status.
+fn result<'a>(
+    key: &'a str,
+    d: &'a Detail<'a>,
+    snapshot: &Snapshot,
+) -> (StatusCode, Evaluation<'a>) {
+    let metadata = Metadata {
+        entries: d.flag_metadata,
+        version: snapshot.version(),
+    };
+    let Some(code) = d.error_code else {
+        let disabled = d.reason == Reason::Disabled;
+        return (
+            StatusCode::OK,
+            Evaluation::Success {
+                key,
+                value: d.value.filter(|_| !disabled),
+                reason: d.reason.as_str(),
+                variant: d.variant.filter(|_| !disabled),
+                metadata,
+            },
+        );
+    };
+    let (status, error_code) = match code {
+        ErrorCode::FlagNotFound => (StatusCode::NOT_FOUND, "FLAG_NOT_FOUND"),
+        ErrorCode::ParseError => (StatusCode::BAD_REQUEST, "PARSE_ERROR"),
+        ErrorCode::TargetingKeyMissing => (StatusCode::BAD_REQUEST, "TARGETING_KEY_MISSING"),
+        ErrorCode::InvalidContext => (StatusCode::BAD_REQUEST, "INVALID_CONTEXT"),
+        // Type mismatches cannot happen here (OFREP carries no type).
+        ErrorCode::TypeMismatch | ErrorCode::General => (StatusCode::BAD_REQUEST, "GENERAL"),
+    };
+    let not_found = code == ErrorCode::FlagNotFound;
+    let error_details = if not_found {
+        std::borrow::Cow::Owned(format!("flag `{key}` does not exist"))
+    } else {
+        std::borrow::Cow::Borrowed(d.error_message.as_deref().unwrap_or("evaluation failed"))
+    };
+    (
+        status,
+        Evaluation::Failure {
+            key,
+            error_code,
+            error_details,
+            metadata: (!not_found).then_some(metadata),
+        },
+    )
+}
+
+fn json_answer(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut r = (status, bytes).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
         }
+        Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
@@ -175,8 +230,23 @@ async fn single(
         Err(e) => return internal(e),
     };
     let d = compiled.snapshot.evaluate(&key, &ctx);
+    count(&s, &env, &key, &d);
     let (status, body) = result(&key, &d, &compiled.snapshot);
-    answer(status, &body)
+    json_answer(status, &body)
+}
+
+/// Counts an evaluation for `/metrics` (flag keys are the only user-chosen label).
+fn count(s: &AppState, env: &str, key: &str, d: &Detail<'_>) {
+    // An unknown key is counted under one label, so that probing cannot grow the series.
+    let flag = if d.error_code == Some(ErrorCode::FlagNotFound) {
+        "(not found)"
+    } else {
+        key
+    };
+    let reason = d.error_code.map_or(d.reason.as_str(), |c| c.as_str());
+    s.hub
+        .metrics
+        .count_evaluation(env, flag, d.variant.unwrap_or_default(), reason);
 }
 
 fn internal(e: ApiError) -> Response {
@@ -208,14 +278,35 @@ async fn bulk(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Res
     let snapshot = &compiled.snapshot;
     let mut keys: Vec<&str> = snapshot.keys().collect();
     keys.sort_unstable();
-    let flags: Vec<Value> = keys
+    let details: Vec<(&str, Detail<'_>)> = keys
         .into_iter()
-        .map(|k| result(k, &snapshot.evaluate(k, &ctx), snapshot).1)
+        .map(|k| {
+            let d = snapshot.evaluate(k, &ctx);
+            count(&s, &env, k, &d);
+            (k, d)
+        })
         .collect();
-    let mut meta = snapshot.metadata().clone();
-    meta.insert("flagSetVersion".into(), json!(snapshot.version()));
-    let text = json!({"flags": flags, "metadata": meta}).to_string();
-    let digest = Sha256::digest(text.as_bytes());
+    let flags: Vec<Evaluation<'_>> = details
+        .iter()
+        .map(|(k, d)| result(k, d, snapshot).1)
+        .collect();
+    #[derive(Serialize)]
+    struct Bulk<'a> {
+        flags: Vec<Evaluation<'a>>,
+        metadata: Metadata<'a>,
+    }
+    let body = Bulk {
+        flags,
+        metadata: Metadata {
+            entries: snapshot.metadata(),
+            version: snapshot.version(),
+        },
+    };
+    let text = match serde_json::to_vec(&body) {
+        Ok(t) => t,
+        Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    let digest = Sha256::digest(&text);
     let etag = format!(
         "\"{}\"",
         digest[..16]

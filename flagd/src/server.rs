@@ -100,6 +100,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let hub = Arc::new(crate::stream::Hub::new(store.clone(), options.heartbeat));
+    store.set_metrics(hub.metrics.clone());
     let app = http::router(
         AppState {
             store: store.clone(),

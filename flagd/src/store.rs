@@ -397,9 +397,22 @@ pub struct Store {
     /// Writers of this process take turns; PostgreSQL also locks the environment row
     /// so that several replicas take turns too.
     write_lock: Mutex<()>,
+    /// Set by the server: store latency is exported with the other metrics.
+    metrics: std::sync::OnceLock<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl Store {
+    /// Exports this store's latency through these metrics.
+    pub fn set_metrics(&self, m: std::sync::Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(m);
+    }
+
+    fn observe(&self, operation: &'static str, since: std::time::Instant) {
+        if let Some(m) = self.metrics.get() {
+            m.store_op(operation, since);
+        }
+    }
+
     /// Connects (creating a SQLite file if needed), without migrating.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
@@ -438,6 +451,7 @@ impl Store {
             pool,
             backend,
             write_lock: Mutex::new(()),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -488,6 +502,13 @@ impl Store {
 
     /// One environment, or 404.
     pub async fn environment(&self, key: &str) -> ApiResult<Environment> {
+        let start = std::time::Instant::now();
+        let r = self.environment_unobserved(key).await;
+        self.observe("read_environment", start);
+        r
+    }
+
+    async fn environment_unobserved(&self, key: &str) -> ApiResult<Environment> {
         let row = sqlx::query("SELECT * FROM environments WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
@@ -608,6 +629,13 @@ impl Store {
     /// The items of an environment's flag set at a version (head when `None`), with the
     /// version read.
     pub async fn items(&self, env: &str, version: Option<u64>) -> ApiResult<(u64, Items)> {
+        let start = std::time::Instant::now();
+        let r = self.items_unobserved(env, version).await;
+        self.observe("read_flag_set", start);
+        r
+    }
+
+    async fn items_unobserved(&self, env: &str, version: Option<u64>) -> ApiResult<(u64, Items)> {
         let e = self.environment(env).await?;
         let v = match version {
             None => e.version,
@@ -676,6 +704,7 @@ impl Store {
     /// Starts a change of an environment's flag set. `if_match` is the version the caller
     /// based its change on: a stale one is refused with 409.
     pub async fn begin_write(&self, env: &str, if_match: Option<u64>) -> ApiResult<WriteTx<'_>> {
+        let started = std::time::Instant::now();
         let guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
         let e = lock_env(&mut tx, self.backend, env).await?;
@@ -698,6 +727,8 @@ impl Store {
                 .try_get(0)?;
         Ok(WriteTx {
             _guard: guard,
+            started,
+            metrics: self.metrics.get().cloned(),
             tx,
             env: e,
             next_position,
@@ -799,6 +830,13 @@ impl Store {
 
     /// The token with this secret hash, if active.
     pub async fn token_by_hash(&self, hash: &str) -> ApiResult<Option<TokenInfo>> {
+        let start = std::time::Instant::now();
+        let r = self.token_by_hash_unobserved(hash).await;
+        self.observe("read_token", start);
+        r
+    }
+
+    async fn token_by_hash_unobserved(&self, hash: &str) -> ApiResult<Option<TokenInfo>> {
         let row = sqlx::query("SELECT * FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
             .bind(hash)
             .fetch_optional(&self.pool)
@@ -929,6 +967,13 @@ impl Store {
 
     /// The live session with this secret hash: its token (active), CSRF token and expiry.
     pub async fn session(&self, secret_hash: &str) -> ApiResult<Option<Session>> {
+        let start = std::time::Instant::now();
+        let r = self.session_unobserved(secret_hash).await;
+        self.observe("read_session", start);
+        r
+    }
+
+    async fn session_unobserved(&self, secret_hash: &str) -> ApiResult<Option<Session>> {
         let row = sqlx::query(
             "SELECT s.csrf AS session_csrf, s.expires_at AS session_expires, t.* FROM sessions s \
              JOIN tokens t ON t.id = s.token_id \
@@ -1150,6 +1195,9 @@ type Change = (ItemKind, String, Option<Value>, Option<Value>);
 /// [`WriteTx::commit`]; dropping it rolls back.
 pub struct WriteTx<'s> {
     _guard: MutexGuard<'s, ()>,
+    /// For the store latency of the whole write (`write`).
+    started: std::time::Instant,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     tx: Transaction<'static, Any>,
     env: Environment,
     next_position: i64,
@@ -1591,6 +1639,9 @@ impl WriteTx<'_> {
         )
         .await?;
         self.tx.commit().await?;
+        if let Some(m) = &self.metrics {
+            m.store_op("write", self.started);
+        }
         let changes = (!self.keys_only).then(|| {
             std::mem::take(&mut self.changes)
                 .into_iter()

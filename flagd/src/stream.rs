@@ -83,6 +83,10 @@ struct EnvHub {
     compiled: std::sync::Mutex<Option<Arc<Compiled>>>,
     /// One compilation at a time.
     compiling: Mutex<()>,
+    /// The last version published and when (ns since the hub's epoch), for the time
+    /// from commit to each SDK's ack.
+    last_version: std::sync::atomic::AtomicU64,
+    last_commit_ns: std::sync::atomic::AtomicU64,
 }
 
 /// An environment's head compiled once for remote evaluation (OFREP).
@@ -132,6 +136,10 @@ pub struct Hub {
     closing: tokio::sync::watch::Sender<bool>,
     heartbeat: Duration,
     ui: broadcast::Sender<crate::ui::UiEvent>,
+    /// Every metric flagd exports.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// What commit times are measured from.
+    epoch: std::time::Instant,
     /// SDK key hash → (environment, when checked): remote evaluation must not cost a
     /// store query per request.
     sdk_keys: std::sync::Mutex<HashMap<String, (String, std::time::Instant)>>,
@@ -149,6 +157,8 @@ impl Hub {
             heartbeat,
             ui: broadcast::channel(1024).0,
             sdk_keys: std::sync::Mutex::new(HashMap::new()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            epoch: std::time::Instant::now(),
             store,
             envs: std::sync::RwLock::new(HashMap::new()),
             next_conn: std::sync::atomic::AtomicU64::new(1),
@@ -199,6 +209,8 @@ impl Hub {
                     fleet: std::sync::Mutex::new(HashMap::new()),
                     compiled: std::sync::Mutex::new(None),
                     compiling: Mutex::new(()),
+                    last_version: std::sync::atomic::AtomicU64::new(0),
+                    last_commit_ns: std::sync::atomic::AtomicU64::new(0),
                 })
             })
             .clone()
@@ -309,6 +321,11 @@ impl Hub {
         if let Ok(mut c) = hub.compiled.lock() {
             *c = None;
         }
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        hub.last_commit_ns
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        hub.last_version
+            .store(committed.version, std::sync::atomic::Ordering::Release);
         let mut c = hub.cache.write().await;
         if !c.loaded {
             drop(c);
@@ -632,7 +649,15 @@ async fn serve(
                 match msg? {
                     Message::Text(t) => match serde_json::from_str::<ClientMsg>(&t) {
                         Ok(ClientMsg::Ack { version }) => {
-                            member.applied.store(version, std::sync::atomic::Ordering::Relaxed);
+                            let before = member.applied.swap(version, std::sync::atomic::Ordering::Relaxed);
+                            if before != version && version == h.last_version.load(std::sync::atomic::Ordering::Acquire) {
+                                let at = h.last_commit_ns.load(std::sync::atomic::Ordering::Relaxed);
+                                let now = u64::try_from(hub.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                                hub.metrics
+                                    .commit_to_ack
+                                    .get_or_create(&crate::metrics::EnvLabel { environment: env.to_owned() })
+                                    .observe(now.saturating_sub(at) as f64 / 1e9);
+                            }
                             member.last_ack.store(store::now_ms(), std::sync::atomic::Ordering::Relaxed);
                         }
                         Ok(ClientMsg::Ping) => send(&mut socket, text(&ServerMsg::Pong)).await?,

@@ -5,6 +5,7 @@
 mod authz;
 mod concurrency;
 mod flows;
+mod metrics;
 mod ofrep;
 mod stream;
 mod support;
@@ -46,6 +47,9 @@ const BOTH: &[(&str, TestFn)] = &[
         Box::pin(stream::stalled_client(b))
     }),
     ("ofrep_evaluation", |b| Box::pin(ofrep::evaluation(b))),
+    ("metrics_after_a_scripted_session", |b| {
+        Box::pin(metrics::scripted_session(b))
+    }),
     ("ui_sessions_and_csrf", |b| {
         Box::pin(ui::sessions_and_csrf(b))
     }),

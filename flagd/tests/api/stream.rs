@@ -13,7 +13,7 @@ use crate::support::{ADMIN, Backend, Server, rollout_flag};
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(s: &Server, key: &str) -> anyhow::Result<Ws> {
+pub(crate) async fn connect(s: &Server, key: &str) -> anyhow::Result<Ws> {
     let url = format!("{}/stream", s.base.replacen("http://", "ws://", 1));
     let mut req = url.into_client_request()?;
     req.headers_mut()
@@ -22,14 +22,14 @@ async fn connect(s: &Server, key: &str) -> anyhow::Result<Ws> {
     Ok(ws)
 }
 
-async fn hello(ws: &mut Ws, instance: &str, version: Option<u64>) -> anyhow::Result<()> {
+pub(crate) async fn hello(ws: &mut Ws, instance: &str, version: Option<u64>) -> anyhow::Result<()> {
     let msg = json!({"type": "hello", "instance": instance, "sdk": "test/1", "host": "h", "version": version});
     ws.send(Message::Text(msg.to_string().into())).await?;
     Ok(())
 }
 
 /// The next protocol message that is not a ping.
-async fn next(ws: &mut Ws) -> anyhow::Result<Value> {
+pub(crate) async fn next(ws: &mut Ws) -> anyhow::Result<Value> {
     loop {
         let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
             .await?
@@ -47,7 +47,7 @@ async fn next(ws: &mut Ws) -> anyhow::Result<Value> {
     }
 }
 
-async fn ack(ws: &mut Ws, version: u64) -> anyhow::Result<()> {
+pub(crate) async fn ack(ws: &mut Ws, version: u64) -> anyhow::Result<()> {
     ws.send(Message::Text(
         json!({"type": "ack", "version": version})
             .to_string()
@@ -57,7 +57,7 @@ async fn ack(ws: &mut Ws, version: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn sdk_key(s: &Server, env: &str) -> String {
+pub(crate) async fn sdk_key(s: &Server, env: &str) -> String {
     s.post(&format!("/environments/{env}/sdk-keys"), json!({}))
         .await
         .expect(201)
