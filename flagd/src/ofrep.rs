@@ -205,6 +205,34 @@ fn json_answer(status: StatusCode, body: &impl Serialize) -> Response {
     }
 }
 
+/// What both endpoints start with: the key's environment, the context, the compiled
+/// head; or the answer that ends the request (`key` names the flag in a single-flag
+/// failure).
+async fn prepare(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    key: Option<&str>,
+) -> Result<
+    (
+        String,
+        EvaluationContext,
+        std::sync::Arc<crate::stream::Compiled>,
+    ),
+    Response,
+> {
+    let env = environment(s, headers).await?;
+    let ctx = context(body).map_err(|e| {
+        let mut failure = json!({"errorCode": "INVALID_CONTEXT", "errorDetails": e});
+        if let Some(k) = key {
+            failure["key"] = json!(k);
+        }
+        answer(StatusCode::BAD_REQUEST, &failure)
+    })?;
+    let compiled = s.hub.compiled(&env).await.map_err(internal)?;
+    Ok((env, ctx, compiled))
+}
+
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
 async fn single(
     State(s): State<AppState>,
@@ -212,22 +240,9 @@ async fn single(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let env = match environment(&s, &headers).await {
-        Ok(e) => e,
+    let (env, ctx, compiled) = match prepare(&s, &headers, &body, Some(&key)).await {
+        Ok(p) => p,
         Err(r) => return r,
-    };
-    let ctx = match context(&body) {
-        Ok(c) => c,
-        Err(e) => {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                &json!({"key": key, "errorCode": "INVALID_CONTEXT", "errorDetails": e}),
-            );
-        }
-    };
-    let compiled = match s.hub.compiled(&env).await {
-        Ok(c) => c,
-        Err(e) => return internal(e),
     };
     let d = compiled.snapshot.evaluate(&key, &ctx);
     count(&s, &env, &key, &d);
@@ -258,22 +273,9 @@ fn internal(e: ApiError) -> Response {
 /// `POST /ofrep/v1/evaluate/flags`: every flag for one context, with an `ETag` for the
 /// result (a provider revalidates with `If-None-Match` and gets 304 when nothing moved).
 async fn bulk(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let env = match environment(&s, &headers).await {
-        Ok(e) => e,
+    let (env, ctx, compiled) = match prepare(&s, &headers, &body, None).await {
+        Ok(p) => p,
         Err(r) => return r,
-    };
-    let ctx = match context(&body) {
-        Ok(c) => c,
-        Err(e) => {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                &json!({"errorCode": "INVALID_CONTEXT", "errorDetails": e}),
-            );
-        }
-    };
-    let compiled = match s.hub.compiled(&env).await {
-        Ok(c) => c,
-        Err(e) => return internal(e),
     };
     let snapshot = &compiled.snapshot;
     let mut keys: Vec<&str> = snapshot.keys().collect();
@@ -306,19 +308,8 @@ async fn bulk(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Res
         Ok(t) => t,
         Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
-    let digest = Sha256::digest(&text);
-    let etag = format!(
-        "\"{}\"",
-        digest[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let mut r = if matches {
+    let etag = crate::ui::etag_of(&Sha256::digest(&text)[..16]);
+    let mut r = if crate::ui::not_modified(&headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let mut r = (StatusCode::OK, text).into_response();

@@ -102,18 +102,8 @@ fn file(path: &str, headers: &HeaderMap) -> Response {
     let Some(f) = Assets::get(path) else {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     };
-    let etag = format!(
-        "\"{}\"",
-        f.metadata.sha256_hash()[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    let cached = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    let mut resp = if cached {
+    let etag = etag_of(&f.metadata.sha256_hash()[..12]);
+    let mut resp = if not_modified(headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let mut r = f.data.into_owned().into_response();
@@ -129,6 +119,20 @@ fn file(path: &str, headers: &HeaderMap) -> Response {
         h.insert(header::ETAG, v);
     }
     resp
+}
+
+/// A strong entity tag from the first bytes of a hash.
+pub(crate) fn etag_of(hash: &[u8]) -> String {
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// Whether the request's `If-None-Match` names this entity tag (or `*`).
+pub(crate) fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
 }
 
 /// What the page needs to know of the signed-in token.

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 mod common;
 
-use common::{api, start_flagd_with};
+use common::{api, sdk_key, start_flagd_with};
 
 /// A TCP proxy on loopback that, once frozen, carries nothing in either direction and
 /// closes nothing: the network path of a half-open connection.
@@ -87,16 +87,7 @@ async fn flagd_and_key(dir: &tempfile::TempDir) -> (common::Flagd, String) {
         },
     )
     .await;
-    let key = api(
-        &f.base,
-        reqwest::Method::POST,
-        "/environments/production/sdk-keys",
-        json!({}),
-    )
-    .await["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = sdk_key(&f.base).await;
     api(
         &f.base,
         reqwest::Method::PUT,

@@ -11,7 +11,7 @@ use serde_json::json;
 
 mod common;
 
-use common::{ADMIN, api};
+use common::{ADMIN, api, sdk_key};
 
 /// The `flagd` binary of this workspace, built if needed.
 fn flagd_binary() -> std::path::PathBuf {
@@ -61,16 +61,7 @@ async fn sigkill_leaves_sdks_serving_then_they_converge() {
         .unwrap()
         .port();
     let mut flagd = start(&db, port);
-    let key = api(
-        &format!("http://127.0.0.1:{port}"),
-        reqwest::Method::POST,
-        "/environments/production/sdk-keys",
-        json!({}),
-    )
-    .await["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = sdk_key(&format!("http://127.0.0.1:{port}")).await;
     api(
         &format!("http://127.0.0.1:{port}"),
         reqwest::Method::PUT,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{api, start_flagd};
+use common::{api, sdk_key, start_flagd};
 
 fn flag(on: bool) -> Value {
     json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": if on { "on" } else { "off" }})
@@ -31,16 +31,7 @@ async fn toggle_and_revert_reach_the_sdk() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display());
     let f = start_flagd(&db, "127.0.0.1:0").await;
-    let key = api(
-        &f.base,
-        reqwest::Method::POST,
-        "/environments/production/sdk-keys",
-        json!({}),
-    )
-    .await["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = sdk_key(&f.base).await;
     api(
         &f.base,
         reqwest::Method::PUT,

@@ -8,7 +8,7 @@ use serde_json::json;
 
 mod common;
 
-use common::{api, start_flagd};
+use common::{api, sdk_key, start_flagd};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openfeature_client_over_the_sdk() {
@@ -20,16 +20,7 @@ async fn openfeature_client_over_the_sdk() {
     .await;
     let base = flagd.base.clone();
 
-    let key = api(
-        &base,
-        reqwest::Method::POST,
-        "/environments/production/sdk-keys",
-        json!({}),
-    )
-    .await["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = sdk_key(&base).await;
     api(&base, reqwest::Method::PUT, "/environments/production/flags", json!({
         "metadata": {"team": "web"},
         "flags": {

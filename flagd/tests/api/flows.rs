@@ -254,17 +254,7 @@ pub(crate) async fn import_and_revert(b: Backend) -> anyhow::Result<()> {
         .expect(200);
     assert_eq!(r.body["changedFlags"], json!(["f1", "f2", "f3"]));
     assert_eq!(s.get(&format!("{P}/flags")).await.body, doc);
-    let h = s
-        .get(&format!("{P}/versions?flag=f3"))
-        .await
-        .expect(200)
-        .body;
-    let vs: Vec<u64> = h["versions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v["version"].as_u64())
-        .collect();
+    let vs = s.version_numbers(&format!("{P}/versions?flag=f3")).await;
     assert_eq!(vs, vec![3, 2, 1]);
     // Pagination, newest first.
     let page = s

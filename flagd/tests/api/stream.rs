@@ -47,6 +47,16 @@ pub(crate) async fn next(ws: &mut Ws) -> anyhow::Result<Value> {
     }
 }
 
+/// The next message is a delta from one version to the next.
+async fn expect_delta(ws: &mut Ws, from: u64, to: u64) -> anyhow::Result<Value> {
+    let d = next(ws).await?;
+    assert_eq!(
+        (d["type"].clone(), d["from"].clone(), d["version"].clone()),
+        (json!("delta"), json!(from), json!(to))
+    );
+    Ok(d)
+}
+
 pub(crate) async fn ack(ws: &mut Ws, version: u64) -> anyhow::Result<()> {
     ws.send(Message::Text(
         json!({"type": "ack", "version": version})
@@ -95,11 +105,7 @@ pub(crate) async fn push(b: Backend) -> anyhow::Result<()> {
     )
     .await
     .expect(200);
-    let d = next(&mut ws).await?;
-    assert_eq!(
-        (d["type"].clone(), d["from"].clone(), d["version"].clone()),
-        (json!("delta"), json!(1), json!(2))
-    );
+    let d = expect_delta(&mut ws, 1, 2).await?;
     assert_eq!(d["changes"][0]["definition"]["state"], "DISABLED");
     ack(&mut ws, 2).await?;
 
@@ -156,11 +162,7 @@ pub(crate) async fn push(b: Backend) -> anyhow::Result<()> {
     .expect(200);
     let mut ws = connect(&s, &key).await?;
     hello(&mut ws, "i-1", Some(3)).await?;
-    let d = next(&mut ws).await?;
-    assert_eq!(
-        (d["type"].clone(), d["from"].clone(), d["version"].clone()),
-        (json!("delta"), json!(3), json!(4))
-    );
+    expect_delta(&mut ws, 3, 4).await?;
 
     // Garbage is refused with a close frame; the server carries on.
     let mut bad = connect(&s, &key).await?;
@@ -308,17 +310,7 @@ pub(crate) async fn large_revert(b: Backend) -> anyhow::Result<()> {
     }
 
     // History by flag and the audit entry name the revert.
-    let h = s
-        .get(&format!("{p}/versions?flag=f-123"))
-        .await
-        .expect(200)
-        .body;
-    let vs: Vec<u64> = h["versions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v["version"].as_u64())
-        .collect();
+    let vs = s.version_numbers(&format!("{p}/versions?flag=f-123")).await;
     assert_eq!(vs, vec![3, 2, 1]);
     let audit = s
         .get("/audit?environment=production&action=flagset.revert")
@@ -336,11 +328,7 @@ pub(crate) async fn large_revert(b: Backend) -> anyhow::Result<()> {
     )
     .await
     .expect(200);
-    let d = next(&mut ws).await?;
-    assert_eq!(
-        (d["type"].clone(), d["from"].clone(), d["version"].clone()),
-        (json!("delta"), json!(3), json!(4))
-    );
+    let d = expect_delta(&mut ws, 3, 4).await?;
     let mut expected = v1["flags"]["f-007"].clone();
     expected["state"] = json!("DISABLED");
     assert_eq!(d["changes"][0]["definition"], expected);

@@ -301,6 +301,16 @@ impl Server {
             .await
     }
 
+    /// The version numbers `GET {path}` lists (a `/versions` page), newest first.
+    pub(crate) async fn version_numbers(&self, path: &str) -> Vec<u64> {
+        self.get(path).await.expect(200).body["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["version"].as_u64())
+            .collect()
+    }
+
     /// A new token with a role (and optionally environments); returns its secret.
     pub(crate) async fn token(&self, name: &str, role: &str, envs: Option<&[&str]>) -> String {
         let mut body = json!({"name": name, "role": role});

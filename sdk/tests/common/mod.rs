@@ -62,3 +62,17 @@ pub async fn api(base: &str, method: reqwest::Method, path: &str, body: Value) -
     assert!(r.status().is_success(), "{path}: {}", r.status());
     r.json().await.unwrap_or(Value::Null)
 }
+
+/// A new SDK key for the production environment.
+pub async fn sdk_key(base: &str) -> String {
+    api(
+        base,
+        reqwest::Method::POST,
+        "/environments/production/sdk-keys",
+        Value::Object(serde_json::Map::new()),
+    )
+    .await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
