@@ -106,20 +106,7 @@ export function reasonDialog(opts) {
       h('div.dialog-foot', cancel, okBtn),
     );
     dlg.append(form);
-    document.body.append(dlg);
-    let done = false;
-    const finish = (v) => {
-      if (done) return;
-      done = true;
-      dlg.close();
-      dlg.remove();
-      resolve(v);
-    };
-    cancel.addEventListener('click', () => finish(null));
-    dlg.addEventListener('cancel', (e) => {
-      e.preventDefault();
-      finish(null);
-    });
+    const finish = attachDialog(dlg, cancel, resolve);
     const sync = () => {
       okBtn.disabled = (required && !reasonInput.value.trim()) || (check && !check.checked);
     };
@@ -276,4 +263,26 @@ export function spinner(label = 'Loading…') {
 
 export function emptyState(title, text, action) {
   return h('div.empty-state', h('strong', { text: title }), text ? h('p', { text }) : null, action || null);
+}
+
+/**
+ * Puts a <dialog> in the page and returns finish(value): it closes and removes the
+ * dialog once and resolves with the value. Cancel and Escape resolve null.
+ */
+export function attachDialog(dlg, cancel, resolve) {
+  document.body.append(dlg);
+  let done = false;
+  const finish = (v) => {
+    if (done) return;
+    done = true;
+    dlg.close();
+    dlg.remove();
+    resolve(v);
+  };
+  cancel.addEventListener('click', () => finish(null));
+  dlg.addEventListener('cancel', (e) => {
+    e.preventDefault();
+    finish(null);
+  });
+  return finish;
 }

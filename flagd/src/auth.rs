@@ -195,7 +195,11 @@ fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
-fn caller_of(token: crate::store::TokenInfo, session: Option<String>) -> Result<Caller, ApiError> {
+/// The caller a stored token makes, with the session it came through, if any.
+pub(crate) fn caller_of(
+    token: crate::store::TokenInfo,
+    session: Option<String>,
+) -> Result<Caller, ApiError> {
     let role = Role::parse(&token.role).ok_or_else(|| {
         ApiError::Internal(anyhow::anyhow!(
             "token {} has unknown role {}",

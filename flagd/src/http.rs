@@ -289,36 +289,22 @@ fn with_version(version: u64, body: Value, status: StatusCode) -> Response {
 async fn committed(s: &AppState, c: &Committed) -> Response {
     s.hub.publish(c).await;
     if c.changed {
-        // Open UI pages learn who changed what; the record is read after answering.
-        let (store, hub, env, version) = (
-            s.store.clone(),
-            s.hub.clone(),
-            c.environment.clone(),
-            c.version,
-        );
-        tokio::spawn(async move {
-            match store.version(&env, version).await {
-                Ok(mut v) => {
-                    hub.metrics
-                        .changes
-                        .get_or_create(&crate::metrics::ChangeLabels {
-                            environment: env.clone(),
-                            kind: v.kind.clone(),
-                        })
-                        .inc();
-                    v.changed_flags.truncate(100);
-                    hub.notify_ui(crate::ui::UiEvent {
-                        environment: Some(env.clone()),
-                        name: "change",
-                        data: json!({"environment": env, "version": v.version, "kind": v.kind,
-                            "author": v.author, "reason": v.reason, "changedFlags": v.changed_flags,
-                            "at": v.created_at}),
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(env, version, error = %e, "cannot announce a change to the UI");
-                }
-            }
+        s.hub
+            .metrics
+            .changes
+            .get_or_create(&crate::metrics::ChangeLabels {
+                environment: c.environment.clone(),
+                kind: c.kind.as_str().to_owned(),
+            })
+            .inc();
+        // Open UI pages learn who changed what.
+        let flags = &c.changed_flags[..c.changed_flags.len().min(100)];
+        s.hub.notify_ui(crate::ui::UiEvent {
+            environment: Some(c.environment.clone()),
+            name: "change",
+            data: json!({"environment": c.environment, "version": c.version, "kind": c.kind,
+                "author": c.author, "reason": c.reason, "changedFlags": flags,
+                "at": store::rfc3339(c.at)}),
         });
     }
     with_version(c.version, json!(c), StatusCode::OK)

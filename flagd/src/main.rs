@@ -58,7 +58,7 @@ struct Options {
     max_body_bytes: usize,
     /// How often flagd pings each SDK stream (`15s`, `500ms`); a stream silent for three
     /// heartbeats is closed as half-open.
-    #[arg(long, env = "FLAGD_STREAM_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "FLAGD_STREAM_HEARTBEAT", default_value = "15s", value_parser = heartbeat, global = true)]
     stream_heartbeat: std::time::Duration,
     /// Browser origins allowed to call OFREP, comma-separated (`https://app.example.com`,
     /// or `*` for any); none by default.
@@ -160,6 +160,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--stream-heartbeat`: a duration of at least 100 ms.
+fn heartbeat(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (for example 15s or 500ms)"))?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("must be at least 100ms, got {s}"));
+    }
+    Ok(d)
 }
 
 /// The database URL without its password.

@@ -264,14 +264,10 @@ pub async fn scrape(State(s): State<AppState>) -> Response {
                 m.flag_set_version
                     .get_or_create(&label)
                     .set(i64::try_from(e.version).unwrap_or(i64::MAX));
-                let fleet = s.hub.fleet(&e.key).await;
-                let on = fleet
-                    .iter()
-                    .filter(|i| i.applied_version == Some(e.version))
-                    .count();
+                let (total, on) = s.hub.fleet_counts(&e.key, e.version).await;
                 m.sdk_instances
                     .get_or_create(&label)
-                    .set(i64::try_from(fleet.len()).unwrap_or(i64::MAX));
+                    .set(i64::try_from(total).unwrap_or(i64::MAX));
                 m.sdk_on_version
                     .get_or_create(&label)
                     .set(i64::try_from(on).unwrap_or(i64::MAX));

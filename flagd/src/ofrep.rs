@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::http::AppState;
+use crate::stream::SdkKey;
 
 /// The OFREP routes.
 pub fn routes() -> Router<AppState> {
@@ -30,17 +31,8 @@ pub fn routes() -> Router<AppState> {
         .route("/ofrep/v1/evaluate/flags/", post(bulk))
 }
 
-fn answer(status: StatusCode, body: &Value) -> Response {
-    let mut r = (status, body.to_string()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
 fn failure(status: StatusCode, details: &str) -> Response {
-    answer(status, &json!({"errorDetails": details}))
+    json_answer(status, &json!({"errorDetails": details}))
 }
 
 /// The environment of the SDK key the request carries, or the 401/403 answer.
@@ -59,26 +51,16 @@ async fn environment(s: &AppState, headers: &HeaderMap) -> Result<String, Respon
             "an SDK key is required (Authorization: Bearer fdsdk_… or X-API-Key)",
         ));
     };
-    match s.hub.sdk_key_environment(key).await {
-        Ok(Some(env)) => Ok(env),
-        Ok(None) => {
-            // An API token is a valid credential, but not for evaluation.
-            let known = s
-                .store
-                .token_by_hash(&crate::auth::hash_secret(key))
-                .await
-                .ok()
-                .flatten()
-                .is_some();
-            Err(if known {
-                failure(
-                    StatusCode::FORBIDDEN,
-                    "remote evaluation takes an SDK key, not an API token",
-                )
-            } else {
-                failure(StatusCode::UNAUTHORIZED, "unknown or revoked SDK key")
-            })
-        }
+    match s.hub.sdk_key(key).await {
+        Ok(SdkKey::Environment(env)) => Ok(env),
+        Ok(SdkKey::NotAnSdkKey) => Err(failure(
+            StatusCode::FORBIDDEN,
+            "remote evaluation takes an SDK key, not an API token",
+        )),
+        Ok(SdkKey::Unknown) => Err(failure(
+            StatusCode::UNAUTHORIZED,
+            "unknown or revoked SDK key",
+        )),
         Err(e) => Err(e.into_response()),
     }
 }
@@ -201,7 +183,8 @@ fn json_answer(status: StatusCode, body: &impl Serialize) -> Response {
             );
             r
         }
-        Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        // Serializing borrowed JSON cannot fail; say so plainly if it ever does.
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
@@ -227,7 +210,7 @@ async fn prepare(
         if let Some(k) = key {
             failure["key"] = json!(k);
         }
-        answer(StatusCode::BAD_REQUEST, &failure)
+        json_answer(StatusCode::BAD_REQUEST, &failure)
     })?;
     let compiled = s.hub.compiled(&env).await.map_err(internal)?;
     Ok((env, ctx, compiled))

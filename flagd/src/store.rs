@@ -205,7 +205,8 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
-    fn as_str(self) -> &'static str {
+    /// Its name, as recorded (`toggle`, `revert`, …).
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Create => "create",
             Self::Update => "update",
@@ -1234,6 +1235,18 @@ pub struct Committed {
     /// For a revert: the version whose content this one equals.
     #[serde(skip)]
     pub restores: Option<u64>,
+    /// The version's record, for the UI's events and the metrics.
+    #[serde(skip)]
+    pub kind: ChangeKind,
+    /// Who made it.
+    #[serde(skip)]
+    pub author: String,
+    /// Why.
+    #[serde(skip)]
+    pub reason: Option<String>,
+    /// When (ms).
+    #[serde(skip)]
+    pub at: i64,
 }
 
 impl WriteTx<'_> {
@@ -1543,6 +1556,10 @@ impl WriteTx<'_> {
                 changed_flags: Vec::new(),
                 changes: Some(Vec::new()),
                 restores: None,
+                kind,
+                author: actor.to_owned(),
+                reason: reason.map(str::to_owned),
+                at: now_ms(),
             });
         }
         let v = self.new_version();
@@ -1554,13 +1571,14 @@ impl WriteTx<'_> {
             .collect();
         flags.sort();
         flags.dedup();
+        let at = now_ms();
         sqlx::query("INSERT INTO versions (env, version, kind, author, reason, created_at, changed, reverted_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(&env)
             .bind(v)
             .bind(kind.as_str())
             .bind(actor)
             .bind(reason.map(str::to_owned))
-            .bind(now_ms())
+            .bind(at)
             .bind(serde_json::to_string(&flags).map_err(|e| ApiError::Internal(e.into()))?)
             .bind(reverted_to.map(to_i64))
             .execute(&mut *self.tx)
@@ -1659,6 +1677,10 @@ impl WriteTx<'_> {
             changed_flags: flags,
             changes,
             restores: reverted_to.filter(|_| action == "flagset.revert"),
+            kind,
+            author: actor.to_owned(),
+            reason: reason.map(str::to_owned),
+            at,
         })
     }
 }

@@ -98,6 +98,17 @@ pub struct Compiled {
     checked: std::time::Instant,
 }
 
+/// What a secret presented for remote evaluation is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SdkKey {
+    /// An SDK key of this environment.
+    Environment(String),
+    /// A valid credential that is not an SDK key (an API token).
+    NotAnSdkKey,
+    /// Unknown or revoked.
+    Unknown,
+}
+
 /// How long a compiled head is served before the store is asked whether another replica
 /// has committed since.
 const HEAD_CHECK: Duration = Duration::from_secs(1);
@@ -154,7 +165,8 @@ impl Hub {
     /// A hub over the store, pinging every stream each `heartbeat`.
     pub fn new(store: Arc<Store>, heartbeat: Duration) -> Self {
         Self {
-            heartbeat,
+            // A zero interval would make every stream spin.
+            heartbeat: heartbeat.max(Duration::from_millis(10)),
             ui: broadcast::channel(1024).0,
             sdk_keys: std::sync::Mutex::new(HashMap::new()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
@@ -230,29 +242,32 @@ impl Hub {
         Ok(())
     }
 
-    /// The environment an SDK key names, from memory when checked in the last
-    /// seconds; `None` for an unknown or revoked key, or a token that is not an SDK key.
-    pub async fn sdk_key_environment(&self, secret: &str) -> ApiResult<Option<String>> {
+    /// What a secret is, for remote evaluation: an SDK key's environment comes from
+    /// memory when checked in the last seconds.
+    pub async fn sdk_key(&self, secret: &str) -> ApiResult<SdkKey> {
         let hash = crate::auth::hash_secret(secret);
         if let Ok(keys) = self.sdk_keys.lock()
             && let Some((env, at)) = keys.get(&hash)
             && at.elapsed() < KEY_TTL
         {
-            return Ok(Some(env.clone()));
+            return Ok(SdkKey::Environment(env.clone()));
         }
         let Some(token) = self.store.token_by_hash(&hash).await? else {
-            return Ok(None);
+            return Ok(SdkKey::Unknown);
         };
         let env = (token.role == Role::Sdk.as_str())
             .then(|| token.environments.and_then(|e| e.into_iter().next()))
             .flatten();
-        if let (Some(env), Ok(mut keys)) = (&env, self.sdk_keys.lock()) {
+        let Some(env) = env else {
+            return Ok(SdkKey::NotAnSdkKey);
+        };
+        if let Ok(mut keys) = self.sdk_keys.lock() {
             if keys.len() > 10_000 {
                 keys.clear();
             }
             keys.insert(hash, (env.clone(), std::time::Instant::now()));
         }
-        Ok(env)
+        Ok(SdkKey::Environment(env))
     }
 
     /// Forgets the SDK keys held in memory (a token was revoked).
@@ -359,77 +374,50 @@ impl Hub {
             return;
         }
         let from = c.version;
-        let delta = |changes: &[flagd_core::wire::Change]| Frame {
+        // Send first, then update the cache (new connections read it under this lock, so
+        // they see either the old version and then this frame, or the new version).
+        // A revert goes out as a compact restore frame (P9); the full delta, which can be
+        // megabytes, is built afterwards, for catching up.
+        if let Some(k) = committed.restores {
+            let _ = hub.tx.send(Frame {
+                from,
+                version: committed.version,
+                text: text(&ServerMsg::Restore {
+                    from,
+                    version: committed.version,
+                    restores: k,
+                }),
+            });
+        }
+        let Some(changes) = &committed.changes else {
+            // Too large to carry (a large revert, announced above): the cache reads the
+            // new head from the store; SDKs catching up from before it get a snapshot.
+            c.loaded = false;
+            drop(c);
+            if let Err(e) = self.reload(&hub, env).await {
+                tracing::warn!(env, error = %e, "cannot reload the flag set");
+            }
+            if committed.restores.is_none()
+                && let Some(f) = self.snapshot_frame(&hub).await
+            {
+                // Not announced by a restore frame: open connections need the set.
+                let _ = hub.tx.send(f);
+            }
+            return;
+        };
+        let full = Frame {
             from,
             version: committed.version,
             text: text(&ServerMsg::Delta {
                 from,
                 version: committed.version,
-                changes: changes.to_vec(),
+                changes: changes.clone(),
                 restores: committed.restores,
             }),
         };
-        // Send first, then update the cache (new connections read it under this lock, so
-        // they see either the old version and then this frame, or the new version).
-        // A revert goes out as a compact restore frame (P9); the full delta, which can be
-        // megabytes, is built afterwards, for catching up.
-        let Some(changes) = &committed.changes else {
-            // Too large to carry (a large revert): announce it, then read the new head
-            // from the store. SDKs catching up from before it get a snapshot.
-            if let Some(k) = committed.restores {
-                let _ = hub.tx.send(Frame {
-                    from,
-                    version: committed.version,
-                    text: text(&ServerMsg::Restore {
-                        from,
-                        version: committed.version,
-                        restores: k,
-                    }),
-                });
-            }
-            c.loaded = false;
-            drop(c);
-            match self.store.items(env, None).await {
-                Ok((version, items)) => {
-                    let mut c = hub.cache.write().await;
-                    c.loaded = true;
-                    c.version = version;
-                    c.items = items;
-                    c.snapshot = None;
-                    c.recent.clear();
-                    if committed.restores.is_none() || version > committed.version {
-                        drop(c);
-                        // Connections open have not been sent this version: a snapshot
-                        // frame brings them up (a gap for them).
-                        if let Some(f) = self.snapshot_frame(&hub).await {
-                            let _ = hub.tx.send(f);
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(env, error = %e, "cannot reload the flag set"),
-            }
-            return;
-        };
-        let full = match committed.restores {
-            Some(k) => {
-                let restore = ServerMsg::Restore {
-                    from,
-                    version: committed.version,
-                    restores: k,
-                };
-                let _ = hub.tx.send(Frame {
-                    from,
-                    version: committed.version,
-                    text: text(&restore),
-                });
-                delta(changes)
-            }
-            None => {
-                let f = delta(changes);
-                let _ = hub.tx.send(f.clone());
-                f
-            }
-        };
+        if committed.restores.is_none() {
+            let _ = hub.tx.send(full.clone());
+        }
         for ch in changes {
             let k = (ch.kind, ch.key.clone());
             match &ch.definition {
@@ -478,6 +466,19 @@ impl Hub {
             });
         }
         c.snapshot.clone()
+    }
+
+    /// How many instances are connected, and how many have acknowledged `version`,
+    /// read from their atomics without copying the fleet.
+    pub async fn fleet_counts(&self, env: &str, version: u64) -> (usize, usize) {
+        let hub = self.env(env).await;
+        hub.fleet.lock().map_or((0, 0), |f| {
+            let on = f
+                .values()
+                .filter(|m| m.applied.load(std::sync::atomic::Ordering::Relaxed) == version)
+                .count();
+            (f.len(), on)
+        })
     }
 
     /// The connected instances of an environment.
@@ -532,15 +533,7 @@ pub async fn stream(
 }
 
 async fn send(socket: &mut WebSocket, text: Utf8Bytes) -> anyhow::Result<()> {
-    use std::future::Future;
-    let mut sending = std::pin::pin!(socket.send(Message::Text(text)));
-    // Almost every send completes at once (the socket buffer has room): only a send that
-    // must wait arms the stall timer, which spares 10,000 connections a timer each.
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(sending.as_mut().poll(cx))).await;
-    if let std::task::Poll::Ready(r) = first {
-        return Ok(r?);
-    }
-    match tokio::time::timeout(SEND_TIMEOUT, sending).await {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text))).await {
         Ok(r) => Ok(r?),
         Err(_) => {
             anyhow::bail!("a send did not complete in {SEND_TIMEOUT:?}: the client is stalled")
@@ -623,6 +616,14 @@ async fn serve(
     let mut closing = hub.closing.subscribe();
     let mut ping = tokio::time::interval(hub.heartbeat);
     let idle = hub.heartbeat * SILENT_HEARTBEATS;
+    // Resolved once: 10,000 SDKs acknowledge the same version at once.
+    let ack_latency = hub
+        .metrics
+        .commit_to_ack
+        .get_or_create(&crate::metrics::EnvLabel {
+            environment: env.to_owned(),
+        })
+        .clone();
     ping.tick().await;
     let mut last_heard = tokio::time::Instant::now();
     loop {
@@ -653,10 +654,7 @@ async fn serve(
                             if before != version && version == h.last_version.load(std::sync::atomic::Ordering::Acquire) {
                                 let at = h.last_commit_ns.load(std::sync::atomic::Ordering::Relaxed);
                                 let now = u64::try_from(hub.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                                hub.metrics
-                                    .commit_to_ack
-                                    .get_or_create(&crate::metrics::EnvLabel { environment: env.to_owned() })
-                                    .observe(now.saturating_sub(at) as f64 / 1e9);
+                                ack_latency.observe(now.saturating_sub(at) as f64 / 1e9);
                             }
                             member.last_ack.store(store::now_ms(), std::sync::atomic::Ordering::Relaxed);
                         }
@@ -734,6 +732,7 @@ pub async fn fleet(
     caller.check(Perm::Read, Some(&env))?;
     let head = s.store.environment(&env).await?.version;
     let instances = s.hub.fleet(&env).await;
+    // Counted from the same copy that is answered, so that the two agree.
     let on_head = instances
         .iter()
         .filter(|i| i.applied_version == Some(head))

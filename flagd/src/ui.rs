@@ -200,13 +200,7 @@ async fn create_session(
     s.store
         .create_session(&info, &auth::hash_secret(&secret), &csrf, expires_at)
         .await?;
-    let caller = Caller {
-        name: info.name.clone(),
-        role: Role::parse(&info.role)
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown role {}", info.role)))?,
-        environments: info.environments.clone(),
-        session: None,
-    };
+    let caller = auth::caller_of(info, None)?;
     let mut resp = Json(session_body(&caller, Some(&csrf), Some(expires_at))).into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,

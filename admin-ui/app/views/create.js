@@ -1,7 +1,7 @@
 // "New flag": key, variants, default, optional percentage rollout → PUT /flags/{key}.
 import { api, envPath, enc } from '../api.js';
 import { h, clear, field, nextId } from '../dom.js';
-import { errorBox, toast } from '../ui.js';
+import { attachDialog, errorBox, toast } from '../ui.js';
 import { variantsEditor } from '../editors.js';
 
 export function createFlagDialog(ctx, existingKeys) {
@@ -53,17 +53,7 @@ export function createFlagDialog(ctx, existingKeys) {
         errSlot),
       h('div.dialog-foot', cancel, ok));
     dlg.append(form);
-    document.body.append(dlg);
-    const finish = (v) => {
-      dlg.close();
-      dlg.remove();
-      resolve(v);
-    };
-    cancel.addEventListener('click', () => finish(null));
-    dlg.addEventListener('cancel', (e) => {
-      e.preventDefault();
-      finish(null);
-    });
+    const finish = attachDialog(dlg, cancel, resolve);
     form.addEventListener('submit', async (e) => {
       e.preventDefault();
       clear(errSlot);
