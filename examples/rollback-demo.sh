@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The rollback story end to end: start flagd, start a service that uses the SDK, ramp
 # a flag, break it (kill switch), revert a whole version, and watch the service follow
-# each change live, with no redeploy.
+# each change live, with no redeploy. Every change is made with flagctl and waited for
+# (--wait) until the service's SDK has applied it.
 #
 #   examples/rollback-demo.sh
 #
@@ -16,8 +17,10 @@ export FLAGD_ADMIN_TOKEN=fd_demo-admin-token
 flagd_url=http://127.0.0.1:18080
 api=$flagd_url/api/v1
 auth=(-H "Authorization: Bearer $FLAGD_ADMIN_TOKEN")
+# flagctl, as the responder and the pipeline use it.
+export PATH=$PWD/target/release:$PATH FLAGD_URL=$flagd_url FLAGD_TOKEN=$FLAGD_ADMIN_TOKEN FLAGD_ENV=production
 
-cargo build --release -q -p flagd --bin flagd
+cargo build --release -q -p flagd --bins
 cargo build --release -q -p flagd-examples --example checkout-service
 
 echo "== starting flagd"
@@ -25,10 +28,13 @@ echo "== starting flagd"
 until curl -sf $flagd_url/readyz >/dev/null; do sleep 0.1; done
 
 echo "== creating the flag: 5% of users get the new checkout"
-curl -sf "${auth[@]}" -X PUT $api/environments/production/flags/new-checkout -d '{
+cat >"$work/flags.json" <<'JSON'
+{"flags": {"new-checkout": {
   "state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
-  "targeting": {"fractional": [["on", 5], ["off", 95]]}}' >/dev/null
-key=$(curl -sf "${auth[@]}" -X POST $api/environments/production/sdk-keys -d '{"name": "checkout-service"}' | sed 's/.*"secret":"\([^"]*\)".*/\1/')
+  "targeting": {"fractional": [["on", 5], ["off", 95]]}}}}
+JSON
+flagctl import "$work/flags.json" --reason "the new checkout, as a 5% canary"
+key=$(flagctl -q sdk-keys create --name checkout-service)
 
 echo "== starting the checkout service (SDK in-process)"
 FLAGD_URL=$flagd_url FLAGD_SDK_KEY=$key LISTEN=127.0.0.1:13000 ./target/release/examples/checkout-service >"$work/service.log" 2>&1 &
@@ -44,25 +50,22 @@ survey() {
     done
     echo "   $new of 200 users on the new checkout (flag set version $version)"
 }
-wait_version() {
-    until [[ $(curl -sf "http://127.0.0.1:13000/checkout?user=probe") == *"\"flagSetVersion\":$1"* ]]; do sleep 0.01; done
-}
-
 survey
-echo "== CI ramps to 50%"
-curl -sf "${auth[@]}" -X POST -H 'If-Match: 1' $api/environments/production/flags/new-checkout/rollout -d '{"variant": "on", "percent": 50}' >/dev/null
-wait_version 2; survey
+echo "== CI ramps to 50%, based on version 1, and waits until every SDK instance has it"
+flagctl rollout new-checkout --variant on --percent 50 --if-version 1 --reason "canary 50%" --wait
+survey
 echo "== and to 100%"
-curl -sf "${auth[@]}" -X POST $api/environments/production/flags/new-checkout/rollout -d '{"variant": "on", "percent": 100}' >/dev/null
-wait_version 3; survey
-echo "== incident: the new checkout fails; kill switch"
-curl -sf "${auth[@]}" -X POST $api/environments/production/flags/new-checkout/disable -d '{"reason": "checkout 5xx spike"}' >/dev/null
-wait_version 4; survey
+flagctl rollout new-checkout --variant on --percent 100 --if-version 2 --reason "canary 100%" --wait
+survey
+echo "== incident: the new checkout fails; the responder flips the kill switch"
+flagctl disable new-checkout --reason "checkout 5xx spike" --wait
+survey
 echo "== revert production to version 1 (5%)"
-curl -sf "${auth[@]}" -X POST $api/environments/production/revert -d '{"version": 1, "reason": "back to the known-good canary"}' >/dev/null
-wait_version 5; survey
+flagctl revert --to 1 --reason "back to the known-good canary" --wait
+survey
 echo "== the fleet view: every instance on the new version"
-curl -sf "${auth[@]}" $api/environments/production/fleet | sed 's/"instances".*/.../'
-echo
+flagctl fleet
+echo "== the history"
+flagctl versions list
 echo "== the audit log"
 curl -sf "${auth[@]}" "$api/audit?environment=production&limit=5" | grep -o '"action":"[^"]*","environment":"[^"]*","target":"[^"]*"\(,"reason":"[^"]*"\)\?'

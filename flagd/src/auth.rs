@@ -60,8 +60,10 @@ pub enum Perm {
     Read,
     /// Validate a document (changes nothing).
     Validate,
-    /// Create, replace, delete or import flags.
+    /// Create, replace or delete flags, one at a time or by importing a document.
     EditFlags,
+    /// Replace the whole flag set with a document (flags as code from a reviewed file).
+    Import,
     /// Enable or disable a flag.
     KillSwitch,
     /// Set a flag's percentage split.
@@ -80,6 +82,7 @@ impl Perm {
             Self::Read => "read",
             Self::Validate => "validate",
             Self::EditFlags => "change flags",
+            Self::Import => "import a flag set",
             Self::KillSwitch => "enable or disable flags",
             Self::Rollout => "change rollout percentages",
             Self::Revert => "revert",
@@ -96,10 +99,12 @@ pub fn allows(role: Role, perm: Perm) -> bool {
         Role::Admin => true,
         Role::Editor => matches!(
             perm,
-            Read | Validate | EditFlags | KillSwitch | Rollout | Revert
+            Read | Validate | EditFlags | Import | KillSwitch | Rollout | Revert
         ),
         Role::Responder => matches!(perm, Read | Validate | KillSwitch | Rollout | Revert),
-        Role::Ci => matches!(perm, Read | Validate | Rollout),
+        // A pipeline promotes, rolls back what it promoted, and applies reviewed files;
+        // it never toggles by hand or edits single flags.
+        Role::Ci => matches!(perm, Read | Validate | Rollout | Revert | Import),
         Role::Viewer => matches!(perm, Read | Validate),
         Role::Sdk => false,
     }
@@ -307,7 +312,11 @@ mod tests {
         assert!(allows(Role::Responder, Perm::KillSwitch));
         assert!(!allows(Role::Responder, Perm::EditFlags));
         assert!(allows(Role::Ci, Perm::Rollout));
-        assert!(!allows(Role::Ci, Perm::Revert));
+        assert!(allows(Role::Ci, Perm::Revert));
+        assert!(allows(Role::Ci, Perm::Import));
+        assert!(!allows(Role::Ci, Perm::KillSwitch));
+        assert!(!allows(Role::Ci, Perm::EditFlags));
+        assert!(!allows(Role::Responder, Perm::Import));
         assert!(!allows(Role::Viewer, Perm::KillSwitch));
         assert!(!allows(Role::Sdk, Perm::Read));
         assert!(allows(Role::Admin, Perm::ManageTokens));

@@ -797,7 +797,7 @@ async fn import_flag_set(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    caller.check(Perm::EditFlags, Some(&env))?;
+    caller.check(Perm::Import, Some(&env))?;
     let set = FlagSet::parse(&body.0, Strictness::Strict).map_err(|e| ApiError::Invalid {
         message: format!(
             "the flag set is not valid: {} problem{}",

@@ -12,7 +12,7 @@
 //! - `cli`: the `flagctl` commands.
 //!
 //! Dependency rule: this crate uses `flagd-core` for the model, validation and
-//! evaluation, and never the SDK.
+//! evaluation, and never the SDK (its tests use the SDK as a real client).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;

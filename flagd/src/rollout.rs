@@ -162,6 +162,41 @@ pub fn set_percent(def: &Value, variant: &str, percent: f64) -> ApiResult<Value>
     Ok(def)
 }
 
+/// The split of a flag whose targeting has the shape a rollout accepts, as each
+/// bucket's variant and percentage; `None` for any other targeting, or buckets whose
+/// variant or weight is computed.
+pub fn split(def: &Value) -> Option<Vec<(String, f64)>> {
+    let mut targeting = def.get("targeting")?.clone();
+    let (args, _) = split_args(&mut targeting)?;
+    let first_bucket = usize::from(args.first().is_some_and(|a| !a.is_array()));
+    let buckets = args
+        .iter()
+        .skip(first_bucket)
+        .map(|b| {
+            let b = b.as_array().filter(|b| (1..=2).contains(&b.len()))?;
+            let weight = match b.get(1) {
+                None | Some(Value::Null) => 1,
+                Some(w) => w.as_u64()?,
+            };
+            Some((variant_key(&b[0])?, weight))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let total: u64 = buckets.iter().map(|(_, w)| w).sum();
+    Some(
+        buckets
+            .into_iter()
+            .map(|(v, w)| {
+                let pct = if total == 0 {
+                    0.0
+                } else {
+                    w as f64 * 100.0 / total as f64
+                };
+                (v, pct)
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +245,25 @@ mod tests {
         assert_eq!(
             out["targeting"],
             json!({"fractional": [["a", 50], ["b", 49], ["c", 1]]})
+        );
+    }
+
+    #[test]
+    fn reads_the_split_back() {
+        let def = flag(json!({"if": [{"in": ["@x", {"var": "email"}]}, "on",
+            {"fractional": [{"var": "targetingKey"}, ["on", 1], ["off", 3]]}]}));
+        assert_eq!(
+            split(&def),
+            Some(vec![("on".to_owned(), 25.0), ("off".to_owned(), 75.0)])
+        );
+        let ramped = set_percent(&def, "on", 50.0).unwrap();
+        assert_eq!(split(&ramped).unwrap()[0].1, 50.0);
+        assert_eq!(split(&flag(json!({"==": [1, 1]}))), None);
+        assert_eq!(
+            split(&flag(
+                json!({"fractional": [[{"var": "v"}, 50], ["off", 50]]})
+            )),
+            None
         );
     }
 

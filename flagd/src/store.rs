@@ -126,6 +126,24 @@ pub fn items_of(doc: &Value) -> Vec<(ItemKind, String, Value)> {
     out
 }
 
+/// The items of a document keyed as the store keys them, in document order: what an
+/// import of it would hold (for a diff against a stored version before importing).
+pub fn items_in(doc: &Value) -> Items {
+    items_of(doc)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (kind, key, definition))| {
+            let item = Item {
+                kind,
+                key: key.clone(),
+                position: i64::try_from(i).unwrap_or(i64::MAX),
+                definition,
+            };
+            ((kind, key), item)
+        })
+        .collect()
+}
+
 /// Assembles the flagd document of a set of items: `$schema` first if present, then
 /// `flags`, `$evaluators`, and the other top-level keys, each in stored order.
 pub fn document(items: &Items) -> Value {

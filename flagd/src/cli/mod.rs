@@ -1,7 +1,10 @@
 //! `flagctl`: argument parsing and exit codes shared by every command.
 
+pub mod client;
 pub mod offline;
+pub mod online;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -10,16 +13,41 @@ use clap::{Parser, Subcommand};
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
-    /// A check failed or a change was refused.
+    /// A check failed, a change was refused as invalid, or `--wait` timed out.
     pub const FAILED: u8 = 1;
     /// The command line was wrong.
     pub const USAGE: u8 = 2;
+    /// The environment moved past `--if-version` (or another conflict).
+    pub const CONFLICT: u8 = 3;
+    /// No such environment, flag, version or token.
+    pub const NOT_FOUND: u8 = 4;
+    /// flagd cannot be reached, is unavailable, or refused the token.
+    pub const UNREACHABLE: u8 = 5;
 }
 
-/// Command-line client of the flag service, for CI and incident responders.
+const AFTER_HELP: &str = "\
+Configuration: FLAGD_URL, FLAGD_TOKEN, FLAGD_ENV (or --url, --token, --env).
+
+Exit codes:
+  0  done
+  1  a check failed, a change was refused as invalid, or --wait timed out
+  2  usage error
+  3  conflict: the environment moved past --if-version
+  4  not found: environment, flag, version or token
+  5  flagd unreachable or unavailable, or the token was refused";
+
+/// Command-line client of the flag service, for CI pipelines and incident responders.
 #[derive(Debug, Parser)]
-#[command(name = "flagctl", version, about)]
+#[command(name = "flagctl", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
+    #[command(flatten)]
+    connection: client::Connection,
+    /// Print JSON on standard output (errors stay on standard error).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print only what a script needs: the new version of a change, a new secret.
+    #[arg(long, short = 'q', global = true, conflicts_with = "json")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,22 +55,87 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Validate flag files strictly, as flagd validates a write: every problem, with its
-    /// JSON path. Exit 0 when all files are valid, 1 otherwise.
+    /// JSON path. Offline. Exit 0 when all files are valid, 1 otherwise.
     Validate(offline::ValidateArgs),
     /// Evaluate flags of a file for contexts, offline, with the same evaluator as flagd
     /// and the SDK.
     Eval(offline::EvalArgs),
+    /// List flags or show one.
+    #[command(subcommand)]
+    Flags(online::FlagsCmd),
+    /// Turn a flag on: its state becomes ENABLED.
+    Enable(online::ToggleArgs),
+    /// The kill switch: the flag's state becomes DISABLED, and every SDK serves the
+    /// code default.
+    Disable(online::ToggleArgs),
+    /// Set a variant's share of a flag's percentage split (canary promotion).
+    Rollout(online::RolloutArgs),
+    /// The history of versions, or the current one.
+    #[command(subcommand)]
+    Versions(online::VersionsCmd),
+    /// What changed between two versions.
+    Diff(online::DiffArgs),
+    /// Revert the whole flag set to an earlier version (as a new version).
+    Revert(online::RevertArgs),
+    /// Restore one flag as it was at an earlier version.
+    Restore(online::RestoreArgs),
+    /// Print the flag set as a flagd JSON document.
+    Export(online::ExportArgs),
+    /// Replace the flag set with a reviewed flagd JSON document (flags as code).
+    Import(online::ImportArgs),
+    /// Which SDK instances are connected, and which version each has applied.
+    Fleet,
+    /// Wait until every connected SDK instance has applied a version.
+    Wait(online::WaitArgs),
+    /// Create, list and revoke API tokens (admin).
+    #[command(subcommand)]
+    Tokens(online::TokensCmd),
+    /// Create SDK keys (admin).
+    #[command(subcommand, name = "sdk-keys")]
+    SdkKeys(online::SdkKeysCmd),
 }
 
 impl Cli {
     /// Runs the command, writing results to stdout and diagnostics to stderr.
     pub fn run(self) -> ExitCode {
-        let stdout = std::io::stdout().lock();
-        let stderr = std::io::stderr().lock();
+        let json = self.json;
         let code = match self.command {
-            Command::Validate(a) => offline::validate(&a, stdout, stderr),
-            Command::Eval(a) => offline::eval(&a, stdout, stderr),
+            Command::Validate(a) => {
+                offline::validate(&a, json, std::io::stdout().lock(), std::io::stderr().lock())
+            }
+            Command::Eval(a) => {
+                offline::eval(&a, std::io::stdout().lock(), std::io::stderr().lock())
+            }
+            command => online(command, &self.connection, json, self.quiet),
         };
         ExitCode::from(code)
+    }
+}
+
+fn online(command: Command, connection: &client::Connection, json: bool, quiet: bool) -> u8 {
+    let out = online::Out { json, quiet };
+    let result = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(async {
+            let client = client::Client::new(connection)?;
+            online::run(command, &client, &out).await
+        }),
+        Err(e) => Err(client::Failure::Failed(format!(
+            "cannot start the runtime: {e}"
+        ))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            if let (true, client::Failure::Api { body, .. }) = (json, &failure)
+                && body.is_object()
+            {
+                let _ = writeln!(std::io::stdout().lock(), "{body}");
+            }
+            let _ = writeln!(std::io::stderr().lock(), "flagctl: {}", failure.describe());
+            failure.exit_code()
+        }
     }
 }

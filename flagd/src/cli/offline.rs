@@ -17,9 +17,6 @@ pub struct ValidateArgs {
     /// Flag files in flagd's JSON format.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Print one JSON document instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 /// `flagctl eval --flags FILE (--flag KEY [--context JSON] | --cases FILE.jsonl)`
@@ -57,7 +54,7 @@ fn read_file(path: &Path) -> Result<String, Problem> {
 }
 
 /// Strictly validates each file; reports every problem.
-pub fn validate(args: &ValidateArgs, mut out: impl Write, mut err: impl Write) -> u8 {
+pub fn validate(args: &ValidateArgs, json: bool, mut out: impl Write, mut err: impl Write) -> u8 {
     let mut all_valid = true;
     let mut reports = Vec::new();
     for file in &args.files {
@@ -71,7 +68,7 @@ pub fn validate(args: &ValidateArgs, mut out: impl Write, mut err: impl Write) -
         all_valid &= problems.is_empty();
         reports.push((file.display().to_string(), flags, problems));
     }
-    let written = if args.json {
+    let written = if json {
         let files: Vec<FileReport<'_>> = reports
             .iter()
             .map(|(file, flags, errors)| FileReport {

@@ -10,7 +10,8 @@ const READ: &[&str] = &["viewer", "editor", "responder", "ci", "admin"];
 const EDIT: &[&str] = &["editor", "admin"];
 const KILL: &[&str] = &["editor", "responder", "admin"];
 const ROLLOUT: &[&str] = &["editor", "responder", "ci", "admin"];
-const REVERT: &[&str] = &["editor", "responder", "admin"];
+const REVERT: &[&str] = &["editor", "responder", "ci", "admin"];
+const IMPORT: &[&str] = &["editor", "ci", "admin"];
 const ADMIN_ONLY: &[&str] = &["admin"];
 
 struct Route {
@@ -70,7 +71,7 @@ fn routes() -> Vec<Route> {
             Method::PUT,
             "/environments/{E}/flags",
             Some(|| json!({"flags": {"imported": rollout_flag(3)}})),
-            EDIT,
+            IMPORT,
             true,
             200,
         ),

@@ -1,0 +1,472 @@
+//! flagctl's side of the REST API: requests, what their failures mean as exit codes,
+//! and waiting for the fleet of SDK instances to apply a version.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use reqwest::{Method, StatusCode, Url, header};
+use serde_json::Value;
+
+use super::exit;
+
+/// Where flagd is and who is calling: flags, or the environment variables a pipeline
+/// sets once.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// flagd's base URL (a path prefix, as behind a proxy, is kept).
+    #[arg(
+        long,
+        env = "FLAGD_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    url: String,
+    /// An API token (`fd_…`). Prefer the environment variable: arguments are visible to
+    /// other users of the machine.
+    #[arg(long, env = "FLAGD_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// The environment the command acts on.
+    #[arg(long = "env", short = 'e', env = "FLAGD_ENV", global = true)]
+    pub(crate) environment: Option<String>,
+    /// A PEM file of extra CA certificates, for flagd behind a private CA.
+    #[arg(long, env = "FLAGD_CA_CERT", value_name = "PEM", global = true)]
+    ca_cert: Option<PathBuf>,
+    /// How long one request may take before flagd counts as unreachable.
+    #[arg(
+        long,
+        env = "FLAGD_REQUEST_TIMEOUT",
+        default_value = "30s",
+        value_parser = humantime::parse_duration,
+        global = true
+    )]
+    request_timeout: Duration,
+}
+
+/// Why a command failed, and so its exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// The command line or the local configuration is wrong (exit 2).
+    Usage(String),
+    /// flagd answered with an error.
+    Api {
+        /// Its status.
+        status: StatusCode,
+        /// `error.code`.
+        code: String,
+        /// `error.message`.
+        message: String,
+        /// The whole body, for `--json`.
+        body: Value,
+    },
+    /// flagd could not be reached, or did not answer in time (exit 5).
+    Unreachable(String),
+    /// The environment moved past the version the change was based on (exit 3).
+    Conflict(String),
+    /// A check failed: an invalid file, or instances that did not apply a version in
+    /// time (exit 1).
+    Failed(String),
+}
+
+impl Failure {
+    /// The documented exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => exit::USAGE,
+            Self::Unreachable(_) => exit::UNREACHABLE,
+            Self::Failed(_) => exit::FAILED,
+            Self::Conflict(_) => exit::CONFLICT,
+            Self::Api { status, .. } => match status.as_u16() {
+                401 | 403 => exit::UNREACHABLE,
+                404 => exit::NOT_FOUND,
+                409 => exit::CONFLICT,
+                s if s >= 500 => exit::UNREACHABLE,
+                _ => exit::FAILED,
+            },
+        }
+    }
+
+    /// One line for standard error, and for an API error its details, each with its
+    /// JSON path.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Usage(m) | Self::Unreachable(m) | Self::Failed(m) | Self::Conflict(m) => {
+                m.clone()
+            }
+            Self::Api {
+                status,
+                code,
+                message,
+                body,
+            } => {
+                let mut text = format!("flagd refused ({} {code}): {message}", status.as_u16());
+                let details = body
+                    .pointer("/error/details")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten();
+                for d in details {
+                    let path = d.get("path").and_then(Value::as_str).unwrap_or_default();
+                    let msg = d.get("message").and_then(Value::as_str).unwrap_or_default();
+                    let line = format!("{path}: {msg}");
+                    // A single problem is often the message itself.
+                    if !message.ends_with(&line) {
+                        text.push_str(&format!("\n  {line}"));
+                    }
+                }
+                if status.as_u16() == 401 {
+                    text.push_str("\n  (set FLAGD_TOKEN or --token to an API token)");
+                }
+                text
+            }
+        }
+    }
+}
+
+/// A flagd server, called with one token.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+    environment: Option<String>,
+}
+
+/// A successful answer: its JSON body and the flag-set version in its `ETag`, if any.
+#[derive(Debug)]
+pub struct Answer {
+    /// The body (`null` when empty).
+    pub body: Value,
+    /// `X-Flag-Set-Version`.
+    pub version: Option<u64>,
+}
+
+impl Client {
+    /// A client for the connection's URL, token and CA.
+    pub fn new(c: &Connection) -> Result<Self, Failure> {
+        let mut base = Url::parse(&c.url).map_err(|e| {
+            Failure::Usage(format!("--url / FLAGD_URL {:?} is not a URL: {e}", c.url))
+        })?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(Failure::Usage(format!(
+                "--url / FLAGD_URL must be http:// or https://, got {:?}",
+                c.url
+            )));
+        }
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5).min(c.request_timeout))
+            .timeout(c.request_timeout)
+            .user_agent(concat!("flagctl/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &c.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                Failure::Usage(format!("--ca-cert {}: cannot read: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Failure::Usage(format!("--ca-cert {}: not PEM: {e}", path.display()))
+            })?;
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
+            .build()
+            .map_err(|e| Failure::Usage(format!("cannot set up HTTP: {e}")))?;
+        Ok(Self {
+            http,
+            base,
+            token: c.token.clone().filter(|t| !t.trim().is_empty()),
+            environment: c.environment.clone(),
+        })
+    }
+
+    /// The environment given with `--env` / `FLAGD_ENV`.
+    pub fn environment(&self) -> Result<&str, Failure> {
+        self.environment
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| Failure::Usage("give the environment: --env ENV or FLAGD_ENV".into()))
+    }
+
+    /// `/api/v1/` followed by these segments, each percent-encoded.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(["api", "v1"]).extend(segments);
+        }
+        url
+    }
+
+    /// Calls the API. `query` pairs are added to the URL; `if_version` becomes
+    /// `If-Match`; `reason` becomes `X-Change-Reason` (RFC 8187 when not ASCII).
+    pub async fn call(&self, req: Request<'_>) -> Result<Answer, Failure> {
+        let mut url = self.url(req.path);
+        if !req.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(req.query);
+        }
+        let mut r = self.http.request(req.method.clone(), url.clone());
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(v) = req.if_version {
+            r = r.header(header::IF_MATCH, format!("\"{v}\""));
+        }
+        if let Some(reason) = req.reason_header {
+            r = r.header("x-change-reason", header_reason(reason));
+        }
+        if let Some(body) = req.body {
+            r = r
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let resp = r.send().await.map_err(|e| unreachable(&url, &e))?;
+        let status = resp.status();
+        let version = resp
+            .headers()
+            .get("x-flag-set-version")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let bytes = resp.bytes().await.map_err(|e| unreachable(&url, &e))?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        if status.is_success() {
+            return Ok(Answer { body, version });
+        }
+        let text = |p: &str| body.pointer(p).and_then(Value::as_str).map(str::to_owned);
+        Err(Failure::Api {
+            status,
+            code: text("/error/code").unwrap_or_else(|| status.as_str().to_owned()),
+            message: text("/error/message").unwrap_or_else(|| {
+                format!(
+                    "{} from {url} (is --url flagd's address?)",
+                    status.canonical_reason().unwrap_or("error")
+                )
+            }),
+            body,
+        })
+    }
+
+    /// Polls the fleet view until every connected SDK instance has applied `version`
+    /// (or a later one), or until `timeout`.
+    pub async fn wait_for_fleet(
+        &self,
+        env: &str,
+        version: u64,
+        timeout: Duration,
+    ) -> Result<Convergence, Failure> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        // Short first, for the common case of a fleet that applies within milliseconds;
+        // then no more than four polls a second.
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let polled = self
+                .call(Request::get(&["environments", env, "fleet"]))
+                .await;
+            let fleet = match polled {
+                Ok(a) => a.body,
+                // A replica restarting or a proxy hiccup must not fail a rollback that
+                // has been made; keep polling until the deadline.
+                Err(e) if e.exit_code() == exit::UNREACHABLE && !is_auth(&e) => {
+                    if Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let instances = fleet
+                .get("instances")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let total = instances.len();
+            let lagging: Vec<Value> = instances
+                .into_iter()
+                .filter(|i| {
+                    i.get("appliedVersion")
+                        .and_then(Value::as_u64)
+                        .is_none_or(|v| v < version)
+                })
+                .collect();
+            let now = Instant::now();
+            if lagging.is_empty() || now >= deadline {
+                return Ok(Convergence {
+                    version,
+                    total,
+                    lagging,
+                    waited: now - started,
+                });
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+}
+
+fn is_auth(f: &Failure) -> bool {
+    matches!(f, Failure::Api { status, .. } if matches!(status.as_u16(), 401 | 403))
+}
+
+fn unreachable(url: &Url, e: &reqwest::Error) -> Failure {
+    // reqwest's own text repeats the URL; its sources say what went wrong.
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        causes.push(s.to_string());
+        source = s.source();
+    }
+    let why = if e.is_timeout() {
+        "no answer in time (--request-timeout)".to_owned()
+    } else if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    };
+    Failure::Unreachable(format!("cannot reach flagd at {url}: {why}"))
+}
+
+/// RFC 8187 for a reason that is not plain ASCII, as flagd reads it.
+fn header_reason(reason: &str) -> String {
+    if reason.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return reason.to_owned();
+    }
+    let mut out = String::from("UTF-8''");
+    for b in reason.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One API request.
+#[derive(Debug)]
+pub struct Request<'a> {
+    method: Method,
+    path: &'a [&'a str],
+    query: &'a [(&'a str, String)],
+    body: Option<String>,
+    if_version: Option<u64>,
+    reason_header: Option<&'a str>,
+}
+
+impl<'a> Request<'a> {
+    /// `GET /api/v1/{path}`.
+    pub fn get(path: &'a [&'a str]) -> Self {
+        Self::new(Method::GET, path)
+    }
+
+    /// Any method.
+    pub fn new(method: Method, path: &'a [&'a str]) -> Self {
+        Self {
+            method,
+            path,
+            query: &[],
+            body: None,
+            if_version: None,
+            reason_header: None,
+        }
+    }
+
+    /// With query parameters.
+    pub fn query(mut self, q: &'a [(&'a str, String)]) -> Self {
+        self.query = q;
+        self
+    }
+
+    /// With a JSON body.
+    pub fn json(mut self, body: &Value) -> Self {
+        self.body = Some(body.to_string());
+        self
+    }
+
+    /// With a body that is already JSON text.
+    pub fn raw(mut self, body: String) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// Refused with 409 unless the head is still `v`.
+    pub fn if_version(mut self, v: Option<u64>) -> Self {
+        self.if_version = v;
+        self
+    }
+
+    /// The reason, in `X-Change-Reason` (for writes whose body is a document).
+    pub fn reason_header(mut self, r: Option<&'a str>) -> Self {
+        self.reason_header = r;
+        self
+    }
+}
+
+/// Where the fleet stood when waiting ended.
+#[derive(Debug)]
+pub struct Convergence {
+    /// The version waited for.
+    pub version: u64,
+    /// Connected instances.
+    pub total: usize,
+    /// Those still before `version` (empty on success).
+    pub lagging: Vec<Value>,
+    /// How long it took.
+    pub waited: Duration,
+}
+
+impl Convergence {
+    /// Every instance applied the version.
+    pub fn converged(&self) -> bool {
+        self.lagging.is_empty()
+    }
+
+    /// For `--json`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "version": self.version,
+            "total": self.total,
+            "applied": self.total - self.lagging.len(),
+            "converged": self.converged(),
+            "waitedSeconds": self.waited.as_secs_f64(),
+            "lagging": self.lagging,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_outside_ascii_are_rfc_8187() {
+        assert_eq!(header_reason("canary 25%"), "canary 25%");
+        assert_eq!(
+            header_reason("ramp før Oslo"),
+            "UTF-8''ramp%20f%C3%B8r%20Oslo"
+        );
+    }
+
+    #[test]
+    fn statuses_map_to_exit_codes() {
+        let api = |s: u16| Failure::Api {
+            status: StatusCode::from_u16(s).unwrap(),
+            code: String::new(),
+            message: String::new(),
+            body: Value::Null,
+        };
+        assert_eq!(api(409).exit_code(), exit::CONFLICT);
+        assert_eq!(api(404).exit_code(), exit::NOT_FOUND);
+        assert_eq!(api(401).exit_code(), exit::UNREACHABLE);
+        assert_eq!(api(403).exit_code(), exit::UNREACHABLE);
+        assert_eq!(api(422).exit_code(), exit::FAILED);
+        assert_eq!(api(503).exit_code(), exit::UNREACHABLE);
+    }
+}
