@@ -108,6 +108,11 @@ fn flagctl(f: &Flagd, token: &str, args: &[&str]) -> Run {
     }
 }
 
+/// `flagctl` with arguments that contain no spaces, written as one line.
+fn run(f: &Flagd, token: &str, line: &str) -> Run {
+    flagctl(f, token, &line.split_whitespace().collect::<Vec<_>>())
+}
+
 fn write(f: &Flagd, name: &str, doc: &Value) -> String {
     let p = f.dir.path().join(name);
     std::fs::write(&p, serde_json::to_string_pretty(doc).unwrap()).unwrap();
@@ -130,7 +135,7 @@ fn flags_file() -> Value {
 }
 
 fn head(f: &Flagd) -> u64 {
-    flagctl(f, ADMIN, &["versions", "head"])
+    run(f, ADMIN, "versions head")
         .ok()
         .out
         .trim()
@@ -140,12 +145,7 @@ fn head(f: &Flagd) -> u64 {
 
 /// A `ci` token for production and an SDK key, made with flagctl as an admin would.
 fn ci_token_and_sdk_key(f: &Flagd) -> (String, String) {
-    let t = flagctl(
-        f,
-        ADMIN,
-        &["tokens", "create", "--name", "pipeline", "--role", "ci"],
-    )
-    .ok();
+    let t = run(f, ADMIN, "tokens create --name pipeline --role ci").ok();
     assert!(
         t.out.starts_with("fd_") && t.out.lines().count() == 1,
         "{t:?}"
@@ -154,7 +154,7 @@ fn ci_token_and_sdk_key(f: &Flagd) -> (String, String) {
         t.err.contains("shown only this once") && t.err.contains("production"),
         "{t:?}"
     );
-    let k = flagctl(f, ADMIN, &["sdk-keys", "create", "--name", "checkout"]).ok();
+    let k = run(f, ADMIN, "sdk-keys create --name checkout").ok();
     assert!(k.out.starts_with("fdsdk_"), "{k:?}");
     (t.out.trim().to_owned(), k.out.trim().to_owned())
 }
@@ -194,23 +194,10 @@ async fn a_ci_token_promotes_waits_for_the_fleet_and_rolls_back() {
     let fleet = sdks(&f, &key, 3).await;
 
     // Each step returns only once every instance has applied it: no polling needed here.
-    let step = flagctl(
+    let step = run(
         &f,
         &ci,
-        &[
-            "-q",
-            "rollout",
-            "new-checkout",
-            "--variant",
-            "on",
-            "--percent",
-            "25",
-            "--if-version",
-            "1",
-            "--wait",
-            "--timeout",
-            "30s",
-        ],
+        "-q rollout new-checkout --variant on --percent 25 --if-version 1 --wait --timeout 30s",
     )
     .ok();
     assert_eq!(step.out, "2\n");
@@ -257,19 +244,10 @@ async fn a_ci_token_promotes_waits_for_the_fleet_and_rolls_back() {
         &["disable", "new-checkout", "--reason", "errors in checkout"],
     )
     .ok();
-    let refused = flagctl(
+    let refused = run(
         &f,
         &ci,
-        &[
-            "rollout",
-            "new-checkout",
-            "--variant",
-            "on",
-            "--percent",
-            "100",
-            "--if-version",
-            "3",
-        ],
+        "rollout new-checkout --variant on --percent 100 --if-version 3",
     );
     assert_eq!(refused.code, 3, "{refused:?}");
     assert!(
@@ -279,7 +257,7 @@ async fn a_ci_token_promotes_waits_for_the_fleet_and_rolls_back() {
     assert_eq!(head(&f), 4);
 
     // The ci role cannot flip the kill switch (403: exit 5), but can roll back.
-    let denied = flagctl(&f, &ci, &["enable", "new-checkout", "--reason", "x"]);
+    let denied = run(&f, &ci, "enable new-checkout --reason x");
     assert_eq!(denied.code, 5, "{denied:?}");
     assert!(denied.err.contains("403"), "{denied:?}");
     let restored = flagctl(
@@ -313,8 +291,8 @@ async fn a_ci_token_promotes_waits_for_the_fleet_and_rolls_back() {
         "{restored:?}"
     );
     assert!(fleet.iter().all(|s| s.version() == 5 && on_share(s) == 0));
-    let then = flagctl(&f, &ci, &["flags", "get", "new-checkout", "--version", "1"]).ok();
-    let now = flagctl(&f, &ci, &["flags", "get", "new-checkout"]).ok();
+    let then = run(&f, &ci, "flags get new-checkout --version 1").ok();
+    let now = run(&f, &ci, "flags get new-checkout").ok();
     assert_eq!(then.json(), now.json());
 
     // A whole-set revert, waited for, in JSON.
@@ -340,9 +318,7 @@ async fn a_ci_token_promotes_waits_for_the_fleet_and_rolls_back() {
     );
 
     // The history names the pipeline, and the fleet view every instance on the head.
-    let versions = flagctl(&f, &ci, &["--json", "versions", "list"])
-        .ok()
-        .json();
+    let versions = run(&f, &ci, "--json versions list").ok().json();
     let rows: Vec<(u64, &str, &str)> = versions["versions"]
         .as_array()
         .unwrap()
@@ -366,7 +342,7 @@ async fn a_ci_token_promotes_waits_for_the_fleet_and_rolls_back() {
             (1, "import", "pipeline"),
         ]
     );
-    let text = flagctl(&f, &ci, &["fleet"]).ok().out;
+    let text = run(&f, &ci, "fleet").ok().out;
     assert!(
         text.starts_with("production at version 6: 3 SDK instances connected, 3 on it"),
         "{text}"
@@ -408,18 +384,10 @@ async fn wait_fails_after_the_timeout_naming_the_instances_that_lag() {
     let healthy = sdks(&f, &key, 1).await;
     let mut stuck = stuck_instance(&f, &key).await;
 
-    let r = flagctl(
+    let r = run(
         &f,
         ADMIN,
-        &[
-            "disable",
-            "search-v2",
-            "--reason",
-            "kill",
-            "--wait",
-            "--timeout",
-            "1s",
-        ],
+        "disable search-v2 --reason kill --wait --timeout 1s",
     );
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
@@ -442,7 +410,7 @@ async fn wait_fails_after_the_timeout_naming_the_instances_that_lag() {
     );
     assert_eq!(healthy[0].version(), 2);
 
-    let r = flagctl(&f, ADMIN, &["--json", "wait", "--timeout", "200ms"]);
+    let r = run(&f, ADMIN, "--json wait --timeout 200ms");
     assert_eq!(r.code, 1, "{r:?}");
     let v = r.json();
     assert_eq!(
@@ -458,12 +426,12 @@ async fn wait_fails_after_the_timeout_naming_the_instances_that_lag() {
         ))
         .await
         .unwrap();
-    let r = flagctl(&f, ADMIN, &["wait", "--timeout", "20s"]).ok();
+    let r = run(&f, ADMIN, "wait --timeout 20s").ok();
     assert!(
         r.out.contains("all 2 SDK instances applied version 2"),
         "{r:?}"
     );
-    let r = flagctl(&f, ADMIN, &["-q", "wait", "--version", "1"]).ok();
+    let r = run(&f, ADMIN, "-q wait --version 1").ok();
     assert_eq!(r.out, "");
 }
 
@@ -474,7 +442,7 @@ fn flags_as_code_export_import_and_diff() {
     flagctl(&f, ADMIN, &["import", &file, "--reason", "first import"]).ok();
 
     // Export, then import the export: nothing to change, no version.
-    let exported = flagctl(&f, ADMIN, &["export"]).ok();
+    let exported = run(&f, ADMIN, "export").ok();
     assert!(
         exported.err.contains("exported production at version 1"),
         "{exported:?}"
@@ -556,12 +524,19 @@ fn flags_as_code_export_import_and_diff() {
     )
     .ok();
     assert_eq!(r.out, "2\n");
-    let v = flagctl(&f, ADMIN, &["--json", "versions", "list", "--limit", "1"])
-        .ok()
-        .json();
+    let v = run(&f, ADMIN, "--json versions list --limit 1").ok().json();
     assert_eq!(v["versions"][0]["reason"], "PR #7: slå av før lansering");
     assert_eq!(v["versions"][0]["kind"], "import");
-    let diff = flagctl(&f, ADMIN, &["diff", "1", "2"]).ok();
+    let page = run(&f, ADMIN, "versions list --limit 1").ok().out;
+    assert!(
+        page.ends_with("PR #7: slå av før lansering\n(older: --before 2)\n"),
+        "{page}"
+    );
+    let older = run(&f, ADMIN, "versions list --limit 1 --before 2")
+        .ok()
+        .out;
+    assert!(older.contains("first import"), "{older}");
+    let diff = run(&f, ADMIN, "diff 1 2").ok();
     assert!(
         diff.out
             .starts_with("production: version 1 → 2: 3 changes\n"),
@@ -572,11 +547,11 @@ fn flags_as_code_export_import_and_diff() {
             .contains("~ new-checkout\n    state: \"ENABLED\" → \"DISABLED\"\n"),
         "{diff:?}"
     );
-    let diff = flagctl(&f, ADMIN, &["--json", "diff", "2"]).ok();
+    let diff = run(&f, ADMIN, "--json diff 2").ok();
     assert_eq!(diff.json()["changes"], json!([]));
 
     // Reading: the list, one flag then and now, the history, the fleet.
-    let list = flagctl(&f, ADMIN, &["flags", "list"]).ok().out;
+    let list = run(&f, ADMIN, "flags list").ok().out;
     assert!(
         list.starts_with("production at version 2: 2 flags\nFLAG"),
         "{list}"
@@ -585,27 +560,20 @@ fn flags_as_code_export_import_and_diff() {
         list.contains("new-checkout  DISABLED  off      on 0% / off 100%  v2 import by admin"),
         "{list}"
     );
-    let then = flagctl(
-        &f,
-        ADMIN,
-        &["flags", "get", "new-checkout", "--version", "1"],
-    )
-    .ok();
+    let then = run(&f, ADMIN, "flags get new-checkout --version 1").ok();
     assert_eq!(then.json()["state"], "ENABLED");
-    let history = flagctl(&f, ADMIN, &["versions", "list", "--flag", "search-v2"])
-        .ok()
-        .out;
+    let history = run(&f, ADMIN, "versions list --flag search-v2").ok().out;
     assert!(
         history.starts_with("VERSION  KIND    AUTHOR  WHEN"),
         "{history}"
     );
     assert_eq!(history.lines().count(), 3, "{history}");
-    let fleet = flagctl(&f, ADMIN, &["fleet"]).ok().out;
+    let fleet = run(&f, ADMIN, "fleet").ok().out;
     assert_eq!(
         fleet,
         "production at version 2: 0 SDK instances connected, 0 on it\n"
     );
-    let r = flagctl(&f, ADMIN, &["wait"]).ok();
+    let r = run(&f, ADMIN, "wait").ok();
     assert!(r.out.contains("no SDK instance is connected"), "{r:?}");
 }
 
@@ -615,79 +583,41 @@ fn exit_codes_a_pipeline_can_branch_on() {
     let file = write(&f, "flags.json", &flags_file());
     flagctl(&f, ADMIN, &["import", &file]).ok();
     let code = |token: &str, args: &[&str]| flagctl(&f, token, args);
+    let line = |token: &str, line: &str| run(&f, token, line);
 
     // 1: refused as invalid, with the field named.
-    let r = code(
-        ADMIN,
-        &[
-            "rollout",
-            "new-checkout",
-            "--variant",
-            "on",
-            "--percent",
-            "150",
-        ],
-    );
+    let r = line(ADMIN, "rollout new-checkout --variant on --percent 150");
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.err.contains("422") && r.err.contains("percent"), "{r:?}");
-    let r = code(
-        ADMIN,
-        &[
-            "rollout",
-            "new-checkout",
-            "--variant",
-            "maybe",
-            "--percent",
-            "5",
-        ],
-    );
+    let r = line(ADMIN, "rollout new-checkout --variant maybe --percent 5");
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.err.contains("\"maybe\" is not a variant"), "{r:?}");
     // 2: usage.
+    assert_eq!(line(ADMIN, "rollout new-checkout --percent 5").code, 2);
     assert_eq!(
-        code(ADMIN, &["rollout", "new-checkout", "--percent", "5"]).code,
-        2
-    );
-    assert_eq!(
-        code(ADMIN, &["disable", "new-checkout"]).code,
+        line(ADMIN, "disable new-checkout").code,
         2,
         "a reason is required"
     );
-    assert_eq!(
-        code(ADMIN, &["versions", "head", "--url", "ftp://x"]).code,
-        2
-    );
+    assert_eq!(line(ADMIN, "versions head --url ftp://x").code, 2);
     let r = code(ADMIN, &["fleet", "--env", ""]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.err.contains("--env"), "{r:?}");
-    assert_eq!(code(ADMIN, &["--timeout", "5s", "fleet"]).code, 2);
+    assert_eq!(line(ADMIN, "--timeout 5s fleet").code, 2);
     // 3: conflict.
-    let r = code(
-        ADMIN,
-        &[
-            "disable",
-            "new-checkout",
-            "--reason",
-            "r",
-            "--if-version",
-            "7",
-        ],
-    );
+    let r = line(ADMIN, "disable new-checkout --reason r --if-version 7");
     assert_eq!(r.code, 3, "{r:?}");
     // 4: not found, and the API's error body on stdout with --json.
-    let r = code(ADMIN, &["--json", "flags", "get", "nope"]);
+    let r = line(ADMIN, "--json flags get nope");
     assert_eq!(r.code, 4, "{r:?}");
     assert_eq!(r.json()["error"]["code"], "not_found");
-    assert_eq!(code(ADMIN, &["--env", "nowhere", "flags", "list"]).code, 4);
-    assert_eq!(
-        code(ADMIN, &["revert", "--to", "99", "--reason", "r"]).code,
-        4
-    );
+    assert_eq!(line(ADMIN, "--env nowhere flags list").code, 4);
+    assert_eq!(line(ADMIN, "revert --to 99 --reason r").code, 4);
     // 5: no token, a wrong one, flagd not there.
-    let r = code("", &["flags", "list"]);
+    let r = line("", "flags list");
     assert_eq!(r.code, 5, "{r:?}");
     assert!(r.err.contains("FLAGD_TOKEN"), "{r:?}");
-    assert_eq!(code("fd_wrong", &["flags", "list"]).code, 5);
+    assert_eq!(line("fd_wrong", "flags list").code, 5);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
@@ -698,23 +628,15 @@ fn exit_codes_a_pipeline_can_branch_on() {
     assert_eq!(head(&f), 1);
 
     // Tokens: list, revoke, and the revoked one stops working at once.
-    let t = code(
+    let t = line(
         ADMIN,
-        &[
-            "tokens",
-            "create",
-            "--name",
-            "tmp",
-            "--role",
-            "viewer",
-            "--all-environments",
-        ],
+        "tokens create --name tmp --role viewer --all-environments",
     )
     .ok();
     let secret = t.out.trim().to_owned();
     assert!(t.err.contains("every environment"), "{t:?}");
-    assert_eq!(code(&secret, &["versions", "head"]).ok().out, "1\n");
-    let list = code(ADMIN, &["--json", "tokens", "list"]).ok().json();
+    assert_eq!(line(&secret, "versions head").ok().out, "1\n");
+    let list = line(ADMIN, "--json tokens list").ok().json();
     let id = list["tokens"]
         .as_array()
         .unwrap()
@@ -725,7 +647,7 @@ fn exit_codes_a_pipeline_can_branch_on() {
         .unwrap()
         .to_owned();
     code(ADMIN, &["tokens", "revoke", &id]).ok();
-    assert_eq!(code(&secret, &["versions", "head"]).code, 5);
+    assert_eq!(line(&secret, "versions head").code, 5);
     assert_eq!(code(ADMIN, &["tokens", "revoke", &id]).code, 4);
 }
 
@@ -768,10 +690,7 @@ async fn the_canary_script_promotes_and_rolls_back() {
         )
     };
     let split = |f: &Flagd| {
-        flagctl(f, ADMIN, &["flags", "get", "new-checkout"])
-            .ok()
-            .json()["targeting"]["fractional"]
-            .clone()
+        run(f, ADMIN, "flags get new-checkout").ok().json()["targeting"]["fractional"].clone()
     };
 
     // Healthy all the way: 5, 25, 50, 100, each waited for by the fleet.
@@ -787,9 +706,7 @@ async fn the_canary_script_promotes_and_rolls_back() {
             .iter()
             .all(|s| s.version() == 5 && on_share(s) == 1000)
     );
-    let v = flagctl(&f, ADMIN, &["--json", "versions", "list", "--limit", "4"])
-        .ok()
-        .json();
+    let v = run(&f, ADMIN, "--json versions list --limit 4").ok().json();
     let reasons: Vec<&str> = v["versions"]
         .as_array()
         .unwrap()
@@ -807,19 +724,7 @@ async fn the_canary_script_promotes_and_rolls_back() {
     );
 
     // Back to 0%; then a check that fails from 50% on: rolled back to the base (6).
-    flagctl(
-        &f,
-        ADMIN,
-        &[
-            "rollout",
-            "new-checkout",
-            "--variant",
-            "on",
-            "--percent",
-            "0",
-        ],
-    )
-    .ok();
+    run(&f, ADMIN, "rollout new-checkout --variant on --percent 0").ok();
     let (code, log) = canary("[ \"$CANARY_PERCENT\" -lt 50 ]");
     assert_eq!(code, 1, "{log}");
     assert!(
@@ -836,9 +741,7 @@ async fn the_canary_script_promotes_and_rolls_back() {
     );
     assert_eq!(head(&f), 10);
     assert!(fleet.iter().all(|s| s.version() == 10 && on_share(s) == 0));
-    let last = flagctl(&f, ADMIN, &["--json", "versions", "list", "--limit", "1"])
-        .ok()
-        .json();
+    let last = run(&f, ADMIN, "--json versions list --limit 1").ok().json();
     assert_eq!(last["versions"][0]["kind"], "revert");
     assert_eq!(last["versions"][0]["author"], "pipeline");
 
@@ -849,9 +752,7 @@ async fn the_canary_script_promotes_and_rolls_back() {
     );
     assert_eq!(code, 3, "{log}");
     assert!(log.contains("not rolled back"), "{log}");
-    let flag = flagctl(&f, ADMIN, &["flags", "get", "new-checkout"])
-        .ok()
-        .json();
+    let flag = run(&f, ADMIN, "flags get new-checkout").ok().json();
     assert_eq!(flag["state"], "DISABLED");
     assert_eq!(head(&f), 12);
 }

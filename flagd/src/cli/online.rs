@@ -10,7 +10,7 @@ use flagd_core::{FlagSet, Strictness};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::client::{Answer, Client, Convergence, Failure, Request};
+use super::client::{Client, Convergence, Failure, Request};
 
 /// What `--wait` and `--if-version` add to a change.
 #[derive(Debug, Args)]
@@ -325,9 +325,9 @@ fn targeting_summary(def: &Value) -> String {
 }
 
 impl Out {
-    /// The answer of a write, then `--wait`.
-    async fn write(&self, client: &Client, env: &str, answer: Answer, opts: &WriteOpts) -> Done {
-        let body = answer.body;
+    /// Makes a change (with `--if-version`), prints its answer, then `--wait`s.
+    async fn change(&self, client: &Client, env: &str, req: Request<'_>, opts: &WriteOpts) -> Done {
+        let body = client.call(req.if_version(opts.if_version)).await?.body;
         let version = body.get("version").and_then(Value::as_u64).unwrap_or(0);
         let convergence = if opts.wait {
             Some(client.wait_for_fleet(env, version, opts.timeout).await?)
@@ -405,6 +405,17 @@ impl Out {
     }
 }
 
+/// A read: with `--json` its answer is printed as it is and `None` returned; otherwise
+/// the answer, for the text view.
+async fn read(client: &Client, out: &Out, req: Request<'_>) -> Result<Option<Value>, Failure> {
+    let body = client.call(req).await?.body;
+    if out.json {
+        print_json(&body)?;
+        return Ok(None);
+    }
+    Ok(Some(body))
+}
+
 /// Runs one command against flagd.
 pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done {
     use super::Command as C;
@@ -430,17 +441,17 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
             if let Some(r) = &a.reason {
                 body["reason"] = json!(r);
             }
-            let answer = client
-                .call(
-                    Request::new(
-                        Method::POST,
-                        &["environments", env, "flags", &a.flag, "rollout"],
-                    )
-                    .json(&body)
-                    .if_version(a.write.if_version),
+            out.change(
+                client,
+                env,
+                Request::new(
+                    Method::POST,
+                    &["environments", env, "flags", &a.flag, "rollout"],
                 )
-                .await?;
-            out.write(client, env, answer, &a.write).await
+                .json(&body),
+                &a.write,
+            )
+            .await
         }
         C::Versions(v) => versions(client, out, v).await,
         C::Diff(d) => {
@@ -449,44 +460,45 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
             if let Some(to) = d.to {
                 q.push(("to", to.to_string()));
             }
-            let a = client
-                .call(Request::get(&["environments", env, "diff"]).query(&q))
-                .await?;
-            if out.json {
-                print_json(&a.body)?;
-            } else {
+            if let Some(body) = read(
+                client,
+                out,
+                Request::get(&["environments", env, "diff"]).query(&q),
+            )
+            .await?
+            {
                 print(&diff_text(
                     env,
-                    &format!("version {} → {}", s(&a.body, "from"), s(&a.body, "to")),
-                    &a.body["changes"],
+                    &format!("version {} → {}", s(&body, "from"), s(&body, "to")),
+                    &body["changes"],
                 ))?;
             }
             Ok(super::exit::OK)
         }
         C::Revert(a) => {
             let env = client.environment()?;
-            let answer = client
-                .call(
-                    Request::new(Method::POST, &["environments", env, "revert"])
-                        .json(&json!({"version": a.to, "reason": a.reason}))
-                        .if_version(a.write.if_version),
-                )
-                .await?;
-            out.write(client, env, answer, &a.write).await
+            out.change(
+                client,
+                env,
+                Request::new(Method::POST, &["environments", env, "revert"])
+                    .json(&json!({"version": a.to, "reason": a.reason})),
+                &a.write,
+            )
+            .await
         }
         C::Restore(a) => {
             let env = client.environment()?;
-            let answer = client
-                .call(
-                    Request::new(
-                        Method::POST,
-                        &["environments", env, "flags", &a.flag, "restore"],
-                    )
-                    .json(&json!({"version": a.from, "reason": a.reason}))
-                    .if_version(a.write.if_version),
+            out.change(
+                client,
+                env,
+                Request::new(
+                    Method::POST,
+                    &["environments", env, "flags", &a.flag, "restore"],
                 )
-                .await?;
-            out.write(client, env, answer, &a.write).await
+                .json(&json!({"version": a.from, "reason": a.reason})),
+                &a.write,
+            )
+            .await
         }
         C::Export(a) => {
             let env = client.environment()?;
@@ -541,29 +553,23 @@ async fn head(client: &Client, env: &str) -> Result<u64, Failure> {
 
 async fn toggle(client: &Client, out: &Out, a: ToggleArgs, action: &str) -> Done {
     let env = client.environment()?;
-    let answer = client
-        .call(
-            Request::new(
-                Method::POST,
-                &["environments", env, "flags", &a.flag, action],
-            )
-            .json(&json!({"reason": a.reason}))
-            .if_version(a.write.if_version),
-        )
-        .await?;
-    out.write(client, env, answer, &a.write).await
+    let path = ["environments", env, "flags", &a.flag, action];
+    let req = Request::new(Method::POST, &path).json(&json!({"reason": a.reason}));
+    out.change(client, env, req, &a.write).await
 }
 
 async fn flags_list(client: &Client, out: &Out) -> Done {
     let env = client.environment()?;
-    let a = client
-        .call(Request::get(&["environments", env, "flag-summaries"]))
-        .await?;
-    if out.json {
-        print_json(&a.body)?;
+    let Some(body) = read(
+        client,
+        out,
+        Request::get(&["environments", env, "flag-summaries"]),
+    )
+    .await?
+    else {
         return Ok(super::exit::OK);
-    }
-    let flags = a.body["flags"].as_array().cloned().unwrap_or_default();
+    };
+    let flags = body["flags"].as_array().cloned().unwrap_or_default();
     let rows: Vec<Vec<String>> = flags
         .iter()
         .map(|f| {
@@ -590,7 +596,7 @@ async fn flags_list(client: &Client, out: &Out) -> Done {
         .collect();
     let mut text = format!(
         "{env} at version {}: {}\n",
-        s(&a.body, "version"),
+        s(&body, "version"),
         plural(flags.len(), "flag")
     );
     if !rows.is_empty() {
@@ -628,14 +634,16 @@ async fn versions(client: &Client, out: &Out, v: VersionsCmd) -> Done {
     if let Some(b) = before {
         q.push(("before", b.to_string()));
     }
-    let a = client
-        .call(Request::get(&["environments", env, "versions"]).query(&q))
-        .await?;
-    if out.json {
-        print_json(&a.body)?;
+    let Some(body) = read(
+        client,
+        out,
+        Request::get(&["environments", env, "versions"]).query(&q),
+    )
+    .await?
+    else {
         return Ok(super::exit::OK);
-    }
-    let rows: Vec<Vec<String>> = a.body["versions"]
+    };
+    let rows: Vec<Vec<String>> = body["versions"]
         .as_array()
         .into_iter()
         .flatten()
@@ -658,8 +666,8 @@ async fn versions(client: &Client, out: &Out, v: VersionsCmd) -> Done {
         &["VERSION", "KIND", "AUTHOR", "WHEN", "FLAGS", "REASON"],
         &rows,
     );
-    if let Some(next) = a.body.get("next").and_then(Value::as_u64) {
-        text.push_str(&format!("(older: --before {})\n", next + 1));
+    if let Some(next) = body.get("next").and_then(Value::as_u64) {
+        text.push_str(&format!("(older: --before {next})\n"));
     }
     print(&text)?;
     Ok(super::exit::OK)
@@ -752,27 +760,23 @@ async fn import(client: &Client, out: &Out, a: ImportArgs) -> Done {
         }
         return Ok(super::exit::OK);
     }
-    let answer = client
-        .call(
-            Request::new(Method::PUT, &["environments", env, "flags"])
-                .raw(text)
-                .if_version(a.write.if_version)
-                .reason_header(a.reason.as_deref()),
-        )
-        .await?;
-    out.write(client, env, answer, &a.write).await
+    out.change(
+        client,
+        env,
+        Request::new(Method::PUT, &["environments", env, "flags"])
+            .raw(text)
+            .reason_header(a.reason.as_deref()),
+        &a.write,
+    )
+    .await
 }
 
 async fn fleet(client: &Client, out: &Out) -> Done {
     let env = client.environment()?;
-    let a = client
-        .call(Request::get(&["environments", env, "fleet"]))
-        .await?;
-    if out.json {
-        print_json(&a.body)?;
+    let Some(body) = read(client, out, Request::get(&["environments", env, "fleet"])).await? else {
         return Ok(super::exit::OK);
-    }
-    let rows: Vec<Vec<String>> = a.body["instances"]
+    };
+    let rows: Vec<Vec<String>> = body["instances"]
         .as_array()
         .into_iter()
         .flatten()
@@ -789,9 +793,9 @@ async fn fleet(client: &Client, out: &Out) -> Done {
         .collect();
     let mut text = format!(
         "{env} at version {}: {} connected, {} on it\n",
-        s(&a.body, "version"),
+        s(&body, "version"),
         plural(rows.len(), "SDK instance"),
-        s(&a.body, "onVersion"),
+        s(&body, "onVersion"),
     );
     if !rows.is_empty() {
         text.push_str(&table(
@@ -860,12 +864,10 @@ async fn tokens(client: &Client, out: &Out, t: TokensCmd) -> Done {
             )
         }
         TokensCmd::List => {
-            let a = client.call(Request::get(&["tokens"])).await?;
-            if out.json {
-                print_json(&a.body)?;
+            let Some(body) = read(client, out, Request::get(&["tokens"])).await? else {
                 return Ok(super::exit::OK);
-            }
-            let rows: Vec<Vec<String>> = a.body["tokens"]
+            };
+            let rows: Vec<Vec<String>> = body["tokens"]
                 .as_array()
                 .into_iter()
                 .flatten()
