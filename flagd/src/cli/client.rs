@@ -264,7 +264,7 @@ impl Client {
         let deadline = started + timeout;
         // Short first, for the common case of a fleet that applies within milliseconds;
         // then no more than four polls a second.
-        let mut pause = Duration::from_millis(10);
+        let mut pause = Duration::from_millis(2);
         loop {
             let polled = self
                 .call(Request::get(&["environments", env, "fleet"]))
