@@ -6,7 +6,8 @@
 # single-flag and the bulk endpoint. flagd and wrk share this machine's cores.
 # PROFILE=1 also records 4 s of flagd under the single-flag load with perf
 # (/tmp/ofrep.perf; `perf report -i /tmp/ofrep.perf`); PROFILE_PATH= profiles the bulk
-# endpoint instead.
+# endpoint instead. CEILING=1 also measures flagd/examples/http-ceiling.rs: the same
+# HTTP stack answering a fixed body, the best flagd could do on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
@@ -50,3 +51,14 @@ wrk -t2 -c64 -d${secs}s --latency -s "$dir/post.lua" $base/ofrep/v1/evaluate/fla
 echo "== bulk, 100 flags: POST /ofrep/v1/evaluate/flags (${secs}s, 2 threads, 64 connections)"
 wrk -t2 -c64 -d${secs}s --latency -s "$dir/post.lua" $base/ofrep/v1/evaluate/flags \
     | grep -E "Requests/sec|Latency|  50%|  99%|Non-2xx"
+if [ -n "${CEILING:-}" ]; then
+    cargo build --release -q -p flagd --example http-ceiling
+    cport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    target/release/examples/http-ceiling 127.0.0.1:$cport &
+    cpid=$!
+    trap 'kill $pid $cpid 2>/dev/null; wait $pid $cpid 2>/dev/null; rm -rf "$dir"' EXIT
+    for _ in $(seq 100); do curl -sf -X POST http://127.0.0.1:$cport/ofrep/v1/evaluate/flags/x >/dev/null && break; sleep 0.1; done
+    echo "== ceiling: the same HTTP stack answering a fixed body (${secs}s, 2 threads, 64 connections)"
+    wrk -t2 -c64 -d${secs}s --latency -s "$dir/post.lua" http://127.0.0.1:$cport/ofrep/v1/evaluate/flags/flag-042 \
+        | grep -E "Requests/sec|Latency|  50%|  99%|Non-2xx"
+fi

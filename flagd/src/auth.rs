@@ -170,8 +170,24 @@ pub fn new_id() -> anyhow::Result<String> {
 
 /// The stored form of a secret.
 pub fn hash_secret(secret: &str) -> String {
-    let d = Sha256::digest(secret.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&digest_secret(secret))
+}
+
+/// The SHA-256 of a secret, for in-memory lookups that need no hex.
+pub fn digest_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Lower-case hex. Every authenticated request hashes its secret; one `format!` per byte
+/// showed in remote evaluation's profile.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// The cookie that carries a UI session's secret.

@@ -79,7 +79,12 @@ pub fn router(state: AppState, options: &crate::server::Options) -> anyhow::Resu
         .route("/metrics", get(crate::metrics::scrape))
         .nest("/api/v1", api)
         .merge(crate::ui::routes())
-        .merge(crate::ofrep::routes().layer(cors(&options.cors_origins)?))
+        .merge(match cors(&options.cors_origins)? {
+            Some(layer) => crate::ofrep::routes().layer(layer),
+            // Without origins there is nothing to allow, and tower-http's CORS layer
+            // costs every evaluation a clone and a header map.
+            None => crate::ofrep::routes(),
+        })
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,
@@ -91,8 +96,11 @@ pub fn router(state: AppState, options: &crate::server::Options) -> anyhow::Resu
 
 /// CORS for browser OFREP providers: the configured origins may POST with the headers
 /// a provider sends, and read the `ETag`.
-fn cors(origins: &[String]) -> anyhow::Result<tower_http::cors::CorsLayer> {
+fn cors(origins: &[String]) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
     use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(None);
+    }
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
@@ -107,17 +115,19 @@ fn cors(origins: &[String]) -> anyhow::Result<tower_http::cors::CorsLayer> {
                 .collect::<anyhow::Result<Vec<_>>>()?,
         )
     };
-    Ok(CorsLayer::new()
-        .allow_origin(allow)
-        .allow_methods([axum::http::Method::POST])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            header::IF_NONE_MATCH,
-            axum::http::HeaderName::from_static("x-api-key"),
-        ])
-        .expose_headers([header::ETAG])
-        .max_age(std::time::Duration::from_secs(600)))
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::POST])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::IF_NONE_MATCH,
+                axum::http::HeaderName::from_static("x-api-key"),
+            ])
+            .expose_headers([header::ETAG])
+            .max_age(std::time::Duration::from_secs(600)),
+    ))
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

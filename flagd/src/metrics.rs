@@ -88,12 +88,12 @@ pub struct Metrics {
     /// Committed changes by kind.
     pub changes: Family<ChangeLabels, Counter>,
     evaluations: Family<EvalLabels, Counter>,
-    /// The evaluation counters by a hash of their labels, found without building the
-    /// labels: a bulk evaluation counts a hundred flags per request.
-    eval_counters: std::sync::RwLock<HashMap<u64, Vec<(EvalLabels, Counter)>>>,
-    hasher: foldhash::fast::RandomState,
+    /// A bulk evaluation counts a hundred flags per request.
+    eval_counters: Handles<EvalLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Every request is counted and timed.
+    http_handles: Handles<HttpLabels, (Histogram, Counter)>,
     /// Store latency by operation.
     pub store: Family<StoreLabels, Histogram, fn() -> Histogram>,
 }
@@ -175,41 +175,36 @@ impl Metrics {
             commit_to_ack,
             changes,
             evaluations,
-            eval_counters: std::sync::RwLock::new(HashMap::new()),
-            hasher: foldhash::fast::RandomState::default(),
+            eval_counters: Handles::default(),
             http_requests,
             http_duration,
+            http_handles: Handles::default(),
             store,
         }
     }
 
     /// Counts one remote evaluation.
     pub fn count_evaluation(&self, environment: &str, flag: &str, variant: &str, reason: &str) {
-        let key = self.hasher.hash_one((environment, flag, variant, reason));
-        let same = |l: &EvalLabels| {
-            l.environment == environment
-                && l.flag == flag
-                && l.variant == variant
-                && l.reason == reason
-        };
-        if let Ok(map) = self.eval_counters.read()
-            && let Some((_, c)) = map.get(&key).and_then(|v| v.iter().find(|(l, _)| same(l)))
-        {
-            c.inc();
-            return;
-        }
-        let labels = EvalLabels {
-            environment: environment.to_owned(),
-            flag: flag.to_owned(),
-            variant: variant.to_owned(),
-            reason: reason.to_owned(),
-        };
-        // A clone shares the family's counter.
-        let counter = self.evaluations.get_or_create(&labels).clone();
-        counter.inc();
-        if let Ok(mut map) = self.eval_counters.write() {
-            map.entry(key).or_default().push((labels, counter));
-        }
+        self.eval_counters.with(
+            (environment, flag, variant, reason),
+            |l| {
+                l.environment == environment
+                    && l.flag == flag
+                    && l.variant == variant
+                    && l.reason == reason
+            },
+            || {
+                let labels = EvalLabels {
+                    environment: environment.to_owned(),
+                    flag: flag.to_owned(),
+                    variant: variant.to_owned(),
+                    reason: reason.to_owned(),
+                };
+                let counter = self.evaluations.get_or_create(&labels).clone();
+                (labels, counter)
+            },
+            Counter::inc,
+        );
     }
 
     /// Records how long a store operation took.
@@ -217,6 +212,52 @@ impl Metrics {
         self.store
             .get_or_create(&StoreLabels { operation })
             .observe(since.elapsed().as_secs_f64());
+    }
+}
+
+/// Labels and metric handles by the hash of the labels (colliding entries share a slot).
+type ByHash<L, M> = HashMap<u64, Vec<(L, M)>, foldhash::fast::RandomState>;
+
+/// Metric handles found by a hash of borrowed label values: the hot paths neither
+/// build label strings nor take the family's lock (both showed in remote evaluation's
+/// profile). A handle is a clone that shares the family's metric.
+#[derive(Debug)]
+struct Handles<L, M> {
+    map: std::sync::RwLock<ByHash<L, M>>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl<L, M> Default for Handles<L, M> {
+    fn default() -> Self {
+        Self {
+            map: std::sync::RwLock::new(HashMap::default()),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+}
+
+impl<L, M> Handles<L, M> {
+    /// Calls `f` with the metric whose labels hash as `key` and are `same`; the first
+    /// time, `make` builds the labels and takes the metric from its family.
+    fn with<R>(
+        &self,
+        key: impl std::hash::Hash,
+        same: impl Fn(&L) -> bool,
+        make: impl FnOnce() -> (L, M),
+        f: impl Fn(&M) -> R,
+    ) -> R {
+        let key = self.hasher.hash_one(key);
+        if let Ok(map) = self.map.read()
+            && let Some((_, m)) = map.get(&key).and_then(|v| v.iter().find(|(l, _)| same(l)))
+        {
+            return f(m);
+        }
+        let (labels, metric) = make();
+        let r = f(&metric);
+        if let Ok(mut map) = self.map.write() {
+            map.entry(key).or_default().push((labels, metric));
+        }
+        r
     }
 }
 
@@ -228,28 +269,39 @@ fn env(e: &str) -> EnvLabel {
 
 /// Counts and times every request by its route pattern (never the raw path).
 pub async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = req.method().as_str().to_owned();
+    // Both are cheap clones (a shared string; a method without allocation).
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let start = Instant::now();
     let resp = next.run(req).await;
+    let elapsed = start.elapsed().as_secs_f64();
     let m = &s.hub.metrics;
-    m.http_duration
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-            method: method.clone(),
-        })
-        .observe(start.elapsed().as_secs_f64());
-    m.http_requests
-        .get_or_create(&HttpLabels {
-            route,
-            method,
-            status: resp.status().as_u16(),
-        })
-        .inc();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (method, status) = (method.as_str(), resp.status().as_u16());
+    m.http_handles.with(
+        (route, method, status),
+        |l| l.route == route && l.method == method && l.status == status,
+        || {
+            let duration = m
+                .http_duration
+                .get_or_create(&RouteLabels {
+                    route: route.to_owned(),
+                    method: method.to_owned(),
+                })
+                .clone();
+            let labels = HttpLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status,
+            };
+            let count = m.http_requests.get_or_create(&labels).clone();
+            (labels, (duration, count))
+        },
+        |(duration, count)| {
+            duration.observe(elapsed);
+            count.inc();
+        },
+    );
     resp
 }
 

@@ -142,7 +142,7 @@ impl Member {
 pub struct Hub {
     store: Arc<Store>,
     /// Read on every stream message and remote evaluation, written once per environment.
-    envs: std::sync::RwLock<HashMap<String, Arc<EnvHub>>>,
+    envs: std::sync::RwLock<HashMap<String, Arc<EnvHub>, foldhash::fast::RandomState>>,
     next_conn: std::sync::atomic::AtomicU64,
     closing: tokio::sync::watch::Sender<bool>,
     heartbeat: Duration,
@@ -153,7 +153,9 @@ pub struct Hub {
     epoch: std::time::Instant,
     /// SDK key hash → (environment, when checked): remote evaluation must not cost a
     /// store query per request.
-    sdk_keys: std::sync::Mutex<HashMap<String, (String, std::time::Instant)>>,
+    sdk_keys: std::sync::Mutex<
+        HashMap<[u8; 32], (String, std::time::Instant), foldhash::fast::RandomState>,
+    >,
 }
 
 fn text(msg: &ServerMsg) -> Utf8Bytes {
@@ -168,11 +170,11 @@ impl Hub {
             // A zero interval would make every stream spin.
             heartbeat: heartbeat.max(Duration::from_millis(10)),
             ui: broadcast::channel(1024).0,
-            sdk_keys: std::sync::Mutex::new(HashMap::new()),
+            sdk_keys: std::sync::Mutex::new(HashMap::default()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             epoch: std::time::Instant::now(),
             store,
-            envs: std::sync::RwLock::new(HashMap::new()),
+            envs: std::sync::RwLock::new(HashMap::default()),
             next_conn: std::sync::atomic::AtomicU64::new(1),
             closing: tokio::sync::watch::channel(false).0,
         }
@@ -245,13 +247,14 @@ impl Hub {
     /// What a secret is, for remote evaluation: an SDK key's environment comes from
     /// memory when checked in the last seconds.
     pub async fn sdk_key(&self, secret: &str) -> ApiResult<SdkKey> {
-        let hash = crate::auth::hash_secret(secret);
+        let digest = crate::auth::digest_secret(secret);
         if let Ok(keys) = self.sdk_keys.lock()
-            && let Some((env, at)) = keys.get(&hash)
+            && let Some((env, at)) = keys.get(&digest)
             && at.elapsed() < KEY_TTL
         {
             return Ok(SdkKey::Environment(env.clone()));
         }
+        let hash = crate::auth::hex(&digest);
         let Some(token) = self.store.token_by_hash(&hash).await? else {
             return Ok(SdkKey::Unknown);
         };
@@ -265,7 +268,7 @@ impl Hub {
             if keys.len() > 10_000 {
                 keys.clear();
             }
-            keys.insert(hash, (env.clone(), std::time::Instant::now()));
+            keys.insert(digest, (env.clone(), std::time::Instant::now()));
         }
         Ok(SdkKey::Environment(env))
     }
