@@ -5,7 +5,6 @@
 //! best serve there.
 //!
 //!   cargo run --release -p flagd --example http-ceiling -- 127.0.0.1:18555
-#![allow(missing_docs)]
 
 use mimalloc::MiMalloc;
 
