@@ -15,8 +15,6 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 export FLAGD_ADMIN_TOKEN=fd_demo-admin-token
 flagd_url=http://127.0.0.1:18080
-api=$flagd_url/api/v1
-auth=(-H "Authorization: Bearer $FLAGD_ADMIN_TOKEN")
 # flagctl, as the responder and the pipeline use it.
 export PATH=$PWD/target/release:$PATH FLAGD_URL=$flagd_url FLAGD_TOKEN=$FLAGD_ADMIN_TOKEN FLAGD_ENV=production
 
@@ -68,4 +66,4 @@ flagctl fleet
 echo "== the history"
 flagctl versions list
 echo "== the audit log"
-curl -sf "${auth[@]}" "$api/audit?environment=production&limit=5" | grep -o '"action":"[^"]*","environment":"[^"]*","target":"[^"]*"\(,"reason":"[^"]*"\)\?'
+flagctl audit --limit 6

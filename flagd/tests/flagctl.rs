@@ -342,6 +342,37 @@ async fn a_ci_token_promotes_waits_for_the_fleet_and_rolls_back() {
             (1, "import", "pipeline"),
         ]
     );
+    // The audit log, as a responder reads it during an incident.
+    let audit = run(&f, &ci, "audit --flag new-checkout --since 1h")
+        .ok()
+        .out;
+    assert!(audit.starts_with("WHEN"), "{audit}");
+    let disable = audit.lines().find(|l| l.contains("flag.disable")).unwrap();
+    assert!(
+        disable.contains("admin") && disable.contains("errors in checkout"),
+        "{audit}"
+    );
+    assert_eq!(
+        audit.lines().filter(|l| l.contains("flag.rollout")).count(),
+        2,
+        "{audit}"
+    );
+    let mine = run(
+        &f,
+        &ci,
+        "--json audit --actor pipeline --action flag. --limit 2",
+    )
+    .ok()
+    .json();
+    let entries = mine["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| e["actor"] == "pipeline"));
+    assert!(mine["next"].is_u64(), "a second page: {mine}");
+    let none = run(&f, &ci, "audit --since 2099-01-01T00:00:00Z").ok().out;
+    assert_eq!(none.lines().count(), 1, "only the header: {none}");
+    let bad = run(&f, &ci, "audit --since yesterday");
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.err.contains("since"), "{bad:?}");
     let text = run(&f, &ci, "fleet").ok().out;
     assert!(
         text.starts_with("production at version 6: 3 SDK instances connected, 3 on it"),
@@ -604,6 +635,12 @@ fn exit_codes_a_pipeline_can_branch_on() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.err.contains("--env"), "{r:?}");
     assert_eq!(line(ADMIN, "--timeout 5s fleet").code, 2);
+    let r = line(ADMIN, "fleet --ca-cert /nonexistent/ca.pem");
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.err.contains("--ca-cert /nonexistent/ca.pem: cannot read"),
+        "{r:?}"
+    );
     // 3: conflict.
     let r = line(ADMIN, "disable new-checkout --reason r --if-version 7");
     assert_eq!(r.code, 3, "{r:?}");

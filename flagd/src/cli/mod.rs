@@ -87,6 +87,8 @@ enum Command {
     Fleet,
     /// Wait until every connected SDK instance has applied a version.
     Wait(online::WaitArgs),
+    /// Who changed what, when and why: the audit log, newest first.
+    Audit(online::AuditArgs),
     /// Create, list and revoke API tokens (admin).
     #[command(subcommand)]
     Tokens(online::TokensCmd),
