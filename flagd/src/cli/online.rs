@@ -689,10 +689,16 @@ async fn versions(client: &Client, out: &Out, v: VersionsCmd) -> Done {
             ]
         })
         .collect();
-    let mut text = table(
+    print_page(
         &["VERSION", "KIND", "AUTHOR", "WHEN", "FLAGS", "REASON"],
         &rows,
-    );
+        &body,
+    )
+}
+
+/// A table of one page, and how to ask for the next one.
+fn print_page(header: &[&str], rows: &[Vec<String>], body: &Value) -> Done {
+    let mut text = table(header, rows);
     if let Some(next) = body.get("next").and_then(Value::as_u64) {
         text.push_str(&format!("(older: --before {next})\n"));
     }
@@ -879,7 +885,7 @@ async fn audit(client: &Client, out: &Out, a: AuditArgs) -> Done {
             ]
         })
         .collect();
-    let mut text = table(
+    print_page(
         &[
             "WHEN",
             "ACTOR",
@@ -890,12 +896,8 @@ async fn audit(client: &Client, out: &Out, a: AuditArgs) -> Done {
             "REASON",
         ],
         &rows,
-    );
-    if let Some(next) = body.get("next").and_then(Value::as_u64) {
-        text.push_str(&format!("(older: --before {next})\n"));
-    }
-    print(&text)?;
-    Ok(super::exit::OK)
+        &body,
+    )
 }
 
 /// Prints a new secret alone on standard output (so that `$(…)` captures it) and what
