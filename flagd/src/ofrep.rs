@@ -261,11 +261,11 @@ async fn bulk(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Res
         Err(r) => return r,
     };
     let snapshot = &compiled.snapshot;
-    let mut keys: Vec<&str> = snapshot.keys().collect();
-    keys.sort_unstable();
-    let details: Vec<(&str, Detail<'_>)> = keys
-        .into_iter()
+    let details: Vec<(&str, Detail<'_>)> = compiled
+        .sorted_keys
+        .iter()
         .map(|k| {
+            let k = &**k;
             let d = snapshot.evaluate(k, &ctx);
             count(&s, &env, k, &d);
             (k, d)

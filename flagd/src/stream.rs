@@ -94,6 +94,8 @@ struct EnvHub {
 pub struct Compiled {
     /// The snapshot, at the head's version.
     pub snapshot: Arc<flagd_core::Snapshot>,
+    /// Its flag keys, sorted once per version for bulk evaluation's stable order.
+    pub sorted_keys: Arc<[Box<str>]>,
     /// When the store's head was last checked (another replica may have committed).
     checked: std::time::Instant,
 }
@@ -307,20 +309,24 @@ impl Hub {
         }
         let held = hub.compiled.lock().ok().and_then(|c| c.clone());
         let c = hub.cache.read().await;
-        let snapshot = match held {
-            Some(h) if h.snapshot.version() == c.version => h.snapshot.clone(),
+        let (snapshot, sorted_keys) = match held {
+            Some(h) if h.snapshot.version() == c.version => {
+                (h.snapshot.clone(), h.sorted_keys.clone())
+            }
             _ => {
                 let set = FlagSet::parse(&store::document(&c.items), Strictness::Lenient).map_err(
                     |e| ApiError::Internal(anyhow::anyhow!("stored flag set unreadable: {e}")),
                 )?;
-                Arc::new(
-                    flagd_core::Snapshot::compile(&set, c.version)
-                        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored flag set: {e}")))?,
-                )
+                let snapshot = flagd_core::Snapshot::compile(&set, c.version)
+                    .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored flag set: {e}")))?;
+                let mut keys: Vec<Box<str>> = snapshot.keys().map(Box::from).collect();
+                keys.sort_unstable();
+                (Arc::new(snapshot), keys.into())
             }
         };
         let compiled = Arc::new(Compiled {
             snapshot,
+            sorted_keys,
             checked: std::time::Instant::now(),
         });
         if let Ok(mut slot) = hub.compiled.lock() {

@@ -123,8 +123,7 @@ fn file(path: &str, headers: &HeaderMap) -> Response {
 
 /// A strong entity tag from the first bytes of a hash.
 pub(crate) fn etag_of(hash: &[u8]) -> String {
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
+    format!("\"{}\"", crate::auth::hex(hash))
 }
 
 /// Whether the request's `If-None-Match` names this entity tag (or `*`).

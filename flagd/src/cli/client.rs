@@ -269,41 +269,22 @@ impl Client {
             let polled = self
                 .call(Request::get(&["environments", env, "fleet"]))
                 .await;
-            let fleet = match polled {
-                Ok(a) => a.body,
+            let now = Instant::now();
+            match polled {
+                Ok(a) => {
+                    let c = Convergence::of(&a.body, version, now - started);
+                    if c.converged() || now >= deadline {
+                        return Ok(c);
+                    }
+                }
                 // A replica restarting or a proxy hiccup must not fail a rollback that
                 // has been made; keep polling until the deadline.
                 Err(e) if e.exit_code() == exit::UNREACHABLE && !is_auth(&e) => {
-                    if Instant::now() >= deadline {
+                    if now >= deadline {
                         return Err(e);
                     }
-                    tokio::time::sleep(pause).await;
-                    continue;
                 }
                 Err(e) => return Err(e),
-            };
-            let instances = fleet
-                .get("instances")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let total = instances.len();
-            let lagging: Vec<Value> = instances
-                .into_iter()
-                .filter(|i| {
-                    i.get("appliedVersion")
-                        .and_then(Value::as_u64)
-                        .is_none_or(|v| v < version)
-                })
-                .collect();
-            let now = Instant::now();
-            if lagging.is_empty() || now >= deadline {
-                return Ok(Convergence {
-                    version,
-                    total,
-                    lagging,
-                    waited: now - started,
-                });
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(Duration::from_millis(250));
@@ -423,6 +404,29 @@ pub struct Convergence {
 }
 
 impl Convergence {
+    /// Where a fleet view (`GET …/fleet`) stands against `version`.
+    fn of(fleet: &Value, version: u64, waited: Duration) -> Self {
+        let instances = fleet
+            .get("instances")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        let lagging = instances
+            .iter()
+            .filter(|i| {
+                i.get("appliedVersion")
+                    .and_then(Value::as_u64)
+                    .is_none_or(|v| v < version)
+            })
+            .cloned()
+            .collect();
+        Self {
+            version,
+            total: instances.len(),
+            lagging,
+            waited,
+        }
+    }
+
     /// Every instance applied the version.
     pub fn converged(&self) -> bool {
         self.lagging.is_empty()
@@ -451,6 +455,25 @@ mod tests {
         assert_eq!(
             header_reason("ramp før Oslo"),
             "UTF-8''ramp%20f%C3%B8r%20Oslo"
+        );
+    }
+
+    #[test]
+    fn instances_before_the_version_lag() {
+        let fleet = serde_json::json!({"instances": [
+            {"instance": "a", "appliedVersion": 7},
+            {"instance": "b", "appliedVersion": 8},
+            {"instance": "c", "appliedVersion": null},
+            {"instance": "d", "appliedVersion": 6},
+        ]});
+        let c = Convergence::of(&fleet, 7, Duration::ZERO);
+        let lagging: Vec<&Value> = c.lagging.iter().map(|i| &i["instance"]).collect();
+        assert_eq!(
+            (c.total, lagging),
+            (4, vec![&serde_json::json!("c"), &serde_json::json!("d")])
+        );
+        assert!(
+            Convergence::of(&serde_json::json!({"instances": []}), 7, Duration::ZERO).converged()
         );
     }
 

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::stream::{ack, connect, hello, next, sdk_key};
-use crate::support::{Backend, Server, rollout_flag};
+use crate::stream::{ack, connect, hello, next};
+use crate::support::{Backend, Server, rollout_flag, sdk_key};
 
 const P: &str = "/environments/production";
 

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN, Backend, Server};
+use crate::support::{ADMIN, Backend, Server, sdk_key};
 
 const P: &str = "/environments/production";
 
@@ -82,14 +82,7 @@ fn flags() -> Value {
 pub(crate) async fn evaluation(b: Backend) -> anyhow::Result<()> {
     let s = Server::start(&b).await?;
     s.put(&format!("{P}/flags"), flags()).await.expect(200);
-    let sdk = s
-        .post(&format!("{P}/sdk-keys"), json!({}))
-        .await
-        .expect(201)
-        .body["secret"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let sdk = sdk_key(&s, "production").await;
     let o = Ofrep::new(&s);
 
     // Typed results: boolean (fractional), string, integer, float, object.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::{ADMIN, Backend, Server, rollout_flag};
+use crate::support::{ADMIN, Backend, Server, rollout_flag, sdk_key};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -65,16 +65,6 @@ pub(crate) async fn ack(ws: &mut Ws, version: u64) -> anyhow::Result<()> {
     ))
     .await?;
     Ok(())
-}
-
-pub(crate) async fn sdk_key(s: &Server, env: &str) -> String {
-    s.post(&format!("/environments/{env}/sdk-keys"), json!({}))
-        .await
-        .expect(201)
-        .body["secret"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 pub(crate) async fn push(b: Backend) -> anyhow::Result<()> {

@@ -354,3 +354,14 @@ pub(crate) fn run_test(f: TestFn, backend: Backend) -> Result<(), libtest_mimic:
     rt.shutdown_timeout(Duration::from_secs(5));
     r.map_err(|e| format!("{e:#} (after {:?})", started.elapsed()).into())
 }
+
+/// A new SDK key for `env`.
+pub(crate) async fn sdk_key(s: &Server, env: &str) -> String {
+    s.post(&format!("/environments/{env}/sdk-keys"), json!({}))
+        .await
+        .expect(201)
+        .body["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}

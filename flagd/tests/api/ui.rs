@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN, Backend, Resp, Server, rollout_flag};
+use crate::support::{ADMIN, Backend, Resp, Server, rollout_flag, sdk_key};
 
 const P: &str = "/environments/production";
 
@@ -102,14 +102,7 @@ pub(crate) async fn sessions_and_csrf(b: Backend) -> anyhow::Result<()> {
     let s = Server::start(&b).await?;
     let editor = s.token("ann", "editor", None).await;
     let viewer = s.token("vic", "viewer", None).await;
-    let sdk = s
-        .post(&format!("{P}/sdk-keys"), json!({}))
-        .await
-        .expect(201)
-        .body["secret"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let sdk = sdk_key(&s, "production").await;
     let session = |token: Value| async {
         s.call(Method::POST, "/session", None, Some(token), &[])
             .await
