@@ -115,6 +115,8 @@ pub fn allows(role: Role, perm: Perm) -> bool {
 pub struct Caller {
     /// The token's name: recorded as the author of changes.
     pub name: String,
+    /// The token's id: its streams close when it is revoked.
+    pub token_id: String,
     /// Its role.
     pub role: Role,
     /// The environments it is limited to; `None` for all.
@@ -229,6 +231,7 @@ pub(crate) fn caller_of(
         ))
     })?;
     Ok(Caller {
+        token_id: token.id,
         name: token.name,
         role,
         environments: token.environments,

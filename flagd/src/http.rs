@@ -64,6 +64,10 @@ pub fn router(state: AppState, options: &crate::server::Options) -> anyhow::Resu
         .route("/environments/{env}/revert", post(revert))
         .route("/environments/{env}/sdk-keys", post(create_sdk_key))
         .route("/environments/{env}/fleet", get(crate::stream::fleet))
+        .route(
+            "/environments/{env}/fleet/{instance}",
+            axum::routing::delete(crate::stream::forget),
+        )
         .route("/stream", get(crate::stream::stream))
         .route("/validate", post(validate))
         .route("/audit", get(audit_log))
@@ -499,8 +503,7 @@ async fn preview(
             ),
             details: e.0,
         })?;
-    let snapshot = flagd_core::Snapshot::compile(&set, v)
-        .map_err(|e| ApiError::invalid(&format!("flags.{key}"), e.to_string()))?;
+    let snapshot = flagd_core::Snapshot::compile(&set, v);
     let mut results = Vec::with_capacity(contexts.len());
     for (i, c) in contexts.iter().enumerate() {
         let ctx = flagd_core::EvaluationContext::from_json(c)
@@ -1100,6 +1103,6 @@ async fn revoke_token(
 ) -> ApiResult<Response> {
     caller.check(Perm::ManageTokens, None)?;
     s.store.revoke_token(&caller.name, &id).await?;
-    s.hub.forget_sdk_keys();
+    s.hub.revoke(crate::stream::Revoked::Token(id));
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -53,9 +53,15 @@ struct Options {
         global = true
     )]
     log_format: LogFormat,
-    /// The largest request body accepted, in bytes (a 10,000-flag import is about 3 MB).
-    #[arg(long, env = "FLAGD_MAX_BODY_BYTES", default_value_t = 16 << 20, global = true)]
+    /// The largest request body accepted, in bytes (a 10,000-flag import is about 3 MB;
+    /// the default takes the largest flag set flagd accepts, 32 MiB, with room for
+    /// formatting).
+    #[arg(long, env = "FLAGD_MAX_BODY_BYTES", default_value_t = 40 << 20, global = true)]
     max_body_bytes: usize,
+    /// How long an SDK instance whose connection was lost (without a goodbye) is
+    /// remembered as unreachable, and so counted as not converged (`10m`, `1h`).
+    #[arg(long, env = "FLAGD_FLEET_TTL", default_value = "10m", value_parser = humantime::parse_duration, global = true)]
+    fleet_ttl: std::time::Duration,
     /// How often flagd pings each SDK stream (`15s`, `500ms`); a stream silent for three
     /// heartbeats is closed as half-open.
     #[arg(long, env = "FLAGD_STREAM_HEARTBEAT", default_value = "15s", value_parser = heartbeat, global = true)]
@@ -153,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             let options = server::Options {
                 max_body_bytes: o.max_body_bytes,
                 heartbeat: o.stream_heartbeat,
+                fleet_ttl: o.fleet_ttl,
                 cors_origins: o.cors_allowed_origins.clone(),
             };
             server::run(listener, store, options, server::shutdown_signal()).await?;

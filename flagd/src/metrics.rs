@@ -83,6 +83,7 @@ pub struct Metrics {
     flag_set_version: Family<EnvLabel, Gauge>,
     sdk_instances: Family<EnvLabel, Gauge>,
     sdk_on_version: Family<EnvLabel, Gauge>,
+    sdk_unreachable: Family<EnvLabel, Gauge>,
     /// Per SDK instance and version: from the commit to that instance's ack.
     pub commit_to_ack: Family<EnvLabel, Histogram>,
     /// Committed changes by kind.
@@ -111,6 +112,7 @@ impl Metrics {
         let flag_set_version = Family::<EnvLabel, Gauge>::default();
         let sdk_instances = Family::<EnvLabel, Gauge>::default();
         let sdk_on_version = Family::<EnvLabel, Gauge>::default();
+        let sdk_unreachable = Family::<EnvLabel, Gauge>::default();
         let commit_to_ack = Family::<EnvLabel, Histogram>::new_with_constructor(latency);
         let changes = Family::<ChangeLabels, Counter>::default();
         let evaluations = Family::<EvalLabels, Counter>::default();
@@ -126,13 +128,18 @@ impl Metrics {
         );
         registry.register(
             "sdk_instances",
-            "SDK instances connected to this replica's stream",
+            "SDK instances of this replica's stream: connected, and unreachable ones still remembered",
             sdk_instances.clone(),
         );
         registry.register(
             "sdk_instances_on_version",
-            "Connected SDK instances that have acknowledged the head version",
+            "SDK instances that have acknowledged the head version",
             sdk_on_version.clone(),
+        );
+        registry.register(
+            "sdk_instances_unreachable",
+            "SDK instances whose connection was lost without a goodbye (they may serve an old version)",
+            sdk_unreachable.clone(),
         );
         registry.register_with_unit(
             "commit_to_ack",
@@ -172,6 +179,7 @@ impl Metrics {
             flag_set_version,
             sdk_instances,
             sdk_on_version,
+            sdk_unreachable,
             commit_to_ack,
             changes,
             evaluations,
@@ -316,13 +324,16 @@ pub async fn scrape(State(s): State<AppState>) -> Response {
                 m.flag_set_version
                     .get_or_create(&label)
                     .set(i64::try_from(e.version).unwrap_or(i64::MAX));
-                let (total, on) = s.hub.fleet_counts(&e.key, e.version).await;
+                let c = s.hub.fleet_counts(&e.key, e.version).await;
                 m.sdk_instances
                     .get_or_create(&label)
-                    .set(i64::try_from(total).unwrap_or(i64::MAX));
+                    .set(i64::try_from(c.total).unwrap_or(i64::MAX));
                 m.sdk_on_version
                     .get_or_create(&label)
-                    .set(i64::try_from(on).unwrap_or(i64::MAX));
+                    .set(i64::try_from(c.on_version).unwrap_or(i64::MAX));
+                m.sdk_unreachable
+                    .get_or_create(&label)
+                    .set(i64::try_from(c.unreachable).unwrap_or(i64::MAX));
             }
         }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot read the environments"),

@@ -76,6 +76,8 @@ pub struct Options {
     pub max_body_bytes: usize,
     /// How often each SDK stream is pinged; three silent heartbeats close it (P14, P15).
     pub heartbeat: std::time::Duration,
+    /// How long an unreachable SDK instance stays in the fleet view.
+    pub fleet_ttl: std::time::Duration,
     /// Browser origins allowed to call OFREP (`https://app.example.com`, or `*`); none
     /// by default.
     pub cors_origins: Vec<String>,
@@ -84,8 +86,9 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            max_body_bytes: 16 << 20,
+            max_body_bytes: 40 << 20,
             heartbeat: std::time::Duration::from_secs(15),
+            fleet_ttl: std::time::Duration::from_secs(600),
             cors_origins: Vec::new(),
         }
     }
@@ -99,7 +102,11 @@ pub async fn run(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let hub = Arc::new(crate::stream::Hub::new(store.clone(), options.heartbeat));
+    let hub = Arc::new(crate::stream::Hub::new(
+        store.clone(),
+        options.heartbeat,
+        options.fleet_ttl,
+    ));
     store.set_metrics(hub.metrics.clone());
     let app = http::router(
         AppState {

@@ -418,6 +418,8 @@ pub struct Store {
     write_lock: Mutex<()>,
     /// Set by the server: store latency is exported with the other metrics.
     metrics: std::sync::OnceLock<std::sync::Arc<crate::metrics::Metrics>>,
+    /// The store's identity, read once.
+    identity: tokio::sync::OnceCell<String>,
 }
 
 impl Store {
@@ -471,6 +473,7 @@ impl Store {
             backend,
             write_lock: Mutex::new(()),
             metrics: std::sync::OnceLock::new(),
+            identity: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -720,6 +723,39 @@ impl Store {
         }
     }
 
+    /// The store's random identity, made when it was created: SDKs holding a flag set
+    /// from another store (a new database, another cluster) are sent a full snapshot.
+    pub async fn identity(&self) -> ApiResult<String> {
+        self.identity
+            .get_or_try_init(|| async {
+                let row = sqlx::query("SELECT id FROM store_identity")
+                    .fetch_optional(&self.pool)
+                    .await?;
+                match row {
+                    Some(r) => Ok(r.try_get::<String, _>("id")?),
+                    None => Err(ApiError::Internal(anyhow::anyhow!(
+                        "the store has no identity (store_identity is empty)"
+                    ))),
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// When a version was committed (ms), if the store has it: with the identity, this
+    /// tells a version apart from another of the same number in a restored backup.
+    pub async fn version_at(&self, env: &str, version: u64) -> ApiResult<Option<i64>> {
+        let row = sqlx::query("SELECT created_at FROM versions WHERE env = $1 AND version = $2")
+            .bind(env)
+            .bind(to_i64(version))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("created_at")?),
+            None => None,
+        })
+    }
+
     /// Starts a change of an environment's flag set. `if_match` is the version the caller
     /// based its change on: a stale one is refused with 409.
     pub async fn begin_write(&self, env: &str, if_match: Option<u64>) -> ApiResult<WriteTx<'_>> {
@@ -738,12 +774,20 @@ impl Store {
                 current_version: Some(e.version),
             });
         }
-        let next_position: i64 =
-            sqlx::query("SELECT next_position FROM environments WHERE key = $1")
-                .bind(env)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
+        let row = sqlx::query(
+            "SELECT next_position, head_flags, head_bytes FROM environments WHERE key = $1",
+        )
+        .bind(env)
+        .fetch_one(&mut *tx)
+        .await?;
+        let next_position: i64 = row.try_get(0)?;
+        let head_size = match (
+            row.try_get::<Option<i64>, _>(1)?,
+            row.try_get::<Option<i64>, _>(2)?,
+        ) {
+            (Some(f), Some(b)) => Some((f, b)),
+            _ => None,
+        };
         Ok(WriteTx {
             _guard: guard,
             started,
@@ -751,6 +795,8 @@ impl Store {
             tx,
             env: e,
             next_position,
+            head_size,
+            backend: self.backend,
             changes: Vec::new(),
             keys_only: false,
         })
@@ -858,6 +904,15 @@ impl Store {
     async fn token_by_hash_unobserved(&self, hash: &str) -> ApiResult<Option<TokenInfo>> {
         let row = sqlx::query("SELECT * FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
             .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_of).transpose()
+    }
+
+    /// An active token (or SDK key) by id.
+    pub async fn token_by_id(&self, id: &str) -> ApiResult<Option<TokenInfo>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(token_of).transpose()
@@ -1220,6 +1275,9 @@ pub struct WriteTx<'s> {
     tx: Transaction<'static, Any>,
     env: Environment,
     next_position: i64,
+    /// The head's flag count and document bytes before this change, when known.
+    head_size: Option<(i64, i64)>,
+    backend: Backend,
     changes: Vec<Change>,
     /// The changes carry keys without definitions (a large revert).
     keys_only: bool,
@@ -1555,6 +1613,72 @@ impl WriteTx<'_> {
         Ok(())
     }
 
+    /// The head's flag count and size after this change, and the limits on them
+    /// (`flagd_core::limits`): a change that leaves the set over a limit is refused with
+    /// 422, unless it is a kill switch or a revert, which are never blocked. Kept up to
+    /// date from each change (O(changed items)); counted in the store when unknown and
+    /// after a revert, whose definitions never come to this process.
+    async fn new_head_size(&mut self, kind: ChangeKind) -> ApiResult<(i64, i64)> {
+        let item_bytes = |key: &str, def: &Value| {
+            i64::try_from(flagd_core::limits::json_bytes(def) + key.len() + 4).unwrap_or(i64::MAX)
+        };
+        let (flags, bytes) = match self.head_size {
+            Some((mut flags, mut bytes)) if !self.keys_only => {
+                for (k, key, before, after) in &self.changes {
+                    if let Some(b) = before {
+                        bytes -= item_bytes(key, b);
+                        flags -= i64::from(*k == ItemKind::Flag);
+                    }
+                    if let Some(a) = after {
+                        bytes += item_bytes(key, a);
+                        flags += i64::from(*k == ItemKind::Flag);
+                    }
+                }
+                (flags, bytes)
+            }
+            _ => {
+                let len = match self.backend {
+                    Backend::Sqlite => {
+                        "LENGTH(CAST(definition AS BLOB)) + LENGTH(CAST(key AS BLOB))"
+                    }
+                    Backend::Postgres => "OCTET_LENGTH(definition) + OCTET_LENGTH(key)",
+                };
+                let row = sqlx::query(&format!(
+                    "SELECT COALESCE(SUM(CASE WHEN kind = 'flag' THEN 1 ELSE 0 END), 0), \
+                     COALESCE(SUM({len} + 4), 0) FROM revisions WHERE env = $1 AND valid_to = $2"
+                ))
+                .bind(&self.env.key)
+                .bind(OPEN)
+                .fetch_one(&mut *self.tx)
+                .await?;
+                (row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)
+            }
+        };
+        if !matches!(kind, ChangeKind::Toggle | ChangeKind::Revert) {
+            let max_flags = i64::try_from(flagd_core::limits::MAX_FLAGS).unwrap_or(i64::MAX);
+            let max_bytes =
+                i64::try_from(flagd_core::limits::MAX_DOCUMENT_BYTES).unwrap_or(i64::MAX);
+            let grew = |before: Option<i64>, now: i64| before.is_none_or(|b| now > b);
+            if flags > max_flags && grew(self.head_size.map(|h| h.0), flags) {
+                return Err(ApiError::invalid(
+                    "flags",
+                    format!(
+                        "the flag set would hold {flags} flags; at most {max_flags} are allowed"
+                    ),
+                ));
+            }
+            if bytes > max_bytes && grew(self.head_size.map(|h| h.1), bytes) {
+                return Err(ApiError::invalid(
+                    "",
+                    format!(
+                        "the flag set would be {bytes} bytes; at most {max_bytes} bytes (32 MiB) are allowed"
+                    ),
+                ));
+            }
+        }
+        Ok((flags, bytes))
+    }
+
     /// Commits: one new version (when anything changed), its record, and the audit entry.
     pub async fn commit(
         mut self,
@@ -1626,9 +1750,12 @@ impl WriteTx<'_> {
                 q.execute(&mut *self.tx).await?;
             }
         }
-        sqlx::query("UPDATE environments SET head_version = $1, next_position = $2 WHERE key = $3")
+        let (head_flags, head_bytes) = self.new_head_size(kind).await?;
+        sqlx::query("UPDATE environments SET head_version = $1, next_position = $2, head_flags = $3, head_bytes = $4 WHERE key = $5")
             .bind(v)
             .bind(self.next_position)
+            .bind(head_flags)
+            .bind(head_bytes)
             .bind(&env)
             .execute(&mut *self.tx)
             .await?;

@@ -13,8 +13,7 @@ use axum::Json;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use flagd_core::wire::{ClientMsg, ServerMsg};
-use flagd_core::{FlagSet, Strictness};
+use flagd_core::wire::{CLOSE_REVOKED, ClientMsg, ServerMsg};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, RwLock, broadcast};
@@ -48,6 +47,8 @@ struct Cached {
     loaded: bool,
     version: u64,
     items: Items,
+    /// When `version` was committed (ms); `None` for version 0.
+    at: Option<i64>,
     snapshot: Option<Frame>,
     recent: VecDeque<Frame>,
 }
@@ -72,13 +73,24 @@ pub struct Instance {
     pub applied_version: Option<u64>,
     /// When it last acknowledged (RFC 3339).
     pub last_ack: Option<String>,
+    /// `connected`, or `unreachable`: its connection was lost without a goodbye, and it
+    /// may still be serving `applied_version`. Remembered until it reconnects, says
+    /// goodbye, is forgotten (`DELETE …/fleet/{instance}`) or the fleet TTL expires.
+    pub state: &'static str,
+    /// Since when it is unreachable (RFC 3339).
+    pub unreachable_since: Option<String>,
+    /// Flags of its version it could not load (they evaluate with reason `ERROR`).
+    pub problems: Vec<flagd_core::Problem>,
+    /// The last message or flag set it reported it could not read.
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug)]
 struct EnvHub {
     tx: broadcast::Sender<Frame>,
     cache: RwLock<Cached>,
-    fleet: std::sync::Mutex<HashMap<u64, Arc<Member>>>,
+    /// By instance id: an instance that reconnects takes its own entry over.
+    fleet: std::sync::Mutex<HashMap<String, Arc<Member>>>,
     /// The head compiled for remote evaluation; cleared by every publication.
     compiled: std::sync::Mutex<Option<Arc<Compiled>>>,
     /// One compilation at a time.
@@ -122,21 +134,64 @@ const KEY_TTL: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 struct Member {
     info: Instance,
+    /// The token id of the SDK key it connected with: revoking the key drops it.
+    token_id: String,
     /// `u64::MAX` until the first version is known.
     applied: std::sync::atomic::AtomicU64,
     /// Milliseconds; 0 until the first ack.
     last_ack: std::sync::atomic::AtomicI64,
+    /// When its connection was lost (ms); 0 while connected.
+    gone_at: std::sync::atomic::AtomicI64,
+    /// What it reported it could not load.
+    problems: std::sync::Mutex<(Vec<flagd_core::Problem>, Option<String>)>,
 }
 
 impl Member {
+    fn applied(&self) -> Option<u64> {
+        let applied = self.applied.load(std::sync::atomic::Ordering::Relaxed);
+        (applied != u64::MAX).then_some(applied)
+    }
+
+    fn gone_at(&self) -> Option<i64> {
+        let g = self.gone_at.load(std::sync::atomic::Ordering::Relaxed);
+        (g != 0).then_some(g)
+    }
+
     fn snapshot(&self) -> Instance {
         let mut i = self.info.clone();
-        let applied = self.applied.load(std::sync::atomic::Ordering::Relaxed);
-        i.applied_version = (applied != u64::MAX).then_some(applied);
+        i.applied_version = self.applied();
         let at = self.last_ack.load(std::sync::atomic::Ordering::Relaxed);
         i.last_ack = (at != 0).then(|| store::rfc3339(at));
+        if let Some(g) = self.gone_at() {
+            i.state = "unreachable";
+            i.unreachable_since = Some(store::rfc3339(g));
+        }
+        if let Ok(p) = self.problems.lock() {
+            i.problems.clone_from(&p.0);
+            i.last_error.clone_from(&p.1);
+        }
         i
     }
+}
+
+/// Counts of an environment's fleet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FleetCounts {
+    /// Every instance remembered: connected and unreachable.
+    pub total: usize,
+    /// Those that have applied the version asked about.
+    pub on_version: usize,
+    /// Those whose connection was lost.
+    pub unreachable: usize,
+}
+
+/// A credential that stopped being valid: its open streams are closed at once.
+#[derive(Clone, Debug)]
+pub enum Revoked {
+    /// A token or SDK key, by id.
+    Token(String),
+    /// An admin UI session, by the hash of its secret.
+    Session(String),
 }
 
 /// Per-environment channels, caches and fleets.
@@ -153,6 +208,10 @@ pub struct Hub {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What commit times are measured from.
     epoch: std::time::Instant,
+    /// How long an unreachable instance is remembered.
+    fleet_ttl: Duration,
+    /// Revoked tokens, SDK keys and ended sessions, for the streams that use them.
+    revocations: broadcast::Sender<Revoked>,
     /// SDK key hash → (environment, when checked): remote evaluation must not cost a
     /// store query per request.
     sdk_keys: std::sync::Mutex<
@@ -166,9 +225,12 @@ fn text(msg: &ServerMsg) -> Utf8Bytes {
 }
 
 impl Hub {
-    /// A hub over the store, pinging every stream each `heartbeat`.
-    pub fn new(store: Arc<Store>, heartbeat: Duration) -> Self {
+    /// A hub over the store, pinging every stream each `heartbeat`, remembering an
+    /// unreachable SDK instance for `fleet_ttl`.
+    pub fn new(store: Arc<Store>, heartbeat: Duration, fleet_ttl: Duration) -> Self {
         Self {
+            fleet_ttl,
+            revocations: broadcast::channel(64).0,
             // A zero interval would make every stream spin.
             heartbeat: heartbeat.max(Duration::from_millis(10)),
             ui: broadcast::channel(1024).0,
@@ -235,10 +297,12 @@ impl Hub {
     /// Loads the head from the store into the cache (after start, or after a gap).
     async fn reload(&self, hub: &EnvHub, env: &str) -> ApiResult<()> {
         let (version, items) = self.store.items(env, None).await?;
+        let at = self.store.version_at(env, version).await?;
         let mut c = hub.cache.write().await;
         if !c.loaded || version > c.version {
             c.loaded = true;
             c.version = version;
+            c.at = at;
             c.items = items;
             c.snapshot = None;
             c.recent.clear();
@@ -282,6 +346,36 @@ impl Hub {
         }
     }
 
+    /// A token, SDK key or session is no longer valid: its open streams (SDK streams,
+    /// the UI's `/events`) close now, and the fleet forgets the instances that used an
+    /// SDK key.
+    pub fn revoke(&self, what: Revoked) {
+        self.forget_sdk_keys();
+        if let Revoked::Token(id) = &what
+            && let Ok(envs) = self.envs.read()
+        {
+            for hub in envs.values() {
+                if let Ok(mut f) = hub.fleet.lock() {
+                    f.retain(|_, m| &m.token_id != id);
+                }
+            }
+        }
+        let _ = self.revocations.send(what);
+    }
+
+    /// Revocations as they happen.
+    pub fn revocations(&self) -> broadcast::Receiver<Revoked> {
+        self.revocations.subscribe()
+    }
+
+    /// Forgets an instance (an operator knows it is gone). Returns whether it was known.
+    pub async fn forget(&self, env: &str, instance: &str) -> bool {
+        let hub = self.env(env).await;
+        hub.fleet
+            .lock()
+            .is_ok_and(|mut f| f.remove(instance).is_some())
+    }
+
     /// The environment's head, compiled once per version for remote evaluation.
     pub async fn compiled(&self, env: &str) -> ApiResult<Arc<Compiled>> {
         let hub = self.env(env).await;
@@ -314,11 +408,11 @@ impl Hub {
                 (h.snapshot.clone(), h.sorted_keys.clone())
             }
             _ => {
-                let set = FlagSet::parse(&store::document(&c.items), Strictness::Lenient).map_err(
-                    |e| ApiError::Internal(anyhow::anyhow!("stored flag set unreadable: {e}")),
-                )?;
-                let snapshot = flagd_core::Snapshot::compile(&set, c.version)
-                    .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored flag set: {e}")))?;
+                // Isolated: a stored flag that cannot be compiled answers ERROR alone.
+                let snapshot = flagd_core::Snapshot::load(&store::document(&c.items), c.version)
+                    .map_err(|e| {
+                        ApiError::Internal(anyhow::anyhow!("stored flag set unreadable: {e}"))
+                    })?;
                 let mut keys: Vec<Box<str>> = snapshot.keys().map(Box::from).collect();
                 keys.sort_unstable();
                 (Arc::new(snapshot), keys.into())
@@ -395,6 +489,7 @@ impl Hub {
                     from,
                     version: committed.version,
                     restores: k,
+                    at: Some(committed.at),
                 }),
             });
         }
@@ -402,6 +497,7 @@ impl Hub {
             // Too large to carry (a large revert, announced above): the cache reads the
             // new head from the store; SDKs catching up from before it get a snapshot.
             c.loaded = false;
+            c.at = Some(committed.at);
             drop(c);
             if let Err(e) = self.reload(&hub, env).await {
                 tracing::warn!(env, error = %e, "cannot reload the flag set");
@@ -422,6 +518,7 @@ impl Hub {
                 version: committed.version,
                 changes: changes.clone(),
                 restores: committed.restores,
+                at: Some(committed.at),
             }),
         };
         if committed.restores.is_none() {
@@ -448,6 +545,7 @@ impl Hub {
             }
         }
         c.version = committed.version;
+        c.at = Some(committed.at);
         c.snapshot = None;
         c.recent.push_back(full);
         while c.recent.len() > RECENT {
@@ -462,11 +560,15 @@ impl Hub {
                 return Some(f.clone());
             }
         }
+        let store = self.store.identity().await.ok();
         let mut c = hub.cache.write().await;
         if c.snapshot.is_none() {
             let msg = ServerMsg::Snapshot {
                 version: c.version,
                 document: store::document(&c.items),
+                store,
+                at: c.at,
+                reset: false,
             };
             c.snapshot = Some(Frame {
                 from: 0,
@@ -477,31 +579,52 @@ impl Hub {
         c.snapshot.clone()
     }
 
-    /// How many instances are connected, and how many have acknowledged `version`,
-    /// read from their atomics without copying the fleet.
-    pub async fn fleet_counts(&self, env: &str, version: u64) -> (usize, usize) {
+    /// How many instances are remembered, how many have acknowledged `version` and how
+    /// many are unreachable, read from their atomics without copying the fleet.
+    pub async fn fleet_counts(&self, env: &str, version: u64) -> FleetCounts {
         let hub = self.env(env).await;
-        hub.fleet.lock().map_or((0, 0), |f| {
-            let on = f
-                .values()
-                .filter(|m| m.applied.load(std::sync::atomic::Ordering::Relaxed) == version)
-                .count();
-            (f.len(), on)
+        let ttl = self.ttl_ms();
+        hub.fleet.lock().map_or(FleetCounts::default(), |mut f| {
+            prune(&mut f, ttl);
+            let mut c = FleetCounts {
+                total: f.len(),
+                ..FleetCounts::default()
+            };
+            for m in f.values() {
+                c.on_version += usize::from(m.applied() == Some(version));
+                c.unreachable += usize::from(m.gone_at().is_some());
+            }
+            c
         })
     }
 
-    /// The connected instances of an environment.
+    fn ttl_ms(&self) -> i64 {
+        i64::try_from(self.fleet_ttl.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// The instances of an environment: connected, and unreachable ones still
+    /// remembered.
     pub async fn fleet(&self, env: &str) -> Vec<Instance> {
         let hub = self.env(env).await;
+        let ttl = self.ttl_ms();
         let f = hub
             .fleet
             .lock()
-            .map(|f| f.values().map(|m| m.snapshot()).collect::<Vec<_>>())
+            .map(|mut f| {
+                prune(&mut f, ttl);
+                f.values().map(|m| m.snapshot()).collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         let mut f = f;
         f.sort_by(|a, b| a.instance.cmp(&b.instance));
         f
     }
+}
+
+/// Drops instances unreachable for longer than the TTL.
+fn prune(fleet: &mut HashMap<String, Arc<Member>>, ttl_ms: i64) {
+    let now = store::now_ms();
+    fleet.retain(|_, m| m.gone_at().is_none_or(|g| now.saturating_sub(g) <= ttl_ms));
 }
 
 /// `GET /api/v1/stream`: the SDK stream, authenticated with an SDK key.
@@ -531,12 +654,32 @@ pub async fn stream(
             let id = hub
                 .next_conn
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Err(e) = serve(&hub, socket, &env, &caller.name, id).await {
+            let mut conn = Conn {
+                id,
+                member: None,
+                goodbye: false,
+            };
+            if let Err(e) = serve(&hub, socket, &env, &caller, &mut conn).await {
                 tracing::info!(env, connection = id, reason = %e, "stream closed");
             }
+            let Some(member) = conn.member else { return };
             let h = hub.env(&env).await;
             if let Ok(mut f) = h.fleet.lock() {
-                f.remove(&id);
+                // Only if no newer connection of the same instance took the entry over.
+                let ours = f
+                    .get(&member.info.instance)
+                    .is_some_and(|m| Arc::ptr_eq(m, &member));
+                if ours {
+                    if conn.goodbye {
+                        f.remove(&member.info.instance);
+                    } else {
+                        // The instance may still be serving what it last applied: it stays in
+                        // the fleet, unreachable, and is not converged.
+                        member
+                            .gone_at
+                            .store(store::now_ms(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
             }
         }))
 }
@@ -560,13 +703,24 @@ async fn refuse(socket: &mut WebSocket, code: u16, reason: &str) -> anyhow::Erro
     anyhow::anyhow!("refused: {reason}")
 }
 
+/// What a connection's task learns, for its fleet entry when it ends.
+struct Conn {
+    id: u64,
+    member: Option<Arc<Member>>,
+    /// The SDK said goodbye: forget it rather than show it unreachable.
+    goodbye: bool,
+}
+
 async fn serve(
     hub: &Hub,
     mut socket: WebSocket,
     env: &str,
-    key_name: &str,
-    id: u64,
+    caller: &Caller,
+    conn: &mut Conn,
 ) -> anyhow::Result<()> {
+    let id = conn.id;
+    // Subscribed first: a revocation between the key check and now is not missed.
+    let mut revoked = hub.revocations();
     // The first message must be a hello.
     let first = tokio::time::timeout(Duration::from_secs(10), socket.recv()).await;
     let hello = match first {
@@ -579,6 +733,8 @@ async fn serve(
         host,
         labels,
         version: held,
+        store: held_store,
+        at: held_at,
     }) = hello
     else {
         return Err(refuse(
@@ -595,17 +751,26 @@ async fn serve(
             sdk,
             host,
             labels,
-            key_name: key_name.to_owned(),
+            key_name: caller.name.clone(),
             connected_since: store::rfc3339(store::now_ms()),
             applied_version: None,
             last_ack: None,
+            state: "connected",
+            unreachable_since: None,
+            problems: Vec::new(),
+            last_error: None,
         },
+        token_id: caller.token_id.clone(),
         applied: std::sync::atomic::AtomicU64::new(held.unwrap_or(u64::MAX)),
         last_ack: std::sync::atomic::AtomicI64::new(0),
+        gone_at: std::sync::atomic::AtomicI64::new(0),
+        problems: std::sync::Mutex::new((Vec::new(), None)),
     });
     if let Ok(mut f) = h.fleet.lock() {
-        f.insert(id, member.clone());
+        // An instance that reconnects replaces its own entry (unreachable or not).
+        f.insert(instance.clone(), member.clone());
     }
+    conn.member = Some(member.clone());
     tracing::info!(env, connection = id, instance, held, "SDK connected");
     // Subscribe before reading the cache, so that nothing committed in between is missed.
     let mut rx = h.tx.subscribe();
@@ -620,7 +785,37 @@ async fn serve(
             hub.reload(&h, env).await?;
         }
     }
-    let mut sent = catch_up(hub, &h, &mut socket, held).await?;
+    let identity = hub.store.identity().await?;
+    let mut sent = match held {
+        Some(v)
+            if !held_from_this_history(
+                hub,
+                &h,
+                env,
+                &identity,
+                v,
+                held_store.as_deref(),
+                held_at,
+            )
+            .await? =>
+        {
+            // The SDK holds a version of another store (a new database, another
+            // cluster) or of a history this store no longer has (a restored backup):
+            // version numbers mean nothing across them, so it gets the whole set.
+            tracing::warn!(
+                env,
+                connection = id,
+                instance,
+                held = v,
+                "the SDK holds a flag set from another store or history; sending a snapshot"
+            );
+            send_reset(hub, &h, &mut socket).await?
+        }
+        held => catch_up(hub, &h, &mut socket, held).await?,
+    };
+    // A resync request is answered once per version, so that an SDK that cannot read
+    // the set cannot make flagd send it in a loop.
+    let mut resynced: Option<u64> = None;
 
     let mut closing = hub.closing.subscribe();
     let mut ping = tokio::time::interval(hub.heartbeat);
@@ -658,7 +853,7 @@ async fn serve(
                 last_heard = tokio::time::Instant::now();
                 match msg? {
                     Message::Text(t) => match serde_json::from_str::<ClientMsg>(&t) {
-                        Ok(ClientMsg::Ack { version }) => {
+                        Ok(ClientMsg::Ack { version, problems }) => {
                             let before = member.applied.swap(version, std::sync::atomic::Ordering::Relaxed);
                             if before != version && version == h.last_version.load(std::sync::atomic::Ordering::Acquire) {
                                 let at = h.last_commit_ns.load(std::sync::atomic::Ordering::Relaxed);
@@ -666,6 +861,29 @@ async fn serve(
                                 ack_latency.observe(now.saturating_sub(at) as f64 / 1e9);
                             }
                             member.last_ack.store(store::now_ms(), std::sync::atomic::Ordering::Relaxed);
+                            if let Ok(mut p) = member.problems.lock()
+                                && (p.0 != problems || p.1.is_some())
+                            {
+                                if !problems.is_empty() {
+                                    tracing::warn!(env, connection = id, instance, version, flags = problems.len(), "an SDK could not load some flags");
+                                }
+                                *p = (problems, None);
+                            }
+                        }
+                        Ok(ClientMsg::Resync { reason }) => {
+                            tracing::warn!(env, connection = id, instance, reason, "an SDK could not read what it was sent");
+                            if let Ok(mut p) = member.problems.lock() {
+                                p.1 = Some(reason);
+                            }
+                            let head = h.cache.read().await.version;
+                            if resynced != Some(head) {
+                                resynced = Some(head);
+                                sent = send_reset(hub, &h, &mut socket).await?;
+                            }
+                        }
+                        Ok(ClientMsg::Goodbye) => {
+                            conn.goodbye = true;
+                            return Ok(());
                         }
                         Ok(ClientMsg::Ping) => send(&mut socket, text(&ServerMsg::Pong)).await?,
                         Ok(ClientMsg::Pong) => {}
@@ -680,6 +898,22 @@ async fn serve(
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
+            r = revoked.recv() => match r {
+                Ok(Revoked::Token(t)) if t == caller.token_id => {
+                    // The fleet entry went with the key; nothing to mark unreachable.
+                    conn.goodbye = true;
+                    return Err(refuse(&mut socket, CLOSE_REVOKED, "the SDK key was revoked").await);
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Missed some revocations: ask the store whether this key still holds.
+                    if hub.store.token_by_id(&caller.token_id).await?.is_none() {
+                        conn.goodbye = true;
+                        return Err(refuse(&mut socket, CLOSE_REVOKED, "the SDK key was revoked").await);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {}
+            },
             _ = closing.changed() => {
                 return Err(refuse(&mut socket, close_code::AWAY, "flagd is shutting down").await);
             }
@@ -691,6 +925,58 @@ async fn serve(
             }
         }
     }
+}
+
+/// Whether a version an SDK holds is this store's: same identity, not above the head,
+/// and (when the SDK knows it) committed at the same time as the store's version of
+/// that number. An SDK of an older protocol sends no identity: only the head is checked.
+async fn held_from_this_history(
+    hub: &Hub,
+    h: &EnvHub,
+    env: &str,
+    identity: &str,
+    held: u64,
+    held_store: Option<&str>,
+    held_at: Option<i64>,
+) -> anyhow::Result<bool> {
+    if held_store.is_some_and(|s| s != identity) {
+        return Ok(false);
+    }
+    let (head, head_at) = {
+        let c = h.cache.read().await;
+        (c.version, c.at)
+    };
+    if held > head {
+        return Ok(false);
+    }
+    let Some(at) = held_at else { return Ok(true) };
+    let stored = if held == head {
+        head_at
+    } else {
+        hub.store.version_at(env, held).await?
+    };
+    Ok(stored == Some(at))
+}
+
+/// Sends the whole set marked `reset`: the SDK replaces what it holds even when this
+/// version is not newer. Returns the version sent.
+async fn send_reset(hub: &Hub, h: &EnvHub, socket: &mut WebSocket) -> anyhow::Result<u64> {
+    let store = hub.store.identity().await.ok();
+    let (version, msg) = {
+        let c = h.cache.read().await;
+        (
+            c.version,
+            ServerMsg::Snapshot {
+                version: c.version,
+                document: store::document(&c.items),
+                store,
+                at: c.at,
+                reset: true,
+            },
+        )
+    };
+    send(socket, text(&msg)).await?;
+    Ok(version)
 }
 
 /// Brings a new connection up to the head: nothing, the recent deltas, or a snapshot,
@@ -746,7 +1032,35 @@ pub async fn fleet(
         .iter()
         .filter(|i| i.applied_version == Some(head))
         .count();
-    Ok(Json(
-        json!({"environment": env, "version": head, "total": instances.len(), "onVersion": on_head, "instances": instances}),
-    ))
+    let unreachable = instances
+        .iter()
+        .filter(|i| i.unreachable_since.is_some())
+        .count();
+    Ok(Json(json!({
+        "environment": env,
+        "version": head,
+        "total": instances.len(),
+        "onVersion": on_head,
+        "connected": instances.len() - unreachable,
+        "unreachable": unreachable,
+        "instances": instances,
+    })))
+}
+
+/// `DELETE /api/v1/environments/{env}/fleet/{instance}`: forgets an instance an operator
+/// knows is gone (an unreachable one stops counting as not converged).
+pub async fn forget(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path((env, instance)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.check(Perm::KillSwitch, Some(&env))?;
+    s.store.environment(&env).await?;
+    if !s.hub.forget(&env, &instance).await {
+        return Err(ApiError::NotFound(format!(
+            "no SDK instance \"{instance}\" in the fleet of \"{env}\""
+        )));
+    }
+    tracing::info!(env, instance, by = caller.name, "SDK instance forgotten");
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }

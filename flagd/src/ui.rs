@@ -234,6 +234,7 @@ async fn delete_session(
         ));
     };
     s.store.delete_session(hash, &caller.name).await?;
+    s.hub.revoke(crate::stream::Revoked::Session(hash.clone()));
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()
         .insert(header::SET_COOKIE, session_cookie("", 0, &headers)?);
@@ -256,14 +257,21 @@ async fn events(caller: Caller, State(s): State<AppState>) -> ApiResult<Response
     caller.check(Perm::Read, None)?;
     let rx = s.hub.ui_events();
     let closing = s.hub.closing();
+    let revoked = s.hub.revocations();
     let stream = futures_util::stream::unfold(
-        (rx, closing, caller),
-        |(mut rx, mut closing, caller)| async move {
+        (rx, closing, revoked, caller),
+        |(mut rx, mut closing, mut revoked, caller)| async move {
             loop {
                 let ev = tokio::select! {
                     ev = rx.recv() => ev,
                     // flagd is stopping: end the stream so that shutdown is not held up.
                     _ = closing.changed() => return None,
+                    // The token was revoked or the session ended: nothing more for it.
+                    r = revoked.recv() => match r {
+                        Ok(crate::stream::Revoked::Token(t)) if t == caller.token_id => return None,
+                        Ok(crate::stream::Revoked::Session(h)) if caller.session.as_deref() == Some(h.as_str()) => return None,
+                        _ => continue,
+                    },
                 };
                 let event = match ev {
                     Ok(ev) => {
@@ -278,7 +286,7 @@ async fn events(caller: Caller, State(s): State<AppState>) -> ApiResult<Response
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 };
-                return Some((Ok::<_, Infallible>(event), (rx, closing, caller)));
+                return Some((Ok::<_, Infallible>(event), (rx, closing, revoked, caller)));
             }
         },
     );

@@ -20,6 +20,9 @@ pub(crate) struct Current {
     pub(crate) snapshot: Arc<Snapshot>,
     pub(crate) version: u64,
     pub(crate) document: Arc<Value>,
+    /// The identity of the store the version came from, and when it was committed.
+    pub(crate) store: Option<String>,
+    pub(crate) at: Option<i64>,
 }
 
 /// What the client is doing.
@@ -257,7 +260,7 @@ fn initial(cache: Option<&Path>, bootstrap: Option<&Path>) -> Result<Current, Bu
     if let Some(c) = cache {
         match std::fs::read_to_string(c)
             .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|t| flagd_core::limits::from_slice_deep::<Value>(t.as_bytes()).ok())
         {
             Some(v) => {
                 let version = v.get("version").and_then(Value::as_u64).unwrap_or(0);
@@ -269,6 +272,8 @@ fn initial(cache: Option<&Path>, bootstrap: Option<&Path>) -> Result<Current, Bu
                         snapshot: Arc::new(snap),
                         version,
                         document: Arc::new(doc.clone()),
+                        store: v.get("store").and_then(Value::as_str).map(str::to_owned),
+                        at: v.get("at").and_then(Value::as_i64),
                     });
                 }
                 tracing::warn!(file = %c.display(), "the cache file is not usable; ignoring it");
@@ -281,9 +286,11 @@ fn initial(cache: Option<&Path>, bootstrap: Option<&Path>) -> Result<Current, Bu
             path: b.to_owned(),
             message: e.to_string(),
         })?;
-        let doc: Value = serde_json::from_str(&text).map_err(|e| BuildError::Bootstrap {
-            path: b.to_owned(),
-            message: e.to_string(),
+        let doc: Value = flagd_core::limits::from_slice_deep(text.as_bytes()).map_err(|e| {
+            BuildError::Bootstrap {
+                path: b.to_owned(),
+                message: e,
+            }
         })?;
         let snap = compile(&doc, 0).map_err(|message| BuildError::Bootstrap {
             path: b.to_owned(),
@@ -293,6 +300,8 @@ fn initial(cache: Option<&Path>, bootstrap: Option<&Path>) -> Result<Current, Bu
             snapshot: Arc::new(snap),
             version: 0,
             document: Arc::new(doc),
+            store: None,
+            at: None,
         });
     }
     let doc = serde_json::json!({"flags": {}});
@@ -304,13 +313,16 @@ fn initial(cache: Option<&Path>, bootstrap: Option<&Path>) -> Result<Current, Bu
         snapshot: Arc::new(snap),
         version: 0,
         document: Arc::new(doc),
+        store: None,
+        at: None,
     })
 }
 
+/// Loads a document with every flag isolated: a flag that cannot be loaded evaluates
+/// with reason `ERROR` (and is reported to flagd); only a document that is not a flag
+/// set at all fails.
 pub(crate) fn compile(doc: &Value, version: u64) -> Result<Snapshot, String> {
-    let set = flagd_core::FlagSet::parse(doc, flagd_core::Strictness::Lenient)
-        .map_err(|e| e.to_string())?;
-    Snapshot::compile(&set, version).map_err(|e| e.to_string())
+    Snapshot::load(doc, version).map_err(|e| e.to_string())
 }
 
 /// A handle on the live flag set. Cheap to clone; all clones share one snapshot and one
@@ -524,7 +536,23 @@ impl Client {
         self.inner.status.subscribe()
     }
 
-    /// Stops the connection; evaluation keeps serving the last snapshot.
+    /// The flags of the served version that could not be loaded or compiled, with what
+    /// is wrong with each; they evaluate with reason `ERROR` while the others are served
+    /// as usual. flagd shows them in its fleet view too.
+    ///
+    /// ```no_run
+    /// # fn f(sdk: &flagd_sdk::Client) {
+    /// for p in sdk.problems() {
+    ///     eprintln!("{}: {}", p.path, p.message);
+    /// }
+    /// # }
+    /// ```
+    pub fn problems(&self) -> Vec<flagd_core::Problem> {
+        self.inner.current.load().snapshot.problems().to_vec()
+    }
+
+    /// Stops the connection, saying goodbye to flagd (which then forgets this instance
+    /// instead of showing it unreachable); evaluation keeps serving the last snapshot.
     ///
     /// ```no_run
     /// # fn f(sdk: flagd_sdk::Client) {

@@ -5,11 +5,13 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use flagd_core::wire::{ClientMsg, ServerMsg, apply_changes};
+use flagd_core::limits::MAX_MESSAGE_BYTES;
+use flagd_core::wire::{CLOSE_REVOKED, ClientMsg, ServerMsg, apply_changes, decode_server};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::client::{ChangeEvent, Current, Inner, KEPT, Status, compile};
 
@@ -29,6 +31,17 @@ fn jitter() -> f64 {
     f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX)
 }
 
+/// How a connection ended.
+enum Ended {
+    /// Closed or failed; `true` when it was up and applied something (the backoff
+    /// resets).
+    Closed(bool),
+    /// flagd refused the SDK key (revoked or unknown): retrying soon cannot help.
+    KeyRefused(String),
+    /// [`crate::Client::close`] was called: goodbye sent.
+    Stopped,
+}
+
 /// Reconnects forever (until the client is gone or closed) with jittered exponential
 /// backoff, capped.
 pub(crate) async fn run(inner: Arc<Inner>) {
@@ -38,14 +51,20 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     drop(inner);
     let mut backoff = Duration::from_millis(100);
     loop {
-        let result = tokio::select! {
-            r = connection(&weak, &config) => r,
-            _ = stop.wait_for(|s| *s) => return,
-        };
+        let result = connection(&weak, &config, stop.clone()).await;
+        if *stop.borrow() {
+            return;
+        }
         let Some(inner) = weak.upgrade() else { return };
-        let healthy = matches!(result, Ok(true));
+        let healthy = matches!(result, Ok(Ended::Closed(true)));
         match &result {
-            Ok(_) => tracing::info!("flagd stream closed; reconnecting"),
+            Ok(Ended::Stopped) => return,
+            Ok(Ended::Closed(_)) => tracing::info!("flagd stream closed; reconnecting"),
+            Ok(Ended::KeyRefused(why)) => {
+                // Not a tight loop: the key will not work again until an operator acts.
+                tracing::error!(reason = %why, "flagd refused the SDK key; retrying slowly");
+                backoff = config.max_backoff;
+            }
             Err(e) => tracing::warn!(error = %e, "flagd stream failed; reconnecting"),
         }
         let version = inner.current.load().version;
@@ -74,32 +93,72 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     }
 }
 
-/// One connection. `Ok(true)` when it was up and applied something (the backoff resets).
-async fn connection(weak: &Weak<Inner>, config: &crate::client::Config) -> anyhow::Result<bool> {
+async fn send(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    msg: &ClientMsg,
+) -> anyhow::Result<()> {
+    ws.send(Message::Text(serde_json::to_string(msg)?.into()))
+        .await?;
+    Ok(())
+}
+
+/// Resolves once the client is closed (the borrow guard is not held across awaits).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// One connection.
+async fn connection(
+    weak: &Weak<Inner>,
+    config: &crate::client::Config,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Ended> {
     let mut req = config.stream_url.as_str().into_client_request()?;
     req.headers_mut().insert(
         "authorization",
         format!("Bearer {}", config.sdk_key).parse()?,
     );
-    let (mut ws, _) = tokio::time::timeout(
-        config.connect_timeout,
-        tokio_tungstenite::connect_async(req),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("connecting timed out"))??;
-    let held = weak
+    // The largest snapshot flagd may send is one frame: tungstenite's default frame limit
+    // (16 MiB) is below the largest document flagd accepts.
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let connected = tokio::select! {
+        c = tokio::time::timeout(
+            config.connect_timeout,
+            tokio_tungstenite::connect_async_with_config(req, Some(ws_config), false),
+        ) => c,
+        () = stopped(&mut stop) => return Ok(Ended::Stopped),
+    };
+    let (mut ws, _) = match connected.map_err(|_| anyhow::anyhow!("connecting timed out"))? {
+        Ok(c) => c,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp))
+            if matches!(resp.status().as_u16(), 401 | 403) =>
+        {
+            return Ok(Ended::KeyRefused(format!("HTTP {}", resp.status())));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (held, store, at) = weak
         .upgrade()
-        .map(|i| i.current.load().version)
-        .filter(|v| *v > 0);
+        .map(|i| {
+            let c = i.current.load();
+            (c.version, c.store.clone(), c.at)
+        })
+        .filter(|(v, _, _)| *v > 0)
+        .map_or((None, None, None), |(v, s, a)| (Some(v), s, a));
     let hello = ClientMsg::Hello {
         instance: config.instance.clone(),
         sdk: concat!("flagd-sdk-rust/", env!("CARGO_PKG_VERSION")).to_owned(),
         host: config.host.clone(),
         labels: config.labels.clone(),
         version: held,
+        store,
+        at,
     };
-    ws.send(Message::Text(serde_json::to_string(&hello)?.into()))
-        .await?;
+    send(&mut ws, &hello).await?;
     tracing::info!(url = %config.stream_url, held, "connected to flagd");
     if let (Some(inner), Some(v)) = (weak.upgrade(), held) {
         // Holding the head already: flagd sends nothing until the next change.
@@ -115,15 +174,22 @@ async fn connection(weak: &Weak<Inner>, config: &crate::client::Config) -> anyho
     loop {
         let msg = tokio::select! {
             m = ws.next() => match m {
-                None => return Ok(applied),
+                None => return Ok(Ended::Closed(applied)),
                 Some(m) => m?,
             },
             () = tokio::time::sleep_until(last_heard + silence) => {
                 anyhow::bail!("no message from flagd for {silence:?}: the connection is half-open")
             }
             _ = ping.tick() => {
-                ws.send(Message::Text(serde_json::to_string(&ClientMsg::Ping)?.into())).await?;
+                send(&mut ws, &ClientMsg::Ping).await?;
                 continue;
+            }
+            () = stopped(&mut stop) => {
+                // A clean close says goodbye: flagd forgets this instance rather than
+                // showing it unreachable.
+                let _ = send(&mut ws, &ClientMsg::Goodbye).await;
+                let _ = ws.close(None).await;
+                return Ok(Ended::Stopped);
             }
         };
         last_heard = tokio::time::Instant::now();
@@ -131,118 +197,199 @@ async fn connection(weak: &Weak<Inner>, config: &crate::client::Config) -> anyho
             Message::Text(t) => t,
             Message::Close(c) => {
                 tracing::info!(reason = ?c, "flagd closed the stream");
-                return Ok(applied);
+                if let Some(c) = &c
+                    && u16::from(c.code) == CLOSE_REVOKED
+                {
+                    return Ok(Ended::KeyRefused(c.reason.to_string()));
+                }
+                return Ok(Ended::Closed(applied));
             }
             _ => continue,
         };
         let Some(inner) = weak.upgrade() else {
-            return Ok(applied);
+            return Ok(Ended::Closed(applied));
         };
-        match serde_json::from_str::<ServerMsg>(&text)? {
-            ServerMsg::Snapshot { version, document } => {
-                let held = inner.current.load().version;
-                if version <= held && held > 0 {
-                    continue; // P10: nothing newer than what is held
-                }
-                let doc = Arc::new(document);
-                let snap = Arc::new(compile(&doc, version).map_err(|e| {
-                    anyhow::anyhow!("flagd sent a flag set that does not load: {e}")
-                })?);
-                let flags = doc
-                    .get("flags")
-                    .and_then(Value::as_object)
-                    .map(|f| f.keys().cloned().collect())
-                    .unwrap_or_default();
-                install(&inner, snap, doc, version, flags);
-            }
-            ServerMsg::Delta {
-                from,
-                version,
-                changes,
-                restores,
-            } => {
-                let cur = inner.current.load_full();
-                if version <= cur.version {
-                    continue; // P10: nothing newer than what is held
-                }
-                if from != cur.version {
-                    // P10: a gap; reconnect with the held version and flagd sends what is missing.
-                    anyhow::bail!(
-                        "delta from {from} does not follow held version {}",
-                        cur.version
-                    );
-                }
-                let flags: Vec<String> = changes
-                    .iter()
-                    .filter(|c| c.kind == flagd_core::wire::ItemKind::Flag)
-                    .map(|c| c.key.clone())
-                    .collect();
-                let kept = restores.and_then(|r| {
-                    inner
-                        .kept
-                        .lock()
-                        .ok()?
-                        .iter()
-                        .find(|(v, _, _)| *v == r)
-                        .map(|(_, s, d)| (s.clone(), d.clone()))
-                });
-                match kept {
-                    // A revert to a snapshot still held: swap it in, no recompiling.
-                    Some((snap, doc)) => {
-                        tracing::info!(version, restores, "revert applied from a kept snapshot");
-                        install(&inner, snap, doc, version, flags);
-                    }
-                    None => {
-                        let mut doc = (*cur.document).clone();
-                        apply_changes(&mut doc, &changes);
-                        let snap = Arc::new(compile(&doc, version).map_err(|e| {
-                            anyhow::anyhow!("a delta gave a flag set that does not load: {e}")
-                        })?);
-                        install(&inner, snap, Arc::new(doc), version, flags);
-                    }
-                }
-            }
-            ServerMsg::Restore {
-                from,
-                version,
-                restores,
-            } => {
-                let cur = inner.current.load_full();
-                if version <= cur.version {
-                    continue;
-                }
-                let kept = inner.kept.lock().ok().and_then(|k| {
-                    k.iter()
-                        .find(|(v, _, _)| *v == restores)
-                        .map(|(_, s, d)| (s.clone(), d.clone()))
-                });
-                match kept {
-                    // P9: a revert to a snapshot still held: swap it in, no recompiling.
-                    Some((snap, doc)) if from == cur.version => {
-                        tracing::info!(version, restores, "revert applied from a kept snapshot");
-                        let flags = changed_flag_keys(&cur.document, &doc);
-                        install(&inner, snap, doc, version, flags);
-                    }
-                    // Not held (or a gap): reconnect; flagd sends the full changes.
-                    _ => anyhow::bail!("revert to {restores}, which is not kept; resynchronizing"),
-                }
-            }
-            ServerMsg::Ping => {
-                ws.send(Message::Text(
-                    serde_json::to_string(&ClientMsg::Pong)?.into(),
-                ))
+        let msg = match decode_server(text.as_bytes()) {
+            Ok(m) => m,
+            Err(e) => {
+                // Never loop on a message that cannot be read: report it, and flagd
+                // answers with a fresh snapshot (once per version).
+                tracing::error!(error = %e, bytes = text.len(), "unreadable message from flagd; asking for a snapshot");
+                send(
+                    &mut ws,
+                    &ClientMsg::Resync {
+                        reason: format!("unreadable message: {e}"),
+                    },
+                )
                 .await?;
                 continue;
             }
-            ServerMsg::Pong => continue,
+        };
+        match apply(&inner, msg) {
+            Applied::Nothing => continue,
+            Applied::Pong => {
+                send(&mut ws, &ClientMsg::Pong).await?;
+                continue;
+            }
+            Applied::Gap(why) => anyhow::bail!(why),
+            Applied::Unloadable(why) => {
+                tracing::error!(reason = %why, "flagd sent a flag set that does not load; asking for a snapshot");
+                send(&mut ws, &ClientMsg::Resync { reason: why }).await?;
+                continue;
+            }
+            Applied::Version => {}
         }
         applied = true;
-        let version = inner.current.load().version;
-        ws.send(Message::Text(
-            serde_json::to_string(&ClientMsg::Ack { version })?.into(),
-        ))
-        .await?;
+        let cur = inner.current.load();
+        let ack = ClientMsg::Ack {
+            version: cur.version,
+            problems: cur.snapshot.problems().to_vec(),
+        };
+        if !ack_problems_empty(&ack) {
+            tracing::warn!(
+                version = cur.version,
+                "some flags could not be loaded; they evaluate with reason ERROR"
+            );
+        }
+        drop(cur);
+        send(&mut ws, &ack).await?;
         write_cache(&inner);
+    }
+}
+
+fn ack_problems_empty(m: &ClientMsg) -> bool {
+    !matches!(m, ClientMsg::Ack { problems, .. } if !problems.is_empty())
+}
+
+/// What a message from flagd did.
+enum Applied {
+    /// A new version is served.
+    Version,
+    /// Nothing (a message that is not newer, a pong).
+    Nothing,
+    /// A ping to answer.
+    Pong,
+    /// A gap: reconnect with the held version and flagd sends what is missing.
+    Gap(String),
+    /// The flag set in it is not a flag set at all.
+    Unloadable(String),
+}
+
+fn kept_version(inner: &Inner, v: u64) -> Option<(Arc<flagd_core::Snapshot>, Arc<Value>)> {
+    inner
+        .kept
+        .lock()
+        .ok()?
+        .iter()
+        .find(|(k, _, _)| *k == v)
+        .map(|(_, s, d)| (s.clone(), d.clone()))
+}
+
+fn apply(inner: &Inner, msg: ServerMsg) -> Applied {
+    match msg {
+        ServerMsg::Snapshot {
+            version,
+            document,
+            store,
+            at,
+            reset,
+        } => {
+            let cur = inner.current.load_full();
+            let other_store = store.is_some() && cur.store.is_some() && store != cur.store;
+            if !reset && !other_store && version <= cur.version && cur.version > 0 {
+                return Applied::Nothing; // P10: nothing newer than what is held
+            }
+            if reset || other_store {
+                // What was held came from another history: nothing kept is reusable.
+                tracing::warn!(
+                    held = cur.version,
+                    version,
+                    "flagd's store changed (a restored backup or a new database); replacing the flag set"
+                );
+                if let Ok(mut k) = inner.kept.lock() {
+                    k.clear();
+                }
+            }
+            let snap = match compile(&document, version) {
+                Ok(s) => Arc::new(s),
+                Err(e) => return Applied::Unloadable(e),
+            };
+            let flags = document
+                .get("flags")
+                .and_then(Value::as_object)
+                .map(|f| f.keys().cloned().collect())
+                .unwrap_or_default();
+            install(inner, snap, Arc::new(document), version, flags, store, at);
+            Applied::Version
+        }
+        ServerMsg::Delta {
+            from,
+            version,
+            changes,
+            restores,
+            at,
+        } => {
+            let cur = inner.current.load_full();
+            if version <= cur.version {
+                return Applied::Nothing; // P10: nothing newer than what is held
+            }
+            if from != cur.version {
+                // P10: a gap; reconnect with the held version and flagd sends what is missing.
+                return Applied::Gap(format!(
+                    "delta from {from} does not follow held version {}",
+                    cur.version
+                ));
+            }
+            let flags: Vec<String> = changes
+                .iter()
+                .filter(|c| c.kind == flagd_core::wire::ItemKind::Flag)
+                .map(|c| c.key.clone())
+                .collect();
+            let store = cur.store.clone();
+            match restores.and_then(|r| kept_version(inner, r)) {
+                // A revert to a snapshot still held: swap it in, no recompiling.
+                Some((snap, doc)) => {
+                    tracing::info!(version, restores, "revert applied from a kept snapshot");
+                    install(inner, snap, doc, version, flags, store, at);
+                }
+                None => {
+                    let mut doc = (*cur.document).clone();
+                    apply_changes(&mut doc, &changes);
+                    let snap = match compile(&doc, version) {
+                        Ok(s) => Arc::new(s),
+                        Err(e) => return Applied::Unloadable(e),
+                    };
+                    install(inner, snap, Arc::new(doc), version, flags, store, at);
+                }
+            }
+            Applied::Version
+        }
+        ServerMsg::Restore {
+            from,
+            version,
+            restores,
+            at,
+        } => {
+            let cur = inner.current.load_full();
+            if version <= cur.version {
+                return Applied::Nothing;
+            }
+            match kept_version(inner, restores) {
+                // P9: a revert to a snapshot still held: swap it in, no recompiling.
+                Some((snap, doc)) if from == cur.version => {
+                    tracing::info!(version, restores, "revert applied from a kept snapshot");
+                    let flags = changed_flag_keys(&cur.document, &doc);
+                    install(inner, snap, doc, version, flags, cur.store.clone(), at);
+                    Applied::Version
+                }
+                // Not held (or a gap): reconnect; flagd sends the full changes.
+                _ => Applied::Gap(format!(
+                    "revert to {restores}, which is not kept; resynchronizing"
+                )),
+            }
+        }
+        ServerMsg::Ping => Applied::Pong,
+        ServerMsg::Pong => Applied::Nothing,
     }
 }
 
@@ -269,11 +416,15 @@ fn install(
     document: Arc<Value>,
     version: u64,
     changed_flags: Vec<String>,
+    store: Option<String>,
+    at: Option<i64>,
 ) {
     let old = inner.current.swap(Arc::new(Current {
         snapshot: snapshot.clone(),
         version,
         document: document.clone(),
+        store,
+        at,
     }));
     if let Ok(mut kept) = inner.kept.lock() {
         kept.retain(|(v, _, _)| *v != version);
@@ -298,7 +449,7 @@ fn write_cache(inner: &Inner) {
         return;
     };
     let cur = inner.current.load();
-    let body = serde_json::json!({"version": cur.version, "document": &*cur.document});
+    let body = serde_json::json!({"version": cur.version, "document": &*cur.document, "store": cur.store, "at": cur.at});
     let tmp = path.with_extension("tmp");
     let result = std::fs::write(&tmp, body.to_string()).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {

@@ -164,6 +164,14 @@ fn load_snapshot(path: &Path, err: &mut impl Write) -> Option<Snapshot> {
             return None;
         }
     };
+    // A file flagd would refuse is refused here too, with every problem; the SDK would
+    // serve its other flags (and the problem flags with reason ERROR).
+    if let Err(e) = flagd_core::FlagSet::parse_str(&text, flagd_core::Strictness::Lenient) {
+        for line in e.to_string().lines() {
+            let _ = writeln!(err, "flagctl: {}: {line}", path.display());
+        }
+        return None;
+    }
     match Snapshot::from_json_str(&text, 0) {
         Ok(s) => Some(s),
         Err(e) => {

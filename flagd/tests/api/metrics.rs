@@ -141,7 +141,15 @@ pub(crate) async fn scripted_session(b: Backend) -> anyhow::Result<()> {
     assert!(text.contains("# TYPE flagd_commit_to_ack_seconds histogram"));
     assert!(text.contains("# UNIT flagd_commit_to_ack_seconds seconds"));
     drop(ws);
-    // The instance leaves the fleet gauge when it disconnects.
-    until(&s, &[(format!("flagd_sdk_instances{{{env}}}"), 0.0)]).await?;
+    // An instance that vanished without a goodbye stays in the fleet, unreachable: it
+    // may still be serving what it last applied.
+    until(
+        &s,
+        &[
+            (format!("flagd_sdk_instances{{{env}}}"), 1.0),
+            (format!("flagd_sdk_instances_unreachable{{{env}}}"), 1.0),
+        ],
+    )
+    .await?;
     s.stop().await
 }

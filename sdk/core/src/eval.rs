@@ -10,8 +10,9 @@ use serde_json::{Map, Value as Json};
 
 use crate::context::EvaluationContext;
 use crate::context::Tag;
+use crate::limits::MAX_COMPILED_SIZE;
 use crate::logic::{self, CompileCx, Env, Expr, Outcome, Val};
-use crate::model::{FlagSet, FlagState, Strictness, ValidationErrors};
+use crate::model::{FlagSet, FlagState, Problem, Strictness, ValidationErrors};
 
 /// Why an evaluation produced its value (the OpenFeature reasons flagd uses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -297,50 +298,63 @@ pub struct Snapshot {
     flags: FlagTable,
     set_metadata: Map<String, Json>,
     empty_metadata: Map<String, Json>,
+    problems: Vec<Problem>,
 }
 
-/// A flag set that cannot be compiled: a `defaultVariant` that names no variant.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("flag \"{flag}\": default variant \"{variant}\" is not one of its variants")]
-pub struct CompileError {
-    /// The flag.
-    pub flag: String,
-    /// The missing variant.
-    pub variant: String,
-}
-
-/// Reading and compiling a document failed.
+/// Reading a document failed: it is not JSON, or not a flag set at all (a flag that
+/// cannot be read does not fail the load, see [`Snapshot::load`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
     /// The document is not a flag set flagd would load.
     #[error("{0}")]
     Invalid(#[from] ValidationErrors),
-    /// The flag set does not compile.
-    #[error(transparent)]
-    Compile(#[from] CompileError),
 }
 
 impl Snapshot {
     /// Compiles a flag set. `version` is the flag-set version it was built from and is
     /// returned with every evaluation.
-    pub fn compile(set: &FlagSet, version: u64) -> Result<Self, CompileError> {
-        let mut flags = Vec::with_capacity(set.flags.len());
+    ///
+    /// Never fails: a flag that cannot be compiled (a targeting rule that cannot run or
+    /// is larger than [`crate::limits::MAX_COMPILED_SIZE`], a `defaultVariant` that names
+    /// no variant) or that the load set aside ([`FlagSet::broken`]) evaluates with
+    /// reason `ERROR`, and is listed in [`Snapshot::problems`]; the other flags are
+    /// served as usual. Each `$evaluators` entry is compiled once and shared by every
+    /// reference to it.
+    pub fn compile(set: &FlagSet, version: u64) -> Self {
+        let mut flags = Vec::with_capacity(set.flags.len() + set.broken().len());
+        let mut problems: Vec<Problem> = set.problems().to_vec();
+        let shared = logic::Shared::default();
         for (key, flag) in &set.flags {
             let variants = Variants::new(&flag.variants);
+            let mut broken: Option<String> = None;
             let default_variant = match &flag.default_variant {
                 None => None,
-                Some(d) => Some(variants.find(d).ok_or_else(|| CompileError {
-                    flag: key.clone(),
-                    variant: d.clone(),
-                })?),
+                Some(d) => {
+                    let found = variants.find(d);
+                    if found.is_none() {
+                        broken = Some(format!(
+                            "default variant \"{d}\" is not one of the flag's variants"
+                        ));
+                    }
+                    found
+                }
             };
-            let targeting = match flag.effective_targeting() {
-                None => Targeting::None,
-                Some(rule) => {
+            let targeting = match (broken, flag.effective_targeting()) {
+                (Some(msg), _) => Targeting::Invalid(msg.into()),
+                (None, None) => Targeting::None,
+                (None, Some(rule))
+                    if logic::rule_size(rule, &set.evaluators, &shared, MAX_COMPILED_SIZE)
+                        > MAX_COMPILED_SIZE =>
+                {
+                    Targeting::Invalid(
+                        format!("targeting compiles to more than {MAX_COMPILED_SIZE} nodes").into(),
+                    )
+                }
+                (None, Some(rule)) => {
                     let cx = CompileCx {
-                        flag_key: key,
+                        flag_key: Some(key),
                         evaluators: &set.evaluators,
-                        in_evaluator: false,
+                        shared: &shared,
                     };
                     match logic::compile(rule, &cx) {
                         Ok(mut e) => {
@@ -354,6 +368,12 @@ impl Snapshot {
                     }
                 }
             };
+            if let Targeting::Invalid(msg) = &targeting {
+                problems.push(Problem {
+                    path: crate::path::Path::root().key("flags").key(key).to_string(),
+                    message: msg.to_string(),
+                });
+            }
             let mut metadata = set.metadata.clone();
             if let Some(m) = &flag.metadata {
                 for (k, v) in m {
@@ -372,18 +392,61 @@ impl Snapshot {
                 metadata: Box::new(metadata),
             });
         }
-        Ok(Self {
+        for (key, message) in set.broken() {
+            if set.flags.contains_key(key) {
+                continue;
+            }
+            flags.push(CompiledFlag {
+                key: key.as_str().into(),
+                key_tag: Tag::of(key),
+                disabled: false,
+                variants: Variants::new(&Map::new()),
+                default_variant: None,
+                targeting: Targeting::Invalid(message.as_str().into()),
+                metadata: Box::new(set.metadata.clone()),
+            });
+        }
+        problems.sort_by(|a, b| a.path.cmp(&b.path));
+        Self {
             version,
             flags: FlagTable::new(flags),
             set_metadata: set.metadata.clone(),
             empty_metadata: Map::new(),
-        })
+            problems,
+        }
     }
 
-    /// Parses (leniently, as flagd loads files) and compiles JSON text.
+    /// Loads a document for evaluation, as the SDK does: leniently (as flagd loads
+    /// files), with every flag isolated ([`FlagSet::parse_isolated`]): one that cannot
+    /// be read or compiled evaluates with reason `ERROR` and is listed in
+    /// [`Snapshot::problems`], and never blocks the rest. Fails only for a document that
+    /// is not a flag set at all.
+    pub fn load(document: &Json, version: u64) -> Result<Self, LoadError> {
+        let set = FlagSet::parse_isolated(document)?;
+        Ok(Self::compile(&set, version))
+    }
+
+    /// Parses and loads JSON text ([`Snapshot::load`]); text nested up to
+    /// [`crate::limits::MAX_DECODE_DEPTH`] levels is read.
     pub fn from_json_str(text: &str, version: u64) -> Result<Self, LoadError> {
-        let set = FlagSet::parse_str(text, Strictness::Lenient)?;
-        Ok(Self::compile(&set, version)?)
+        let json: Json = match crate::limits::from_slice_deep(text.as_bytes()) {
+            Ok(v) => v,
+            // Parsed again for the error's position and wording.
+            Err(_) => {
+                FlagSet::parse_str(text, Strictness::Lenient)?;
+                return Err(LoadError::Invalid(ValidationErrors(vec![Problem {
+                    path: String::new(),
+                    message: "invalid JSON".into(),
+                }])));
+            }
+        };
+        Self::load(&json, version)
+    }
+
+    /// The flags that could not be loaded or compiled, and what is wrong with each
+    /// (they evaluate with reason `ERROR`); empty when every flag loaded.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
     }
 
     /// The flag-set version this snapshot was compiled from.
@@ -606,7 +669,7 @@ mod tests {
 
     fn snap(doc: Json) -> Snapshot {
         let set = FlagSet::parse(&doc, Strictness::Lenient).unwrap();
-        Snapshot::compile(&set, 3).unwrap()
+        Snapshot::compile(&set, 3)
     }
 
     #[test]

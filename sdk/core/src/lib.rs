@@ -24,6 +24,7 @@
 //! - `bucket`: murmur3 x86_32 and the integer bucketing of `fractional`.
 //! - `semver`: versions as `sem_ver` reads them.
 //! - `eval`: [`Snapshot`], the compiled flag set, and [`Detail`], the result.
+//! - [`limits`]: the one set of limits, enforced on write and honoured on read.
 //!
 //! Dependency rule: `flagd-core` depends on no other crate of this workspace; the SDK
 //! and the server depend on it, never the other way round.
@@ -32,6 +33,7 @@
 mod bucket;
 mod context;
 mod eval;
+pub mod limits;
 mod logic;
 mod model;
 mod path;
@@ -41,5 +43,6 @@ pub mod wire;
 
 pub use bucket::{Murmur3, bucket, murmur3_x86_32};
 pub use context::{EvaluationContext, InvalidContext, Map, Value};
-pub use eval::{CompileError, Detail, ErrorCode, LoadError, Reason, Snapshot, ValueType};
+pub use eval::{Detail, ErrorCode, LoadError, Reason, Snapshot, ValueType};
+pub use limits::check_key;
 pub use model::{Flag, FlagSet, FlagState, Problem, Strictness, ValidationErrors, VariantType};

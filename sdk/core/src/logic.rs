@@ -7,7 +7,9 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::Value as Json;
 
@@ -212,8 +214,9 @@ pub(crate) struct Fractional {
     /// `Some(Ok)` when every bucket is literal; `Some(Err)` when the literal buckets are
     /// invalid (the operator always returns null).
     fixed: Option<Result<StaticBuckets, ()>>,
-    /// The hasher state after the flag key, for the default bucketing value.
-    flag_key_hash: Murmur3,
+    /// The hasher state after the flag key, for the default bucketing value; `None`
+    /// inside a shared evaluator, where the flag key is known only when evaluating.
+    flag_key_hash: Option<Murmur3>,
 }
 
 /// A compiled JsonLogic expression.
@@ -228,6 +231,11 @@ pub(crate) enum Expr {
     Var(VarPath, Option<Box<Expr>>),
     Timestamp,
     FlagdObject,
+    /// `$flagd.flagKey` inside a shared evaluator: the key of the flag being evaluated.
+    FlagKey,
+    /// `{"$ref": name}`: the evaluator, compiled once per snapshot and shared by every
+    /// reference (a rule referencing a large evaluator 10,000 times holds it once).
+    Ref(Arc<Expr>),
     Missing(Vec<Expr>),
     MissingSome(Vec<Expr>),
     If(Vec<Expr>),
@@ -251,10 +259,83 @@ pub(crate) enum Expr {
 }
 
 /// What compilation needs to know besides the rule.
+#[derive(Clone, Copy)]
 pub(crate) struct CompileCx<'s> {
-    pub(crate) flag_key: &'s str,
+    /// The flag's key; `None` while compiling a shared evaluator.
+    pub(crate) flag_key: Option<&'s str>,
     pub(crate) evaluators: &'s serde_json::Map<String, Json>,
-    pub(crate) in_evaluator: bool,
+    /// The evaluators compiled so far, shared by every flag of one snapshot.
+    pub(crate) shared: &'s Shared,
+}
+
+/// Evaluators compiled once per snapshot.
+#[derive(Default)]
+pub(crate) struct Shared {
+    compiled: RefCell<HashMap<String, Result<Arc<Expr>, CompileError>>>,
+    sizes: RefCell<HashMap<String, usize>>,
+}
+
+/// The compiled size of a rule (see [`crate::limits::MAX_COMPILED_SIZE`]): every JSON
+/// value once, an array of literals as one, a `$ref` as the size of its evaluator each
+/// time. Stops counting above `cap`, so that a rule far too large costs little to refuse.
+pub(crate) fn rule_size(
+    v: &Json,
+    evaluators: &serde_json::Map<String, Json>,
+    shared: &Shared,
+    cap: usize,
+) -> usize {
+    fn walk(
+        v: &Json,
+        evaluators: &serde_json::Map<String, Json>,
+        shared: &Shared,
+        cap: usize,
+        total: &mut usize,
+        in_evaluator: bool,
+    ) {
+        if *total > cap {
+            return;
+        }
+        match v {
+            Json::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
+                *total += 1;
+            }
+            Json::Array(items) => {
+                *total += 1;
+                for i in items {
+                    walk(i, evaluators, shared, cap, total, in_evaluator);
+                }
+            }
+            Json::Object(m) => {
+                if !in_evaluator
+                    && m.len() == 1
+                    && let Some(Json::String(name)) = m.get("$ref")
+                {
+                    let known = shared.sizes.borrow().get(name.as_str()).copied();
+                    let size = match known {
+                        Some(n) => n,
+                        None => {
+                            let mut n = 0;
+                            if let Some(body) = evaluators.get(name) {
+                                walk(body, evaluators, shared, cap, &mut n, true);
+                            }
+                            shared.sizes.borrow_mut().insert(name.clone(), n);
+                            n
+                        }
+                    };
+                    *total += size.max(1);
+                    return;
+                }
+                *total += 1;
+                for x in m.values() {
+                    walk(x, evaluators, shared, cap, total, in_evaluator);
+                }
+            }
+            _ => *total += 1,
+        }
+    }
+    let mut total = 0;
+    walk(v, evaluators, shared, cap, &mut total, false);
+    total
 }
 
 fn args_of(v: &Json) -> Cow<'_, [Json]> {
@@ -314,10 +395,13 @@ fn compile_op(op: &str, raw: &Json, cx: &CompileCx<'_>) -> Result<Expr, CompileE
                 "\"$ref\" must name an evaluator with a string".into(),
             ));
         };
-        if cx.in_evaluator {
+        if cx.flag_key.is_none() {
             return Err(CompileError(format!(
                 "evaluators cannot reference other evaluators (\"$ref\": \"{name}\")"
             )));
+        }
+        if let Some(done) = cx.shared.compiled.borrow().get(name.as_str()) {
+            return done.clone().map(Expr::Ref);
         }
         let Some(body) = cx.evaluators.get(name) else {
             return Err(CompileError(format!(
@@ -325,10 +409,15 @@ fn compile_op(op: &str, raw: &Json, cx: &CompileCx<'_>) -> Result<Expr, CompileE
             )));
         };
         let inner = CompileCx {
-            in_evaluator: true,
+            flag_key: None,
             ..*cx
         };
-        return compile(body, &inner);
+        let done = compile(body, &inner).map(Arc::new);
+        cx.shared
+            .compiled
+            .borrow_mut()
+            .insert(name.clone(), done.clone());
+        return done.map(Expr::Ref);
     }
     if arity(op).is_none() {
         return Err(CompileError(format!("unknown operator \"{op}\"")));
@@ -421,7 +510,10 @@ fn compile_var(raw: &Json, cx: &CompileCx<'_>) -> Result<Expr, CompileError> {
     // flagd overwrites any caller-supplied `$flagd` before evaluating, so these are fixed
     // per flag (the key) or per call (the time).
     if text == "$flagd.flagKey" {
-        return Ok(Expr::Lit(Value::String(cx.flag_key.to_owned())));
+        return Ok(match cx.flag_key {
+            Some(k) => Expr::Lit(Value::String(k.to_owned())),
+            None => Expr::FlagKey,
+        });
     }
     if text == "$flagd.timestamp" {
         return Ok(Expr::Timestamp);
@@ -489,8 +581,7 @@ fn compile_semver(args: &[Json], cx: &CompileCx<'_>) -> Result<Expr, CompileErro
 }
 
 fn compile_fractional(args: &[Json], cx: &CompileCx<'_>) -> Result<Expr, CompileError> {
-    let mut flag_key_hash = Murmur3::new(0);
-    flag_key_hash.write(cx.flag_key.as_bytes());
+    let flag_key_hash = cx.flag_key.map(key_hash);
     let (bucket_by, rest) = match args.first() {
         None => (BucketBy::Default, args),
         Some(Json::Array(_)) => (BucketBy::Default, args),
@@ -522,6 +613,13 @@ fn compile_fractional(args: &[Json], cx: &CompileCx<'_>) -> Result<Expr, Compile
         fixed,
         flag_key_hash,
     })))
+}
+
+/// The murmur3 state after a flag key: where the default bucketing value starts.
+fn key_hash(flag_key: &str) -> Murmur3 {
+    let mut h = Murmur3::new(0);
+    h.write(flag_key.as_bytes());
+    h
 }
 
 /// A value during evaluation: borrowed from the rule or the context where possible.
@@ -875,6 +973,7 @@ impl<'a> Expr {
                     None => contains(&Val::Arr(lits), &n),
                 }
             }
+            Expr::Ref(inner) => inner.eval_bool(env, scope),
             other => truthy(&other.eval_in(env, scope)),
         }
     }
@@ -892,6 +991,8 @@ impl<'a> Expr {
                 }
             }
             Expr::Timestamp => Val::Num(env.timestamp() as f64),
+            Expr::FlagKey => Val::Str(env.flag_key),
+            Expr::Ref(inner) => inner.eval_in(env, scope),
             Expr::FlagdObject => {
                 let mut m = Map::default();
                 m.insert("flagKey".into(), Value::String(env.flag_key.to_owned()));
@@ -1392,7 +1493,7 @@ fn pick_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: &Scope<'a, '_>) 
         let Some(tk) = env.ctx.targeting_key().filter(|k| !k.is_empty()) else {
             return Pick::Value(Val::Null);
         };
-        let mut h = f.flag_key_hash;
+        let mut h = f.flag_key_hash.unwrap_or_else(|| key_hash(env.flag_key));
         h.write(tk.as_bytes());
         return Pick::Fixed(fixed, fixed.pick(h.finish()));
     }
@@ -1420,7 +1521,7 @@ fn pick_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: &Scope<'a, '_>) 
                 Some(k) if !k.is_empty() => k,
                 _ => return Pick::Value(Val::Null),
             };
-            let mut h = f.flag_key_hash;
+            let mut h = f.flag_key_hash.unwrap_or_else(|| key_hash(env.flag_key));
             h.write(tk.as_bytes());
             h.finish()
         }
@@ -1592,10 +1693,11 @@ mod tests {
 
     fn run_key(rule: Json, data: Json, key: &str) -> Value {
         let evaluators = serde_json::Map::new();
+        let shared = Shared::default();
         let cx = CompileCx {
-            flag_key: key,
+            flag_key: Some(key),
             evaluators: &evaluators,
-            in_evaluator: false,
+            shared: &shared,
         };
         let e = compile(&rule, &cx).unwrap();
         let ctx = EvaluationContext::from_json(&data).unwrap();
@@ -1843,10 +1945,11 @@ mod tests {
     #[test]
     fn static_buckets_are_precomputed() {
         let evaluators = serde_json::Map::new();
+        let shared = Shared::default();
         let cx = CompileCx {
-            flag_key: "f",
+            flag_key: Some("f"),
             evaluators: &evaluators,
-            in_evaluator: false,
+            shared: &shared,
         };
         let e = compile(
             &json!({"fractional": [["on", 10], ["off", -5], ["x"]]}),
@@ -1867,10 +1970,11 @@ mod tests {
     fn unknown_operators_and_refs_fail_compilation() {
         let mut evaluators = serde_json::Map::new();
         evaluators.insert("inner".into(), json!({"$ref": "other"}));
+        let shared = Shared::default();
         let cx = CompileCx {
-            flag_key: "f",
+            flag_key: Some("f"),
             evaluators: &evaluators,
-            in_evaluator: false,
+            shared: &shared,
         };
         assert_eq!(
             compile(&json!({"invalid": [1]}), &cx).unwrap_err().0,

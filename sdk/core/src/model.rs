@@ -7,6 +7,7 @@ use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
 use crate::context::json_type;
+use crate::limits;
 use crate::path::Path;
 use crate::validate;
 
@@ -26,7 +27,7 @@ pub enum Strictness {
 
 /// One thing wrong with a document: where (a JSON path such as
 /// `flags.new-checkout.defaultVariant`) and what, in words a person understands.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     /// The JSON path of the offending value; empty for the document itself.
     pub path: String,
@@ -261,11 +262,19 @@ pub struct FlagSet {
     extra: Map<String, Value>,
     /// Top-level key names in document order.
     order: Vec<String>,
+    /// Flags an isolating load could not read, with what is wrong with each; they
+    /// evaluate with reason `ERROR`.
+    broken: IndexMap<String, String>,
+    /// Problems an isolating load set aside (broken flags, unusable evaluators).
+    problems: Vec<Problem>,
 }
 
 /// Collects problems; a soft one only counts when validating strictly.
 pub(crate) struct Checker {
     pub(crate) strict: bool,
+    /// Loading for evaluation (SDK, server): a broken flag or evaluator is set aside
+    /// instead of failing the whole set.
+    pub(crate) isolate: bool,
     pub(crate) problems: Vec<Problem>,
 }
 
@@ -309,6 +318,7 @@ impl FlagSet {
     pub fn parse(json: &Value, strictness: Strictness) -> Result<Self, ValidationErrors> {
         let mut ck = Checker {
             strict: strictness == Strictness::Strict,
+            isolate: false,
             problems: Vec::new(),
         };
         let set = parse_set(json, &mut ck);
@@ -316,6 +326,38 @@ impl FlagSet {
             Some(set) if ck.problems.is_empty() => Ok(set),
             _ => Err(ValidationErrors(ck.problems)),
         }
+    }
+
+    /// Parses a document for evaluation, as the SDK and the server load what they serve:
+    /// leniently, and one flag that cannot be read never blocks the others. Such flags
+    /// are listed in [`FlagSet::broken`] (they evaluate with reason `ERROR`), and an
+    /// evaluator that cannot be read is left out (flags referencing it fail to
+    /// compile). Fails only when the document as a whole is unusable: not an object, or
+    /// `flags` or `$evaluators` of the wrong type.
+    pub fn parse_isolated(json: &Value) -> Result<Self, ValidationErrors> {
+        let mut ck = Checker {
+            strict: false,
+            isolate: true,
+            problems: Vec::new(),
+        };
+        match parse_set(json, &mut ck) {
+            Some(mut set) if ck.problems.is_empty() => {
+                set.problems.sort_by(|a, b| a.path.cmp(&b.path));
+                Ok(set)
+            }
+            _ => Err(ValidationErrors(ck.problems)),
+        }
+    }
+
+    /// Flags that an isolating load ([`FlagSet::parse_isolated`]) could not read, with
+    /// what is wrong with each.
+    pub fn broken(&self) -> &IndexMap<String, String> {
+        &self.broken
+    }
+
+    /// What an isolating load set aside, with JSON paths.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
     }
 
     /// Every problem strict validation finds in this flag set (empty when it is valid).
@@ -423,10 +465,14 @@ fn parse_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
         let path = root.key("$evaluators");
         match ev {
             Value::Object(m) => {
+                let mut evaluators = m.clone();
                 for (name, body) in m {
                     let p = path.key(name);
-                    if name.is_empty() {
-                        ck.soft(&p, "an evaluator name must not be empty");
+                    let before = ck.problems.len();
+                    if ck.strict
+                        && let Err(e) = limits::check_key(name)
+                    {
+                        ck.hard(&p, format!("an evaluator name {e}"));
                     }
                     match body {
                         Value::Object(b) if b.is_empty() => {
@@ -434,8 +480,12 @@ fn parse_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
                         }
                         _ => {}
                     }
+                    if ck.isolate && ck.problems.len() > before {
+                        set.problems.extend(ck.problems.drain(before..));
+                        evaluators.shift_remove(name);
+                    }
                 }
-                set.evaluators = m.clone();
+                set.evaluators = evaluators;
             }
             Value::Null => {}
             other => ck.hard(
@@ -460,10 +510,17 @@ fn parse_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
         Some(Value::Object(flags)) => {
             for (key, flag) in flags {
                 let p = root.key("flags").key(key);
-                if key.is_empty() {
-                    ck.soft(&p, "a flag key must not be empty");
+                let before = ck.problems.len();
+                if ck.strict
+                    && let Err(e) = limits::check_key(key)
+                {
+                    ck.hard(&p, format!("a flag key {e}"));
                 }
-                if let Some(f) = parse_flag(flag, &p, ck, false) {
+                let parsed = parse_flag(flag, &p, ck, false);
+                if ck.isolate && set_aside(&mut set, key, ck, before) {
+                    continue;
+                }
+                if let Some(f) = parsed {
                     set.flags.insert(key.clone(), f);
                 }
             }
@@ -494,7 +551,17 @@ fn parse_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
                     ck.hard(&p.key("key"), format!("duplicate flag key \"{key}\""));
                     continue;
                 }
-                if let Some(f) = parse_flag(flag, &p, ck, true) {
+                let before = ck.problems.len();
+                if ck.strict
+                    && let Err(e) = limits::check_key(&key)
+                {
+                    ck.hard(&p.key("key"), format!("a flag key {e}"));
+                }
+                let parsed = parse_flag(flag, &p, ck, true);
+                if ck.isolate && set_aside(&mut set, &key, ck, before) {
+                    continue;
+                }
+                if let Some(f) = parsed {
                     set.flags.insert(key, f);
                 }
             }
@@ -515,15 +582,96 @@ fn parse_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
     }
 
     if ck.strict {
+        check_limits(json, obj, &set, ck);
         validate::check_rules(&set, ck);
     }
     Some(set)
+}
+
+/// Isolating load: moves the problems found since `before` to the set's list and marks
+/// the flag broken. Returns whether it was.
+fn set_aside(set: &mut FlagSet, key: &str, ck: &mut Checker, before: usize) -> bool {
+    if ck.problems.len() == before {
+        return false;
+    }
+    let found: Vec<Problem> = ck.problems.drain(before..).collect();
+    let message = found
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    set.broken.insert(key.to_owned(), message);
+    set.problems.extend(found);
+    true
+}
+
+/// The size limits of strict validation: nesting depth (with the path of every item too
+/// deep), flag count and document size.
+fn check_limits(json: &Value, obj: &Map<String, Value>, set: &FlagSet, ck: &mut Checker) {
+    let root = Path::root();
+    if set.flags.len() > limits::MAX_FLAGS {
+        ck.hard(
+            &root.key("flags"),
+            format!(
+                "holds {} flags; at most {} are allowed",
+                set.flags.len(),
+                limits::MAX_FLAGS
+            ),
+        );
+    }
+    let bytes = limits::json_bytes(json);
+    if bytes > limits::MAX_DOCUMENT_BYTES {
+        ck.hard(
+            &root,
+            format!(
+                "the flag set is {bytes} bytes as compact JSON; at most {} bytes (32 MiB) are allowed",
+                limits::MAX_DOCUMENT_BYTES
+            ),
+        );
+    }
+    if limits::depth(json, limits::MAX_DEPTH) <= limits::MAX_DEPTH {
+        return;
+    }
+    // Too deep somewhere: name each item, with its depth counted from the document.
+    let too_deep = |ck: &mut Checker, path: &Path, v: &Value, above: usize| {
+        let d = limits::depth(v, limits::MAX_DECODE_DEPTH) + above;
+        if d > limits::MAX_DEPTH {
+            ck.hard(
+                path,
+                format!(
+                    "is nested {d} levels deep in the document; at most {} levels are allowed",
+                    limits::MAX_DEPTH
+                ),
+            );
+        }
+    };
+    for (k, v) in obj {
+        let p = root.key(k);
+        match (k.as_str(), v) {
+            ("flags" | "$evaluators", Value::Object(m)) => {
+                for (name, item) in m {
+                    too_deep(ck, &p.key(name), item, 2);
+                }
+            }
+            ("flags", Value::Array(a)) => {
+                for (i, item) in a.iter().enumerate() {
+                    too_deep(ck, &p.index(i), item, 2);
+                }
+            }
+            _ => too_deep(ck, &p, v, 1),
+        }
+    }
 }
 
 fn parse_metadata(md: &Value, path: &Path, ck: &mut Checker) -> Option<Map<String, Value>> {
     match md {
         Value::Object(m) => {
             for (k, v) in m {
+                if ck.strict
+                    && let Err(e) = limits::check_key(k)
+                {
+                    ck.hard(&path.key(k), format!("a metadata key {e}"));
+                }
                 if !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
                     ck.soft(
                         &path.key(k),
@@ -592,8 +740,10 @@ fn parse_flag(json: &Value, path: &Path, ck: &mut Checker, array_form: bool) -> 
             }
             let mut first: Option<(&str, &'static str)> = None;
             for (name, value) in v {
-                if name.is_empty() {
-                    ck.soft(&vp.key(name), "a variant name must not be empty");
+                if ck.strict
+                    && let Err(e) = limits::check_key(name)
+                {
+                    ck.hard(&vp.key(name), format!("a variant name {e}"));
                 }
                 let ty = match value {
                     Value::Bool(_) => "boolean",

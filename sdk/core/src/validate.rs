@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::context::json_type;
+use crate::limits;
 use crate::logic;
 use crate::model::{Checker, Flag, FlagSet};
 use crate::path::Path;
@@ -17,6 +18,7 @@ struct RuleCx<'s> {
 
 pub(crate) fn check_rules(set: &FlagSet, ck: &mut Checker) {
     let root = Path::root();
+    let shared = logic::Shared::default();
     for (name, body) in &set.evaluators {
         let cx = RuleCx {
             evaluators: &set.evaluators,
@@ -36,6 +38,16 @@ pub(crate) fn check_rules(set: &FlagSet, ck: &mut Checker) {
         if matches!(t, Value::Object(_)) {
             check_rule(t, &path, &cx, ck, true);
             check_results(t, &path, flag, ck);
+            let size = logic::rule_size(t, &set.evaluators, &shared, limits::MAX_COMPILED_SIZE);
+            if size > limits::MAX_COMPILED_SIZE {
+                ck.hard(
+                    &path,
+                    format!(
+                        "compiles to more than {} nodes (each \"$ref\" counts as the size of its evaluator every time it is used)",
+                        limits::MAX_COMPILED_SIZE
+                    ),
+                );
+            }
         }
     }
 }

@@ -38,6 +38,19 @@ pub enum ServerMsg {
         version: u64,
         /// The flagd document.
         document: Value,
+        /// The identity of the store the version comes from (random, made when the
+        /// store was created): version numbers are only comparable within one store.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        store: Option<String>,
+        /// When the version was committed (ms since the Unix epoch): with the store
+        /// identity it names the version's content, so that a store restored from a
+        /// backup, which hands out the same numbers again, is told apart.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<i64>,
+        /// Replace what is held even when this version is not newer: what the SDK said
+        /// it holds comes from another store, or from a history the store no longer has.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reset: bool,
     },
     /// The changes from version `from` to `version`.
     Delta {
@@ -52,6 +65,9 @@ pub enum ServerMsg {
         /// changes.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         restores: Option<u64>,
+        /// When `version` was committed (ms since the Unix epoch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<i64>,
     },
     /// A revert announced compactly: version `version` has the content of `restores`.
     /// An SDK that holds `from` and still keeps `restores` swaps it in; any other SDK
@@ -64,6 +80,9 @@ pub enum ServerMsg {
         version: u64,
         /// The earlier version whose content it has.
         restores: u64,
+        /// When `version` was committed (ms since the Unix epoch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<i64>,
     },
     /// A heartbeat; the SDK answers with [`ClientMsg::Pong`].
     Ping,
@@ -90,16 +109,46 @@ pub enum ClientMsg {
         /// The flag-set version it already holds, if any.
         #[serde(default)]
         version: Option<u64>,
+        /// The identity of the store that version came from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        store: Option<String>,
+        /// When that version was committed, as flagd sent it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<i64>,
     },
     /// The SDK has applied `version`.
     Ack {
         /// The applied version.
         version: u64,
+        /// The flags of that version the SDK could not load or compile (they evaluate
+        /// with reason `ERROR`), with what is wrong; empty when every flag loaded.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        problems: Vec<crate::Problem>,
     },
+    /// The SDK could not read a message (or the flag set in it): flagd sends a fresh
+    /// snapshot, once per version, and shows the reason in the fleet view.
+    Resync {
+        /// What went wrong.
+        reason: String,
+    },
+    /// The SDK is closing for good (`Client::close`): flagd forgets the instance
+    /// instead of showing it unreachable.
+    Goodbye,
     /// A heartbeat; flagd answers with [`ServerMsg::Pong`].
     Ping,
     /// An answer to [`ServerMsg::Ping`].
     Pong,
+}
+
+/// The websocket close code flagd sends when the SDK key of a stream was revoked: the
+/// SDK stops reconnecting quickly with a key that will not work again.
+pub const CLOSE_REVOKED: u16 = 4001;
+
+/// Decodes a message from flagd as the SDK does: nested up to
+/// [`crate::limits::MAX_DECODE_DEPTH`] levels (above the 128 a default decoder reads), so
+/// that everything flagd may have stored decodes.
+pub fn decode_server(text: &[u8]) -> Result<ServerMsg, String> {
+    crate::limits::from_slice_deep(text)
 }
 
 /// Applies changes to a flagd document in place: the SDK's way to follow deltas. Items
@@ -166,6 +215,7 @@ mod tests {
                 definition: None,
             }],
             restores: None,
+            at: None,
         };
         let text = serde_json::to_string(&m).unwrap();
         assert_eq!(

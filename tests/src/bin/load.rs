@@ -177,6 +177,8 @@ async fn client(
         host: "load".into(),
         labels: Map::new(),
         version: Some(held),
+        store: None,
+        at: None,
     };
     ws.send(Message::Text(serde_json::to_string(&hello)?.into()))
         .await?;
@@ -206,7 +208,11 @@ async fn client(
                     fleet.arrived[i].compare_exchange(0, ns, Ordering::SeqCst, Ordering::SeqCst);
             }
             ws.send(Message::Text(
-                serde_json::to_string(&ClientMsg::Ack { version })?.into(),
+                serde_json::to_string(&ClientMsg::Ack {
+                    version,
+                    problems: Vec::new(),
+                })?
+                .into(),
             ))
             .await?;
         }
