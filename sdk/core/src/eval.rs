@@ -1,7 +1,6 @@
 //! Compiled snapshots and evaluation: the hot path.
 
 use std::borrow::Cow;
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasher;
@@ -59,7 +58,8 @@ pub enum ErrorCode {
     FlagNotFound,
     /// The flag's value is not of the requested type.
     TypeMismatch,
-    /// The targeting rule cannot run (unknown operator, missing `$ref`).
+    /// The targeting rule cannot run (unknown operator, missing `$ref`, `cat` of a
+    /// boolean, an array or an object).
     ParseError,
     /// A targeting key was required and missing.
     TargetingKeyMissing,
@@ -533,11 +533,7 @@ impl Snapshot {
             d.reason = Reason::Disabled;
             return d;
         }
-        let env = Env {
-            ctx,
-            flag_key: &flag.key,
-            now: Cell::new(None),
-        };
+        let env = Env::new(ctx, &flag.key);
         let outcome = match &flag.targeting {
             Targeting::None => {
                 if let Some(i) = flag.default_variant {
@@ -556,6 +552,13 @@ impl Snapshot {
             Targeting::Split(f) => f.outcome(&env),
             Targeting::Rule(e) => e.eval_outcome(&env),
         };
+        // Where flagd's engine would have failed part-way (e.g. `cat` of a boolean).
+        if let Some(why) = env.fault.get() {
+            d.reason = Reason::Error;
+            d.error_code = Some(ErrorCode::ParseError);
+            d.error_message = Some(Cow::Borrowed(why));
+            return d;
+        }
         let result = match outcome {
             Outcome::Variant(i) => {
                 d.reason = Reason::TargetingMatch;

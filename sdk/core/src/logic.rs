@@ -3,7 +3,9 @@
 //!
 //! Semantics follow jsonlogic.com (JavaScript truthiness, `==` with coercion, lazy `if`,
 //! `and`, `or`) plus flagd's custom operators `fractional`, `sem_ver`, `starts_with` and
-//! `ends_with`, which return `null` on bad input instead of failing.
+//! `ends_with`, which return `null` on bad input instead of failing. Where flagd's own
+//! engine fails a whole evaluation (`cat` of a boolean, an array or an object), the
+//! rule records a fault in [`Env`] and the flag evaluates to `PARSE_ERROR`.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -249,7 +251,11 @@ pub(crate) enum Expr {
     In(Box<[Expr; 2]>),
     InSet(Box<Expr>, StrSet, Box<[Value]>),
     Merge(Vec<Expr>),
+    /// `cat` of an argument list, see [`eval_cat`].
     Cat(Vec<Expr>),
+    /// `cat` of one argument that is not a list (`{"cat": {"var": "s"}}`): flagd returns
+    /// it if it is a string and fails the evaluation otherwise.
+    CatOne(Box<Expr>),
     Substr(Vec<Expr>),
     Iter(Iter, Box<[Expr; 2]>),
     Reduce(Box<[Expr; 3]>),
@@ -464,7 +470,11 @@ fn compile_op(op: &str, raw: &Json, cx: &CompileCx<'_>) -> Result<Expr, CompileE
         "min" => Expr::Arith(Arith::Min, compile_all(args, cx)?),
         "in" => compile_in(args, cx)?,
         "merge" => Expr::Merge(compile_all(args, cx)?),
-        "cat" => Expr::Cat(compile_all(args, cx)?),
+        "cat" => match raw {
+            Json::Array(_) => Expr::Cat(compile_all(args, cx)?),
+            Json::String(s) => Expr::Lit(Value::String(s.clone())),
+            other => Expr::CatOne(Box::new(compile(other, cx)?)),
+        },
         "substr" => Expr::Substr(compile_all(args, cx)?),
         "map" => Expr::Iter(Iter::Map, two(args, cx)?),
         "filter" => Expr::Iter(Iter::Filter, two(args, cx)?),
@@ -863,6 +873,67 @@ fn write_str(v: &Val<'_>, out: &mut String) {
     }
 }
 
+/// Why an evaluation failed on `cat`.
+pub(crate) const CAT_FAULT: &str = "cat can join only strings, numbers and null (flagd fails the evaluation on a boolean, an array or an object)";
+
+/// `cat` as flagd's engine (diegoholiveira/jsonlogic v3.9.1) does it: `null` (a missing
+/// attribute too) adds nothing, numbers are written as Go's
+/// `strconv.FormatFloat(n, 'f', -1, 64)` writes them, strings as they are; with two or
+/// more arguments the result is whitespace-trimmed. A boolean, an array or an object
+/// fails the evaluation there (a type assertion panics), so it is a fault here.
+fn eval_cat<'a>(args: &'a [Expr], env: &Env<'a>, scope: &Scope<'a, '_>) -> Val<'a> {
+    let mut s = String::new();
+    for a in args {
+        if !write_cat_part(&a.eval_in(env, scope), &mut s) {
+            env.fail(CAT_FAULT);
+            return Val::Null;
+        }
+    }
+    if args.len() > 1 {
+        let t = s.trim();
+        if t.len() != s.len() {
+            s = t.to_owned();
+        }
+    }
+    Val::String(s)
+}
+
+/// Appends one `cat` argument; `false` for the values flagd cannot join.
+fn write_cat_part(v: &Val<'_>, out: &mut String) -> bool {
+    match v {
+        Val::Null => true,
+        Val::Num(n) => {
+            write_go_number(*n, out);
+            true
+        }
+        Val::Str(s) => {
+            out.push_str(s);
+            true
+        }
+        Val::String(s) => {
+            out.push_str(s);
+            true
+        }
+        Val::Bool(_) | Val::Arr(_) | Val::List(_) | Val::Obj(_) => false,
+        Val::Owned(o) => write_cat_part(&Val::of(o), out),
+    }
+}
+
+/// Go's `strconv.FormatFloat(n, 'f', -1, 64)`: the shortest digits that read back as
+/// `n`, never an exponent (`1`, `1.5`, `1000000000000000000000`, `0.0000001`), and
+/// `-0` for negative zero. Rust's `Display` for `f64` is the same for finite numbers.
+fn write_go_number(n: f64, out: &mut String) {
+    use std::fmt::Write as _;
+    if n.is_nan() {
+        out.push_str("NaN");
+    } else if n.is_infinite() {
+        out.push_str(if n > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{n}");
+    }
+}
+
 fn to_cow_str<'v>(v: &'v Val<'_>) -> Cow<'v, str> {
     match v.as_str() {
         Some(s) => Cow::Borrowed(s),
@@ -905,9 +976,29 @@ pub(crate) struct Env<'a> {
     pub(crate) ctx: &'a EvaluationContext,
     pub(crate) flag_key: &'a str,
     pub(crate) now: Cell<Option<i64>>,
+    /// Set when the rule met something on which flagd's engine fails the whole
+    /// evaluation (a panic there, `PARSE_ERROR` here), e.g. `cat` of a boolean. The
+    /// rule still runs to its end; the caller discards its result.
+    pub(crate) fault: Cell<Option<&'static str>>,
 }
 
-impl Env<'_> {
+impl<'a> Env<'a> {
+    pub(crate) fn new(ctx: &'a EvaluationContext, flag_key: &'a str) -> Self {
+        Env {
+            ctx,
+            flag_key,
+            now: Cell::new(None),
+            fault: Cell::new(None),
+        }
+    }
+
+    /// Records the first fault of this evaluation.
+    fn fail(&self, why: &'static str) {
+        if self.fault.get().is_none() {
+            self.fault.set(Some(why));
+        }
+    }
+
     fn timestamp(&self) -> i64 {
         if let Some(t) = self.now.get() {
             return t;
@@ -1114,19 +1205,15 @@ impl<'a> Expr {
                 }
                 Val::List(out)
             }
-            Expr::Cat(args) => {
-                let mut s = String::new();
-                for a in args {
-                    write_str(&a.eval_in(env, scope), &mut s);
+            Expr::Cat(args) => eval_cat(args, env, scope),
+            Expr::CatOne(arg) => {
+                let v = arg.eval_in(env, scope);
+                if v.as_str().is_some() {
+                    v
+                } else {
+                    env.fail(CAT_FAULT);
+                    Val::Null
                 }
-                // flagd's engine trims the joined string when there are several parts.
-                if args.len() > 1 {
-                    let t = s.trim();
-                    if t.len() != s.len() {
-                        s = t.to_owned();
-                    }
-                }
-                Val::String(s)
             }
             Expr::Substr(args) => eval_substr(args, env, scope),
             Expr::Iter(kind, ab) => {
@@ -1519,7 +1606,17 @@ fn pick_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: &Scope<'a, '_>) 
         None => {
             let tk = match env.ctx.targeting_key() {
                 Some(k) if !k.is_empty() => k,
-                _ => return Pick::Value(Val::Null),
+                _ => {
+                    // flagd evaluates every argument before it looks for the targeting
+                    // key, so a bucket rule that fails there (a `cat` of a boolean)
+                    // fails the evaluation even now.
+                    if f.fixed.is_none() {
+                        for b in &f.buckets {
+                            drop(b.eval_in(env, scope));
+                        }
+                    }
+                    return Pick::Value(Val::Null);
+                }
             };
             let mut h = f.flag_key_hash.unwrap_or_else(|| key_hash(env.flag_key));
             h.write(tk.as_bytes());
@@ -1692,6 +1789,12 @@ mod tests {
     }
 
     fn run_key(rule: Json, data: Json, key: &str) -> Value {
+        let r = run_checked(rule.clone(), data, key);
+        r.unwrap_or_else(|why| panic!("{rule} faulted: {why}"))
+    }
+
+    /// The result, or the fault on which flagd would fail the evaluation.
+    fn run_checked(rule: Json, data: Json, key: &str) -> Result<Value, &'static str> {
         let evaluators = serde_json::Map::new();
         let shared = Shared::default();
         let cx = CompileCx {
@@ -1701,12 +1804,105 @@ mod tests {
         };
         let e = compile(&rule, &cx).unwrap();
         let ctx = EvaluationContext::from_json(&data).unwrap();
-        let env = Env {
-            ctx: &ctx,
-            flag_key: key,
-            now: Cell::new(None),
-        };
-        e.eval(&env).to_value()
+        let env = Env::new(&ctx, key);
+        let v = e.eval(&env).to_value();
+        env.fault.get().map_or(Ok(v), Err)
+    }
+
+    /// `cat` renders its arguments as flagd's Go engine does (diegoholiveira/jsonlogic
+    /// v3.9.1 `concat` / `ToString`), and fails where that engine panics.
+    #[test]
+    fn cat_renders_values_as_flagd_does() {
+        let cat = |args: Json, data: Json| run_checked(json!({"cat": args}), data, "flag");
+        let s = |t: &str| Ok(Value::from(t));
+        // null and missing attributes add nothing; other implementations write "null".
+        assert_eq!(
+            cat(
+                json!([{"var": "$flagd.flagKey"}, {"var": "email"}]),
+                json!({})
+            ),
+            s("flag")
+        );
+        assert_eq!(
+            cat(
+                json!([{"var": "$flagd.flagKey"}, {"var": "email"}]),
+                json!({"email": null})
+            ),
+            s("flag")
+        );
+        assert_eq!(cat(json!(["a", null, "b"]), json!({})), s("ab"));
+        assert_eq!(cat(json!([{"var": "email"}]), json!({})), s(""));
+        // Numbers: Go's FormatFloat(n, 'f', -1, 64); every JSON number is a float64 there.
+        for (n, text) in [
+            (json!(1), "1"),
+            (json!(1.0), "1"),
+            (json!(1.5), "1.5"),
+            (json!(-42), "-42"),
+            (json!(0.1), "0.1"),
+            (json!(0.30000000000000004), "0.30000000000000004"),
+            (json!(1e21), "1000000000000000000000"),
+            (json!(1e-7), "0.0000001"),
+            (json!(-0.0), "-0"),
+            (json!(9_007_199_254_740_993u64), "9007199254740992"),
+            (json!(u64::MAX), "18446744073709552000"),
+        ] {
+            assert_eq!(
+                cat(json!(["k", {"var": "n"}]), json!({"n": n})),
+                s(&format!("k{text}")),
+                "{n}"
+            );
+        }
+        assert_eq!(
+            cat(json!(["n", {"/": [1, 0]}, {"/": [-1, 0]}]), json!({})),
+            s("n+Inf-Inf")
+        );
+        // Several arguments: the result is whitespace-trimmed; one argument: it is not.
+        assert_eq!(
+            cat(json!([" a", {"var": "x"}, " "]), json!({"x": "b"})),
+            s("ab")
+        );
+        assert_eq!(cat(json!([{"var": "x"}]), json!({"x": " b "})), s(" b "));
+        assert_eq!(cat(json!([]), json!({})), s(""));
+        // Not a list: a string is the result; anything else fails, as in flagd.
+        assert_eq!(cat(json!("x"), json!({})), s("x"));
+        assert_eq!(cat(json!({"var": "x"}), json!({"x": "y"})), s("y"));
+        assert_eq!(cat(json!({"var": "x"}), json!({})), Err(CAT_FAULT));
+        assert_eq!(cat(json!(5), json!({})), Err(CAT_FAULT));
+        // Booleans, arrays and objects: flagd's engine panics, the evaluation fails.
+        for bad in [
+            json!(true),
+            json!(false),
+            json!([1, "a"]),
+            json!([]),
+            json!({"a": 1}),
+            json!({}),
+        ] {
+            assert_eq!(
+                cat(json!(["k", {"var": "x"}]), json!({"x": bad})),
+                Err(CAT_FAULT),
+                "{bad}"
+            );
+        }
+        assert_eq!(cat(json!(["k", true]), json!({})), Err(CAT_FAULT));
+        assert_eq!(cat(json!(["k", ["a"]]), json!({})), Err(CAT_FAULT));
+        // Lazy operators do not reach a cat they skip, exactly as in flagd.
+        assert_eq!(
+            run_checked(
+                json!({"if": [false, {"cat": [true]}, "ok"]}),
+                json!({}),
+                "flag"
+            ),
+            s("ok")
+        );
+        // A bucket rule fails the evaluation even when fractional has no key to hash.
+        assert_eq!(
+            run_checked(
+                json!({"fractional": [["a", 1], [{"cat": [true]}, 1]]}),
+                json!({}),
+                "flag"
+            ),
+            Err(CAT_FAULT)
+        );
     }
 
     #[test]
@@ -1735,8 +1931,8 @@ mod tests {
         assert_eq!(run(json!({"%": [7, 3]}), json!({})), Value::Int(1));
         assert_eq!(run(json!({"max": [1, 9, 3]}), json!({})), Value::Int(9));
         assert_eq!(
-            run(json!({"cat": ["a", 1, 2.5, null, true]}), json!({})),
-            Value::from("a12.5true")
+            run(json!({"cat": ["a", 1, 2.5, null]}), json!({})),
+            Value::from("a12.5")
         );
         assert_eq!(
             run(json!({"substr": ["jsonlogic", -5]}), json!({})),
