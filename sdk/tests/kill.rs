@@ -1,7 +1,6 @@
 //! A flagd process killed with SIGKILL: the SDK keeps evaluating its last snapshot with
 //! no failed evaluation, and converges once flagd is back.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,45 +10,7 @@ use serde_json::json;
 
 mod common;
 
-use common::{ADMIN, api, sdk_key};
-
-/// The `flagd` binary of this workspace, built if needed.
-fn flagd_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-    let bin = dir.join("flagd");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "flagd", "--bin", "flagd"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building flagd");
-    }
-    bin
-}
-
-fn start(db: &str, port: u16) -> Child {
-    let child = Command::new(flagd_binary())
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            db,
-        ])
-        .env("FLAGD_ADMIN_TOKEN", ADMIN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "flagd did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
+use common::{api, sdk_key, spawn_flagd};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_leaves_sdks_serving_then_they_converge() {
@@ -60,7 +21,7 @@ async fn sigkill_leaves_sdks_serving_then_they_converge() {
         .local_addr()
         .unwrap()
         .port();
-    let mut flagd = start(&db, port);
+    let mut flagd = spawn_flagd(&db, port, &[]);
     let key = sdk_key(&format!("http://127.0.0.1:{port}")).await;
     api(
         &format!("http://127.0.0.1:{port}"),
@@ -126,7 +87,7 @@ async fn sigkill_leaves_sdks_serving_then_they_converge() {
     assert!(evaluations.load(Ordering::Relaxed) > 200_000);
 
     // Back: the SDK reconnects and follows a change made after the restart.
-    let mut flagd = start(&db, port);
+    let mut flagd = spawn_flagd(&db, port, &[]);
     api(
         &format!("http://127.0.0.1:{port}"),
         reqwest::Method::POST,

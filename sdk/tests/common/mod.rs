@@ -2,6 +2,9 @@
 //! REST API called as the admin.
 #![allow(dead_code, unreachable_pub)]
 
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
 use serde_json::Value;
 
 pub const ADMIN: &str = "fd_sdk-test-admin";
@@ -75,4 +78,71 @@ pub async fn sdk_key(base: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+/// The `flagd` binary of this workspace, built if needed.
+pub fn flagd_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let bin = dir.join("flagd");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "flagd", "--bin", "flagd"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "building flagd");
+    }
+    bin
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real flagd binary on `db`, listening on `port`, with extra arguments; returns
+/// once it accepts connections.
+pub fn spawn_flagd(db: &str, port: u16, extra: &[&str]) -> Child {
+    let child = Command::new(flagd_binary())
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            db,
+        ])
+        .args(extra)
+        .env("FLAGD_ADMIN_TOKEN", ADMIN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "flagd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Calls the REST API as the admin and returns the status and body, whatever they are.
+pub async fn call(base: &str, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let r = c
+        .request(method, format!("{base}/api/v1{path}"))
+        .bearer_auth(ADMIN)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
 }
