@@ -5,6 +5,7 @@
 mod authz;
 mod concurrency;
 mod flows;
+mod limits;
 mod metrics;
 mod ofrep;
 mod stream;
@@ -57,10 +58,24 @@ const BOTH: &[(&str, TestFn)] = &[
     ("ui_flag_summaries_and_preview", |b| {
         Box::pin(ui::summaries_and_preview(b))
     }),
+    ("keys_and_nesting_are_limited_on_write", |b| {
+        Box::pin(limits::keys_and_depth(b))
+    }),
+    ("fleet_remembers_unreachable_instances", |b| {
+        Box::pin(limits::fleet_memory(b))
+    }),
+    ("store_identity_resets_other_histories", |b| {
+        Box::pin(limits::store_identity(b))
+    }),
 ];
 
 /// Tests whose subject does not depend on the store.
 const SQLITE_ONLY: &[(&str, TestFn)] = &[
+    // 100,000 flags: the limit logic is the store's running count, the same code on
+    // both backends (the first write of every test computes the count in SQL).
+    ("flag_count_is_limited_and_kill_switch_is_not", |b| {
+        Box::pin(limits::flag_count(b))
+    }),
     ("authorization_matrix", |b| Box::pin(authz::matrix(b))),
     ("body_limit", |b| Box::pin(flows::body_limit(b))),
     ("ofrep_cors", |b| Box::pin(ofrep::cors(b))),
