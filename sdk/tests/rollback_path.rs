@@ -338,6 +338,26 @@ async fn shared_refs_compile_once_and_the_largest_set_loads() {
         "{body}"
     );
 
+    // Growing it one flag at a time is refused too, by the store's running size; a kill
+    // switch at the limit is not.
+    let mut big = flag(true);
+    big["variants"] = json!({"on": {"blob": chunk}, "off": {"blob": ""}});
+    let (status, body) = call(
+        &base,
+        reqwest::Method::PUT,
+        "/environments/production/flags/one-more",
+        big,
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 33554432 bytes"),
+        "{body}"
+    );
+
     let sdk = Client::builder(&base, &key)
         .wait_for_first_snapshot(Duration::from_secs(60))
         .build()
