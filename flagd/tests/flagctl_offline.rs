@@ -258,3 +258,43 @@ fn example_flag_file_and_cases() {
     let expected = std::fs::read_to_string(root.join("cases.expected.jsonl")).unwrap();
     assert_eq!(text(&out.stdout), expected);
 }
+
+/// `$ref` is compiled once and shared: a file referencing a 2,000-comparison evaluator
+/// 10,000 times (235 KB) is refused by `validate` with the flag's path and evaluates in
+/// `eval` (the SDK's loader) with reason ERROR for that flag alone, in bounded memory.
+#[test]
+fn ref_bombs_are_refused_and_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<Value> = (0..2_000)
+        .map(|i| json!({"==": [{"var": "x"}, format!("v{i}")]}))
+        .collect();
+    let doc = json!({
+        "$evaluators": {"big": {"or": big}},
+        "flags": {
+            "bomb": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+                "targeting": {"if": [{"or": vec![json!({"$ref": "big"}); 10_000]}, "on", "off"]}},
+            "ok": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}
+        }
+    });
+    let f = write(&dir, "bomb.json", &doc.to_string());
+    let out = flagctl(&["validate", &f], None);
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        said.contains(
+            "flags.bomb.targeting: compiles to more than 100000 nodes (each \"$ref\" counts as the size of its evaluator every time it is used)"
+        ),
+        "{said}"
+    );
+    let out = flagctl(&["eval", "--flags", &f, "--flag", "bomb"], None);
+    let line: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(
+        (line["reason"].clone(), line["errorCode"].clone()),
+        (json!("ERROR"), json!("PARSE_ERROR")),
+        "{line}"
+    );
+    let out = flagctl(&["eval", "--flags", &f, "--flag", "ok"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let line: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(line["value"], true, "{line}");
+}
