@@ -258,12 +258,28 @@ async fn events(caller: Caller, State(s): State<AppState>) -> ApiResult<Response
     let rx = s.hub.ui_events();
     let closing = s.hub.closing();
     let revoked = s.hub.revocations();
+    // A session's stream ends when the session does, even with nobody signing out.
+    let ends = match &caller.session {
+        Some(hash) => s.store.session(hash).await?.map(|x| x.expires_at),
+        None => None,
+    };
+    let until = ends.map(|ms| {
+        let left = u64::try_from(ms.saturating_sub(crate::store::now_ms())).unwrap_or(0);
+        tokio::time::Instant::now() + Duration::from_millis(left)
+    });
     let stream = futures_util::stream::unfold(
         (rx, closing, revoked, caller),
-        |(mut rx, mut closing, mut revoked, caller)| async move {
+        move |(mut rx, mut closing, mut revoked, caller)| async move {
             loop {
+                let expired = async {
+                    match until {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let ev = tokio::select! {
                     ev = rx.recv() => ev,
+                    () = expired => return None,
                     // flagd is stopping: end the stream so that shutdown is not held up.
                     _ = closing.changed() => return None,
                     // The token was revoked or the session ended: nothing more for it.

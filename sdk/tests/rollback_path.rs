@@ -609,6 +609,55 @@ async fn revoking_a_key_closes_its_streams_at_once() {
         ended.is_ok(),
         "the revoked token's /events stream ended within 2 s"
     );
+
+    // Signing out of the UI ends that session's /events stream.
+    let http = reqwest::Client::new();
+    let signed_in = http
+        .post(format!("{base}/api/v1/session"))
+        .body(json!({"token": common::ADMIN}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    let csrf = signed_in.json::<Value>().await.unwrap()["csrfToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut events = http
+        .get(format!("{base}/api/v1/events"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let out = http
+        .delete(format!("{base}/api/v1/session"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert!(out.status().is_success(), "{}", out.status());
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match events.chunk().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the ended session's /events stream ended within 2 s"
+    );
     sdk.close();
     stop(flagd);
 }
