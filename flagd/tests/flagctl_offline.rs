@@ -298,3 +298,25 @@ fn ref_bombs_are_refused_and_isolated() {
     let line: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(line["value"], true, "{line}");
 }
+
+/// A flagd file whose keys a flagd server cannot take in still evaluates (flagd loads
+/// it), with a warning naming each key.
+#[test]
+fn eval_warns_about_keys_a_server_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = json!({"flags": {
+        "a\nb": {"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "on"},
+        "..": {"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "on"},
+        "fine": {"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "on"}
+    }});
+    let f = write(&dir, "keys.json", &doc.to_string());
+    let out = flagctl(&["eval", "--flags", &f, "--flag", "fine"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("warning: flag \"a\\nb\": a flag key must not contain control characters (found U+000A); a flagd server refuses it"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("warning: flag \"..\""), "{stderr}");
+    assert!(!stderr.contains("\"fine\""), "{stderr}");
+}

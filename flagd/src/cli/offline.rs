@@ -166,11 +166,30 @@ fn load_snapshot(path: &Path, err: &mut impl Write) -> Option<Snapshot> {
     };
     // A file flagd would refuse is refused here too, with every problem; the SDK would
     // serve its other flags (and the problem flags with reason ERROR).
-    if let Err(e) = flagd_core::FlagSet::parse_str(&text, flagd_core::Strictness::Lenient) {
-        for line in e.to_string().lines() {
-            let _ = writeln!(err, "flagctl: {}: {line}", path.display());
+    let set = match flagd_core::FlagSet::parse_str(&text, flagd_core::Strictness::Lenient) {
+        Ok(set) => set,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                let _ = writeln!(err, "flagctl: {}: {line}", path.display());
+            }
+            return None;
         }
-        return None;
+    };
+    // flagd loads such a file, but a flagd server could not take these keys in: say so.
+    let keys = set
+        .flags
+        .keys()
+        .map(|k| ("flag", k))
+        .chain(set.evaluators.keys().map(|k| ("evaluator", k)));
+    for (what, key) in keys {
+        if let Err(why) = flagd_core::check_key(key) {
+            let _ = writeln!(
+                err,
+                "flagctl: {}: warning: {what} {}: a {what} key {why}; a flagd server refuses it",
+                path.display(),
+                Value::String(key.clone())
+            );
+        }
     }
     match Snapshot::from_json_str(&text, 0) {
         Ok(s) => Some(s),
