@@ -42,8 +42,8 @@ Exit codes:
   3  conflict: the environment moved past --if-version
   4  not found: environment, flag, version, SDK instance or token
   5  flagd unreachable, too slow, or unavailable (5xx)
-  6  committed, but not applied by every SDK instance in time (--wait, wait);
-     an unreachable instance counts as not applied unless --allow-unreachable
+  6  committed, but not applied by every SDK instance in time (--wait, wait),
+     unreachable ones included unless --allow-unreachable
   7  unauthorized: no token, an unknown or revoked one (401), or not allowed (403)";
 
 /// Command-line client of the flag service, for CI pipelines and incident responders.
