@@ -137,6 +137,42 @@ export function reasonDialog(opts) {
   });
 }
 
+/**
+ * A modal asking to confirm an action that is not a flag change (so no reason, nothing
+ * for the audit log). `submit()` runs it; if it throws, the error is shown in the dialog,
+ * which stays open. Resolves to submit's result, or null when cancelled.
+ */
+export function confirmDialog({ title, lead, confirmLabel = 'Confirm', danger = false, submit }) {
+  return new Promise((resolve) => {
+    const errSlot = h('div.dialog-error');
+    const okBtn = h(`button.btn.${danger ? 'btn-danger' : 'btn-primary'}`, { type: 'submit', text: confirmLabel });
+    const cancel = h('button.btn', { type: 'button', text: 'Cancel' });
+    const dlg = h('dialog.dialog', { aria: { labelledby: nextId('dlgt') } });
+    const form = h('form', { method: 'dialog' },
+      h('div.dialog-head', h('h2', { id: dlg.getAttribute('aria-labelledby'), text: title })),
+      h('div.dialog-body', lead ? h('p.lead', lead) : null, errSlot),
+      h('div.dialog-foot', cancel, okBtn));
+    dlg.append(form);
+    const finish = attachDialog(dlg, cancel, resolve);
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      okBtn.disabled = true;
+      okBtn.classList.add('busy');
+      clear(errSlot);
+      try {
+        const r = await submit();
+        finish(r === undefined ? true : r);
+      } catch (err) {
+        errSlot.append(errorBox(err));
+        okBtn.classList.remove('busy');
+        okBtn.disabled = false;
+      }
+    });
+    dlg.showModal();
+    cancel.focus();
+  });
+}
+
 /** A plain modal with arbitrary content and a close button; returns the dialog. */
 export function infoDialog(title, content) {
   const dlg = h('dialog.dialog.dialog-wide', { aria: { label: title } });

@@ -68,14 +68,14 @@ async function stop(child) {
   clearTimeout(t);
 }
 
-/** Starts flagd on a random loopback port with a new SQLite database. */
-export async function startFlagd() {
+/** Starts flagd on a random loopback port with a new SQLite database; `args` are more of its options. */
+export async function startFlagd({ args = [] } = {}) {
   const bin = process.env.FLAGD_BIN || join(REPO, 'target/debug/flagd');
   if (!existsSync(bin)) throw new Error(`flagd binary not found at ${bin} (build it: cargo build -j1 -p flagd --bin flagd, or set FLAGD_BIN)`);
   const dir = await mkdtemp(join(tmpdir(), 'flagd-ui-test-'));
   const port = await freePort();
   const adminToken = `fd_${randomBytes(24).toString('base64url')}`;
-  const child = spawnLogged(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--database-url', `sqlite://${dir}/flagd.db?mode=rwc`], {
+  const child = spawnLogged(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--database-url', `sqlite://${dir}/flagd.db?mode=rwc`, ...args], {
     FLAGD_ADMIN_TOKEN: adminToken,
     FLAGD_LOG_FORMAT: 'text',
   });
@@ -144,7 +144,21 @@ export async function startSdk(flagdBase, sdkKey) {
     await stop(child);
     throw err;
   }
-  return { base, child, log: () => child.log(), stop: () => stop(child) };
+  return {
+    base,
+    child,
+    log: () => child.log(),
+    stop: () => stop(child),
+    /** SIGSTOP: a hung host. Its socket stays open and nothing answers on it. */
+    freeze: () => child.kill('SIGSTOP'),
+    /** SIGKILL, which ends a stopped process too (SIGTERM would wait for a SIGCONT). */
+    kill: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
 }
 
 export async function launchBrowser() {

@@ -10,6 +10,8 @@ const T = 15000; // generous per-step timeout for auto-waiting
 
 let server;
 let sdk;
+let sdkKey;
+let hung;
 let browser;
 let context;
 let page;
@@ -107,11 +109,13 @@ async function inPageFetch(p, method, path, { csrf = false, body } = {}) {
 
 before(async () => {
   shots = await screenshotDir();
-  server = await startFlagd();
+  // Three silent 200 ms heartbeats close a half-open SDK stream: a frozen instance is
+  // unreachable within a second.
+  server = await startFlagd({ args: ['--stream-heartbeat', '200ms'] });
   editor = await server.api('POST', '/tokens', { name: 'alice', role: 'editor' });
   viewer = await server.api('POST', '/tokens', { name: 'victor', role: 'viewer' });
-  const key = await server.api('POST', '/environments/production/sdk-keys', { name: 'checkout-service' });
-  sdk = await startSdk(server.base, key.secret);
+  sdkKey = (await server.api('POST', '/environments/production/sdk-keys', { name: 'checkout-service' })).secret;
+  sdk = await startSdk(server.base, sdkKey);
   browser = await launchBrowser();
   context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1 });
   page = await context.newPage();
@@ -120,6 +124,7 @@ before(async () => {
 
 after(async () => {
   if (browser) await browser.close().catch(() => {});
+  if (hung) await hung.kill();
   if (sdk) await sdk.stop();
   if (server) await server.stop();
 });
@@ -320,6 +325,42 @@ test('admin UI: the whole rollback story in a real browser against a real flagd'
     await visible(row.locator('.chip-current'));
     await visible(page.getByText('instances on v4'));
     await shot('07-fleet');
+  });
+
+  await t.test('fleet: an instance that stops answering is unreachable, not converged, and can be forgotten', async () => {
+    const ids = async () => (await server.api('GET', `${P}/fleet`)).instances.map((i) => i.instance);
+    const before = await ids();
+    hung = await startSdk(server.base, sdkKey);
+    const id = await waitFor(async () => (await ids()).find((i) => !before.includes(i)), { message: 'the second instance in the fleet' });
+    await waitFor(async () => (await server.api('GET', `${P}/fleet`)).onVersion === 2, { message: 'both instances on v4' });
+    hung.freeze();
+    await waitFor(async () => (await server.api('GET', `${P}/fleet`)).unreachable === 1, { message: 'flagd to mark the frozen instance unreachable' });
+    // The next change: the frozen instance cannot apply it (and new-checkout ends as it was).
+    await server.api('POST', `${P}/flags/new-checkout/disable`, { reason: 'fleet check' });
+    await server.api('POST', `${P}/flags/new-checkout/enable`, { reason: 'fleet check' });
+    const row = await visible(page.locator(`tr.row-lost[data-instance="${id}"]`));
+    await visible(row.getByText(/^unreachable since .+, last applied v4$/));
+    await visible(row.locator('.chip-lost', { hasText: 'unreachable, behind' }));
+    const bar = await visible(page.locator('.converge', { hasText: 'v6 toggle' }));
+    await visible(bar.getByText('1/2 instances applied'));
+    await visible(bar.getByText('not converged: 1 unreachable'));
+    assert.equal(await bar.evaluate((el) => el.classList.contains('converge-done')), false, 'not counted as converged');
+    await visible(page.locator('.stat-lost', { hasText: 'unreachable' }));
+    await visible(page.getByText('instances on v6'));
+    assert.equal(await page.getByRole('button', { name: /^Forget / }).count(), 1, 'only the unreachable instance can be forgotten');
+    assert.deepEqual(await unlabeledControls(), []);
+    await shot('07b-fleet-unreachable');
+
+    await row.getByRole('button', { name: `Forget ${id}` }).click();
+    const dlg = await visible(page.getByRole('dialog', { name: `Forget SDK instance ${id}?` }));
+    await visible(dlg.getByText('it may still be serving v4', { exact: false }));
+    await dlg.getByRole('button', { name: 'Forget' }).click();
+    await visible(page.locator('.converge.converge-done', { hasText: '1/1 instances applied' }));
+    assert.equal(await page.locator('tr.row-lost').count(), 0);
+    const fleet = await server.api('GET', `${P}/fleet`);
+    assert.deepEqual([fleet.total, fleet.unreachable], [1, 0]);
+    await hung.kill();
+    hung = null;
   });
 
   await t.test('audit: the revert entry with actor, reason and version', async () => {

@@ -28,8 +28,10 @@
 #   1  rolled back: a health check failed, or the fleet did not apply a step in time
 #   3  the environment changed under the pipeline (someone else is acting): nothing
 #      was overwritten and nothing was rolled back; a person decides
-#   other  flagctl's exit code (2 usage, 4 not found, 5 flagd unreachable or the
-#      token refused)
+#   6  rolled back, but not every SDK instance applied the rollback within
+#      WAIT_TIMEOUT (flagctl names them; `flagctl wait` to keep waiting)
+#   other  flagctl's exit code (2 usage, 4 not found, 5 flagd unreachable,
+#      7 the token refused)
 set -uo pipefail
 
 : "${FLAG:?set FLAG to the flag to promote}"
@@ -60,6 +62,7 @@ rollback() {
     case $rc in
         0) log "rolled back; every SDK instance has it"; exit 1 ;;
         3) log "not rolled back: $env_name changed under the pipeline; someone else is acting"; exit 3 ;;
+        6) log "rolled back, but not every SDK instance has applied it (named above): check them, or flagctl wait"; exit 6 ;;
         *) log "the rollback failed (flagctl exit $rc): restore $FLAG --from $base by hand"; exit "$rc" ;;
     esac
 }
@@ -73,12 +76,12 @@ for percent in $STEPS; do
         --if-version "$version" --reason "canary $RUN_ID: $VARIANT to $percent%" \
         --wait --timeout "$WAIT_TIMEOUT")
     rc=$?
-    # With -q a change prints its version, even when --wait then times out.
+    # With -q a change prints its version, even when --wait then fails (exit 6).
     [[ $out =~ ^[0-9]+$ ]] && version=$out
     case $rc in
         0) log "$percent% is version $version, applied by every SDK instance" ;;
-        1) if [[ -n $out ]]; then rollback "the fleet did not apply $percent% within $WAIT_TIMEOUT"; fi
-           log "flagd refused the $percent% step; stopping at the previous step"; exit 1 ;;
+        6) rollback "the fleet did not apply $percent% within $WAIT_TIMEOUT" ;;
+        1) log "flagd refused the $percent% step; stopping at the previous step"; exit 1 ;;
         3) log "stopped: $env_name moved past version $version under the pipeline; nothing overwritten"; exit 3 ;;
         *) log "stopped: flagctl exit $rc"; exit "$rc" ;;
     esac

@@ -29,6 +29,11 @@ impl Drop for Flagd {
 
 /// The flagd binary on a new SQLite file, on a port the system picks.
 fn start() -> Flagd {
+    start_with(&[])
+}
+
+/// `start` with more of flagd's options.
+fn start_with(options: &[&str]) -> Flagd {
     let dir = tempfile::tempdir().unwrap();
     let db = format!(
         "sqlite://{}?mode=rwc",
@@ -37,6 +42,7 @@ fn start() -> Flagd {
     let log = std::fs::File::create(dir.path().join("flagd.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_flagd"))
         .args(["--listen", "127.0.0.1:0", "--database-url", &db])
+        .args(options)
         .env("FLAGD_ADMIN_TOKEN", ADMIN)
         .stdout(Stdio::piped())
         .stderr(log)
@@ -256,9 +262,9 @@ async fn a_ci_token_promotes_waits_for_the_fleet_and_rolls_back() {
     );
     assert_eq!(head(&f), 4);
 
-    // The ci role cannot flip the kill switch (403: exit 5), but can roll back.
+    // The ci role cannot flip the kill switch (403: exit 7), but can roll back.
     let denied = run(&f, &ci, "enable new-checkout --reason x");
-    assert_eq!(denied.code, 5, "{denied:?}");
+    assert_eq!(denied.code, 7, "{denied:?}");
     assert!(denied.err.contains("403"), "{denied:?}");
     let restored = flagctl(
         &f,
@@ -420,7 +426,7 @@ async fn wait_fails_after_the_timeout_naming_the_instances_that_lag() {
         ADMIN,
         "disable search-v2 --reason kill --wait --timeout 1s",
     );
-    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.code, 6, "committed, not applied everywhere: {r:?}");
     assert!(
         r.out.contains("production: version 2 (search-v2)"),
         "the change was made: {r:?}"
@@ -442,7 +448,7 @@ async fn wait_fails_after_the_timeout_naming_the_instances_that_lag() {
     assert_eq!(healthy[0].version(), 2);
 
     let r = run(&f, ADMIN, "--json wait --timeout 200ms");
-    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.code, 6, "{r:?}");
     let v = r.json();
     assert_eq!(
         (v["converged"].clone(), v["total"].clone()),
@@ -650,11 +656,33 @@ fn exit_codes_a_pipeline_can_branch_on() {
     assert_eq!(r.json()["error"]["code"], "not_found");
     assert_eq!(line(ADMIN, "--env nowhere flags list").code, 4);
     assert_eq!(line(ADMIN, "revert --to 99 --reason r").code, 4);
-    // 5: no token, a wrong one, flagd not there.
+    // A key flagd would refuse (flagd_core::check_key) is a usage error, sent nowhere.
+    for key in [".", "..", "", "tab\there", &"k".repeat(257)] {
+        let r = code(ADMIN, &["disable", key, "--reason", "r"]);
+        assert_eq!(r.code, 2, "{key:?}: {r:?}");
+        let r = code(ADMIN, &["flags", "get", key]);
+        assert_eq!(r.code, 2, "{key:?}: {r:?}");
+    }
+    let r = code(ADMIN, &["flags", "get", ".."]);
+    assert!(r.err.contains("cannot be addressed in a URL"), "{r:?}");
+    let r = code(ADMIN, &["versions", "list", "--flag", &"k".repeat(300)]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.err.contains("at most 256 bytes"), "{r:?}");
+    // 4 at once: waiting for a version that does not exist (the timeout is not reached:
+    // it would end in 6).
+    let r = line(ADMIN, "wait --version 999 --timeout 30s");
+    assert_eq!(r.code, 4, "{r:?}");
+    assert!(
+        r.err
+            .contains("production has no version 999: its head is version 1"),
+        "{r:?}"
+    );
+    // 7: no token, a wrong one (401); 5: flagd not there.
     let r = line("", "flags list");
-    assert_eq!(r.code, 5, "{r:?}");
+    assert_eq!(r.code, 7, "{r:?}");
     assert!(r.err.contains("FLAGD_TOKEN"), "{r:?}");
-    assert_eq!(line("fd_wrong", "flags list").code, 5);
+    assert_eq!(line("fd_wrong", "flags list").code, 7);
+    assert_eq!(line("fd_wrong", "wait --timeout 30s").code, 7);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
@@ -684,7 +712,12 @@ fn exit_codes_a_pipeline_can_branch_on() {
         .unwrap()
         .to_owned();
     code(ADMIN, &["tokens", "revoke", &id]).ok();
-    assert_eq!(line(&secret, "versions head").code, 5);
+    let r = line(&secret, "versions head");
+    assert_eq!(
+        r.code, 7,
+        "a revoked token is unauthorized, not unreachable: {r:?}"
+    );
+    assert!(r.err.contains("401"), "{r:?}");
     assert_eq!(code(ADMIN, &["tokens", "revoke", &id]).code, 4);
 }
 
@@ -843,8 +876,334 @@ fn help_documents_the_exit_codes() {
         "3  conflict",
         "4  not found",
         "5  flagd unreachable",
+        "6  committed, but not applied",
+        "7  unauthorized",
+        "--allow-unreachable",
         "FLAGD_URL, FLAGD_TOKEN, FLAGD_ENV",
     ] {
         assert!(text.contains(line), "{text}");
     }
+}
+
+/// Set (to flagd's URL) only in an SDK process; see `sdk_process`.
+const SDK_PROCESS_URL: &str = "FLAGCTL_TEST_SDK_PROCESS_URL";
+
+/// Not a test of its own: the body of an SDK instance in a process of its own, which a
+/// test can freeze (SIGSTOP) as a hung host would be: its socket stays open, and nothing
+/// answers. The test binary runs itself with only this test selected and the URL, SDK
+/// key and host in its environment; run as a test, it does nothing. (The example
+/// service, `examples/checkout-service`, belongs to another package: cargo does not
+/// build it for these tests.)
+#[test]
+fn sdk_process() {
+    let Ok(url) = std::env::var(SDK_PROCESS_URL) else {
+        return;
+    };
+    let key = std::env::var("FLAGCTL_TEST_SDK_KEY").unwrap();
+    let host = std::env::var("FLAGCTL_TEST_SDK_HOST").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let sdk = flagd_sdk::Client::builder(url, key)
+            .host(host)
+            .build()
+            .await
+            .unwrap();
+        // Subscribed before the first line, so that no version goes unreported.
+        let mut changes = sdk.subscribe();
+        println!("sdk-process version {}", sdk.version());
+        while changes.changed().await.is_ok() {
+            println!("sdk-process version {}", sdk.version());
+        }
+    });
+}
+
+/// An SDK instance in a process of its own (`sdk_process`), and the versions it applies.
+struct SdkProcess {
+    child: Child,
+    versions: std::sync::mpsc::Receiver<u64>,
+    host: String,
+}
+
+impl SdkProcess {
+    fn start(f: &Flagd, key: &str, host: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "sdk_process",
+                "--exact",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(SDK_PROCESS_URL, &f.url)
+            .env("FLAGCTL_TEST_SDK_KEY", key)
+            .env("FLAGCTL_TEST_SDK_HOST", host)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (tx, versions) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // libtest's "test sdk_process ... " may precede the first line.
+            const SAYS: &str = "sdk-process version ";
+            for l in lines.map_while(Result::ok) {
+                if let Some(at) = l.find(SAYS) {
+                    let _ = tx.send(l[at + SAYS.len()..].trim().parse().unwrap_or(0));
+                }
+            }
+        });
+        Self {
+            child,
+            versions,
+            host: host.to_owned(),
+        }
+    }
+
+    /// Waits (at most 30 s) until the instance reports version `v` or a later one.
+    fn applied(&self, v: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.versions.recv_timeout(left) {
+                Ok(got) if got >= v => return,
+                Ok(_) => {}
+                Err(e) => panic!("{} did not report version {v}: {e}", self.host),
+            }
+        }
+    }
+
+    /// `kill -STOP` or `kill -CONT`.
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {}", self.child.id());
+    }
+}
+
+impl Drop for SdkProcess {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped process too.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The fleet entry of the instance on `host`.
+fn instance_on(f: &Flagd, host: &str) -> Value {
+    let fleet = run(f, ADMIN, "--json fleet").ok().json();
+    fleet["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["host"] == host)
+        .unwrap_or_else(|| panic!("no instance on {host}: {fleet}"))
+        .clone()
+}
+
+/// The false all-clear: an instance that hangs after the bad release lost its stream
+/// without a goodbye, and still serves the bad version. flagd remembers it, unreachable;
+/// flagctl counts it as not applied until it reconnects or someone forgets it.
+#[test]
+fn a_hung_instance_is_not_converged_until_it_is_back_or_forgotten() {
+    // Three silent heartbeats close a half-open stream: 600 ms here.
+    let f = start_with(&["--stream-heartbeat", "200ms"]);
+    let (_, key) = ci_token_and_sdk_key(&f);
+    let file = write(&f, "flags.json", &flags_file());
+    flagctl(&f, ADMIN, &["import", &file]).ok();
+    let healthy = SdkProcess::start(&f, &key, "web-ok");
+    let hung = SdkProcess::start(&f, &key, "web-hung");
+    healthy.applied(1);
+    hung.applied(1);
+    // The bad release, applied by both.
+    run(
+        &f,
+        ADMIN,
+        "disable search-v2 --reason release-42 --wait --timeout 30s",
+    )
+    .ok();
+    healthy.applied(2);
+    hung.applied(2);
+    let id = instance_on(&f, "web-hung")["instance"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    hung.signal("STOP");
+    let r = run(
+        &f,
+        ADMIN,
+        "revert --to 1 --reason roll-back --wait --timeout 2s",
+    );
+    assert_eq!(r.code, 6, "committed, not applied everywhere: {r:?}");
+    assert!(r.out.contains("production: version 3"), "{r:?}");
+    assert!(
+        r.err
+            .contains("1 of 2 SDK instances did not apply version 3"),
+        "{r:?}"
+    );
+    assert!(r.err.contains(&format!("{id} (host web-hung, ")), "{r:?}");
+    assert!(!r.err.contains("web-ok"), "{r:?}");
+    healthy.applied(3);
+
+    // flagd closes the frozen stream within a second; the instance stays, unreachable.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let gone = loop {
+        let i = instance_on(&f, "web-hung");
+        if i["state"] == "unreachable" {
+            break i;
+        }
+        assert!(std::time::Instant::now() < deadline, "still connected: {i}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(gone["appliedVersion"], 2);
+    let since = gone["unreachableSince"].as_str().unwrap().to_owned();
+    let r = run(&f, ADMIN, "wait --timeout 300ms");
+    assert_eq!(r.code, 6, "no false all-clear: {r:?}");
+    assert!(
+        r.err
+            .contains("1 of 2 SDK instances did not apply version 3"),
+        "{r:?}"
+    );
+    assert!(
+        r.err.contains(&format!(
+            "{id} (host web-hung, flagd-sdk-rust/{}): unreachable since {since}, last applied v2",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{r:?}"
+    );
+    assert!(r.err.contains("flagctl fleet forget"), "{r:?}");
+    let v = run(&f, ADMIN, "--json wait --timeout 100ms");
+    assert_eq!(v.code, 6, "{v:?}");
+    let v = v.json();
+    assert_eq!((&v["converged"], &v["total"]), (&json!(false), &json!(2)));
+    assert_eq!(
+        (&v["lagging"][0]["instance"], &v["lagging"][0]["state"]),
+        (&json!(id), &json!("unreachable"))
+    );
+    let fleet = run(&f, ADMIN, "fleet").ok().out;
+    assert!(
+        fleet.starts_with("production at version 3: 2 SDK instances, 1 unreachable, 1 on it\n"),
+        "{fleet}"
+    );
+    let row = fleet.lines().find(|l| l.contains("web-hung")).unwrap();
+    assert!(
+        row.contains(&format!("unreachable since {since}")),
+        "{fleet}"
+    );
+
+    // Asked not to count it: done, and it is still named.
+    let r = run(&f, ADMIN, "wait --allow-unreachable --timeout 30s").ok();
+    assert!(
+        r.out
+            .contains("production: 1 of 2 SDK instances applied version 3"),
+        "{r:?}"
+    );
+    assert!(
+        r.err.contains("not counted (--allow-unreachable)") && r.err.contains(&id),
+        "{r:?}"
+    );
+
+    // A connected instance is not forgotten (it would vanish from the fleet view).
+    let ok_id = instance_on(&f, "web-ok")["instance"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = flagctl(&f, ADMIN, &["fleet", "forget", &ok_id]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.err.contains("is connected; not forgotten"), "{r:?}");
+    // Forgotten: no longer counted; forgetting it again is not found.
+    let r = flagctl(&f, ADMIN, &["fleet", "forget", &id]).ok();
+    assert_eq!(r.out, format!("production: forgot SDK instance {id}\n"));
+    let again = flagctl(&f, ADMIN, &["fleet", "forget", &id]);
+    assert_eq!(again.code, 4, "{again:?}");
+    let r = run(&f, ADMIN, "wait --timeout 30s").ok();
+    assert!(
+        r.out.contains("the one SDK instance applied version 3"),
+        "{r:?}"
+    );
+
+    // Thawed, it reconnects as itself and applies the revert (it may read the revert
+    // left in its socket's buffer first, so wait for it to be back in the fleet).
+    hung.signal("CONT");
+    hung.applied(3);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !run(&f, ADMIN, "fleet").ok().out.contains("web-hung") {
+        assert!(std::time::Instant::now() < deadline, "it did not reconnect");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = run(&f, ADMIN, "wait --timeout 30s").ok();
+    assert!(
+        r.out.contains("all 2 SDK instances applied version 3"),
+        "{r:?}"
+    );
+    let back = instance_on(&f, "web-hung");
+    assert_eq!(
+        (&back["instance"], &back["state"]),
+        (&json!(id), &json!("connected"))
+    );
+}
+
+/// Any key flagd accepts can be listed, read and changed: characters that mean
+/// something in a URL are percent-encoded, and a long key is a wide column, not a panic.
+#[test]
+fn keys_with_url_characters_are_listed_read_and_disabled() {
+    let f = start();
+    let long = "k".repeat(256);
+    let keys = [
+        "a/b",
+        "what?",
+        "#anchor",
+        "100%",
+        "a%2Fb",
+        "with space",
+        "?x=1&y#z",
+        "grå ✓",
+        "..a",
+        &long,
+    ];
+    let flag =
+        json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"});
+    let doc = json!({"flags": keys.iter().map(|k| (k.to_string(), flag.clone())).collect::<serde_json::Map<_, _>>()});
+    let file = write(&f, "keys.json", &doc);
+    flagctl(&f, ADMIN, &["import", &file]).ok();
+
+    let list = run(&f, ADMIN, "flags list").ok().out;
+    assert!(
+        list.starts_with("production at version 1: 10 flags\n"),
+        "{list}"
+    );
+    for k in keys {
+        let row = list
+            .lines()
+            .find(|l| l.starts_with(&format!("{k} ")))
+            .unwrap_or_else(|| panic!("{k:?} not listed: {list}"));
+        assert!(row.contains("ENABLED"), "{row}");
+    }
+    for (n, k) in keys.iter().enumerate() {
+        assert_eq!(
+            flagctl(&f, ADMIN, &["flags", "get", k]).ok().json()["state"],
+            "ENABLED",
+            "{k:?}"
+        );
+        let r = flagctl(&f, ADMIN, &["-q", "disable", k, "--reason", "r"]).ok();
+        assert_eq!(r.out, format!("{}\n", n + 2), "{k:?}");
+        assert_eq!(
+            flagctl(&f, ADMIN, &["flags", "get", k]).ok().json()["state"],
+            "DISABLED",
+            "{k:?}"
+        );
+        let history = flagctl(&f, ADMIN, &["--json", "versions", "list", "--flag", k])
+            .ok()
+            .json();
+        assert_eq!(history["versions"][0]["version"], n as u64 + 2, "{k:?}");
+    }
+    let list = run(&f, ADMIN, "flags list").ok().out;
+    assert_eq!(list.matches("DISABLED").count(), keys.len(), "{list}");
 }

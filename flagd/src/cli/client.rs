@@ -63,8 +63,12 @@ pub enum Failure {
     Unreachable(String),
     /// The environment moved past the version the change was based on (exit 3).
     Conflict(String),
-    /// A check failed: an invalid file, or instances that did not apply a version in
-    /// time (exit 1).
+    /// Something asked for does not exist, found out without asking flagd for it
+    /// directly (exit 4).
+    NotFound(String),
+    /// A change was committed but the fleet could not be seen to apply it (exit 6).
+    NotApplied(String),
+    /// A check failed, e.g. an invalid file (exit 1).
     Failed(String),
 }
 
@@ -76,8 +80,10 @@ impl Failure {
             Self::Unreachable(_) => exit::UNREACHABLE,
             Self::Failed(_) => exit::FAILED,
             Self::Conflict(_) => exit::CONFLICT,
+            Self::NotFound(_) => exit::NOT_FOUND,
+            Self::NotApplied(_) => exit::NOT_APPLIED,
             Self::Api { status, .. } => match status.as_u16() {
-                401 | 403 => exit::UNREACHABLE,
+                401 | 403 => exit::UNAUTHORIZED,
                 404 => exit::NOT_FOUND,
                 409 => exit::CONFLICT,
                 s if s >= 500 => exit::UNREACHABLE,
@@ -90,9 +96,12 @@ impl Failure {
     /// JSON path.
     pub fn describe(&self) -> String {
         match self {
-            Self::Usage(m) | Self::Unreachable(m) | Self::Failed(m) | Self::Conflict(m) => {
-                m.clone()
-            }
+            Self::Usage(m)
+            | Self::Unreachable(m)
+            | Self::Failed(m)
+            | Self::Conflict(m)
+            | Self::NotFound(m)
+            | Self::NotApplied(m) => m.clone(),
             Self::Api {
                 status,
                 code,
@@ -190,19 +199,28 @@ impl Client {
             .ok_or_else(|| Failure::Usage("give the environment: --env ENV or FLAGD_ENV".into()))
     }
 
-    /// `/api/v1/` followed by these segments, each percent-encoded.
-    fn url(&self, segments: &[&str]) -> Url {
+    /// `/api/v1/` followed by these segments, each percent-encoded (`/`, `%`, `?`,
+    /// `#`, spaces and anything not ASCII included).
+    fn url(&self, segments: &[&str]) -> Result<Url, Failure> {
+        // An empty segment would name another route, and the URL standard removes `.`
+        // and `..` (even as `%2E`): such a segment cannot be sent as itself.
+        if let Some(bad) = segments.iter().find(|s| matches!(**s, "" | "." | "..")) {
+            return Err(Failure::Usage(format!(
+                "{bad:?} cannot be addressed in a URL (in {})",
+                segments.join("/")
+            )));
+        }
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(["api", "v1"]).extend(segments);
         }
-        url
+        Ok(url)
     }
 
     /// Calls the API. `query` pairs are added to the URL; `if_version` becomes
     /// `If-Match`; `reason` becomes `X-Change-Reason` (RFC 8187 when not ASCII).
     pub async fn call(&self, req: Request<'_>) -> Result<Answer, Failure> {
-        let mut url = self.url(req.path);
+        let mut url = self.url(req.path)?;
         if !req.query.is_empty() {
             url.query_pairs_mut().extend_pairs(req.query);
         }
@@ -252,19 +270,22 @@ impl Client {
         })
     }
 
-    /// Polls the fleet view until every connected SDK instance has applied `version`
-    /// (or a later one), or until `timeout`.
+    /// Polls the fleet view until every SDK instance has applied `version` (the head
+    /// when `None`) or a later one, or until `timeout`. An unreachable instance that has
+    /// not applied it counts as not converged unless `allow_unreachable`.
     pub async fn wait_for_fleet(
         &self,
         env: &str,
-        version: u64,
+        version: Option<u64>,
         timeout: Duration,
+        allow_unreachable: bool,
     ) -> Result<Convergence, Failure> {
         let started = Instant::now();
         let deadline = started + timeout;
         // Short first, for the common case of a fleet that applies within milliseconds;
         // then no more than four polls a second.
         let mut pause = Duration::from_millis(2);
+        let mut version = version;
         loop {
             let polled = self
                 .call(Request::get(&["environments", env, "fleet"]))
@@ -272,14 +293,31 @@ impl Client {
             let now = Instant::now();
             match polled {
                 Ok(a) => {
-                    let c = Convergence::of(&a.body, version, now - started);
+                    let head = a.body.get("version").and_then(Value::as_u64);
+                    let target = match (version, head) {
+                        (Some(v), Some(h)) if v > h => {
+                            // No instance can ever apply it: say so now, not after the
+                            // timeout.
+                            return Err(Failure::NotFound(format!(
+                                "{env} has no version {v}: its head is version {h}"
+                            )));
+                        }
+                        (Some(v), _) => v,
+                        (None, Some(h)) => *version.insert(h),
+                        (None, None) => {
+                            return Err(Failure::Failed(
+                                "flagd's fleet view has no version".into(),
+                            ));
+                        }
+                    };
+                    let c = Convergence::of(&a.body, target, allow_unreachable, now - started);
                     if c.converged() || now >= deadline {
                         return Ok(c);
                     }
                 }
                 // A replica restarting or a proxy hiccup must not fail a rollback that
                 // has been made; keep polling until the deadline.
-                Err(e) if e.exit_code() == exit::UNREACHABLE && !is_auth(&e) => {
+                Err(e) if e.exit_code() == exit::UNREACHABLE => {
                     if now >= deadline {
                         return Err(e);
                     }
@@ -290,10 +328,6 @@ impl Client {
             pause = (pause * 2).min(Duration::from_millis(250));
         }
     }
-}
-
-fn is_auth(f: &Failure) -> bool {
-    matches!(f, Failure::Api { status, .. } if matches!(status.as_u16(), 401 | 403))
 }
 
 fn unreachable(url: &Url, e: &reqwest::Error) -> Failure {
@@ -395,41 +429,87 @@ impl<'a> Request<'a> {
 pub struct Convergence {
     /// The version waited for.
     pub version: u64,
-    /// Connected instances.
+    /// Every instance flagd knows: connected and unreachable.
     pub total: usize,
-    /// Those still before `version` (empty on success).
+    /// Those whose last applied version is before `version` (or who applied none),
+    /// connected or unreachable: each has its `state`.
     pub lagging: Vec<Value>,
+    /// How many instances are unreachable, whatever they applied.
+    pub unreachable: usize,
+    /// Instances that applied the version but report flags they could not load.
+    pub troubled: Vec<Value>,
+    /// Unreachable instances do not hold convergence up (`--allow-unreachable`).
+    pub allow_unreachable: bool,
     /// How long it took.
     pub waited: Duration,
 }
 
+/// An instance whose connection flagd lost without a goodbye.
+pub fn is_unreachable(instance: &Value) -> bool {
+    instance.get("state").and_then(Value::as_str) == Some("unreachable")
+}
+
 impl Convergence {
     /// Where a fleet view (`GET …/fleet`) stands against `version`.
-    fn of(fleet: &Value, version: u64, waited: Duration) -> Self {
+    ///
+    /// An unreachable instance that had applied `version` before it was lost did apply
+    /// it (an SDK never goes back to an older version): it is not lagging. One that had
+    /// not may be serving anything older, and lags until it reconnects and applies it,
+    /// says goodbye, is forgotten, or flagd's fleet TTL drops it.
+    pub(crate) fn of(
+        fleet: &Value,
+        version: u64,
+        allow_unreachable: bool,
+        waited: Duration,
+    ) -> Self {
         let instances = fleet
             .get("instances")
             .and_then(Value::as_array)
             .map_or(&[][..], Vec::as_slice);
-        let lagging = instances
-            .iter()
+        let (applied, lagging): (Vec<&Value>, Vec<&Value>) = instances.iter().partition(|i| {
+            i.get("appliedVersion")
+                .and_then(Value::as_u64)
+                .is_some_and(|v| v >= version)
+        });
+        let troubled = applied
+            .into_iter()
             .filter(|i| {
-                i.get("appliedVersion")
-                    .and_then(Value::as_u64)
-                    .is_none_or(|v| v < version)
+                i.get("problems")
+                    .and_then(Value::as_array)
+                    .is_some_and(|p| !p.is_empty())
             })
             .cloned()
             .collect();
+        let lagging = lagging.into_iter().cloned().collect();
         Self {
             version,
             total: instances.len(),
             lagging,
+            troubled,
+            unreachable: instances.iter().filter(|i| is_unreachable(i)).count(),
+            allow_unreachable,
             waited,
         }
     }
 
-    /// Every instance applied the version.
+    /// The lagging instances that hold convergence up: all of them, or with
+    /// `--allow-unreachable` the connected ones.
+    pub fn blocking(&self) -> impl Iterator<Item = &Value> {
+        self.lagging
+            .iter()
+            .filter(|i| !(self.allow_unreachable && is_unreachable(i)))
+    }
+
+    /// Lagging instances left out by `--allow-unreachable`.
+    pub fn excused(&self) -> impl Iterator<Item = &Value> {
+        self.lagging
+            .iter()
+            .filter(|i| self.allow_unreachable && is_unreachable(i))
+    }
+
+    /// Every instance that counts applied the version.
     pub fn converged(&self) -> bool {
-        self.lagging.is_empty()
+        self.blocking().next().is_none()
     }
 
     /// For `--json`.
@@ -438,6 +518,8 @@ impl Convergence {
             "version": self.version,
             "total": self.total,
             "applied": self.total - self.lagging.len(),
+            "unreachable": self.unreachable,
+            "allowUnreachable": self.allow_unreachable,
             "converged": self.converged(),
             "waitedSeconds": self.waited.as_secs_f64(),
             "lagging": self.lagging,
@@ -466,15 +548,96 @@ mod tests {
             {"instance": "c", "appliedVersion": null},
             {"instance": "d", "appliedVersion": 6},
         ]});
-        let c = Convergence::of(&fleet, 7, Duration::ZERO);
+        let c = Convergence::of(&fleet, 7, false, Duration::ZERO);
         let lagging: Vec<&Value> = c.lagging.iter().map(|i| &i["instance"]).collect();
         assert_eq!(
             (c.total, lagging),
             (4, vec![&serde_json::json!("c"), &serde_json::json!("d")])
         );
+        assert!(!c.converged());
+        assert_eq!(c.to_json()["applied"], 2);
         assert!(
-            Convergence::of(&serde_json::json!({"instances": []}), 7, Duration::ZERO).converged()
+            Convergence::of(
+                &serde_json::json!({"instances": []}),
+                7,
+                false,
+                Duration::ZERO
+            )
+            .converged()
         );
+    }
+
+    /// The false all-clear: an instance flagd lost before it applied the version is
+    /// not converged, unless asked; one lost after applying it is.
+    #[test]
+    fn unreachable_instances_lag_unless_allowed() {
+        let fleet = serde_json::json!({"version": 9, "instances": [
+            {"instance": "up", "state": "connected", "appliedVersion": 9},
+            {"instance": "hung", "state": "unreachable", "appliedVersion": 7,
+             "unreachableSince": "2026-01-01T00:00:00Z"},
+            {"instance": "left-after", "state": "unreachable", "appliedVersion": 9},
+        ]});
+        let strict = Convergence::of(&fleet, 9, false, Duration::ZERO);
+        assert!(!strict.converged());
+        let names = |it: &mut dyn Iterator<Item = &Value>| {
+            it.map(|i| i["instance"].as_str().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&mut strict.blocking()), ["hung"]);
+        assert_eq!(names(&mut strict.excused()), Vec::<String>::new());
+        assert_eq!(
+            (
+                strict.total,
+                strict.unreachable,
+                &strict.to_json()["applied"]
+            ),
+            (3, 2, &serde_json::json!(2))
+        );
+
+        let allowed = Convergence::of(&fleet, 9, true, Duration::ZERO);
+        assert!(allowed.converged());
+        assert_eq!(names(&mut allowed.excused()), ["hung"]);
+        assert_eq!(allowed.to_json()["converged"], true);
+
+        // A connected instance behind still blocks, allowed or not.
+        let fleet = serde_json::json!({"instances": [
+            {"instance": "slow", "state": "connected", "appliedVersion": 8},
+            {"instance": "hung", "state": "unreachable", "appliedVersion": 8},
+        ]});
+        let c = Convergence::of(&fleet, 9, true, Duration::ZERO);
+        assert_eq!(names(&mut c.blocking()), ["slow"]);
+        assert!(!c.converged());
+        // A fleet view from an older flagd has no state: connected.
+        let old = serde_json::json!({"instances": [{"instance": "x", "appliedVersion": 8}]});
+        assert!(!Convergence::of(&old, 9, true, Duration::ZERO).converged());
+    }
+
+    #[test]
+    fn keys_are_one_percent_encoded_segment_each() {
+        let c = Client::new(&Connection {
+            url: "http://127.0.0.1:1/behind/proxy".into(),
+            token: None,
+            environment: None,
+            ca_cert: None,
+            request_timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        let url = c
+            .url(&["environments", "production", "flags", "a/b ?#%ü", "disable"])
+            .unwrap();
+        assert_eq!(
+            url.path(),
+            "/behind/proxy/api/v1/environments/production/flags/a%2Fb%20%3F%23%25%C3%BC/disable"
+        );
+        assert_eq!(url.query(), None);
+        assert_eq!(url.fragment(), None);
+        // The URL standard would drop these segments (and `%2E`): refused, not sent.
+        for bad in ["", ".", ".."] {
+            let e = c
+                .url(&["environments", "production", "flags", bad])
+                .unwrap_err();
+            assert_eq!(e.exit_code(), exit::USAGE, "{bad:?}");
+        }
     }
 
     #[test]
@@ -487,9 +650,35 @@ mod tests {
         };
         assert_eq!(api(409).exit_code(), exit::CONFLICT);
         assert_eq!(api(404).exit_code(), exit::NOT_FOUND);
-        assert_eq!(api(401).exit_code(), exit::UNREACHABLE);
-        assert_eq!(api(403).exit_code(), exit::UNREACHABLE);
+        assert_eq!(api(401).exit_code(), exit::UNAUTHORIZED);
+        assert_eq!(api(403).exit_code(), exit::UNAUTHORIZED);
         assert_eq!(api(422).exit_code(), exit::FAILED);
+        assert_eq!(api(400).exit_code(), exit::FAILED);
+        assert_eq!(api(413).exit_code(), exit::FAILED);
+        assert_eq!(api(500).exit_code(), exit::UNREACHABLE);
         assert_eq!(api(503).exit_code(), exit::UNREACHABLE);
+        assert_eq!(
+            Failure::NotApplied(String::new()).exit_code(),
+            exit::NOT_APPLIED
+        );
+        assert_eq!(
+            Failure::NotFound(String::new()).exit_code(),
+            exit::NOT_FOUND
+        );
+        let codes = [
+            exit::OK,
+            exit::FAILED,
+            exit::USAGE,
+            exit::CONFLICT,
+            exit::NOT_FOUND,
+            exit::UNREACHABLE,
+            exit::NOT_APPLIED,
+            exit::UNAUTHORIZED,
+        ];
+        assert_eq!(
+            codes,
+            [0, 1, 2, 3, 4, 5, 6, 7],
+            "documented; never renumbered"
+        );
     }
 }

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
-    /// A check failed, a change was refused as invalid, or `--wait` timed out.
+    /// A check failed, or a change was refused as invalid: nothing was changed.
     pub const FAILED: u8 = 1;
     /// The command line was wrong.
     pub const USAGE: u8 = 2;
@@ -21,8 +21,15 @@ pub mod exit {
     pub const CONFLICT: u8 = 3;
     /// No such environment, flag, version or token.
     pub const NOT_FOUND: u8 = 4;
-    /// flagd cannot be reached, is unavailable, or refused the token.
+    /// flagd cannot be reached, did not answer in time, or is unavailable (5xx).
     pub const UNREACHABLE: u8 = 5;
+    /// A change was committed, but not every SDK instance is known to have applied it
+    /// (`--wait`); or `wait` timed out. Distinct from 1: retrying the change would make
+    /// another version, while waiting longer (`flagctl wait`) would not.
+    pub const NOT_APPLIED: u8 = 6;
+    /// The token is missing, unknown or revoked (401), or its role or environments do
+    /// not allow this (403). Distinct from 5: retrying will not help, a person must.
+    pub const UNAUTHORIZED: u8 = 7;
 }
 
 const AFTER_HELP: &str = "\
@@ -30,11 +37,14 @@ Configuration: FLAGD_URL, FLAGD_TOKEN, FLAGD_ENV (or --url, --token, --env).
 
 Exit codes:
   0  done
-  1  a check failed, a change was refused as invalid, or --wait timed out
-  2  usage error
+  1  a check failed, or a change was refused as invalid (nothing changed)
+  2  usage error, including a flag key flagd would refuse
   3  conflict: the environment moved past --if-version
-  4  not found: environment, flag, version or token
-  5  flagd unreachable or unavailable, or the token was refused";
+  4  not found: environment, flag, version, SDK instance or token
+  5  flagd unreachable, too slow, or unavailable (5xx)
+  6  committed, but not applied by every SDK instance in time (--wait, wait),
+     unreachable ones included unless --allow-unreachable
+  7  unauthorized: no token, an unknown or revoked one (401), or not allowed (403)";
 
 /// Command-line client of the flag service, for CI pipelines and incident responders.
 #[derive(Debug, Parser)]
@@ -83,9 +93,10 @@ enum Command {
     Export(online::ExportArgs),
     /// Replace the flag set with a reviewed flagd JSON document (flags as code).
     Import(online::ImportArgs),
-    /// Which SDK instances are connected, and which version each has applied.
-    Fleet,
-    /// Wait until every connected SDK instance has applied a version.
+    /// The SDK instances, connected or unreachable, and the version each has applied;
+    /// `fleet forget ID` forgets one that is gone.
+    Fleet(online::FleetArgs),
+    /// Wait until every SDK instance has applied a version (exit 6 if not in time).
     Wait(online::WaitArgs),
     /// Who changed what, when and why: the audit log, newest first.
     Audit(online::AuditArgs),

@@ -10,7 +10,16 @@ use flagd_core::{FlagSet, Strictness};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::client::{Client, Convergence, Failure, Request};
+use super::client::{Client, Convergence, Failure, Request, is_unreachable};
+
+/// A flag key as flagd accepts one (`flagd_core::check_key`): a key it refuses names
+/// no flag, and `.` or `..` cannot even be sent in a URL. Refused here as a usage error
+/// (exit 2), before anything is sent.
+fn flag_key(key: &str) -> Result<String, String> {
+    flagd_core::check_key(key)
+        .map(|()| key.to_owned())
+        .map_err(|e| format!("the key {e}"))
+}
 
 /// What `--wait` and `--if-version` add to a change.
 #[derive(Debug, Args)]
@@ -19,13 +28,17 @@ pub struct WriteOpts {
     /// pipeline never overwrites what someone changed under it.
     #[arg(long, value_name = "N")]
     if_version: Option<u64>,
-    /// Return only when every SDK instance connected to flagd has applied the new
-    /// version; exit 1 after --timeout, naming the instances that lag.
+    /// Return only when every SDK instance flagd knows has applied the new version;
+    /// exit 6 after --timeout, naming the instances that lag. An instance whose
+    /// connection was lost before it applied the version lags too.
     #[arg(long)]
     wait: bool,
     /// How long --wait waits, e.g. 30s or 2m.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, requires = "wait")]
     timeout: Duration,
+    /// With --wait: do not wait for unreachable instances (they are still named).
+    #[arg(long, requires = "wait")]
+    allow_unreachable: bool,
 }
 
 /// `flagctl flags …`
@@ -36,6 +49,7 @@ pub enum FlagsCmd {
     /// One flag's definition, in flagd's JSON format.
     Get {
         /// The flag's key.
+        #[arg(value_parser = flag_key)]
         flag: String,
         /// As it was at this version (default: the head).
         #[arg(long, value_name = "N")]
@@ -47,6 +61,7 @@ pub enum FlagsCmd {
 #[derive(Debug, Args)]
 pub struct ToggleArgs {
     /// The flag's key.
+    #[arg(value_parser = flag_key)]
     flag: String,
     /// Why, for the audit log (required).
     #[arg(long)]
@@ -59,6 +74,7 @@ pub struct ToggleArgs {
 #[derive(Debug, Args)]
 pub struct RolloutArgs {
     /// The flag's key.
+    #[arg(value_parser = flag_key)]
     flag: String,
     /// The variant whose share is set.
     #[arg(long)]
@@ -80,7 +96,7 @@ pub enum VersionsCmd {
     /// The history, newest first.
     List {
         /// Only the versions that changed this flag.
-        #[arg(long)]
+        #[arg(long, value_parser = flag_key)]
         flag: Option<String>,
         /// How many (1 to 1000).
         #[arg(long, default_value_t = 20)]
@@ -119,6 +135,7 @@ pub struct RevertArgs {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The flag's key.
+    #[arg(value_parser = flag_key)]
     flag: String,
     /// Its definition as it was at version N (removed if it did not exist then); other
     /// flags are left alone.
@@ -158,19 +175,44 @@ pub struct ImportArgs {
 /// `flagctl wait [--version N]`
 #[derive(Debug, Args)]
 pub struct WaitArgs {
-    /// The version to wait for (default: the head).
+    /// The version to wait for (default: the head). One that does not exist yet exits 4
+    /// at once.
     #[arg(long, value_name = "N")]
     version: Option<u64>,
-    /// How long to wait, e.g. 30s or 2m.
+    /// How long to wait, e.g. 30s or 2m; then exit 6, naming the instances that lag.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Do not wait for unreachable instances (flagd lost their connection; they may
+    /// still serve an older version). They are still named.
+    #[arg(long)]
+    allow_unreachable: bool,
+}
+
+/// `flagctl fleet [forget INSTANCE]`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct FleetArgs {
+    #[command(subcommand)]
+    command: Option<FleetCmd>,
+}
+
+/// `flagctl fleet …`
+#[derive(Debug, Subcommand)]
+pub enum FleetCmd {
+    /// Forget an SDK instance known to be gone (a host that was shut down without a
+    /// goodbye): it stops counting as not converged. If it is still running, it comes
+    /// back when it reconnects. Responder, editor or admin.
+    Forget {
+        /// Its instance id (see `flagctl fleet`).
+        instance: String,
+    },
 }
 
 /// `flagctl audit`
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// Only entries about this flag.
-    #[arg(long)]
+    #[arg(long, value_parser = flag_key)]
     flag: Option<String>,
     /// Only what this token (by name) did.
     #[arg(long)]
@@ -274,10 +316,12 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let line = |cells: &mut dyn Iterator<Item = &str>| {
         let mut s = String::new();
         for (i, (c, w)) in cells.zip(&widths).enumerate() {
-            if i + 1 == widths.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  "));
+            s.push_str(c);
+            if i + 1 < widths.len() {
+                // Padded by hand: `format!`'s width is a u16 and panics past it (a
+                // 64 KiB cell).
+                let pad = w.saturating_sub(c.chars().count()) + 2;
+                s.extend(std::iter::repeat_n(' ', pad));
             }
         }
         s.truncate(s.trim_end().len());
@@ -355,15 +399,30 @@ impl Out {
     async fn change(&self, client: &Client, env: &str, req: Request<'_>, opts: &WriteOpts) -> Done {
         let body = client.call(req.if_version(opts.if_version)).await?.body;
         let version = body.get("version").and_then(Value::as_u64).unwrap_or(0);
-        let convergence = if opts.wait {
-            Some(client.wait_for_fleet(env, version, opts.timeout).await?)
+        let waited = if opts.wait {
+            let w = client
+                .wait_for_fleet(env, Some(version), opts.timeout, opts.allow_unreachable)
+                .await;
+            // The change is made whatever the wait meets: a pipeline must not take a
+            // failed wait for a failed change and make it again (exit 6, not 5 or 7).
+            Some(w.map_err(|e| {
+                Failure::NotApplied(format!(
+                    "{env}: version {version} is committed, but whether the fleet applied it \
+                     is unknown: {}",
+                    e.describe()
+                ))
+            }))
         } else {
             None
         };
         if self.json {
             let mut v = body.clone();
-            if let (Value::Object(o), Some(c)) = (&mut v, &convergence) {
-                o.insert("fleet".into(), c.to_json());
+            if let (Value::Object(o), Some(w)) = (&mut v, &waited) {
+                let fleet = match w {
+                    Ok(c) => c.to_json(),
+                    Err(e) => json!({"converged": false, "error": e.describe()}),
+                };
+                o.insert("fleet".into(), fleet);
             }
             print_json(&v)?;
         } else if self.quiet {
@@ -383,52 +442,155 @@ impl Out {
                 }
             ))?;
         }
-        match convergence {
-            Some(c) => self.converged(env, &c),
+        match waited {
+            Some(w) => self.converged(env, &w?),
             None => Ok(super::exit::OK),
         }
     }
 
-    /// Reports where the fleet stands; exit 1 if it has not converged.
+    /// Reports where the fleet stands; exit 6 if it has not converged.
     fn converged(&self, env: &str, c: &Convergence) -> Done {
         let ms = format!("{:.1}", c.waited.as_secs_f64() * 1000.0);
+        let excused: Vec<&Value> = c.excused().collect();
+        if !excused.is_empty() {
+            note(&named(
+                &format!(
+                    "flagctl: not counted (--allow-unreachable): {} that did not apply version {}:",
+                    plural(excused.len(), "unreachable SDK instance"),
+                    c.version
+                ),
+                excused.iter().copied(),
+            ));
+        }
+        warn_problems(c);
         if c.converged() {
             if !self.json && !self.quiet {
+                let applied = c.total - c.lagging.len();
                 let text = if c.total == 0 {
                     format!(
                         "{env}: no SDK instance is connected to this flagd; nothing to wait for\n"
                     )
                 } else {
-                    let who = if c.total == 1 {
+                    let who = if !excused.is_empty() {
+                        format!("{applied} of {}", plural(c.total, "SDK instance"))
+                    } else if c.total == 1 {
                         "the one SDK instance".to_owned()
                     } else {
                         format!("all {} SDK instances", c.total)
                     };
-                    format!("{env}: {who} applied version {} ({ms} ms)\n", c.version)
+                    // Lost after applying it: it did apply it, but nobody hears it now.
+                    let lost = c.unreachable.saturating_sub(excused.len());
+                    let lost = if lost == 0 {
+                        String::new()
+                    } else {
+                        format!("; {lost} of them unreachable now")
+                    };
+                    format!(
+                        "{env}: {who} applied version {} ({ms} ms{lost})\n",
+                        c.version
+                    )
                 };
                 print(&text)?;
             }
             return Ok(super::exit::OK);
         }
-        let mut text = format!(
-            "{env}: {} of {} did not apply version {} within {ms} ms:",
-            c.lagging.len(),
-            plural(c.total, "SDK instance"),
-            c.version
+        let blocking: Vec<&Value> = c.blocking().collect();
+        let mut text = named(
+            &format!(
+                "flagctl: {env}: {} of {} did not apply version {} within {ms} ms:",
+                blocking.len(),
+                plural(c.total, "SDK instance"),
+                c.version
+            ),
+            blocking.iter().copied(),
         );
-        for i in &c.lagging {
-            text.push_str(&format!(
-                "\n  {} (host {}, {}): on version {}, last ack {}",
-                s(i, "instance"),
-                s(i, "host"),
-                s(i, "sdk"),
-                s(i, "appliedVersion"),
-                s(i, "lastAck"),
-            ));
+        if blocking.iter().any(|i| is_unreachable(i)) {
+            text.push_str(
+                "\n  An unreachable instance may still serve what it last applied. It counts \
+                 until it reconnects or\n  flagd's --fleet-ttl passes: `flagctl fleet forget \
+                 ID` once it is known to be gone, or\n  --allow-unreachable not to wait for it.",
+            );
         }
-        note(&format!("flagctl: {text}"));
-        Ok(super::exit::FAILED)
+        note(&text);
+        Ok(super::exit::NOT_APPLIED)
     }
+}
+
+/// A title, then one line per instance.
+fn named<'a>(title: &str, instances: impl Iterator<Item = &'a Value>) -> String {
+    let mut text = title.to_owned();
+    for i in instances {
+        text.push_str("\n  ");
+        text.push_str(&instance_line(i));
+    }
+    text
+}
+
+/// `i-2 (host h, sdk/1): on version 6, last ack T`, or for an instance flagd lost,
+/// `… unreachable since T, last applied v6`.
+fn instance_line(i: &Value) -> String {
+    let who = format!(
+        "{} (host {}, {})",
+        s(i, "instance"),
+        s(i, "host"),
+        s(i, "sdk")
+    );
+    if is_unreachable(i) {
+        let applied = match i.get("appliedVersion").and_then(Value::as_u64) {
+            Some(v) => format!("last applied v{v}"),
+            None => "never applied a version".to_owned(),
+        };
+        format!(
+            "{who}: unreachable since {}, {applied}",
+            s(i, "unreachableSince")
+        )
+    } else {
+        format!(
+            "{who}: on version {}, last ack {}",
+            s(i, "appliedVersion"),
+            s(i, "lastAck")
+        )
+    }
+}
+
+/// Instances that applied the version but could not load some of its flags: those
+/// flags evaluate to the code default there (reason `ERROR`). Not a failure of the
+/// wait, but worth knowing during a rollback.
+fn warn_problems(c: &Convergence) {
+    for i in &c.troubled {
+        note(&format!(
+            "flagctl: warning: {} applied version {}, but could not load {}; \
+             they evaluate to the code default there:{}",
+            s(i, "instance"),
+            c.version,
+            plural(problems_of(i).len(), "flag"),
+            problem_lines(i, 5)
+        ));
+    }
+}
+
+/// `problems` of a fleet entry.
+fn problems_of(i: &Value) -> &[Value] {
+    i.get("problems")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+}
+
+/// An instance's problems, one `\n  path: message` line each (at most `max`), then its
+/// last error.
+fn problem_lines(i: &Value, max: usize) -> String {
+    let problems = problems_of(i);
+    let mut text = String::new();
+    for p in problems.iter().take(max) {
+        text.push_str(&format!("\n  {}: {}", s(p, "path"), s(p, "message")));
+    }
+    if problems.len() > max {
+        text.push_str(&format!("\n  and {} more", problems.len() - max));
+    }
+    if let Some(e) = i.get("lastError").and_then(Value::as_str) {
+        text.push_str(&format!("\n  last error: {e}"));
+    }
+    text
 }
 
 /// A read: with `--json` its answer is printed as it is and `None` returned; otherwise
@@ -543,14 +705,47 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
             Ok(super::exit::OK)
         }
         C::Import(a) => import(client, out, a).await,
-        C::Fleet => fleet(client, out).await,
+        C::Fleet(FleetArgs { command: None }) => fleet(client, out).await,
+        C::Fleet(FleetArgs {
+            command: Some(FleetCmd::Forget { instance }),
+        }) => {
+            let env = client.environment()?;
+            // flagd would forget a connected instance too, hiding it from --wait until
+            // it reconnects: only one whose connection is lost is forgotten.
+            let fleet = client
+                .call(Request::get(&["environments", env, "fleet"]))
+                .await?
+                .body;
+            let known = fleet["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|i| i["instance"] == instance.as_str());
+            if let Some(i) = known.filter(|i| !is_unreachable(i)) {
+                return Err(Failure::Failed(format!(
+                    "{env}: {} is connected; not forgotten (forget an instance once it is \
+                     unreachable and known to be gone)",
+                    instance_line(i)
+                )));
+            }
+            client
+                .call(Request::new(
+                    Method::DELETE,
+                    &["environments", env, "fleet", &instance],
+                ))
+                .await?;
+            if out.json {
+                print_json(&json!({"environment": env, "forgotten": instance}))?;
+            } else if !out.quiet {
+                print(&format!("{env}: forgot SDK instance {instance}\n"))?;
+            }
+            Ok(super::exit::OK)
+        }
         C::Wait(w) => {
             let env = client.environment()?;
-            let version = match w.version {
-                Some(v) => v,
-                None => head(client, env).await?,
-            };
-            let c = client.wait_for_fleet(env, version, w.timeout).await?;
+            let c = client
+                .wait_for_fleet(env, w.version, w.timeout, w.allow_unreachable)
+                .await?;
             if out.json {
                 print_json(&c.to_json())?;
             }
@@ -809,32 +1004,67 @@ async fn fleet(client: &Client, out: &Out) -> Done {
     let Some(body) = read(client, out, Request::get(&["environments", env, "fleet"])).await? else {
         return Ok(super::exit::OK);
     };
-    let rows: Vec<Vec<String>> = body["instances"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let instances = body["instances"].as_array().map_or(&[][..], Vec::as_slice);
+    let rows: Vec<Vec<String>> = instances
+        .iter()
         .map(|i| {
+            let problems = problems_of(i).len();
             vec![
                 s(i, "instance"),
                 s(i, "host"),
                 s(i, "sdk"),
+                if is_unreachable(i) {
+                    format!("unreachable since {}", s(i, "unreachableSince"))
+                } else {
+                    s(i, "state")
+                },
                 s(i, "appliedVersion"),
                 s(i, "lastAck"),
+                match (problems, i.get("lastError").and_then(Value::as_str)) {
+                    (0, None) => "-".into(),
+                    (0, Some(_)) => "last error".into(),
+                    (n, _) => plural(n, "flag"),
+                },
                 s(i, "keyName"),
             ]
         })
         .collect();
-    let mut text = format!(
-        "{env} at version {}: {} connected, {} on it\n",
-        s(&body, "version"),
-        plural(rows.len(), "SDK instance"),
-        s(&body, "onVersion"),
-    );
+    let unreachable = instances.iter().filter(|i| is_unreachable(i)).count();
+    let mut text = if unreachable == 0 {
+        format!(
+            "{env} at version {}: {} connected, {} on it\n",
+            s(&body, "version"),
+            plural(rows.len(), "SDK instance"),
+            s(&body, "onVersion"),
+        )
+    } else {
+        format!(
+            "{env} at version {}: {}, {unreachable} unreachable, {} on it\n",
+            s(&body, "version"),
+            plural(rows.len(), "SDK instance"),
+            s(&body, "onVersion"),
+        )
+    };
     if !rows.is_empty() {
         text.push_str(&table(
-            &["INSTANCE", "HOST", "SDK", "VERSION", "LAST ACK", "SDK KEY"],
+            &[
+                "INSTANCE", "HOST", "SDK", "STATE", "VERSION", "LAST ACK", "PROBLEMS", "SDK KEY",
+            ],
             &rows,
         ));
+    }
+    // What each instance could not load, below the table: paths are long.
+    for i in instances {
+        let lines = problem_lines(i, 20);
+        if !lines.is_empty() {
+            text.push_str(&format!("{} could not load:{lines}\n", s(i, "instance")));
+        }
+    }
+    if unreachable > 0 {
+        text.push_str(
+            "(unreachable: flagd lost the connection without a goodbye; the instance may still \
+             serve what it last applied. `flagctl fleet forget ID` once it is known to be gone.)\n",
+        );
     }
     print(&text)?;
     Ok(super::exit::OK)
@@ -993,5 +1223,58 @@ async fn tokens(client: &Client, out: &Out, t: TokensCmd) -> Done {
             }
             Ok(super::exit::OK)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_wider_than_format_allows_is_padded_not_a_panic() {
+        // `format!("{c:<w$}")` panics for a width above u16::MAX: a 64 KiB flag key once
+        // made `flags list` exit 101.
+        let wide = "k".repeat(70_000);
+        let t = table(
+            &["FLAG", "STATE"],
+            &[
+                vec![wide.clone(), "ENABLED".into()],
+                vec!["grå".into(), "DISABLED".into()],
+            ],
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[1], format!("{wide}  ENABLED"));
+        assert_eq!(
+            lines[2],
+            format!("grå{}DISABLED", " ".repeat(70_000 - 3 + 2))
+        );
+        assert_eq!(lines[0].trim_end(), lines[0], "no trailing spaces");
+    }
+
+    #[test]
+    fn keys_flagd_refuses_are_refused_before_sending() {
+        for bad in ["", ".", "..", "a\u{7}b", &"k".repeat(257)] {
+            assert!(flag_key(bad).is_err(), "{bad:?}");
+        }
+        for good in ["a/b", "100%", "?x#y", "with space", "..a", &"k".repeat(256)] {
+            assert_eq!(flag_key(good).as_deref(), Ok(good));
+        }
+    }
+
+    #[test]
+    fn unreachable_instances_say_since_when_and_what_they_applied() {
+        let i = json!({"instance": "i-2", "host": "h", "sdk": "flagd-sdk-rust/1", "state": "unreachable",
+                       "unreachableSince": "2026-01-01T00:00:00Z", "appliedVersion": 7});
+        assert_eq!(
+            instance_line(&i),
+            "i-2 (host h, flagd-sdk-rust/1): unreachable since 2026-01-01T00:00:00Z, last applied v7"
+        );
+        let never = json!({"instance": "i-3", "state": "unreachable", "appliedVersion": null});
+        assert!(instance_line(&never).ends_with("never applied a version"));
+        let up = json!({"instance": "i-1", "host": "h", "sdk": "s", "state": "connected", "appliedVersion": 6, "lastAck": "T"});
+        assert_eq!(
+            instance_line(&up),
+            "i-1 (host h, s): on version 6, last ack T"
+        );
     }
 }
