@@ -744,6 +744,15 @@ async fn serve(
         )
         .await);
     };
+    if let Err(why) = flagd_core::check_key(&instance) {
+        // The fleet is addressed by instance id (`DELETE …/fleet/{instance}`).
+        return Err(refuse(
+            &mut socket,
+            close_code::POLICY,
+            &format!("the instance id {why}"),
+        )
+        .await);
+    }
     let h = hub.env(env).await;
     let member = Arc::new(Member {
         info: Instance {

@@ -362,5 +362,10 @@ pub(crate) async fn store_identity(b: Backend) -> anyhow::Result<()> {
             "after {extra}: {m}"
         );
     }
+    // An instance id the fleet could not address is refused.
+    let mut ws = connect(&s, &key).await?;
+    hello(&mut ws, "..", None).await?;
+    let e = next(&mut ws).await.expect_err("closed");
+    assert!(e.to_string().contains("instance id"), "{e}");
     s.stop().await
 }
