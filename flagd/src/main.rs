@@ -136,6 +136,15 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Serve => {
+            // Before anything opens files: every connection is one.
+            match server::raise_open_file_limit() {
+                Ok(Some((before, after))) if before < after => {
+                    tracing::info!(before, after, "open-file limit raised to the hard limit");
+                }
+                Ok(Some((_, limit))) => tracing::info!(limit, "open-file limit"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+            }
             let store = server::open_store(&o.database_url)
                 .await
                 .context("opening the store")?;

@@ -69,6 +69,20 @@ pub async fn bootstrap(store: &Store, admin_token: Option<&str>) -> anyhow::Resu
     }
 }
 
+/// Raises the soft open-file limit (RLIMIT_NOFILE) to the hard limit: every connection
+/// is an open file, and the common default soft limit of 1,024 would cap flagd at a
+/// thousand SDKs. Returns (before, after); `None` where there is no such limit.
+pub fn raise_open_file_limit() -> std::io::Result<Option<(u64, u64)>> {
+    #[cfg(unix)]
+    {
+        let (before, _) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+        let after = rlimit::increase_nofile_limit(u64::MAX)?;
+        Ok(Some((before, after)))
+    }
+    #[cfg(not(unix))]
+    Ok(None)
+}
+
 /// How flagd serves.
 #[derive(Clone, Debug)]
 pub struct Options {
