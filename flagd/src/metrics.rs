@@ -96,6 +96,10 @@ pub struct Metrics {
     http_handles: Handles<HttpLabels, (Histogram, Counter)>,
     /// Store latency by operation.
     pub store: Family<StoreLabels, Histogram, fn() -> Histogram>,
+    /// Open HTTP connections, websocket streams included.
+    pub connections: Gauge,
+    /// The cap on open connections.
+    pub connections_max: Gauge,
 }
 
 impl Default for Metrics {
@@ -167,6 +171,18 @@ impl Metrics {
             Unit::Seconds,
             store.clone(),
         );
+        let connections = Gauge::default();
+        let connections_max = Gauge::default();
+        registry.register(
+            "http_connections",
+            "Open HTTP connections, websocket streams included",
+            connections.clone(),
+        );
+        registry.register(
+            "http_connections_max",
+            "The cap on open HTTP connections (--max-connections, within the open-file limit)",
+            connections_max.clone(),
+        );
         Self {
             registry,
             flag_set_version,
@@ -180,6 +196,8 @@ impl Metrics {
             http_duration,
             http_handles: Handles::default(),
             store,
+            connections,
+            connections_max,
         }
     }
 
