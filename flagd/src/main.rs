@@ -74,6 +74,10 @@ struct Options {
     /// 256 files beside its connections.
     #[arg(long, env = "FLAGD_MAX_CONNECTIONS", default_value_t = 25_000, value_parser = positive, global = true)]
     max_connections: usize,
+    /// Label sets per metric family with user-chosen labels (OFREP evaluations by flag
+    /// and variant, HTTP requests); beyond it new ones are counted as `(other)`.
+    #[arg(long, env = "FLAGD_METRICS_MAX_SERIES", default_value_t = flagd::metrics::DEFAULT_MAX_SERIES, value_parser = positive, global = true)]
+    metrics_max_series: usize,
     /// Browser origins allowed to call OFREP, comma-separated (`https://app.example.com`,
     /// or `*` for any); none by default.
     #[arg(
@@ -183,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
                 header_read_timeout: o.header_read_timeout,
                 idle_timeout: o.idle_timeout,
                 max_connections: o.max_connections,
+                metrics_max_series: o.metrics_max_series,
             };
             server::run(listener, store, options, server::shutdown_signal()).await?;
             tracing::info!("stopped");
@@ -201,12 +206,12 @@ fn duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
-/// `--max-connections`: at least one.
+/// `--max-connections`, `--metrics-max-series`: at least one.
 fn positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
-        Err(e) => Err(format!("{e} (a whole number such as 25000)")),
+        Err(e) => Err(format!("{e} (a whole number such as 10000)")),
     }
 }
 

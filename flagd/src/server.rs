@@ -102,6 +102,9 @@ pub struct Options {
     /// Open connections at most, websocket streams included; bounded further by the
     /// open-file limit (see [`connection_cap`]).
     pub max_connections: usize,
+    /// Label sets per metric family with user-chosen labels (OFREP evaluations by flag,
+    /// HTTP requests); beyond it they are counted under one overflow value.
+    pub metrics_max_series: usize,
 }
 
 impl Default for Options {
@@ -121,6 +124,7 @@ impl Default for Options {
             // connection; this leaves room for that many again (reconnect storms, OFREP,
             // the UI) while bounding memory.
             max_connections: 25_000,
+            metrics_max_series: crate::metrics::DEFAULT_MAX_SERIES,
         }
     }
 }
@@ -164,6 +168,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let hub = Arc::new(crate::stream::Hub::new(store.clone(), options.heartbeat));
     store.set_metrics(hub.metrics.clone());
+    hub.metrics.limit_series(options.metrics_max_series);
     let app = http::router(
         AppState {
             store: store.clone(),
