@@ -72,7 +72,7 @@ struct Options {
     /// Open connections at most, SDK streams included; more wait until one closes. Each
     /// is an open file: flagd raises its soft open-file limit to the hard limit, and keeps
     /// 256 files beside its connections.
-    #[arg(long, env = "FLAGD_MAX_CONNECTIONS", default_value_t = 25_000, value_parser = positive, global = true)]
+    #[arg(long, env = "FLAGD_MAX_CONNECTIONS", default_value_t = server::DEFAULT_MAX_CONNECTIONS, value_parser = positive, global = true)]
     max_connections: usize,
     /// Label sets per metric family with user-chosen labels (OFREP evaluations by flag
     /// and variant, HTTP requests); beyond it new ones are counted as `(other)`.

@@ -120,14 +120,17 @@ impl Default for Options {
             // that the proxy, not flagd, closes a pooled connection: otherwise a request
             // the proxy sends just as flagd closes fails.
             idle_timeout: Duration::from_secs(75),
-            // The product's target is 10,000 SDK streams per replica, each an open
-            // connection; this leaves room for that many again (reconnect storms, OFREP,
-            // the UI) while bounding memory.
-            max_connections: 25_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             metrics_max_series: crate::metrics::DEFAULT_MAX_SERIES,
         }
     }
 }
+
+/// The default cap on open connections. The product's target is 10,000 SDK streams per
+/// replica, each an open connection: this leaves 6,000 more for reconnect storms, OFREP
+/// and the UI, bounds memory, and with [`RESERVED_FILES`] fits a hard open-file limit of
+/// 16,640 or more (most hosts allow far more) without being lowered.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
 /// Open files flagd keeps for itself beside its connections: the store's pool (SQLite
 /// files and their journals, or PostgreSQL sockets), the listener, the runtime's own
