@@ -36,7 +36,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
 /// How connections are limited.
@@ -55,6 +55,12 @@ pub struct Limits {
 const AWAITING_HEAD: u64 = 1 << 63;
 
 /// What one connection is doing, shared by its socket, its requests and its task.
+///
+/// It changes only while hyper's connection is polled, in the connection's own task:
+/// HTTP/1.1 polls the handler's future and the response body there, and reads through
+/// [`Io`] there (after an upgrade the socket moves to the websocket's task, but then
+/// this connection's task has ended). So the task reads the deadline right after each
+/// poll of hyper, and no change can go unseen: no wake-ups are needed.
 #[derive(Debug)]
 struct Conn {
     /// Requests whose response has not been written to the end yet: the handler's future,
@@ -63,8 +69,6 @@ struct Conn {
     /// When the connection last became quiet (no request in flight), in nanoseconds since
     /// `epoch`, with [`AWAITING_HEAD`] set once the next request's first byte has come.
     quiet: AtomicU64,
-    /// Wakes the connection's task when its deadline may have moved earlier.
-    wake: Notify,
     epoch: Instant,
 }
 
@@ -75,7 +79,6 @@ impl Conn {
         Self {
             in_flight: AtomicUsize::new(0),
             quiet: AtomicU64::new(AWAITING_HEAD),
-            wake: Notify::new(),
             epoch: Instant::now(),
         }
     }
@@ -90,18 +93,9 @@ impl Conn {
     fn on_read(&self) {
         if self.in_flight.load(Ordering::Acquire) == 0 {
             let q = self.quiet.load(Ordering::Acquire);
-            if q & AWAITING_HEAD == 0
-                && self
-                    .quiet
-                    .compare_exchange(
-                        q,
-                        self.now() | AWAITING_HEAD,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
-                    .is_ok()
-            {
-                self.wake.notify_one();
+            if q & AWAITING_HEAD == 0 {
+                self.quiet
+                    .store(self.now() | AWAITING_HEAD, Ordering::Release);
             }
         }
     }
@@ -147,7 +141,6 @@ impl Drop for InFlight {
         let c = &self.0;
         if c.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             c.quiet.store(c.now(), Ordering::Release);
-            c.wake.notify_one();
         }
     }
 }
@@ -156,7 +149,8 @@ impl Drop for InFlight {
 #[derive(Debug)]
 struct Tracked {
     body: Body,
-    _in_flight: InFlight,
+    // Held, never read.
+    _in_flight: Option<InFlight>,
 }
 
 impl http_body::Body for Tracked {
@@ -189,22 +183,48 @@ struct Handler {
 impl hyper::service::Service<Request<Incoming>> for Handler {
     type Response = Response<Tracked>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
+    type Future = Respond;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Respond {
         // hyper calls this once the headers are complete: the header clock stops here.
         let in_flight = InFlight::start(&self.conn);
         // A router is always ready (its poll_ready is Ready), so calling it directly is
         // what `oneshot` would do.
         let mut router = self.router.clone();
-        let fut = tower_service::Service::call(&mut router, req.map(Body::new));
-        Box::pin(async move {
-            let resp = fut.await?;
-            Ok(resp.map(|body| Tracked {
-                body,
-                _in_flight: in_flight,
-            }))
-        })
+        Respond {
+            inner: tower_service::Service::call(&mut router, req.map(Body::new)),
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+/// The router's answer, whose body takes over the request's [`InFlight`] (no box per
+/// request: remote evaluation serves tens of thousands a second).
+struct Respond {
+    inner: axum::routing::future::RouteFuture<Infallible>,
+    in_flight: Option<InFlight>,
+}
+
+impl std::fmt::Debug for Respond {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Respond").finish_non_exhaustive()
+    }
+}
+
+impl Future for Respond {
+    type Output = Result<Response<Tracked>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let resp = match Pin::new(&mut self.inner).poll(cx) {
+            Poll::Ready(Ok(r)) => r,
+            Poll::Ready(Err(e)) => match e {},
+            Poll::Pending => return Poll::Pending,
+        };
+        let in_flight = self.in_flight.take();
+        Poll::Ready(Ok(resp.map(|body| Tracked {
+            body,
+            _in_flight: in_flight,
+        })))
     }
 }
 
@@ -404,6 +424,13 @@ pub async fn serve(
     stop.closed().await;
 }
 
+/// What ends a wait in [`connection`].
+enum Event {
+    Ended(Result<(), hyper::Error>),
+    TimedOut,
+    Stop,
+}
+
 /// Serves one connection until it closes, times out, or upgrades.
 async fn connection(
     http: Arc<hyper::server::conn::http1::Builder>,
@@ -419,41 +446,52 @@ async fn connection(
     tokio::pin!(served);
     let timer = tokio::time::sleep(limits.header_read);
     tokio::pin!(timer);
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     let mut armed = None;
     let mut stopping = false;
     loop {
-        let deadline = conn.deadline(&limits);
-        if deadline != armed {
-            if let Some(d) = deadline {
-                timer.as_mut().reset(d);
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = served.as_mut().poll(cx) {
+                return Poll::Ready(Event::Ended(r));
             }
-            armed = deadline;
-        }
-        tokio::select! {
-            biased;
-            r = served.as_mut() => {
+            // Everything that moves the deadline happened in that poll (see `Conn`).
+            let deadline = conn.deadline(&limits);
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    timer.as_mut().reset(d);
+                }
+                armed = deadline;
+            }
+            // Set to the current deadline: if it has passed, the connection is expired.
+            if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::TimedOut);
+            }
+            if !stopping && stopped.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Stop);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Ended(r) => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "connection ended");
                 }
                 return;
             }
-            () = conn.wake.notified() => {}
-            () = &mut timer, if armed.is_some() => {
-                armed = None;
-                if conn.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
-                    tracing::debug!(
-                        awaiting_headers = conn.awaiting_head(),
-                        "closing a connection that sent no complete request in time"
-                    );
-                    // Nothing is in flight: dropping the connection closes the socket.
-                    return;
-                }
+            Event::TimedOut => {
+                tracing::debug!(
+                    awaiting_headers = conn.awaiting_head(),
+                    "closing a connection that sent no complete request in time"
+                );
+                // Nothing is in flight: dropping the connection closes the socket.
+                return;
             }
-            r = stop.changed(), if !stopping => {
+            Event::Stop => {
                 stopping = true;
-                // The sender is gone only when the server is gone.
-                if r.is_err() || conn.awaiting_head() {
-                    // Half a request's headers: nothing to finish.
+                if conn.awaiting_head() {
+                    // Half a request's headers, or none: nothing to finish.
                     return;
                 }
                 // hyper closes an idle connection now, and a busy one after its response.
