@@ -307,8 +307,8 @@ async fn committed(s: &AppState, c: &Committed) -> Response {
             .metrics
             .changes
             .get_or_create(&crate::metrics::ChangeLabels {
-                environment: c.environment.clone(),
-                kind: c.kind.as_str().to_owned(),
+                environment: c.environment.as_str().into(),
+                kind: c.kind.as_str().into(),
             })
             .inc();
         // Open UI pages learn who changed what.

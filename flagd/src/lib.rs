@@ -8,6 +8,7 @@
 //! - `auth`: tokens, roles and the permission matrix.
 //! - `rollout`: setting a flag's percentage split.
 //! - `server`: start-up, bootstrap, graceful shutdown.
+//! - `conn`: the accept loop: header-read and idle timeouts, the connection cap.
 //! - `error`: the one JSON error shape.
 //! - `cli`: the `flagctl` commands.
 //!
@@ -17,6 +18,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod conn;
 pub mod error;
 pub mod http;
 pub mod metrics;

@@ -64,8 +64,26 @@ struct Options {
     fleet_ttl: std::time::Duration,
     /// How often flagd pings each SDK stream (`15s`, `500ms`); a stream silent for three
     /// heartbeats is closed as half-open.
-    #[arg(long, env = "FLAGD_STREAM_HEARTBEAT", default_value = "15s", value_parser = heartbeat, global = true)]
+    #[arg(long, env = "FLAGD_STREAM_HEARTBEAT", default_value = "15s", value_parser = duration, global = true)]
     stream_heartbeat: std::time::Duration,
+    /// How long a client has to send a request's headers (`10s`), from the connection's
+    /// start or a later request's first byte; a silent or slow (slowloris) client is
+    /// closed after it.
+    #[arg(long, env = "FLAGD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
+    header_read_timeout: std::time::Duration,
+    /// How long a keep-alive connection may stay idle between requests (`75s`). Streams
+    /// (the SDK websocket, the UI's events) are not idle.
+    #[arg(long, env = "FLAGD_IDLE_TIMEOUT", default_value = "75s", value_parser = duration, global = true)]
+    idle_timeout: std::time::Duration,
+    /// Open connections at most, SDK streams included; more wait until one closes. Each
+    /// is an open file: flagd raises its soft open-file limit to the hard limit, and keeps
+    /// 256 files beside its connections.
+    #[arg(long, env = "FLAGD_MAX_CONNECTIONS", default_value_t = server::DEFAULT_MAX_CONNECTIONS, value_parser = positive, global = true)]
+    max_connections: usize,
+    /// Label sets per metric family with user-chosen labels (OFREP evaluations by flag
+    /// and variant, HTTP requests); beyond it new ones are counted as `(other)`.
+    #[arg(long, env = "FLAGD_METRICS_MAX_SERIES", default_value_t = flagd::metrics::DEFAULT_MAX_SERIES, value_parser = positive, global = true)]
+    metrics_max_series: usize,
     /// Browser origins allowed to call OFREP, comma-separated (`https://app.example.com`,
     /// or `*` for any); none by default.
     #[arg(
@@ -128,11 +146,14 @@ async fn main() -> anyhow::Result<()> {
             let ready = store.ready().await;
             store.close().await;
             println!(
-                "listen: {}\ndatabase: {} ({:?})\nmax body: {} bytes",
+                "listen: {}\ndatabase: {} ({:?})\nmax body: {} bytes\nheader read timeout: {}\nidle timeout: {}\nmax connections: {}",
                 o.listen,
                 redact(&o.database_url),
                 store.backend(),
-                o.max_body_bytes
+                o.max_body_bytes,
+                humantime::format_duration(o.header_read_timeout),
+                humantime::format_duration(o.idle_timeout),
+                o.max_connections
             );
             match ready {
                 Ok(()) => println!("store: reachable, migrations applied"),
@@ -142,6 +163,15 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Serve => {
+            // Before anything opens files: every connection is one.
+            match server::raise_open_file_limit() {
+                Ok(Some((before, after))) if before < after => {
+                    tracing::info!(before, after, "open-file limit raised to the hard limit");
+                }
+                Ok(Some((_, limit))) => tracing::info!(limit, "open-file limit"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+            }
             let store = server::open_store(&o.database_url)
                 .await
                 .context("opening the store")?;
@@ -161,6 +191,10 @@ async fn main() -> anyhow::Result<()> {
                 heartbeat: o.stream_heartbeat,
                 fleet_ttl: o.fleet_ttl,
                 cors_origins: o.cors_allowed_origins.clone(),
+                header_read_timeout: o.header_read_timeout,
+                idle_timeout: o.idle_timeout,
+                max_connections: o.max_connections,
+                metrics_max_series: o.metrics_max_series,
             };
             server::run(listener, store, options, server::shutdown_signal()).await?;
             tracing::info!("stopped");
@@ -169,13 +203,23 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--stream-heartbeat`: a duration of at least 100 ms.
-fn heartbeat(s: &str) -> Result<std::time::Duration, String> {
+/// `--stream-heartbeat`, `--header-read-timeout`, `--idle-timeout`: a duration of at
+/// least 100 ms (shorter would close streams and connections as soon as they open).
+fn duration(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (for example 15s or 500ms)"))?;
     if d < std::time::Duration::from_millis(100) {
         return Err(format!("must be at least 100ms, got {s}"));
     }
     Ok(d)
+}
+
+/// `--max-connections`, `--metrics-max-series`: at least one.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e} (a whole number such as 10000)")),
+    }
 }
 
 /// The database URL without its password.

@@ -2,16 +2,25 @@
 //! conventions (`_total`, `_seconds`, base units); label values are environment keys,
 //! change kinds, routes, methods, statuses, store operations and, for remote
 //! evaluations, flag keys, variants and reasons: nothing else a user types.
+//!
+//! Flag keys and variant names are chosen by users and may hold any character, so every
+//! label value is a [`LabelText`], escaped as the exposition format requires
+//! (prometheus-client writes label values as they are). And what users choose must not
+//! grow the series without bound: evaluations are labelled only with flags of the head
+//! evaluated (unknown keys are one value), HTTP methods outside the standard ones are one
+//! value, and each family with such labels holds at most [`DEFAULT_MAX_SERIES`] label
+//! sets (`--metrics-max-series`), counting the rest under one overflow value.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -20,48 +29,100 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::http::AppState;
 
+/// The label sets a family with user-chosen label values holds at most, by default.
+/// An environment of 10,000 flags evaluated in bulk makes about as many; each set costs
+/// a few hundred bytes here and a series in Prometheus.
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
+
+/// The value that stands for every flag (and variant, or route) beyond the cap.
+pub const OVERFLOW: &str = "(other)";
+
+/// The value that stands for every key evaluated that is no flag of the head.
+pub const NOT_FOUND: &str = "(not found)";
+
+/// A label value, escaped when encoded as the text formats require: a backslash, a double
+/// quote and a line feed become `\\`, `\"` and `\n` (OpenMetrics 1.0, "Escaping";
+/// the Prometheus text format alike). Without it a flag key holding `"} 1` and a newline
+/// would close the label set and forge a series, or make the whole scrape unreadable.
+/// (flagd encodes text only; the protobuf encoding would need the raw value.)
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct LabelText(pub String);
+
+impl From<&str> for LabelText {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl From<String> for LabelText {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl EncodeLabelValue for LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        escape_into(&self.0, encoder)
+    }
+}
+
+/// Writes `s` escaped for a label value (see [`LabelText`]).
+fn escape_into(s: &str, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+    let mut rest = s;
+    while let Some(i) = rest.find(['\\', '"', '\n']) {
+        out.write_str(&rest[..i])?;
+        out.write_str(match rest.as_bytes()[i] {
+            b'\\' => "\\\\",
+            b'"' => "\\\"",
+            _ => "\\n",
+        })?;
+        rest = &rest[i + 1..];
+    }
+    out.write_str(rest)
+}
+
 /// `environment`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EnvLabel {
     /// The environment's key.
-    pub environment: String,
+    pub environment: LabelText,
 }
 
 /// `environment`, `kind`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChangeLabels {
     /// The environment's key.
-    pub environment: String,
+    pub environment: LabelText,
     /// The change's kind (`toggle`, `rollout`, `revert`, `import`, …).
-    pub kind: String,
+    pub kind: LabelText,
 }
 
 /// `environment`, `flag`, `variant`, `reason`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EvalLabels {
     /// The environment's key.
-    pub environment: String,
+    pub environment: LabelText,
     /// The flag's key.
-    pub flag: String,
+    pub flag: LabelText,
     /// The variant served (empty when none).
-    pub variant: String,
+    pub variant: LabelText,
     /// The reason, or the error code for a failure.
-    pub reason: String,
+    pub reason: LabelText,
 }
 
 /// `route`, `method`, `status`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    route: String,
-    method: String,
+    route: LabelText,
+    method: LabelText,
     status: u16,
 }
 
 /// `route`, `method`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
-    method: String,
+    route: LabelText,
+    method: LabelText,
 }
 
 /// `operation`.
@@ -97,6 +158,10 @@ pub struct Metrics {
     http_handles: Handles<HttpLabels, (Histogram, Counter)>,
     /// Store latency by operation.
     pub store: Family<StoreLabels, Histogram, fn() -> Histogram>,
+    /// Open HTTP connections, websocket streams included.
+    pub connections: Gauge,
+    /// The cap on open connections.
+    pub connections_max: Gauge,
 }
 
 impl Default for Metrics {
@@ -174,6 +239,18 @@ impl Metrics {
             Unit::Seconds,
             store.clone(),
         );
+        let connections = Gauge::default();
+        let connections_max = Gauge::default();
+        registry.register(
+            "http_connections",
+            "Open HTTP connections, websocket streams included",
+            connections.clone(),
+        );
+        registry.register(
+            "http_connections_max",
+            "The cap on open HTTP connections (--max-connections, within the open-file limit)",
+            connections_max.clone(),
+        );
         Self {
             registry,
             flag_set_version,
@@ -188,29 +265,43 @@ impl Metrics {
             http_duration,
             http_handles: Handles::default(),
             store,
+            connections,
+            connections_max,
         }
     }
 
-    /// Counts one remote evaluation.
+    /// Caps the label sets of each family with user-chosen labels (evaluations, HTTP
+    /// requests); beyond it new ones are counted under [`OVERFLOW`].
+    pub fn limit_series(&self, max: usize) {
+        self.eval_counters.max.store(max, Ordering::Relaxed);
+        self.http_handles.max.store(max, Ordering::Relaxed);
+    }
+
+    /// Counts one remote evaluation. `flag` must be a flag of the head evaluated (or
+    /// [`NOT_FOUND`]), so that callers cannot grow the series with keys they make up.
     pub fn count_evaluation(&self, environment: &str, flag: &str, variant: &str, reason: &str) {
+        let make = |flag: &str, variant: &str| {
+            let labels = EvalLabels {
+                environment: environment.into(),
+                flag: flag.into(),
+                variant: variant.into(),
+                reason: reason.into(),
+            };
+            let counter = self.evaluations.get_or_create(&labels).clone();
+            (labels, counter)
+        };
         self.eval_counters.with(
             (environment, flag, variant, reason),
             |l| {
-                l.environment == environment
-                    && l.flag == flag
-                    && l.variant == variant
-                    && l.reason == reason
+                l.environment.0 == environment
+                    && l.flag.0 == flag
+                    && l.variant.0 == variant
+                    && l.reason.0 == reason
             },
-            || {
-                let labels = EvalLabels {
-                    environment: environment.to_owned(),
-                    flag: flag.to_owned(),
-                    variant: variant.to_owned(),
-                    reason: reason.to_owned(),
-                };
-                let counter = self.evaluations.get_or_create(&labels).clone();
-                (labels, counter)
-            },
+            || make(flag, variant),
+            // The environment and the reason are few; which flag and variant overflowed
+            // is what cannot be kept.
+            || make(OVERFLOW, OVERFLOW).1,
             Counter::inc,
         );
     }
@@ -228,11 +319,15 @@ type ByHash<L, M> = HashMap<u64, Vec<(L, M)>, foldhash::fast::RandomState>;
 
 /// Metric handles found by a hash of borrowed label values: the hot paths neither
 /// build label strings nor take the family's lock (both showed in remote evaluation's
-/// profile). A handle is a clone that shares the family's metric.
+/// profile). A handle is a clone that shares the family's metric. Holds at most `max`
+/// label sets: the family behind it then stops growing too.
 #[derive(Debug)]
 struct Handles<L, M> {
     map: std::sync::RwLock<ByHash<L, M>>,
     hasher: foldhash::fast::RandomState,
+    /// Label sets held.
+    len: AtomicUsize,
+    max: AtomicUsize,
 }
 
 impl<L, M> Default for Handles<L, M> {
@@ -240,18 +335,23 @@ impl<L, M> Default for Handles<L, M> {
         Self {
             map: std::sync::RwLock::new(HashMap::default()),
             hasher: foldhash::fast::RandomState::default(),
+            len: AtomicUsize::new(0),
+            max: AtomicUsize::new(DEFAULT_MAX_SERIES),
         }
     }
 }
 
 impl<L, M> Handles<L, M> {
     /// Calls `f` with the metric whose labels hash as `key` and are `same`; the first
-    /// time, `make` builds the labels and takes the metric from its family.
+    /// time, `make` builds the labels and takes the metric from its family. Once `max`
+    /// label sets are held, a new one is counted on `overflow`'s metric instead, and
+    /// nothing is added (that path takes the family's lock; it is the rare one).
     fn with<R>(
         &self,
         key: impl std::hash::Hash,
         same: impl Fn(&L) -> bool,
         make: impl FnOnce() -> (L, M),
+        overflow: impl FnOnce() -> M,
         f: impl Fn(&M) -> R,
     ) -> R {
         let key = self.hasher.hash_one(key);
@@ -260,10 +360,18 @@ impl<L, M> Handles<L, M> {
         {
             return f(m);
         }
+        if self.len.load(Ordering::Relaxed) >= self.max.load(Ordering::Relaxed) {
+            return f(&overflow());
+        }
         let (labels, metric) = make();
         let r = f(&metric);
         if let Ok(mut map) = self.map.write() {
-            map.entry(key).or_default().push((labels, metric));
+            let slot = map.entry(key).or_default();
+            // Another thread may have added the same labels meanwhile.
+            if !slot.iter().any(|(l, _)| same(l)) {
+                slot.push((labels, metric));
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
         }
         r
     }
@@ -271,7 +379,25 @@ impl<L, M> Handles<L, M> {
 
 fn env(e: &str) -> EnvLabel {
     EnvLabel {
-        environment: e.to_owned(),
+        environment: e.into(),
+    }
+}
+
+/// The method as a label: the standard ones, and one value for any other (a client may
+/// send any token as a method).
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
     }
 }
 
@@ -279,32 +405,34 @@ fn env(e: &str) -> EnvLabel {
 pub async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
     // Both are cheap clones (a shared string; a method without allocation).
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let start = Instant::now();
     let resp = next.run(req).await;
     let elapsed = start.elapsed().as_secs_f64();
     let m = &s.hub.metrics;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let (method, status) = (method.as_str(), resp.status().as_u16());
+    let status = resp.status().as_u16();
+    let make = |route: &str| {
+        let duration = m
+            .http_duration
+            .get_or_create(&RouteLabels {
+                route: route.into(),
+                method: method.into(),
+            })
+            .clone();
+        let labels = HttpLabels {
+            route: route.into(),
+            method: method.into(),
+            status,
+        };
+        let count = m.http_requests.get_or_create(&labels).clone();
+        (labels, (duration, count))
+    };
     m.http_handles.with(
         (route, method, status),
-        |l| l.route == route && l.method == method && l.status == status,
-        || {
-            let duration = m
-                .http_duration
-                .get_or_create(&RouteLabels {
-                    route: route.to_owned(),
-                    method: method.to_owned(),
-                })
-                .clone();
-            let labels = HttpLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
-                status,
-            };
-            let count = m.http_requests.get_or_create(&labels).clone();
-            (labels, (duration, count))
-        },
+        |l| l.route.0 == route && l.method.0 == method && l.status == status,
+        || make(route),
+        || make(OVERFLOW).1,
         |(duration, count)| {
             duration.observe(elapsed);
             count.inc();
@@ -348,4 +476,23 @@ pub async fn scrape(State(s): State<AppState>) -> Response {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_into;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let esc = |s: &str| {
+            let mut out = String::new();
+            escape_into(s, &mut out).unwrap();
+            out
+        };
+        assert_eq!(esc("plain-key_1"), "plain-key_1");
+        assert_eq!(esc(r#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(esc("x\"} 1\nforged 1"), r#"x\"} 1\nforged 1"#);
+        assert_eq!(esc("ends with \\"), r"ends with \\");
+        assert_eq!(esc("ünïcödé\r"), "ünïcödé\r", "only the three are escaped");
+    }
 }

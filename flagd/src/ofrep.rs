@@ -237,7 +237,7 @@ async fn single(
 fn count(s: &AppState, env: &str, key: &str, d: &Detail<'_>) {
     // An unknown key is counted under one label, so that probing cannot grow the series.
     let flag = if d.error_code == Some(ErrorCode::FlagNotFound) {
-        "(not found)"
+        crate::metrics::NOT_FOUND
     } else {
         key
     };

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -69,33 +70,102 @@ pub async fn bootstrap(store: &Store, admin_token: Option<&str>) -> anyhow::Resu
     }
 }
 
+/// Raises the soft open-file limit (RLIMIT_NOFILE) to the hard limit: every connection
+/// is an open file, and the common default soft limit of 1,024 would cap flagd at a
+/// thousand SDKs. Returns (before, after); `None` where there is no such limit.
+pub fn raise_open_file_limit() -> std::io::Result<Option<(u64, u64)>> {
+    #[cfg(unix)]
+    {
+        let (before, _) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+        let after = rlimit::increase_nofile_limit(u64::MAX)?;
+        Ok(Some((before, after)))
+    }
+    #[cfg(not(unix))]
+    Ok(None)
+}
+
 /// How flagd serves.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// How often each SDK stream is pinged; three silent heartbeats close it (P14, P15).
-    pub heartbeat: std::time::Duration,
+    pub heartbeat: Duration,
     /// How long an unreachable SDK instance stays in the fleet view.
-    pub fleet_ttl: std::time::Duration,
+    pub fleet_ttl: Duration,
     /// Browser origins allowed to call OFREP (`https://app.example.com`, or `*`); none
     /// by default.
     pub cors_origins: Vec<String>,
+    /// How long a client has to send a request's headers: from the connection's start,
+    /// or from a later request's first byte.
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may stay idle between requests.
+    pub idle_timeout: Duration,
+    /// Open connections at most, websocket streams included; bounded further by the
+    /// open-file limit (see [`connection_cap`]).
+    pub max_connections: usize,
+    /// Label sets per metric family with user-chosen labels (OFREP evaluations by flag,
+    /// HTTP requests); beyond it they are counted under one overflow value.
+    pub metrics_max_series: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             max_body_bytes: 40 << 20,
-            heartbeat: std::time::Duration::from_secs(15),
-            fleet_ttl: std::time::Duration::from_secs(600),
+            heartbeat: Duration::from_secs(15),
+            fleet_ttl: Duration::from_secs(600),
             cors_origins: Vec::new(),
+            // Time enough for a slow mobile network to send a few kilobytes of headers,
+            // short enough that a slowloris holds each socket for seconds only.
+            header_read_timeout: Duration::from_secs(10),
+            // Longer than the 60 s idle timeout of common load balancers and proxies, so
+            // that the proxy, not flagd, closes a pooled connection: otherwise a request
+            // the proxy sends just as flagd closes fails.
+            idle_timeout: Duration::from_secs(75),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            metrics_max_series: crate::metrics::DEFAULT_MAX_SERIES,
         }
     }
 }
 
+/// The default cap on open connections. The product's target is 10,000 SDK streams per
+/// replica, each an open connection: this leaves 6,000 more for reconnect storms, OFREP
+/// and the UI, bounds memory, and with [`RESERVED_FILES`] fits a hard open-file limit of
+/// 16,640 or more (most hosts allow far more) without being lowered.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// Open files flagd keeps for itself beside its connections: the store's pool (SQLite
+/// files and their journals, or PostgreSQL sockets), the listener, the runtime's own
+/// descriptors, logs. Generous: running out would fail the store, and /readyz with it.
+pub const RESERVED_FILES: u64 = 256;
+
+/// The connection cap in force: `asked`, or less when the open-file limit leaves room for
+/// fewer connections beside [`RESERVED_FILES`] (with a warning then). Staying below the
+/// limit means accept() never fails for want of descriptors and the store can always
+/// open what it needs; beyond the cap, connections wait in the listen backlog.
+pub fn connection_cap(asked: usize) -> usize {
+    #[cfg(unix)]
+    if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        // Half the limit when it is tiny, rather than none.
+        let room = soft.saturating_sub(RESERVED_FILES).max(soft / 2).max(1);
+        let room = usize::try_from(room).unwrap_or(usize::MAX);
+        if room < asked {
+            tracing::warn!(
+                open_file_limit = soft,
+                max_connections = room,
+                asked,
+                "the open-file limit allows fewer connections than --max-connections; raise the hard limit (ulimit -Hn, systemd LimitNOFILE) to serve more"
+            );
+            return room;
+        }
+    }
+    asked
+}
+
 /// Serves on `listener` until `shutdown` completes, then waits for in-flight requests
-/// (writes included) and closes the store.
+/// (writes included) and closes the store. Connections are limited as `options` says
+/// (see [`crate::conn`]).
 pub async fn run(
     listener: TcpListener,
     store: Arc<Store>,
@@ -108,6 +178,7 @@ pub async fn run(
         options.fleet_ttl,
     ));
     store.set_metrics(hub.metrics.clone());
+    hub.metrics.limit_series(options.metrics_max_series);
     let app = http::router(
         AppState {
             store: store.clone(),
@@ -117,13 +188,26 @@ pub async fn run(
     )?;
     // Streams are long-lived: on shutdown they are told to reconnect elsewhere, so that
     // the server can finish the requests in flight and stop.
+    let metrics = hub.metrics.clone();
     let shutdown = async move {
         shutdown.await;
         hub.close_all();
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let limits = crate::conn::Limits {
+        header_read: options.header_read_timeout,
+        idle: options.idle_timeout,
+        max_connections: connection_cap(options.max_connections),
+    };
+    metrics
+        .connections_max
+        .set(i64::try_from(limits.max_connections).unwrap_or(i64::MAX));
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout = ?limits.header_read,
+        idle_timeout = ?limits.idle,
+        "connection limits"
+    );
+    crate::conn::serve(listener, app, limits, metrics.connections.clone(), shutdown).await;
     store.close().await;
     Ok(())
 }

@@ -834,7 +834,7 @@ async fn serve(
         .metrics
         .commit_to_ack
         .get_or_create(&crate::metrics::EnvLabel {
-            environment: env.to_owned(),
+            environment: env.into(),
         })
         .clone();
     ping.tick().await;
