@@ -203,10 +203,26 @@ fn evaluations(samples: &[Sample]) -> Vec<&Sample> {
 async fn label_values_are_escaped_and_cannot_forge_series() {
     let api = Api::new(&[]).await;
     // What the issue showed: a key that closes the label set, ends the line and starts a
-    // forged series. And, in case flag keys are later refused control characters, keys
-    // and variants with only `"` and `\` (one ending in a backslash, which would escape
-    // the closing quote).
-    let forging = "x\"} 1\nflagd_forged_total{a=\"b";
+    // forged series; and keys and variants with `"` and `\` (one ending in a backslash,
+    // which would escape the closing quote).
+    // The key syntax refuses the newline itself (control characters cannot be keys):
+    let r = api
+        .http
+        .put(api.f.url(&format!(
+            "/api/v1/environments/production/flags/{}",
+            encode("x\"} 1\nflagd_forged_total{a=\"b")
+        )))
+        .bearer_auth(ADMIN)
+        .body(
+            json!({"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "on"})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    // and without it a key still closes the label set and writes a sample after it.
+    let forging = "x\"} 1 flagd_forged_total{a=\"b";
     let quoting = r#"say "hi" \ to C:\"#;
     let variant = r#"o"n\"#;
     let flag = json!({"state": "ENABLED", "variants": {variant: true, "off": false}, "defaultVariant": variant});
