@@ -32,6 +32,8 @@
 mod bucket;
 mod context;
 mod eval;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod logic;
 mod model;
 mod path;
