@@ -16,11 +16,12 @@ use crate::{Detail, EvaluationContext, FlagSet, Reason, Snapshot, Strictness, Va
 /// A flag-set document (UTF-8 JSON), optionally followed by a NUL byte and an evaluation
 /// context (a JSON object).
 ///
-/// Invariants: a document accepted strictly is accepted leniently as the same flag set
-/// and validates clean; a document accepted leniently compiles; written back it reads
-/// again as the same flag set, and through text as the same document (up to the floats
-/// serde_json misreads); every flag evaluates, with every context, to a
-/// well-formed [`Detail`]; an unknown key is `FLAG_NOT_FOUND`.
+/// Invariants: a document accepted strictly is accepted leniently as the same flag set,
+/// validates clean and is written back as it was (up to [`forgive_known_losses`]); a
+/// document accepted leniently compiles; the written-back document reads and writes
+/// back as itself, also through text (up to the floats serde_json misreads); every flag
+/// evaluates, with every context, to a well-formed [`Detail`]; an unknown key is
+/// `FLAG_NOT_FOUND`.
 pub fn flag_set(data: &[u8]) {
     let (doc, ctx) = match data.iter().position(|&b| b == 0) {
         Some(i) => (&data[..i], Some(&data[i + 1..])),
@@ -42,17 +43,29 @@ pub fn flag_set(data: &[u8]) {
             "accepted strictly, invalid later"
         );
     }
-    // Written back and read again: the same document, and as strict as before.
+    // A valid document is written back as it was read (lossless), and any written-back
+    // document reads and writes back as itself, as strict as before.
     let json = set.to_json();
-    let reread = FlagSet::parse(&json, Strictness::Lenient);
-    assert_eq!(
-        reread.as_ref(),
-        Ok(&set),
-        "the written-back document reads differently"
-    );
-    if strict.is_ok() {
+    if strict.is_ok()
+        && let Ok(mut original) = serde_json::from_str::<Json>(text)
+    {
+        let mut written = json.clone();
+        forgive_known_losses(&mut original);
+        forgive_known_losses(&mut written);
+        assert_eq!(
+            written, original,
+            "a valid document changed when written back"
+        );
         assert!(FlagSet::parse(&json, Strictness::Strict).is_ok());
     }
+    let Ok(reread) = FlagSet::parse(&json, Strictness::Lenient) else {
+        panic!("the written-back document does not read: {json}");
+    };
+    assert_eq!(
+        reread.to_json(),
+        json,
+        "the written-back document is not a fixed point"
+    );
     // The same through text, up to what serde_json's own text round trip changes (a float
     // may move by one ulp, see tests/fuzz_corpus.rs).
     let (text, json_again) = through_text(&json);
@@ -221,6 +234,31 @@ fn through_text(json: &Json) -> (String, Json) {
         panic!("serde_json does not read what it wrote: {text}");
     };
     (text, again)
+}
+
+/// Known losses of the write-back, not fixed yet (`KNOWN_BUGS` in tests/fuzz_corpus.rs
+/// keeps reproducers that must still show them): a top-level `"metadata": null` or
+/// `"$evaluators": null` is written back as `{}`, and a flag's `"metadata": null` is
+/// dropped. Applied to both sides of a comparison; remove a case once it is fixed.
+fn forgive_known_losses(doc: &mut Json) {
+    let Json::Object(top) = doc else { return };
+    for key in ["metadata", "$evaluators"] {
+        if top.get(key).is_some_and(Json::is_null) {
+            top.insert(key.to_owned(), Json::Object(Default::default()));
+        }
+    }
+    let flags: Vec<&mut Json> = match top.get_mut("flags") {
+        Some(Json::Object(m)) => m.values_mut().collect(),
+        Some(Json::Array(a)) => a.iter_mut().collect(),
+        _ => Vec::new(),
+    };
+    for flag in flags {
+        if let Json::Object(f) = flag
+            && f.get("metadata").is_some_and(Json::is_null)
+        {
+            f.shift_remove("metadata");
+        }
+    }
 }
 
 /// Contexts without and with the attributes that rules usually read.
