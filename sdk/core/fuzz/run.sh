@@ -9,13 +9,10 @@
 # accept the -Z flags cargo-fuzz passes. SANITIZER=none builds without AddressSanitizer
 # (default: address). New inputs go to a scratch corpus ($FUZZ_WORK/TARGET, default
 # target/fuzz-corpus/TARGET), the committed corpus (corpus/TARGET) is only read; crashes
-# go to artifacts/TARGET/. To fold new inputs into the committed corpus, minimized:
-#
-#     cd sdk/core && RUSTC_BOOTSTRAP=1 cargo fuzz run TARGET -- -merge=1 \
-#         fuzz/corpus/TARGET "$FUZZ_WORK/TARGET"
-#
-# (`cargo fuzz cmin TARGET` minimizes corpus/TARGET in place.) A crash reproducer worth
-# keeping goes to sdk/core/tests/fuzz_regressions/TARGET/, which `cargo test` replays.
+# go to artifacts/TARGET/. To fold new inputs into the committed corpus, keeping it a few
+# hundred files: `sdk/core/fuzz/minimize.sh TARGET` (plain `cargo fuzz cmin` keeps every
+# input with a new feature: thousands). A crash reproducer worth keeping goes to
+# sdk/core/tests/fuzz_regressions/TARGET/, which `cargo test` replays.
 set -euo pipefail
 cd "$(dirname "$0")"
 
