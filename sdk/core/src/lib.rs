@@ -33,6 +33,8 @@
 mod bucket;
 mod context;
 mod eval;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod limits;
 mod logic;
 mod model;

@@ -123,6 +123,8 @@ pub struct Flag {
     pub metadata: Option<Map<String, Value>>,
     /// `defaultVariant` was written as an explicit `null`.
     default_variant_null: bool,
+    /// `metadata` was written as an explicit `null`.
+    metadata_null: bool,
     /// Properties flagd does not know, kept for the round trip.
     extra: Map<String, Value>,
     /// Property names in document order.
@@ -139,6 +141,7 @@ impl Flag {
             targeting: None,
             metadata: None,
             default_variant_null: false,
+            metadata_null: false,
             extra: Map::new(),
             order: Vec::new(),
         }
@@ -206,7 +209,11 @@ impl Flag {
                     None => None,
                 },
                 "targeting" => self.targeting.clone(),
-                "metadata" => self.metadata.clone().map(Value::Object),
+                "metadata" => match &self.metadata {
+                    Some(m) => Some(Value::Object(m.clone())),
+                    None if self.metadata_null => Some(Value::Null),
+                    None => None,
+                },
                 other => self.extra.get(other).cloned(),
             };
             if let Some(v) = v {
@@ -267,6 +274,8 @@ pub struct FlagSet {
     broken: IndexMap<String, String>,
     /// Problems an isolating load set aside (broken flags, unusable evaluators).
     problems: Vec<Problem>,
+    /// `$evaluators` or `metadata` written as an explicit `null`, kept for the round trip.
+    nulls: Vec<String>,
 }
 
 /// Collects problems; a soft one only counts when validating strictly.
@@ -394,6 +403,10 @@ impl FlagSet {
             }
             let v = match name {
                 "flags" => Some(flags()),
+                "$evaluators" if self.evaluators.is_empty() && self.was_null(name) => {
+                    Some(Value::Null)
+                }
+                "metadata" if self.metadata.is_empty() && self.was_null(name) => Some(Value::Null),
                 "$evaluators"
                     if !self.evaluators.is_empty() || self.order.iter().any(|k| k == name) =>
                 {
@@ -419,6 +432,12 @@ impl FlagSet {
             put(&mut out, name);
         }
         Value::Object(out)
+    }
+}
+
+impl FlagSet {
+    fn was_null(&self, key: &str) -> bool {
+        self.nulls.iter().any(|k| k == key)
     }
 }
 
@@ -458,6 +477,11 @@ fn parse_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
     };
     let mut set = FlagSet {
         order: obj.keys().cloned().collect(),
+        nulls: ["$evaluators", "metadata"]
+            .into_iter()
+            .filter(|k| obj.get(*k).is_some_and(Value::is_null))
+            .map(str::to_owned)
+            .collect(),
         ..FlagSet::default()
     };
 
@@ -861,6 +885,7 @@ fn parse_flag(json: &Value, path: &Path, ck: &mut Checker, array_form: bool) -> 
         targeting,
         metadata,
         default_variant_null,
+        metadata_null: obj.get("metadata").is_some_and(Value::is_null),
         extra,
         order: obj.keys().cloned().collect(),
     })
