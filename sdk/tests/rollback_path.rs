@@ -102,6 +102,13 @@ fn ref_bomb(n: usize, refs: usize) -> (Value, Value) {
     (evaluator, f)
 }
 
+/// Whether a streaming response ends within `d`.
+async fn ends_within(r: &mut reqwest::Response, d: Duration) -> bool {
+    tokio::time::timeout(d, async { while let Ok(Some(_)) = r.chunk().await {} })
+        .await
+        .is_ok()
+}
+
 async fn kill_switch_reaches(base: &str, sdk: &Client, flag: &str) {
     let r = api(
         base,
@@ -543,7 +550,7 @@ async fn revoking_a_key_closes_its_streams_at_once() {
         token["secret"].as_str().unwrap().to_owned(),
         token["token"]["id"].as_str().unwrap_or_default().to_owned(),
     );
-    let events = reqwest::Client::new()
+    let mut events = reqwest::Client::new()
         .get(format!("{base}/api/v1/events"))
         .bearer_auth(&token_secret)
         .send()
@@ -595,20 +602,8 @@ async fn revoking_a_key_closes_its_streams_at_once() {
     )
     .await;
     assert_eq!(status, 204, "revoking token {token_id}");
-    let mut events = events;
-    let ended = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            match events.chunk().await {
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => return,
-            }
-        }
-    })
-    .await;
-    assert!(
-        ended.is_ok(),
-        "the revoked token's /events stream ended within 2 s"
-    );
+    let ended = ends_within(&mut events, Duration::from_secs(2)).await;
+    assert!(ended, "the revoked token's /events stream ended within 2 s");
 
     // Signing out of the UI ends that session's /events stream.
     let http = reqwest::Client::new();
@@ -645,19 +640,8 @@ async fn revoking_a_key_closes_its_streams_at_once() {
         .await
         .unwrap();
     assert!(out.status().is_success(), "{}", out.status());
-    let ended = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            match events.chunk().await {
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => return,
-            }
-        }
-    })
-    .await;
-    assert!(
-        ended.is_ok(),
-        "the ended session's /events stream ended within 2 s"
-    );
+    let ended = ends_within(&mut events, Duration::from_secs(2)).await;
+    assert!(ended, "the ended session's /events stream ended within 2 s");
     sdk.close();
     stop(flagd);
 }

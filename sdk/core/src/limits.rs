@@ -83,20 +83,15 @@ pub fn depth(v: &Value, cap: usize) -> usize {
             return level;
         }
         match v {
-            Value::Array(a) => a
-                .iter()
-                .map(|x| walk(x, level + 1, cap))
-                .max()
-                .unwrap_or(level + 1)
-                .max(level + 1),
-            Value::Object(m) => m
-                .values()
-                .map(|x| walk(x, level + 1, cap))
-                .max()
-                .unwrap_or(level + 1)
-                .max(level + 1),
+            Value::Array(a) => deepest(a.iter(), level, cap),
+            Value::Object(m) => deepest(m.values(), level, cap),
             _ => level,
         }
+    }
+    fn deepest<'v>(items: impl Iterator<Item = &'v Value>, level: usize, cap: usize) -> usize {
+        items
+            .map(|x| walk(x, level + 1, cap))
+            .fold(level + 1, usize::max)
     }
     walk(v, 0, cap).min(cap + 1)
 }

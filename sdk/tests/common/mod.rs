@@ -50,20 +50,9 @@ impl Flagd {
 
 /// Calls the REST API as the admin; the call must succeed.
 pub async fn api(base: &str, method: reqwest::Method, path: &str, body: Value) -> Value {
-    // No idle connections: the same port may serve successive servers.
-    let c = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let r = c
-        .request(method, format!("{base}/api/v1{path}"))
-        .bearer_auth(ADMIN)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.unwrap_or(Value::Null)
+    let (status, body) = call(base, method, path, body).await;
+    assert!((200..300).contains(&status), "{path}: {status} {body}");
+    body
 }
 
 /// A new SDK key for the production environment.
@@ -132,6 +121,7 @@ pub fn spawn_flagd(db: &str, port: u16, extra: &[&str]) -> Child {
 
 /// Calls the REST API as the admin and returns the status and body, whatever they are.
 pub async fn call(base: &str, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    // No idle connections: the same port may serve successive servers.
     let c = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
