@@ -218,7 +218,7 @@ async fn connection(
                 send(
                     &mut ws,
                     &ClientMsg::Resync {
-                        reason: format!("unreadable message: {e}"),
+                        reason: clip(&format!("unreadable message: {e}")),
                     },
                 )
                 .await?;
@@ -234,7 +234,7 @@ async fn connection(
             Applied::Gap(why) => anyhow::bail!(why),
             Applied::Unloadable(why) => {
                 tracing::error!(reason = %why, "flagd sent a flag set that does not load; asking for a snapshot");
-                send(&mut ws, &ClientMsg::Resync { reason: why }).await?;
+                send(&mut ws, &ClientMsg::Resync { reason: clip(&why) }).await?;
                 continue;
             }
             Applied::Version => {}
@@ -243,7 +243,7 @@ async fn connection(
         let cur = inner.current.load();
         let ack = ClientMsg::Ack {
             version: cur.version,
-            problems: cur.snapshot.problems().to_vec(),
+            problems: reported(cur.snapshot.problems()),
         };
         if !ack_problems_empty(&ack) {
             tracing::warn!(
@@ -255,6 +255,42 @@ async fn connection(
         send(&mut ws, &ack).await?;
         write_cache(&inner);
     }
+}
+
+/// flagd closes a stream whose message exceeds 64 KiB (P5): what is reported is kept well
+/// under it, whatever the set holds.
+const REPORTED_PROBLEMS: usize = 50;
+const REPORTED_CHARS: usize = 500;
+
+/// A message cut to [`REPORTED_CHARS`] characters.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(REPORTED_CHARS) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// The problems an ack carries: the first [`REPORTED_PROBLEMS`], each clipped, and a
+/// last entry counting the rest (`sdk.problems()` has them all).
+fn reported(problems: &[flagd_core::Problem]) -> Vec<flagd_core::Problem> {
+    let mut out: Vec<flagd_core::Problem> = problems
+        .iter()
+        .take(REPORTED_PROBLEMS)
+        .map(|p| flagd_core::Problem {
+            path: clip(&p.path),
+            message: clip(&p.message),
+        })
+        .collect();
+    if problems.len() > REPORTED_PROBLEMS {
+        out.push(flagd_core::Problem {
+            path: String::new(),
+            message: format!(
+                "and {} more flags that could not be loaded",
+                problems.len() - REPORTED_PROBLEMS
+            ),
+        });
+    }
+    out
 }
 
 fn ack_problems_empty(m: &ClientMsg) -> bool {
@@ -454,5 +490,28 @@ fn write_cache(inner: &Inner) {
     let result = std::fs::write(&tmp, body.to_string()).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         tracing::warn!(file = %path.display(), error = %e, "cannot write the cache file");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_stay_under_flagds_message_limit() {
+        let problems: Vec<flagd_core::Problem> = (0..10_000)
+            .map(|i| flagd_core::Problem {
+                path: format!("flags.{}", "k".repeat(256)),
+                message: format!("{i}: {}", "x".repeat(10_000)),
+            })
+            .collect();
+        let ack = ClientMsg::Ack {
+            version: 1,
+            problems: reported(&problems),
+        };
+        let text = serde_json::to_string(&ack).unwrap();
+        assert!(text.len() < 64 * 1024, "{}", text.len());
+        assert!(text.contains("and 9950 more flags"));
+        assert_eq!(clip("short"), "short");
     }
 }
