@@ -778,6 +778,11 @@ async fn serve(
     if let Ok(mut f) = h.fleet.lock() {
         // An instance that reconnects replaces its own entry (unreachable or not).
         f.insert(instance.clone(), member.clone());
+        // Expired entries also go without anyone reading the fleet: now and then, so
+        // that a reconnect storm stays O(1) per connection.
+        if f.len() % 256 == 0 {
+            prune(&mut f, hub.ttl_ms());
+        }
     }
     conn.member = Some(member.clone());
     tracing::info!(env, connection = id, instance, held, "SDK connected");
