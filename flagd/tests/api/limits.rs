@@ -362,6 +362,45 @@ pub(crate) async fn store_identity(b: Backend) -> anyhow::Result<()> {
             "after {extra}: {m}"
         );
     }
+    // An SDK that could not read what it was sent asks for a resync: a reset snapshot,
+    // once per version (a second request for the same version is only recorded), and
+    // the reason shows in the fleet view.
+    let mut ws = connect(&s, &key).await?;
+    ws.send(Message::Text(
+        send_hello(json!({"instance": "i-r", "store": store, "version": 2}))
+            .to_string()
+            .into(),
+    ))
+    .await?;
+    let resync = json!({"type": "resync", "reason": "unreadable message: test"});
+    ws.send(Message::Text(resync.to_string().into())).await?;
+    let m = next(&mut ws).await?;
+    assert_eq!(
+        (m["type"].clone(), m["reset"].clone()),
+        (json!("snapshot"), json!(true)),
+        "{m}"
+    );
+    ws.send(Message::Text(resync.to_string().into())).await?;
+    s.put("/environments/production/flags/c", flag())
+        .await
+        .expect(201);
+    let m = next(&mut ws).await?;
+    assert_eq!(
+        (m["type"].clone(), m["version"].clone()),
+        (json!("delta"), json!(3)),
+        "no second snapshot: {m}"
+    );
+    let f = fleet(&s).await;
+    let i = f["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["instance"] == "i-r")
+        .cloned()
+        .unwrap();
+    assert_eq!(i["lastError"], "unreadable message: test", "{f}");
+    drop(ws);
+
     // An instance id the fleet could not address is refused.
     let mut ws = connect(&s, &key).await?;
     hello(&mut ws, "..", None).await?;
