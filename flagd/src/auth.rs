@@ -145,6 +145,30 @@ impl Caller {
         Ok(())
     }
 
+    /// Refuses (403) a token limited to some environments what concerns every
+    /// environment (creating one, or a token that is not limited as narrowly).
+    pub fn check_unlimited(&self, perm: Perm) -> Result<(), ApiError> {
+        self.check(perm, None)?;
+        match &self.environments {
+            None => Ok(()),
+            Some(envs) => Err(ApiError::Forbidden(format!(
+                "this token is limited to environments [{}]: it may not {} beyond them",
+                envs.join(", "),
+                perm.describe()
+            ))),
+        }
+    }
+
+    /// Whether a set of environments (`None`: all) lies within the caller's own: a
+    /// limited admin manages only tokens no wider than itself.
+    pub fn covers(&self, scope: Option<&[String]>) -> bool {
+        match (&self.environments, scope) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => theirs.iter().all(|e| mine.contains(e)),
+        }
+    }
+
     /// Whether the token may see an environment at all.
     pub fn sees(&self, env: &str) -> bool {
         self.environments

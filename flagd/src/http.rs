@@ -357,7 +357,8 @@ async fn create_environment(
     State(s): State<AppState>,
     body: Body,
 ) -> ApiResult<Response> {
-    caller.check(Perm::ManageEnvironments, None)?;
+    // A new environment lies outside any list a limited token has.
+    caller.check_unlimited(Perm::ManageEnvironments)?;
     let o = body.object()?;
     let key = o
         .get("key")
@@ -989,7 +990,15 @@ async fn audit_log(
 
 async fn list_tokens(caller: Caller, State(s): State<AppState>) -> ApiResult<Response> {
     caller.check(Perm::ManageTokens, None)?;
-    Ok(Json(json!({"tokens": s.store.tokens().await?})).into_response())
+    // A limited admin sees the tokens it could manage: none wider than itself.
+    let tokens: Vec<_> = s
+        .store
+        .tokens()
+        .await?
+        .into_iter()
+        .filter(|t| caller.covers(t.environments.as_deref()))
+        .collect();
+    Ok(Json(json!({"tokens": tokens})).into_response())
 }
 
 async fn create_token(
@@ -1038,6 +1047,16 @@ async fn create_token(
             ));
         }
     };
+    if !caller.covers(envs.as_deref()) {
+        return Err(ApiError::Forbidden(format!(
+            "this token is limited to environments [{}]: it may only create tokens limited to them (give \"environments\")",
+            caller
+                .environments
+                .as_deref()
+                .unwrap_or_default()
+                .join(", ")
+        )));
+    }
     let secret = auth::new_secret("fd_")?;
     let info = s
         .store
@@ -1102,6 +1121,22 @@ async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     caller.check(Perm::ManageTokens, None)?;
+    if caller.environments.is_some() {
+        // A limited admin revokes only tokens within its environments.
+        let target = s.store.token_by_id(&id).await?;
+        if let Some(t) = target
+            && !caller.covers(t.environments.as_deref())
+        {
+            return Err(ApiError::Forbidden(format!(
+                "this token is limited to environments [{}]: it may not revoke a token that reaches beyond them",
+                caller
+                    .environments
+                    .as_deref()
+                    .unwrap_or_default()
+                    .join(", ")
+            )));
+        }
+    }
     s.store.revoke_token(&caller.name, &id).await?;
     s.hub.revoke(crate::stream::Revoked::Token(id));
     Ok(StatusCode::NO_CONTENT.into_response())

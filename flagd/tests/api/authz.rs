@@ -23,6 +23,9 @@ struct Route {
     allowed: &'static [&'static str],
     /// Whether the route acts on the environment `{E}` (so environment limits apply).
     scoped: bool,
+    /// Whether it reaches beyond any environment list (a new environment; a token, or
+    /// the victim token `{T}`, that is not limited): refused to every limited token.
+    unlimited: bool,
     ok: u16,
 }
 
@@ -33,6 +36,10 @@ fn routes() -> Vec<Route> {
              allowed: &'static [&'static str],
              scoped: bool,
              ok: u16| Route {
+        unlimited: matches!(
+            (&method, path),
+            (&Method::POST, "/environments" | "/tokens") | (&Method::DELETE, "/tokens/{T}")
+        ),
         method,
         path,
         body,
@@ -291,7 +298,8 @@ pub(crate) async fn matrix(b: Backend) -> anyhow::Result<()> {
                 });
                 let allowed = role != "sdk"
                     && route.allowed.contains(&role)
-                    && !(route.scoped && matches!(limit, Limit::ToOther));
+                    && !(route.scoped && matches!(limit, Limit::ToOther))
+                    && !(route.unlimited && !matches!(limit, Limit::None));
                 let want = if allowed { route.ok } else { 403 };
                 let got = s
                     .call(route.method.clone(), &path, Some(&secret), body, &[])
@@ -312,5 +320,120 @@ pub(crate) async fn matrix(b: Backend) -> anyhow::Result<()> {
         failures.join("\n")
     );
     anyhow::ensure!(n == routes().len() * 17, "{n} cases");
+    s.stop().await
+}
+
+/// A limited admin manages tokens within its environments only: no wider token, no
+/// revoking one that reaches beyond them, no new environment, and it lists only what it
+/// could manage. An admin limited to nothing (`[]`) can do none of it.
+pub(crate) async fn limited_admin(b: Backend) -> anyhow::Result<()> {
+    let s = Server::start(&b).await?;
+    let staging = s.token("staging-admin", "admin", Some(&["staging"])).await;
+    let none = s.token("nothing-admin", "admin", Some(&[])).await;
+    let call = |token: String, method: Method, path: &'static str, body: Option<Value>| {
+        let s = &s;
+        async move { s.call(method, path, Some(&token), body, &[]).await }
+    };
+    // Within its environments: a token limited to staging, and revoking it.
+    let made = call(
+        staging.clone(),
+        Method::POST,
+        "/tokens",
+        Some(json!({"name": "staging-ci", "role": "ci", "environments": ["staging"]})),
+    )
+    .await
+    .expect(201);
+    let id = made.body["token"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // Beyond them: unlimited, or another environment too, or a new environment.
+    for body in [
+        json!({"name": "wide", "role": "admin"}),
+        json!({"name": "wide", "role": "viewer", "environments": ["staging", "production"]}),
+    ] {
+        call(staging.clone(), Method::POST, "/tokens", Some(body))
+            .await
+            .expect(403);
+    }
+    call(
+        staging.clone(),
+        Method::POST,
+        "/environments",
+        Some(json!({"key": "mine"})),
+    )
+    .await
+    .expect(403);
+    // It sees only the tokens it could manage, and cannot revoke the bootstrap admin.
+    let listed = call(staging.clone(), Method::GET, "/tokens", None)
+        .await
+        .expect(200);
+    let names: Vec<&str> = listed.body["tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    // (A token limited to nothing is narrower than staging too.)
+    let mut names = names;
+    names.sort_unstable();
+    assert_eq!(names, vec!["nothing-admin", "staging-admin", "staging-ci"]);
+    let all = s.get("/tokens").await.expect(200).body;
+    let bootstrap = all["tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["name"] == "admin")
+        .and_then(|t| t["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/tokens/{bootstrap}"),
+            Some(&staging),
+            None,
+            &[],
+        )
+        .await
+        .expect(403);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("beyond"),
+        "{}",
+        r.body
+    );
+    s.call(
+        Method::DELETE,
+        &format!("/tokens/{id}"),
+        Some(&staging),
+        None,
+        &[],
+    )
+    .await
+    .expect(204);
+    // Limited to nothing: only tokens limited to nothing.
+    call(
+        none.clone(),
+        Method::POST,
+        "/tokens",
+        Some(json!({"name": "x", "role": "admin"})),
+    )
+    .await
+    .expect(403);
+    call(
+        none.clone(),
+        Method::POST,
+        "/tokens",
+        Some(json!({"name": "y", "role": "admin", "environments": ["staging"]})),
+    )
+    .await
+    .expect(403);
+    // The unlimited admin still can.
+    s.post("/tokens", json!({"name": "z", "role": "admin"}))
+        .await
+        .expect(201);
     s.stop().await
 }

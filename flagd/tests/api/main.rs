@@ -77,6 +77,9 @@ const SQLITE_ONLY: &[(&str, TestFn)] = &[
         Box::pin(limits::flag_count(b))
     }),
     ("authorization_matrix", |b| Box::pin(authz::matrix(b))),
+    ("limited_admins_stay_within_their_environments", |b| {
+        Box::pin(authz::limited_admin(b))
+    }),
     ("body_limit", |b| Box::pin(flows::body_limit(b))),
     ("ofrep_cors", |b| Box::pin(ofrep::cors(b))),
     ("ui_files_and_security_headers", |b| {
