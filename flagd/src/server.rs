@@ -38,17 +38,23 @@ pub async fn bootstrap(store: &Store, admin_token: Option<&str>) -> anyhow::Resu
     }
     match admin_token {
         Some(secret) => {
-            let hash = auth::hash_secret(secret);
-            if store.token_by_hash(&hash).await?.is_none() {
-                // A new secret from the environment replaces the previous bootstrap token.
-                for t in store.tokens().await? {
-                    if t.name == "admin" {
-                        store.revoke_token("flagd", &t.id).await?;
-                    }
+            // A new secret from the environment replaces the previous bootstrap token, in
+            // one transaction: a start that fails changes nothing.
+            let outcome = store
+                .bootstrap_token(&auth::new_id()?, &auth::hash_secret(secret))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            match outcome {
+                crate::store::BootstrapToken::Replaced { revoked } if revoked > 0 => {
+                    tracing::warn!(
+                        revoked,
+                        "FLAGD_ADMIN_TOKEN is a new secret: it is now the admin token, and the previous admin token no longer works"
+                    );
                 }
-                store
-                    .create_token("flagd", &auth::new_id()?, "admin", "admin", None, &hash)
-                    .await?;
+                crate::store::BootstrapToken::Replaced { .. } => {
+                    tracing::info!("the admin token is the FLAGD_ADMIN_TOKEN given");
+                }
+                crate::store::BootstrapToken::Kept => {}
             }
             Ok(None)
         }

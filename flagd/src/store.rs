@@ -355,6 +355,18 @@ pub struct Session {
     pub expires_at: i64,
 }
 
+/// What starting with `FLAGD_ADMIN_TOKEN` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootstrapToken {
+    /// It is an active token's secret already.
+    Kept,
+    /// A new `admin` token was made, replacing (revoking) this many.
+    Replaced {
+        /// The `admin` tokens revoked.
+        revoked: usize,
+    },
+}
+
 /// A version's record without its list of changed flags.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -1145,6 +1157,90 @@ impl Store {
             .into_iter()
             .filter_map(|(k, v)| info.get(&v).map(|i| (k, i.clone())))
             .collect())
+    }
+
+    /// Makes `hash` the bootstrap admin token (`FLAGD_ADMIN_TOKEN`), in one transaction:
+    /// nothing when it is the secret of an active token; refused when it is a revoked
+    /// token's (a revoked secret never works again); else the active tokens named
+    /// `admin` are revoked and a new `admin` token is made, both audited, or neither.
+    pub async fn bootstrap_token(&self, id: &str, hash: &str) -> ApiResult<BootstrapToken> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let existing = sqlx::query("SELECT name, revoked_at FROM tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(r) = existing {
+            let name: String = r.try_get("name")?;
+            return match r.try_get::<Option<i64>, _>("revoked_at")? {
+                None => Ok(BootstrapToken::Kept),
+                Some(at) => Err(ApiError::Conflict {
+                    message: format!(
+                        "FLAGD_ADMIN_TOKEN is the secret of token \"{name}\", revoked at {}: a revoked secret never works again; start with a new one (nothing was changed)",
+                        rfc3339(at)
+                    ),
+                    current_version: None,
+                }),
+            };
+        }
+        let olds = sqlx::query("SELECT * FROM tokens WHERE name = 'admin' AND revoked_at IS NULL")
+            .fetch_all(&mut *tx)
+            .await?;
+        let reason = Some("replaced by the FLAGD_ADMIN_TOKEN given at start".to_owned());
+        for row in &olds {
+            let before = token_of(row)?;
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
+                .bind(now_ms())
+                .bind(&before.id)
+                .execute(&mut *tx)
+                .await?;
+            audit(
+                &mut tx,
+                &AuditRecord {
+                    actor: "flagd".into(),
+                    action: "token.revoke".into(),
+                    env: None,
+                    target: before.name.clone(),
+                    reason: reason.clone(),
+                    before: Some(
+                        serde_json::to_value(&before).map_err(|e| ApiError::Internal(e.into()))?,
+                    ),
+                    after: None,
+                },
+                None,
+            )
+            .await?;
+        }
+        sqlx::query("INSERT INTO tokens (id, name, role, environments, hash, created_at, created_by) VALUES ($1, 'admin', 'admin', NULL, $2, $3, 'flagd')")
+            .bind(id)
+            .bind(hash)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        let info = token_of(
+            &sqlx::query("SELECT * FROM tokens WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?,
+        )?;
+        audit(
+            &mut tx,
+            &AuditRecord {
+                actor: "flagd".into(),
+                action: "token.create".into(),
+                env: None,
+                target: "admin".into(),
+                reason,
+                before: None,
+                after: Some(serde_json::to_value(&info).map_err(|e| ApiError::Internal(e.into()))?),
+            },
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(BootstrapToken::Replaced {
+            revoked: olds.len(),
+        })
     }
 
     /// Revokes a token.

@@ -204,3 +204,87 @@ fn migrate_and_check_config() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "a usage error");
 }
+
+/// The bootstrap token path is atomic and never resurrects a revoked secret: starting
+/// with a revoked admin's secret is refused and changes nothing (before, it revoked the
+/// current admin token and then failed, so no secret started flagd any more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_admin_secret_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display());
+    let port = free_port();
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let (a, b, n) = (
+        "fd_first-admin-secret",
+        "fd_second-admin-secret",
+        "fd_new-admin-secret",
+    );
+    let f = start(&db, port, Some(a));
+    let url = format!("{}/api/v1/tokens", f.base);
+    let ops: Value = c
+        .post(&url)
+        .bearer_auth(a)
+        .body(json!({"name": "ops", "role": "admin"}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ops = ops["secret"].as_str().unwrap().to_owned();
+    // Another admin revokes the bootstrap token.
+    let (_, tokens) = get(&c, &url, &ops).await;
+    let first = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "admin")
+        .and_then(|t| t["id"].as_str())
+        .unwrap()
+        .to_owned();
+    let r = c
+        .delete(format!("{url}/{first}"))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    f.terminate();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            &db,
+        ])
+        .env("FLAGD_ADMIN_TOKEN", a)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("revoked"), "{stderr}");
+    assert!(!stderr.contains("UNIQUE"), "{stderr}");
+
+    // Nothing changed: ops still works; a new secret starts flagd and becomes `admin`.
+    let f = start(&db, port, Some(b));
+    assert_eq!(get(&c, &url, &ops).await.0, 200);
+    assert_eq!(get(&c, &url, b).await.0, 200);
+    f.terminate();
+    // The same secret again: kept, nothing replaced.
+    let f = start(&db, port, Some(b));
+    assert_eq!(get(&c, &url, b).await.0, 200);
+    f.terminate();
+    let f = start(&db, port, Some(n));
+    assert_eq!(get(&c, &url, n).await.0, 200);
+    assert_eq!(
+        get(&c, &url, b).await.0,
+        401,
+        "the replaced bootstrap secret stops working"
+    );
+    assert_eq!(get(&c, &url, &ops).await.0, 200);
+    f.terminate();
+}
