@@ -432,6 +432,37 @@ pub struct Store {
     metrics: std::sync::OnceLock<std::sync::Arc<crate::metrics::Metrics>>,
     /// The store's identity, read once.
     identity: tokio::sync::OnceCell<String>,
+    /// SQLite: the file, locked for this process's lifetime.
+    _lock: Option<std::fs::File>,
+}
+
+/// The file of a SQLite URL (`sqlite://flagd.db?mode=rwc`, `sqlite:///var/lib/flagd.db`);
+/// `None` for an in-memory database or another backend.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:" && !rest.contains("mode=memory"))
+        .then(|| std::path::PathBuf::from(path))
+}
+
+/// Takes an exclusive lock on a SQLite file, or says which process's file it is.
+fn lock_sqlite_file(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open the SQLite file {}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another flagd is already serving the SQLite file {}: SQLite has one writer, so one flagd per file (for several flagd replicas, use PostgreSQL: --database-url postgres://…)",
+            std::path::absolute(path)
+                .unwrap_or_else(|_| path.to_owned())
+                .display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("cannot lock the SQLite file {}: {e}", path.display())
+        }
+    }
 }
 
 impl Store {
@@ -479,13 +510,49 @@ impl Store {
                 })
             });
         }
-        let pool = opts.connect(url).await?;
+        // Every SQLite URL creates its file (as the default one does), unless it says
+        // otherwise with its own `mode`.
+        let url = match (backend, sqlite_file(url)) {
+            (Backend::Sqlite, Some(_)) if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let file = sqlite_file(&url);
+        if let Some(f) = &file
+            && let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            anyhow::bail!(
+                "cannot open the SQLite file {}: the directory {} does not exist",
+                f.display(),
+                dir.display()
+            );
+        }
+        let pool = opts.connect(&url).await.map_err(|e| match &file {
+            Some(f) => anyhow::anyhow!("cannot open the SQLite file {}: {e}", f.display()),
+            None => anyhow::anyhow!("cannot connect to the store: {e}"),
+        })?;
+        // SQLite has one writer by design: a second flagd on the same file would serve
+        // SDKs that never hear of the first one's changes. An exclusive lock on the file,
+        // which the OS drops when the process dies (kill -9 included), keeps it out.
+        let lock = match &file {
+            Some(f) => {
+                let l = lock_sqlite_file(f)?;
+                // A relative path depends on the directory flagd was started in: say which.
+                let shown = std::path::absolute(f).unwrap_or_else(|_| f.clone());
+                tracing::info!(file = %shown.display(), "store: SQLite");
+                Some(l)
+            }
+            None => None,
+        };
         Ok(Self {
             pool,
             backend,
             write_lock: Mutex::new(()),
             metrics: std::sync::OnceLock::new(),
             identity: tokio::sync::OnceCell::new(),
+            _lock: lock,
         })
     }
 

@@ -288,3 +288,55 @@ async fn a_revoked_admin_secret_is_refused_and_changes_nothing() {
     assert_eq!(get(&c, &url, &ops).await.0, 200);
     f.terminate();
 }
+
+/// SQLite has one writer: a second flagd on the same file refuses to start and says why;
+/// the lock goes with the process, so a flagd killed with SIGKILL leaves none behind. A
+/// SQLite URL without `mode` creates its file, as the default one does.
+#[test]
+fn one_flagd_per_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("new.db");
+    // `sqlite:///abs/path` with no `?mode=rwc`.
+    let db = format!("sqlite://{}", file.display());
+    let f = start(&db, free_port(), Some("fd_one-writer-admin-secret"));
+    assert!(file.exists());
+    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--database-url",
+            &db,
+        ])
+        .env("FLAGD_ADMIN_TOKEN", "fd_one-writer-admin-secret")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another flagd is already serving the SQLite file")
+            && stderr.contains("use PostgreSQL"),
+        "{stderr}"
+    );
+    // kill -9: the lock is gone with the process.
+    let mut f = f;
+    let _ = f.child.kill();
+    let _ = f.child.wait();
+    let f = start(&db, free_port(), Some("fd_one-writer-admin-secret"));
+    f.terminate();
+    // A directory that does not exist is named.
+    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--database-url",
+            &format!("sqlite://{}/nope/x.db", dir.path().display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nope") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}
