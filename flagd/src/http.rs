@@ -352,6 +352,26 @@ fn valid_key(key: &str, what: &str) -> ApiResult<()> {
     }
 }
 
+/// A display name (an environment's, a token's): 1 to 256 bytes, no control characters.
+fn valid_name(field: &str, name: &str) -> ApiResult<()> {
+    if name.trim().is_empty() {
+        return Err(ApiError::invalid(field, "must be a non-empty string"));
+    }
+    if name.len() > 256 {
+        return Err(ApiError::invalid(
+            field,
+            format!("is {} bytes long; at most 256 bytes", name.len()),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
 async fn create_environment(
     caller: Caller,
     State(s): State<AppState>,
@@ -370,6 +390,7 @@ async fn create_environment(
         Some(Value::String(n)) => n.as_str(),
         Some(_) => return Err(ApiError::invalid("name", "must be a string")),
     };
+    valid_name("name", name)?;
     let production = match o.get("production") {
         None | Some(Value::Null) => key == "production",
         Some(Value::Bool(b)) => *b,
@@ -1013,6 +1034,7 @@ async fn create_token(
         .and_then(Value::as_str)
         .filter(|n| !n.trim().is_empty())
         .ok_or_else(|| ApiError::invalid("name", "is required (a non-empty string)"))?;
+    valid_name("name", name)?;
     let role_name = o.get("role").and_then(Value::as_str).ok_or_else(|| {
         ApiError::invalid(
             "role",
@@ -1096,6 +1118,7 @@ async fn create_sdk_key(
         Some(Value::String(n)) if !n.trim().is_empty() => n.clone(),
         Some(_) => return Err(ApiError::invalid("name", "must be a non-empty string")),
     };
+    valid_name("name", &name)?;
     let secret = auth::new_secret("fdsdk_")?;
     let info = s
         .store

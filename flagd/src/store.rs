@@ -21,6 +21,9 @@ use crate::error::{ApiError, ApiResult};
 /// `valid_to` of a definition that is still current.
 const OPEN: i64 = i64::MAX;
 
+/// The longest reason a change may carry (the audit log keeps every one).
+pub const MAX_REASON_CHARS: usize = 1_000;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -1853,6 +1856,17 @@ impl WriteTx<'_> {
         reverted_to: Option<u64>,
     ) -> ApiResult<Committed> {
         let env = self.env.key.clone();
+        if let Some(r) = reason
+            && r.chars().count() > MAX_REASON_CHARS
+        {
+            return Err(ApiError::invalid(
+                "reason",
+                format!(
+                    "is {} characters long; at most {MAX_REASON_CHARS}",
+                    r.chars().count()
+                ),
+            ));
+        }
         if self.changes.is_empty() {
             return Ok(Committed {
                 environment: env,

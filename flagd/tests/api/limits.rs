@@ -113,6 +113,36 @@ pub(crate) async fn keys_and_depth(b: Backend) -> anyhow::Result<()> {
     .await
     .expect(200);
 
+    // Fields: a reason is at most 1,000 characters; names at most 256 bytes.
+    let r = s
+        .post(
+            &format!("{p}/flags/{}/enable", seg(odd)),
+            json!({"reason": "r".repeat(1_000_001)}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(
+        paths(&r.body),
+        vec!["reason: is 1000001 characters long; at most 1000"]
+    );
+    let long_name = "n".repeat(257);
+    for (path, body) in [
+        ("/tokens", json!({"name": long_name, "role": "viewer"})),
+        ("/environments", json!({"key": "x", "name": long_name})),
+        (
+            "/environments/production/sdk-keys",
+            json!({"name": long_name}),
+        ),
+        ("/tokens", json!({"name": "a\nb", "role": "viewer"})),
+    ] {
+        let r = s.post(path, body).await.expect(422);
+        assert_eq!(
+            r.body["error"]["details"][0]["path"], "name",
+            "{path}: {}",
+            r.body
+        );
+    }
+
     // Nesting: a document 100 levels deep is accepted, 101 is refused with the path.
     s.put(&format!("{p}/flags/deep"), deep_flag(96))
         .await
