@@ -16,7 +16,7 @@ cargo build --release -q -p flagd-examples --example checkout-service
 dir=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
-export FLAGD_URL=http://127.0.0.1:$port FLAGD_TOKEN=fd_bench-$RANDOM$RANDOM FLAGD_ENV=production
+export FLAGD_URL=http://127.0.0.1:$port FLAGD_TOKEN=fd_bench-secret-$RANDOM$RANDOM FLAGD_ENV=production
 export PATH=$PWD/target/release:$PATH
 FLAGD_ADMIN_TOKEN=$FLAGD_TOKEN flagd --listen 127.0.0.1:$port \
     --database-url "sqlite://$dir/flagd.db?mode=rwc" >"$dir/flagd.log" 2>&1 &

@@ -41,8 +41,9 @@ struct Options {
         global = true
     )]
     database_url: String,
-    /// The bootstrap admin token. Without it, the first start prints a new one, once.
-    #[arg(long, env = "FLAGD_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    /// The bootstrap admin token (at least 16 characters). Without it, the first start
+    /// prints a new one, once.
+    #[arg(long, env = "FLAGD_ADMIN_TOKEN", hide_env_values = true, value_parser = admin_secret, global = true)]
     admin_token: Option<String>,
     /// Log format.
     #[arg(
@@ -125,8 +126,40 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// `--admin-token`: a secret that cannot be guessed by trying a few thousand values.
+fn admin_secret(s: &str) -> Result<String, String> {
+    if s.chars().count() < 16 {
+        return Err(format!(
+            "must be at least 16 characters (got {}); flagd makes a strong one when none is given",
+            s.chars().count()
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(s.to_owned())
+}
+
+/// Errors are one line, the chain of causes joined, never a backtrace.
+fn main() -> std::process::ExitCode {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run()));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("flagd: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.opts.log_format);
     let o = &cli.opts;

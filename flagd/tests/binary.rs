@@ -340,3 +340,37 @@ fn one_flagd_per_sqlite_file() {
         "{stderr}"
     );
 }
+
+/// Start-up errors are one line without a backtrace, even with `RUST_BACKTRACE` set; a
+/// guessable admin token is refused as a usage error.
+#[test]
+fn start_errors_are_one_clear_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
+        .args(["--admin-token", "12345"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must be at least 16 characters"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--database-url",
+            "sqlite:///nonexistent-flagd-dir/x.db",
+        ])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("flagd: ") && last.contains("/nonexistent-flagd-dir does not exist"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Stack backtrace"), "{stderr}");
+}
