@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Row};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::{ApiError, ApiResult};
@@ -439,6 +439,71 @@ pub struct Store {
     _lock: Option<std::fs::File>,
 }
 
+/// A write transaction on a connection of its own. A connection whose transaction did
+/// not end cleanly (its COMMIT or ROLLBACK failed, or the write was abandoned on an
+/// error) is closed, never returned to the pool: SQLite keeps a transaction open when
+/// its COMMIT fails (a full disk), and a pooled connection with an open transaction
+/// turns every later write on it into a savepoint of a transaction that never commits,
+/// acknowledged and then lost.
+pub(crate) struct Tx {
+    conn: sqlx::pool::PoolConnection<Any>,
+    open: bool,
+}
+
+impl Tx {
+    async fn begin(pool: &AnyPool, backend: Backend) -> Result<Self, sqlx::Error> {
+        let mut conn = pool.acquire().await?;
+        // SQLite: take the write lock now, not at the first write (no upgrade deadlock).
+        let sql = match backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        if let Err(e) = sqlx::query(sql).execute(&mut *conn).await {
+            conn.close_on_drop();
+            return Err(e);
+        }
+        Ok(Self { conn, open: true })
+    }
+
+    /// Commits; only an `Ok` means the write is durable.
+    async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match sqlx::query("COMMIT").execute(&mut *self.conn).await {
+            Ok(_) => {
+                self.open = false;
+                Ok(())
+            }
+            Err(e) => {
+                // Best effort; the connection is closed on drop either way.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *self.conn).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.open {
+            // Closing discards the open transaction (SQLite rolls back, PostgreSQL
+            // aborts it when the session ends).
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
+
 /// The file of a SQLite URL (`sqlite://flagd.db?mode=rwc`, `sqlite:///var/lib/flagd.db`);
 /// `None` for an in-memory database or another backend.
 fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
@@ -632,7 +697,7 @@ impl Store {
         production: bool,
     ) -> ApiResult<Environment> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool, self.backend).await?;
         let exists = sqlx::query("SELECT key FROM environments WHERE key = $1")
             .bind(key)
             .fetch_optional(&mut *tx)
@@ -684,7 +749,7 @@ impl Store {
         reason: Option<&str>,
     ) -> ApiResult<()> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool, self.backend).await?;
         let env = lock_env(&mut tx, self.backend, key).await?;
         let flags: i64 = sqlx::query(
             "SELECT COUNT(*) FROM revisions WHERE env = $1 AND kind = 'flag' AND valid_to = $2",
@@ -843,7 +908,7 @@ impl Store {
     pub async fn begin_write(&self, env: &str, if_match: Option<u64>) -> ApiResult<WriteTx<'_>> {
         let started = std::time::Instant::now();
         let guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool, self.backend).await?;
         let e = lock_env(&mut tx, self.backend, env).await?;
         if let Some(base) = if_match
             && base != e.version
@@ -1028,7 +1093,7 @@ impl Store {
         hash: &str,
     ) -> ApiResult<TokenInfo> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool, self.backend).await?;
         let taken = sqlx::query("SELECT id FROM tokens WHERE name = $1 AND revoked_at IS NULL")
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -1089,7 +1154,7 @@ impl Store {
         csrf: &str,
         expires_at: i64,
     ) -> ApiResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool, self.backend).await?;
         let now = now_ms();
         sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(now)
@@ -1151,7 +1216,7 @@ impl Store {
 
     /// Ends a session (sign-out), with an audit entry.
     pub async fn delete_session(&self, secret_hash: &str, actor: &str) -> ApiResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool, self.backend).await?;
         let gone = sqlx::query("DELETE FROM sessions WHERE hash = $1")
             .bind(secret_hash)
             .execute(&mut *tx)
@@ -1235,7 +1300,7 @@ impl Store {
     /// `admin` are revoked and a new `admin` token is made, both audited, or neither.
     pub async fn bootstrap_token(&self, id: &str, hash: &str) -> ApiResult<BootstrapToken> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool, self.backend).await?;
         let existing = sqlx::query("SELECT name, revoked_at FROM tokens WHERE hash = $1")
             .bind(hash)
             .fetch_optional(&mut *tx)
@@ -1316,7 +1381,7 @@ impl Store {
     /// Revokes a token.
     pub async fn revoke_token(&self, actor: &str, id: &str) -> ApiResult<TokenInfo> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool, self.backend).await?;
         let row = sqlx::query("SELECT * FROM tokens WHERE id = $1 AND revoked_at IS NULL")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -1357,11 +1422,7 @@ impl Store {
     }
 }
 
-async fn lock_env(
-    tx: &mut Transaction<'static, Any>,
-    backend: Backend,
-    env: &str,
-) -> ApiResult<Environment> {
+async fn lock_env(tx: &mut Tx, backend: Backend, env: &str) -> ApiResult<Environment> {
     // PostgreSQL: the row lock makes writers of several replicas take turns. SQLite has
     // one writer at a time anyway.
     let sql = match backend {
@@ -1404,11 +1465,7 @@ async fn read_items<'e, E: sqlx::Executor<'e, Database = Any>>(
     Ok(items)
 }
 
-async fn audit(
-    tx: &mut Transaction<'static, Any>,
-    r: &AuditRecord,
-    version: Option<u64>,
-) -> ApiResult<()> {
+async fn audit(tx: &mut Tx, r: &AuditRecord, version: Option<u64>) -> ApiResult<()> {
     let js = |v: &Option<Value>| v.as_ref().map(Value::to_string);
     sqlx::query("INSERT INTO audit (at, actor, action, env, target, reason, before, after, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .bind(now_ms())
@@ -1438,7 +1495,7 @@ pub struct WriteTx<'s> {
     /// For the store latency of the whole write (`write`).
     started: std::time::Instant,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
-    tx: Transaction<'static, Any>,
+    tx: Tx,
     env: Environment,
     next_position: i64,
     /// The head's flag count and document bytes before this change, when known.

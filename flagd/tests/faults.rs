@@ -1,0 +1,169 @@
+//! Real store faults against the real binary: a 2xx means the write is durable.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const ADMIN: &str = "fd_faults-test-admin-secret";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(db: &str, port: u16) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_flagd"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            db,
+        ])
+        .env("FLAGD_ADMIN_TOKEN", ADMIN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "flagd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// `None` when this process may not mount (not root): the test is skipped then,
+    /// except under CI, where it must run.
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "cannot mount a tmpfs (CI runs as root and must)"
+            );
+            println!("skipped: cannot mount a tmpfs here (not root)");
+            return None;
+        }
+        Some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+async fn put(c: &reqwest::Client, base: &str, key: &str, blob: &str) -> u16 {
+    let flag = json!({"state": "ENABLED", "variants": {"on": {"blob": blob}, "off": {"blob": ""}}, "defaultVariant": "on"});
+    c.put(format!("{base}/api/v1/environments/production/flags/{key}"))
+        .bearer_auth(ADMIN)
+        .body(flag.to_string())
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+async fn head(c: &reqwest::Client, base: &str) -> (u64, Value) {
+    let r = c
+        .get(format!("{base}/api/v1/environments/production/flags"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let v = r
+        .headers()
+        .get("x-flag-set-version")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (v, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The database on a 4 MB tmpfs, filled: writes fail. Space freed: every write that is
+/// acknowledged afterwards is in the history after a restart (before, a connection whose
+/// COMMIT failed went back to the pool with its transaction open, and the next writes,
+/// acknowledged with 201, were savepoints of it, lost at restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_a_full_disk() {
+    let Some(fs) = Tmpfs::mount("4m") else { return };
+    let db = format!("sqlite://{}", fs.0.path().join("flagd.db").display());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let flagd = spawn(&db, port);
+    assert_eq!(put(&c, &base, "first", "x").await, 201);
+
+    // Fill the disk, then write until flagd refuses.
+    let filler = fs.0.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 16 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let blob = "y".repeat(64 * 1024);
+    let mut refused = 0;
+    for i in 0..20 {
+        let status = put(&c, &base, &format!("full-{i}"), &blob).await;
+        if !(200..300).contains(&status) {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "a full disk refused no write");
+
+    // Free the space: what is acknowledged now must survive.
+    std::fs::remove_file(&filler).unwrap();
+    let mut acknowledged = Vec::new();
+    for i in 0..7 {
+        let key = format!("after-{i}");
+        let status = put(&c, &base, &key, "z").await;
+        assert!(
+            (200..300).contains(&status),
+            "{key}: {status} after the space came back"
+        );
+        acknowledged.push(key);
+    }
+    let (v_before, _) = head(&c, &base).await;
+    // Reads agree with each other (no connection sees a transaction of its own).
+    for _ in 0..10 {
+        assert_eq!(head(&c, &base).await.0, v_before);
+    }
+    stop(flagd);
+
+    let flagd = spawn(&db, port);
+    let (v_after, doc) = head(&c, &base).await;
+    assert_eq!(v_after, v_before, "the head survived the restart");
+    for key in &acknowledged {
+        assert!(
+            doc["flags"].get(key).is_some(),
+            "{key} was acknowledged and lost"
+        );
+    }
+    stop(flagd);
+}
