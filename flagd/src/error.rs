@@ -58,8 +58,38 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 Self::Unavailable(format!("the store is unavailable: {e}"))
             }
+            sqlx::Error::Database(db) => match store_condition(db.code().as_deref()) {
+                Some(what) => Self::Unavailable(format!("the store {what}: {}", db.message())),
+                None => Self::Internal(sqlx::Error::Database(db).into()),
+            },
             other => Self::Internal(other.into()),
         }
+    }
+}
+
+/// A store error that says the store cannot take writes for now (a fault of the store,
+/// not of the request): SQLite's result codes, PostgreSQL's SQLSTATE classes.
+fn store_condition(code: Option<&str>) -> Option<&'static str> {
+    let code = code?;
+    if let Ok(n) = code.parse::<u32>() {
+        // SQLite: the primary code is the low byte of the extended one.
+        return match n & 0xff {
+            5 | 6 => Some("is locked"),
+            8 => Some("is read-only"),
+            10 => Some("had an I/O error"),
+            13 => Some("is full"),
+            14 => Some("cannot open its file"),
+            _ => None,
+        };
+    }
+    match code {
+        "53100" => Some("is full"),
+        "25006" => Some("is read-only"),
+        "55P03" | "40P01" => Some("is locked"),
+        c if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") => {
+            Some("is unavailable")
+        }
+        _ => None,
     }
 }
 
@@ -133,6 +163,13 @@ impl IntoResponse for ApiError {
             error["currentVersion"] = json!(v);
         }
         let mut resp = (status, axum::Json(json!({"error": error}))).into_response();
+        if let Self::Unavailable(_) = &self {
+            // A store fault passes: clients may try again shortly.
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
         if let Self::Conflict {
             current_version: Some(v),
             ..

@@ -128,14 +128,39 @@ async fn acknowledged_writes_survive_a_full_disk() {
         let _ = f.sync_all();
     }
     let blob = "y".repeat(64 * 1024);
-    let mut refused = 0;
+    let mut refused = Vec::new();
     for i in 0..20 {
         let status = put(&c, &base, &format!("full-{i}"), &blob).await;
         if !(200..300).contains(&status) {
-            refused += 1;
+            refused.push(status);
         }
     }
-    assert!(refused > 0, "a full disk refused no write");
+    assert!(!refused.is_empty(), "a full disk refused no write");
+    // A store fault is 503 with what the store said, and a Retry-After.
+    assert!(refused.iter().all(|s| *s == 503), "{refused:?}");
+    let r = c
+        .put(format!(
+            "{base}/api/v1/environments/production/flags/full-x"
+        ))
+        .bearer_auth(ADMIN)
+        .body(
+            json!({"state": "ENABLED", "variants": {"on": {"blob": blob}}, "defaultVariant": "on"})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the store is full"),
+        "{body}"
+    );
 
     // Free the space: what is acknowledged now must survive.
     std::fs::remove_file(&filler).unwrap();
