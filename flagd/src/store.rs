@@ -437,6 +437,8 @@ pub struct Store {
     identity: tokio::sync::OnceCell<String>,
     /// SQLite: the file, locked for this process's lifetime.
     _lock: Option<std::fs::File>,
+    /// SQLite: the file's path and identity (device, inode) when opened.
+    file: Option<(std::path::PathBuf, u64, u64)>,
 }
 
 /// A write transaction on a connection of its own. A connection whose transaction did
@@ -513,6 +515,14 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let path = rest.split('?').next().unwrap_or_default();
     (!path.is_empty() && path != ":memory:" && !rest.contains("mode=memory"))
         .then(|| std::path::PathBuf::from(path))
+}
+
+/// A file's device and inode: its identity, whatever its path.
+fn file_id(path: &std::path::Path) -> anyhow::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the SQLite file {}: {e}", path.display()))?;
+    Ok((m.dev(), m.ino()))
 }
 
 /// Takes an exclusive lock on a SQLite file, or says which process's file it is.
@@ -614,6 +624,10 @@ impl Store {
             }
             None => None,
         };
+        let file = match &file {
+            Some(f) => Some((f.clone(), file_id(f)?.0, file_id(f)?.1)),
+            None => None,
+        };
         Ok(Self {
             pool,
             backend,
@@ -621,6 +635,7 @@ impl Store {
             metrics: std::sync::OnceLock::new(),
             identity: tokio::sync::OnceCell::new(),
             _lock: lock,
+            file,
         })
     }
 
@@ -638,8 +653,35 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the store answers and every migration is applied.
+    /// SQLite: refuses (503) when the file flagd opened was deleted or replaced under it:
+    /// writes would go to an unlinked file and be lost at the next start.
+    fn check_file(&self) -> ApiResult<()> {
+        let Some((path, dev, ino)) = &self.file else {
+            return Ok(());
+        };
+        match file_id(path) {
+            Ok(id) if id == (*dev, *ino) => Ok(()),
+            Ok(_) => Err(ApiError::Unavailable(format!(
+                "the store's SQLite file {} was replaced while flagd ran: flagd takes no writes into the old one; restart flagd",
+                path.display()
+            ))),
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "the store's SQLite file {} was deleted while flagd ran: flagd takes no writes into it; restore it and restart flagd",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Starts a write transaction, if the store can take writes.
+    async fn begin_tx(&self) -> ApiResult<Tx> {
+        self.check_file()?;
+        Ok(Tx::begin(&self.pool, self.backend).await?)
+    }
+
+    /// Whether the store answers, takes writes (SQLite: its file is still the one
+    /// opened) and every migration is applied.
     pub async fn ready(&self) -> anyhow::Result<()> {
+        self.check_file().map_err(|e| anyhow::anyhow!("{e}"))?;
         let applied: i64 =
             sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
                 .fetch_one(&self.pool)
@@ -697,7 +739,7 @@ impl Store {
         production: bool,
     ) -> ApiResult<Environment> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = Tx::begin(&self.pool, self.backend).await?;
+        let mut tx = self.begin_tx().await?;
         let exists = sqlx::query("SELECT key FROM environments WHERE key = $1")
             .bind(key)
             .fetch_optional(&mut *tx)
@@ -749,7 +791,7 @@ impl Store {
         reason: Option<&str>,
     ) -> ApiResult<()> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = Tx::begin(&self.pool, self.backend).await?;
+        let mut tx = self.begin_tx().await?;
         let env = lock_env(&mut tx, self.backend, key).await?;
         let flags: i64 = sqlx::query(
             "SELECT COUNT(*) FROM revisions WHERE env = $1 AND kind = 'flag' AND valid_to = $2",
@@ -908,7 +950,7 @@ impl Store {
     pub async fn begin_write(&self, env: &str, if_match: Option<u64>) -> ApiResult<WriteTx<'_>> {
         let started = std::time::Instant::now();
         let guard = self.write_lock.lock().await;
-        let mut tx = Tx::begin(&self.pool, self.backend).await?;
+        let mut tx = self.begin_tx().await?;
         let e = lock_env(&mut tx, self.backend, env).await?;
         if let Some(base) = if_match
             && base != e.version
@@ -1093,7 +1135,7 @@ impl Store {
         hash: &str,
     ) -> ApiResult<TokenInfo> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = Tx::begin(&self.pool, self.backend).await?;
+        let mut tx = self.begin_tx().await?;
         let taken = sqlx::query("SELECT id FROM tokens WHERE name = $1 AND revoked_at IS NULL")
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -1154,7 +1196,7 @@ impl Store {
         csrf: &str,
         expires_at: i64,
     ) -> ApiResult<()> {
-        let mut tx = Tx::begin(&self.pool, self.backend).await?;
+        let mut tx = self.begin_tx().await?;
         let now = now_ms();
         sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(now)
@@ -1216,7 +1258,7 @@ impl Store {
 
     /// Ends a session (sign-out), with an audit entry.
     pub async fn delete_session(&self, secret_hash: &str, actor: &str) -> ApiResult<()> {
-        let mut tx = Tx::begin(&self.pool, self.backend).await?;
+        let mut tx = self.begin_tx().await?;
         let gone = sqlx::query("DELETE FROM sessions WHERE hash = $1")
             .bind(secret_hash)
             .execute(&mut *tx)
@@ -1300,7 +1342,7 @@ impl Store {
     /// `admin` are revoked and a new `admin` token is made, both audited, or neither.
     pub async fn bootstrap_token(&self, id: &str, hash: &str) -> ApiResult<BootstrapToken> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = Tx::begin(&self.pool, self.backend).await?;
+        let mut tx = self.begin_tx().await?;
         let existing = sqlx::query("SELECT name, revoked_at FROM tokens WHERE hash = $1")
             .bind(hash)
             .fetch_optional(&mut *tx)
@@ -1381,7 +1423,7 @@ impl Store {
     /// Revokes a token.
     pub async fn revoke_token(&self, actor: &str, id: &str) -> ApiResult<TokenInfo> {
         let _guard = self.write_lock.lock().await;
-        let mut tx = Tx::begin(&self.pool, self.backend).await?;
+        let mut tx = self.begin_tx().await?;
         let row = sqlx::query("SELECT * FROM tokens WHERE id = $1 AND revoked_at IS NULL")
             .bind(id)
             .fetch_optional(&mut *tx)

@@ -192,3 +192,46 @@ async fn acknowledged_writes_survive_a_full_disk() {
     }
     stop(flagd);
 }
+
+/// The SQLite file deleted, or replaced, under a running flagd: writes are refused with
+/// 503 and `/readyz` is unready (before, writes went on answering 201 into the unlinked
+/// file and were lost at restart). Restored, flagd takes writes again, no restart needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_into_a_deleted_database_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flagd.db");
+    let db = format!("sqlite://{}", file.display());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let flagd = spawn(&db, port);
+    assert_eq!(put(&c, &base, "a", "x").await, 201);
+    let ready = |c: reqwest::Client, base: String| async move {
+        c.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16())
+    };
+    assert_eq!(ready(c.clone(), base.clone()).await, 200);
+
+    // Moved away (deleted from flagd's point of view): refused, unready.
+    let aside = dir.path().join("aside.db");
+    std::fs::rename(&file, &aside).unwrap();
+    assert_eq!(put(&c, &base, "b", "x").await, 503);
+    assert_eq!(ready(c.clone(), base.clone()).await, 503);
+    // A copy in its place is another file: still refused.
+    std::fs::copy(&aside, &file).unwrap();
+    assert_eq!(put(&c, &base, "b", "x").await, 503);
+    // The original back: writes again, without a restart.
+    std::fs::rename(&aside, &file).unwrap();
+    assert_eq!(put(&c, &base, "b", "x").await, 201);
+    assert_eq!(ready(c.clone(), base.clone()).await, 200);
+    stop(flagd);
+    let flagd = spawn(&db, port);
+    let (_, doc) = head(&c, &base).await;
+    assert!(doc["flags"].get("b").is_some(), "{doc}");
+    stop(flagd);
+}
