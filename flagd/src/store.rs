@@ -467,6 +467,13 @@ impl Tx {
         Ok(Self { conn, open: true })
     }
 
+    /// Rolls back; the connection goes back to the pool only when that worked.
+    async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("ROLLBACK").execute(&mut *self.conn).await?;
+        self.open = false;
+        Ok(())
+    }
+
     /// Commits; only an `Ok` means the write is durable.
     async fn commit(mut self) -> Result<(), sqlx::Error> {
         match sqlx::query("COMMIT").execute(&mut *self.conn).await {
@@ -682,6 +689,7 @@ impl Store {
     /// opened) and every migration is applied.
     pub async fn ready(&self) -> anyhow::Result<()> {
         self.check_file().map_err(|e| anyhow::anyhow!("{e}"))?;
+
         let applied: i64 =
             sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
                 .fetch_one(&self.pool)
@@ -695,6 +703,14 @@ impl Store {
             to_u64(applied) as usize >= expected,
             "{applied} of {expected} migrations applied"
         );
+        // A write probe, rolled back: a read-only or locked store is not ready for the
+        // writes a responder needs, even while reads still work.
+        let mut tx = self.begin_tx().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        sqlx::query("UPDATE store_identity SET id = id")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", ApiError::from(e)))?;
+        tx.rollback().await?;
         Ok(())
     }
 
