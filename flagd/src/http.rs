@@ -896,12 +896,14 @@ async fn list_versions(
             &env,
             q.get("flag").map(String::as_str),
             query_u64(&q, "before")?,
-            limit,
+            // One more than asked: whether an older page exists, without guessing.
+            limit + 1,
         )
         .await?;
-    let next = (versions.len() == limit as usize)
-        .then(|| versions.last().map(|v| v.version))
-        .flatten();
+    let mut versions = versions;
+    let more = versions.len() > limit as usize;
+    versions.truncate(limit as usize);
+    let next = more.then(|| versions.last().map(|v| v.version)).flatten();
     Ok(Json(json!({"versions": versions, "next": next})).into_response())
 }
 
@@ -999,13 +1001,15 @@ async fn audit_log(
         since: parse_time(&q, "since")?,
         until: parse_time(&q, "until")?,
         before_id: query_u64(&q, "before")?.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
-        limit: limit(&q)?,
+        // One more than asked: whether an older page exists, without guessing.
+        limit: limit(&q)? + 1,
         allowed_envs: caller.environments.clone(),
     };
-    let entries = s.store.audit_log(&query).await?;
-    let next = (entries.len() == query.limit as usize)
-        .then(|| entries.last().map(|e| e.id))
-        .flatten();
+    let mut entries = s.store.audit_log(&query).await?;
+    let page = query.limit as usize - 1;
+    let more = entries.len() > page;
+    entries.truncate(page);
+    let next = more.then(|| entries.last().map(|e| e.id)).flatten();
     Ok(Json(json!({"entries": entries, "next": next})).into_response())
 }
 

@@ -269,6 +269,15 @@ pub(crate) async fn import_and_revert(b: Backend) -> anyhow::Result<()> {
         .expect(200)
         .body;
     assert_eq!(page2["versions"][0]["version"], 1);
+    // The last page offers no older one, even when it is full.
+    assert_eq!(page2["next"], Value::Null, "{page2}");
+    let page3 = s
+        .get(&format!("{P}/versions?limit=1&before=2"))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(page3["versions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page3["next"], Value::Null, "{page3}");
     s.stop().await
 }
 
