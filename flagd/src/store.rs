@@ -1019,7 +1019,14 @@ impl Store {
             arg(&mut sql, " AND env = ?");
         }
         if q.flag.is_some() {
-            arg(&mut sql, " AND target = ? AND action LIKE 'flag.%'");
+            // A flag's own entries, and every import or revert whose version changed it
+            // (version_flags is written in the same transaction as the version).
+            arg(
+                &mut sql,
+                " AND ((target = ? AND action LIKE 'flag.%') OR (action LIKE 'flagset.%' \
+                 AND version IS NOT NULL AND EXISTS (SELECT 1 FROM version_flags vf \
+                 WHERE vf.env = audit.env AND vf.version = audit.version AND vf.flag_key = ?)))",
+            );
         }
         if q.actor.is_some() {
             arg(&mut sql, " AND actor = ?");

@@ -587,6 +587,36 @@ pub(crate) async fn audit_filters(b: Backend) -> anyhow::Result<()> {
     let by_flag = audit(&s, "environment=production&flag=a").await;
     assert_eq!(by_flag.len(), 1);
     assert_eq!(by_flag[0]["target"], "a");
+    // Imports and whole-set reverts that changed a flag are found by that flag too,
+    // also for a flag an import created.
+    s.put(
+        &format!("{P}/flags"),
+        json!({"flags": {"a": rollout_flag(7), "b": rollout_flag(1), "c": rollout_flag(2)}}),
+    )
+    .await
+    .expect(200);
+    s.post(
+        &format!("{P}/revert"),
+        json!({"version": 1, "reason": "test"}),
+    )
+    .await
+    .expect(200);
+    let actions = |entries: &[Value]| -> Vec<String> {
+        entries
+            .iter()
+            .filter_map(|e| e["action"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let by_flag = audit(&s, "environment=production&flag=a").await;
+    assert_eq!(
+        actions(&by_flag),
+        vec!["flagset.revert", "flagset.import", "flag.create"]
+    );
+    let by_c = audit(&s, "environment=production&flag=c").await;
+    assert_eq!(actions(&by_c), vec!["flagset.revert", "flagset.import"]);
+    let by_b = audit(&s, "environment=production&flag=b").await;
+    // The import left b as it was; the revert to version 1 (before b) deleted it.
+    assert_eq!(actions(&by_b), vec!["flagset.revert", "flag.create"]);
     // By action, exactly or by family; the family's own wildcards are not wildcards.
     let creates = audit(&s, "action=flag.create").await;
     assert!(!creates.is_empty() && creates.iter().all(|e| e["action"] == "flag.create"));
