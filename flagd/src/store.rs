@@ -1169,43 +1169,7 @@ impl Store {
                 current_version: None,
             });
         }
-        let envs = environments.map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()));
-        sqlx::query("INSERT INTO tokens (id, name, role, environments, hash, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(id)
-            .bind(name)
-            .bind(role)
-            .bind(envs)
-            .bind(hash)
-            .bind(now_ms())
-            .bind(actor)
-            .execute(&mut *tx)
-            .await?;
-        let info = token_of(
-            &sqlx::query("SELECT * FROM tokens WHERE id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?,
-        )?;
-        audit(
-            &mut tx,
-            &AuditRecord {
-                actor: actor.into(),
-                action: if role == "sdk" {
-                    "sdk-key.create".into()
-                } else {
-                    "token.create".into()
-                },
-                env: environments
-                    .filter(|e| e.len() == 1 && role == "sdk")
-                    .map(|e| e[0].clone()),
-                target: name.into(),
-                reason: None,
-                before: None,
-                after: Some(serde_json::to_value(&info).map_err(|e| ApiError::Internal(e.into()))?),
-            },
-            None,
-        )
-        .await?;
+        let info = insert_token(&mut tx, actor, id, name, role, environments, hash, None).await?;
         tx.commit().await?;
         Ok(info)
     }
@@ -1388,55 +1352,9 @@ impl Store {
             .await?;
         let reason = Some("replaced by the FLAGD_ADMIN_TOKEN given at start".to_owned());
         for row in &olds {
-            let before = token_of(row)?;
-            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
-                .bind(now_ms())
-                .bind(&before.id)
-                .execute(&mut *tx)
-                .await?;
-            audit(
-                &mut tx,
-                &AuditRecord {
-                    actor: "flagd".into(),
-                    action: "token.revoke".into(),
-                    env: None,
-                    target: before.name.clone(),
-                    reason: reason.clone(),
-                    before: Some(
-                        serde_json::to_value(&before).map_err(|e| ApiError::Internal(e.into()))?,
-                    ),
-                    after: None,
-                },
-                None,
-            )
-            .await?;
+            revoke_in(&mut tx, "flagd", &token_of(row)?, reason.clone()).await?;
         }
-        sqlx::query("INSERT INTO tokens (id, name, role, environments, hash, created_at, created_by) VALUES ($1, 'admin', 'admin', NULL, $2, $3, 'flagd')")
-            .bind(id)
-            .bind(hash)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        let info = token_of(
-            &sqlx::query("SELECT * FROM tokens WHERE id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?,
-        )?;
-        audit(
-            &mut tx,
-            &AuditRecord {
-                actor: "flagd".into(),
-                action: "token.create".into(),
-                env: None,
-                target: "admin".into(),
-                reason,
-                before: None,
-                after: Some(serde_json::to_value(&info).map_err(|e| ApiError::Internal(e.into()))?),
-            },
-            None,
-        )
-        .await?;
+        insert_token(&mut tx, "flagd", id, "admin", "admin", None, hash, reason).await?;
         tx.commit().await?;
         Ok(BootstrapToken::Replaced {
             revoked: olds.len(),
@@ -1457,31 +1375,7 @@ impl Store {
             )));
         };
         let before = token_of(&row)?;
-        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        audit(
-            &mut tx,
-            &AuditRecord {
-                actor: actor.into(),
-                action: if before.role == "sdk" {
-                    "sdk-key.revoke".into()
-                } else {
-                    "token.revoke".into()
-                },
-                env: None,
-                target: before.name.clone(),
-                reason: None,
-                before: Some(
-                    serde_json::to_value(&before).map_err(|e| ApiError::Internal(e.into()))?,
-                ),
-                after: None,
-            },
-            None,
-        )
-        .await?;
+        revoke_in(&mut tx, actor, &before, None).await?;
         tx.commit().await?;
         Ok(before)
     }
@@ -1528,6 +1422,90 @@ async fn read_items<'e, E: sqlx::Executor<'e, Database = Any>>(
         );
     }
     Ok(items)
+}
+
+/// Inserts a token and its audit entry, in the caller's transaction.
+#[allow(clippy::too_many_arguments)]
+async fn insert_token(
+    tx: &mut Tx,
+    actor: &str,
+    id: &str,
+    name: &str,
+    role: &str,
+    environments: Option<&[String]>,
+    hash: &str,
+    reason: Option<String>,
+) -> ApiResult<TokenInfo> {
+    let envs = environments.map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()));
+    sqlx::query("INSERT INTO tokens (id, name, role, environments, hash, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(id)
+        .bind(name)
+        .bind(role)
+        .bind(envs)
+        .bind(hash)
+        .bind(now_ms())
+        .bind(actor)
+        .execute(&mut **tx)
+        .await?;
+    let info = token_of(
+        &sqlx::query("SELECT * FROM tokens WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?,
+    )?;
+    audit(
+        tx,
+        &AuditRecord {
+            actor: actor.into(),
+            action: if role == "sdk" {
+                "sdk-key.create".into()
+            } else {
+                "token.create".into()
+            },
+            env: environments
+                .filter(|e| e.len() == 1 && role == "sdk")
+                .map(|e| e[0].clone()),
+            target: name.into(),
+            reason,
+            before: None,
+            after: Some(serde_json::to_value(&info).map_err(|e| ApiError::Internal(e.into()))?),
+        },
+        None,
+    )
+    .await?;
+    Ok(info)
+}
+
+/// Revokes a token and audits it, in the caller's transaction.
+async fn revoke_in(
+    tx: &mut Tx,
+    actor: &str,
+    before: &TokenInfo,
+    reason: Option<String>,
+) -> ApiResult<()> {
+    sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
+        .bind(now_ms())
+        .bind(&before.id)
+        .execute(&mut **tx)
+        .await?;
+    audit(
+        tx,
+        &AuditRecord {
+            actor: actor.into(),
+            action: if before.role == "sdk" {
+                "sdk-key.revoke".into()
+            } else {
+                "token.revoke".into()
+            },
+            env: None,
+            target: before.name.clone(),
+            reason,
+            before: Some(serde_json::to_value(before).map_err(|e| ApiError::Internal(e.into()))?),
+            after: None,
+        },
+        None,
+    )
+    .await
 }
 
 async fn audit(tx: &mut Tx, r: &AuditRecord, version: Option<u64>) -> ApiResult<()> {

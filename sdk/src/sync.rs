@@ -245,9 +245,10 @@ async fn connection(
             version: cur.version,
             problems: reported(cur.snapshot.problems()),
         };
-        if !ack_problems_empty(&ack) {
+        if !cur.snapshot.problems().is_empty() {
             tracing::warn!(
                 version = cur.version,
+                flags = cur.snapshot.problems().len(),
                 "some flags could not be loaded; they evaluate with reason ERROR"
             );
         }
@@ -291,10 +292,6 @@ fn reported(problems: &[flagd_core::Problem]) -> Vec<flagd_core::Problem> {
         });
     }
     out
-}
-
-fn ack_problems_empty(m: &ClientMsg) -> bool {
-    !matches!(m, ClientMsg::Ack { problems, .. } if !problems.is_empty())
 }
 
 /// What a message from flagd did.

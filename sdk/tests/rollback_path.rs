@@ -53,6 +53,34 @@ fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
 }
 
+/// A temporary directory, a SQLite file in it and the real flagd serving it.
+struct Setup {
+    dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+    db: String,
+    port: u16,
+    base: String,
+    flagd: Child,
+}
+
+impl Setup {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.db");
+        let db = sqlite_url(&file);
+        let port = free_port();
+        let flagd = spawn_flagd(&db, port, &[]);
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+            file,
+            db,
+            port,
+            flagd,
+        }
+    }
+}
+
 /// Writes items into production's head directly in the SQLite file, as a store written
 /// before the limits existed would hold them (flagd must be stopped).
 fn inject(db: &Path, items: &[(&str, &str, Value)]) {
@@ -125,12 +153,14 @@ async fn kill_switch_reaches(base: &str, sdk: &Client, flag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_bad_flags_never_block_a_kill_switch() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("f.db");
-    let db = sqlite_url(&file);
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let flagd = spawn_flagd(&db, port, &[]);
+    let Setup {
+        dir: _dir,
+        file,
+        db,
+        port,
+        base,
+        flagd,
+    } = Setup::start();
     let key = sdk_key(&base).await;
     api(
         &base,
@@ -242,11 +272,12 @@ async fn stored_bad_flags_never_block_a_kill_switch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_refs_compile_once_and_the_largest_set_loads() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = sqlite_url(&dir.path().join("f.db"));
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let flagd = spawn_flagd(&db, port, &[]);
+    let Setup {
+        dir: _dir,
+        base,
+        flagd,
+        ..
+    } = Setup::start();
     let key = sdk_key(&base).await;
 
     // An evaluator of 2,000 comparisons referenced 10,000 times: refused on import,
@@ -385,12 +416,14 @@ async fn shared_refs_compile_once_and_the_largest_set_loads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restored_backup_never_leaves_sdks_on_stale_content() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("f.db");
-    let db = sqlite_url(&file);
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let flagd = spawn_flagd(&db, port, &[]);
+    let Setup {
+        dir,
+        file,
+        db,
+        port,
+        base,
+        flagd,
+    } = Setup::start();
     let key = sdk_key(&base).await;
     for f in ["a", "b", "c"] {
         api(
@@ -510,11 +543,12 @@ async fn a_restored_backup_never_leaves_sdks_on_stale_content() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_key_closes_its_streams_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = sqlite_url(&dir.path().join("f.db"));
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let flagd = spawn_flagd(&db, port, &[]);
+    let Setup {
+        dir: _dir,
+        base,
+        flagd,
+        ..
+    } = Setup::start();
     let created = api(
         &base,
         reqwest::Method::POST,
