@@ -338,10 +338,11 @@ async fn shared_refs_compile_once_and_the_largest_set_loads() {
 
     // The largest flag set flagd accepts (32 MiB) loads in a fresh SDK, although its
     // snapshot is one websocket frame above tungstenite's default 16 MiB.
-    let chunk = "x".repeat(1 << 20);
+    // 32 flags just under the 1 MiB a flag may have.
+    let chunk = "x".repeat((1 << 20) - 200);
     let mut flags = serde_json::Map::new();
     flags.insert("new-checkout".into(), flag(true));
-    for i in 0..31 {
+    for i in 0..32 {
         let mut f = flag(true);
         f["variants"] = json!({"on": {"blob": chunk}, "off": {"blob": ""}});
         flags.insert(format!("big-{i}"), f);
@@ -359,7 +360,7 @@ async fn shared_refs_compile_once_and_the_largest_set_loads() {
     let v = r["version"].as_u64().unwrap();
     // One more MiB is refused, naming the limit.
     let mut over = large;
-    over["flags"]["big-31"] = over["flags"]["big-0"].clone();
+    over["flags"]["big-32"] = over["flags"]["big-0"].clone();
     let (status, body) = call(
         &base,
         reqwest::Method::PUT,
@@ -407,7 +408,7 @@ async fn shared_refs_compile_once_and_the_largest_set_loads() {
         sdk.json_value("big-7", &user, Value::Null)["blob"]
             .as_str()
             .map(str::len),
-        Some(1 << 20)
+        Some(chunk.len())
     );
     kill_switch_reaches(&base, &sdk, "new-checkout").await;
     sdk.close();

@@ -438,3 +438,79 @@ pub(crate) async fn store_identity(b: Backend) -> anyhow::Result<()> {
     assert!(e.to_string().contains("instance id"), "{e}");
     s.stop().await
 }
+
+/// One flag's definition is at most 1 MiB (compact JSON), on a flag write and in an
+/// import, with the path and the way out (`$evaluators`); large shared data in an
+/// evaluator is fine. A toggle records the state alone in the audit log, whatever the
+/// flag's size (before, a toggle of a 5 MB flag wrote +17 MB: the definition again in
+/// the history, and twice more in the audit entry).
+pub(crate) async fn flag_size(b: Backend) -> anyhow::Result<()> {
+    let s = Server::start(&b).await?;
+    let p = "/environments/production";
+    let with_blob = |n: usize| json!({"state": "ENABLED", "variants": {"on": {"blob": "x".repeat(n)}, "off": {"blob": ""}}, "defaultVariant": "on"});
+    let too_big = with_blob(1024 * 1024 + 1);
+    let r = s
+        .put(&format!("{p}/flags/big"), too_big.clone())
+        .await
+        .expect(422);
+    let found = paths(&r.body);
+    assert!(
+        found.iter().any(|d| d.starts_with("flags.big: ")
+            && d.contains("at most 1048576 bytes (1 MiB)")
+            && d.contains("$evaluators")),
+        "{found:?}"
+    );
+    let r = s
+        .put(
+            &format!("{p}/flags"),
+            json!({"flags": {"big": too_big, "ok": flag()}}),
+        )
+        .await
+        .expect(422);
+    assert!(
+        paths(&r.body).iter().any(|d| d.starts_with("flags.big: ")),
+        "{}",
+        r.body
+    );
+    assert!(
+        !paths(&r.body).iter().any(|d| d.starts_with("flags.ok")),
+        "{}",
+        r.body
+    );
+    // A long list of user ids belongs in an evaluator, which flags share and a toggle
+    // does not copy.
+    let ids: Vec<String> = (0..60_000).map(|i| format!("user-{i:08}")).collect();
+    let doc = json!({
+        "flags": {"beta": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+                           "targeting": {"if": [{"$ref": "beta-users"}, "on", "off"]}}},
+        "$evaluators": {"beta-users": {"in": [{"var": "targetingKey"}, ids]}}
+    });
+    s.put(&format!("{p}/flags"), doc).await.expect(200);
+
+    // The largest flag allowed, toggled: the audit entry holds the state alone.
+    s.put(&format!("{p}/flags/large"), with_blob(1000 * 1000))
+        .await
+        .expect(201);
+    s.post(
+        &format!("{p}/flags/large/disable"),
+        json!({"reason": "incident"}),
+    )
+    .await
+    .expect(200);
+    let entries = s
+        .get("/audit?environment=production&flag=large")
+        .await
+        .expect(200);
+    let toggle = &entries.body["entries"][0];
+    assert_eq!(toggle["action"], "flag.disable", "{toggle}");
+    assert_eq!(toggle["before"], json!({"state": "ENABLED"}));
+    assert_eq!(toggle["after"], json!({"state": "DISABLED"}));
+    // The full definition is still in the version.
+    let head = s.get(&format!("{p}/flags/large")).await.expect(200);
+    assert_eq!(head.body["state"], "DISABLED");
+    assert_eq!(
+        head.body["variants"]["on"]["blob"].as_str().map(str::len),
+        Some(1000 * 1000)
+    );
+    s.stop().await
+}

@@ -9,6 +9,7 @@
 //! | compiled size of one flag's targeting | [`MAX_COMPILED_SIZE`] = 100,000 nodes |
 //! | flags in a flag set | [`MAX_FLAGS`] = 100,000 |
 //! | size of a flag-set document | [`MAX_DOCUMENT_BYTES`] = 32 MiB |
+//! | size of one flag's definition | [`MAX_FLAG_BYTES`] = 1 MiB |
 //! | one stream message (SDK side) | [`MAX_MESSAGE_BYTES`] = 64 MiB |
 //! | a key (flag, evaluator, variant, metadata) | [`MAX_KEY_BYTES`] = 256 bytes, see [`check_key`] |
 
@@ -35,6 +36,12 @@ pub const MAX_FLAGS: usize = 100_000;
 
 /// The largest flag-set document, in bytes of compact JSON.
 pub const MAX_DOCUMENT_BYTES: usize = 32 * 1024 * 1024;
+
+/// The largest definition of one flag, in bytes of compact JSON. Every change to a flag
+/// (a kill switch included) stores its definition again, so this bounds what one change
+/// costs; large shared data (a long list of user ids) belongs in `$evaluators`, which a
+/// flag refers to with `$ref` and which its changes do not copy.
+pub const MAX_FLAG_BYTES: usize = 1024 * 1024;
 
 /// The largest stream message an SDK reads: a snapshot of the largest document, with
 /// room to spare.

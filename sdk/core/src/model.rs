@@ -653,6 +653,34 @@ fn check_limits(json: &Value, obj: &Map<String, Value>, set: &FlagSet, ck: &mut 
             ),
         );
     }
+    // No flag can be larger than the whole document.
+    if bytes > limits::MAX_FLAG_BYTES {
+        let big = |ck: &mut Checker, path: Path, flag: &Value| {
+            let n = limits::json_bytes(flag);
+            if n > limits::MAX_FLAG_BYTES {
+                ck.hard(
+                    &path,
+                    format!(
+                        "the flag is {n} bytes as compact JSON; at most {} bytes (1 MiB) are allowed (put large lists in \"$evaluators\" and use \"$ref\")",
+                        limits::MAX_FLAG_BYTES
+                    ),
+                );
+            }
+        };
+        match obj.get("flags") {
+            Some(Value::Object(m)) => {
+                for (k, f) in m {
+                    big(ck, root.key("flags").key(k), f);
+                }
+            }
+            Some(Value::Array(a)) => {
+                for (i, f) in a.iter().enumerate() {
+                    big(ck, root.key("flags").index(i), f);
+                }
+            }
+            _ => {}
+        }
+    }
     if limits::depth(json, limits::MAX_DEPTH) <= limits::MAX_DEPTH {
         return;
     }

@@ -6,7 +6,7 @@
 //! document size, too large for many cases, are tested in `sdk/tests/rollback_path.rs`
 //! and `flagd/tests/api/limits.rs`.
 
-use flagd_core::limits::{MAX_COMPILED_SIZE, MAX_DEPTH, MAX_KEY_BYTES};
+use flagd_core::limits::{MAX_COMPILED_SIZE, MAX_DEPTH, MAX_FLAG_BYTES, MAX_KEY_BYTES};
 use flagd_core::wire::{self, Change, ItemKind, ServerMsg};
 use flagd_core::{EvaluationContext, FlagSet, Snapshot, Strictness};
 use proptest::prelude::*;
@@ -209,4 +209,34 @@ fn past_each_limit_is_refused_with_its_path() {
     let ctx = EvaluationContext::new("u");
     assert_eq!(snap.evaluate("f", &ctx).reason, flagd_core::Reason::Error);
     assert_eq!(snap.evaluate("g", &ctx).variant, Some("off"));
+}
+
+/// One flag's definition is at most `MAX_FLAG_BYTES` of compact JSON on write; a set
+/// stored before the limit existed still loads and evaluates that flag.
+#[test]
+fn a_flag_past_its_size_limit_is_refused_on_write_and_loads_anyway() {
+    let sized = |n: usize| {
+        let base =
+            json!({"state": "ENABLED", "variants": {"on": "", "off": "x"}, "defaultVariant": "on"});
+        let pad = n - flagd_core::limits::json_bytes(&base);
+        json!({"state": "ENABLED", "variants": {"on": "y".repeat(pad), "off": "x"}, "defaultVariant": "on"})
+    };
+    let at = sized(MAX_FLAG_BYTES);
+    assert_eq!(flagd_core::limits::json_bytes(&at), MAX_FLAG_BYTES);
+    assert!(FlagSet::parse(&json!({"flags": {"f": at}}), Strictness::Strict).is_ok());
+    let over = json!({"flags": {"f": sized(MAX_FLAG_BYTES + 1), "g": sized(100)}});
+    let e = FlagSet::parse(&over, Strictness::Strict).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{:?}", e.0);
+    assert_eq!(e.0[0].path, "flags.f");
+    assert!(
+        e.0[0].message.contains("at most 1048576 bytes"),
+        "{}",
+        e.0[0].message
+    );
+    let snap = Snapshot::load(&over, 1).unwrap();
+    assert!(snap.problems().is_empty());
+    assert_eq!(
+        snap.evaluate("f", &EvaluationContext::new("u")).variant,
+        Some("on")
+    );
 }
