@@ -377,8 +377,11 @@ async fn a_ci_token_promotes_waits_for_the_fleet_and_rolls_back() {
     let none = run(&f, &ci, "audit --since 2099-01-01T00:00:00Z").ok().out;
     assert_eq!(none.lines().count(), 1, "only the header: {none}");
     let bad = run(&f, &ci, "audit --since yesterday");
-    assert_eq!(bad.code, 1, "{bad:?}");
-    assert!(bad.err.contains("since"), "{bad:?}");
+    assert_eq!(bad.code, 2, "a usage error: {bad:?}");
+    assert!(
+        bad.err.contains("since") && bad.err.contains("2h"),
+        "{bad:?}"
+    );
     let text = run(&f, &ci, "fleet").ok().out;
     assert!(
         text.starts_with("production at version 6: 3 SDK instances connected, 3 on it"),
@@ -573,6 +576,8 @@ fn flags_as_code_export_import_and_diff() {
         .ok()
         .out;
     assert!(older.contains("first import"), "{older}");
+    // The last page says nothing about an older one (before, "older: --before 1").
+    assert!(!older.contains("older:"), "{older}");
     let diff = run(&f, ADMIN, "diff 1 2").ok();
     assert!(
         diff.out
@@ -719,6 +724,28 @@ fn exit_codes_a_pipeline_can_branch_on() {
     );
     assert!(r.err.contains("401"), "{r:?}");
     assert_eq!(code(ADMIN, &["tokens", "revoke", &id]).code, 4);
+
+    // `--since` takes how long ago or an RFC 3339 time; anything else is usage (2),
+    // with both forms shown.
+    let r = line(ADMIN, "audit --since yesterday");
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.err.contains("2h") && r.err.contains("RFC 3339"), "{r:?}");
+    line(ADMIN, "audit --since 2h").ok();
+    line(ADMIN, "audit --since 2026-01-01T00:00:00Z").ok();
+
+    // Emptying the environment takes an explicit --empty (the API: "empty": true).
+    let before = line(ADMIN, "versions head").ok().out;
+    let r = line(ADMIN, "revert --to 0 --reason r");
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.err.contains("--empty"), "{r:?}");
+    assert_eq!(
+        line(ADMIN, "versions head").ok().out,
+        before,
+        "nothing changed"
+    );
+    line(ADMIN, "revert --to 0 --reason emptied --empty").ok();
+    let flags = line(ADMIN, "--json flags list").ok().json();
+    assert_eq!(flags["flags"].as_array().map(Vec::len), Some(0), "{flags}");
 }
 
 /// `examples/ci/canary.sh`, the shell version of the CI examples, against flagd with SDK
@@ -880,6 +907,8 @@ fn help_documents_the_exit_codes() {
         "7  unauthorized",
         "--allow-unreachable",
         "FLAGD_URL, FLAGD_TOKEN, FLAGD_ENV",
+        // What --json does with errors (they are on stdout too, as the README says).
+        "errors included",
     ] {
         assert!(text.contains(line), "{text}");
     }

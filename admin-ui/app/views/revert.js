@@ -16,12 +16,16 @@ export async function revertDialog(ctx, version, knownHead) {
   }
   const envName = ctx.envInfo.name || ctx.env;
   const n = diff ? diff.changes.length : 0;
+  // A revert that removes every flag it changes may empty the environment: flagd takes
+  // it only when asked explicitly ("empty": true), which this reviewed dialog is.
+  const removesAll = n > 0 && diff.changes.every((c) => c.change === 'removed');
   const body = h('div.revert-preview',
     h('div.revert-summary',
       h('span.vnum.vnum-lg', { text: `v${head}` }), h('span.arrow', { text: '→' }),
       h('span', { text: 'new version with the content of ' }), h('span.vnum.vnum-lg', { text: `v${version}` })),
     loadErr ? errorBox(loadErr, { title: 'Could not compute the diff' }) : null,
     diff ? h('p.small', { text: n ? `${n} flag${n > 1 ? 's' : ''} will change:` : 'Nothing differs: the revert would make no new version.' }) : null,
+    removesAll ? h('p.small.warn', { text: `Every change removes a flag: ${envName} may be left with no flags.` }) : null,
     diff ? h('div.revert-diff', diffList(diff, { emptyText: 'No flag differs between the head and this version.' })) : null);
   return reasonDialog({
     title: `Revert ${envName} to v${version}?`,
@@ -32,7 +36,7 @@ export async function revertDialog(ctx, version, knownHead) {
     confirmCheck: 'I have reviewed the changes above',
     confirmLabel: `Revert ${envName} to v${version}`,
     submit: async (reason) => {
-      const r = await api('POST', envPath(ctx.env, '/revert'), { body: { version, reason }, ifMatch: head });
+      const r = await api('POST', envPath(ctx.env, '/revert'), { body: { version, reason, empty: removesAll }, ifMatch: head });
       toast(r.changed ? `Reverted ${envName} to v${version}: now v${r.version}` : 'Nothing changed: already equal', 'success');
       return r;
     },

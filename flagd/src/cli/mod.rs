@@ -52,7 +52,8 @@ Exit codes:
 pub struct Cli {
     #[command(flatten)]
     connection: client::Connection,
-    /// Print JSON on standard output (errors stay on standard error).
+    /// Print JSON on standard output, errors included: an error from flagd is printed
+    /// there as its `{"error": …}` body, and described on standard error too.
     #[arg(long, global = true)]
     json: bool,
     /// Print only what a script needs: the new version of a change, a new secret.

@@ -124,6 +124,10 @@ pub struct RevertArgs {
     /// Make a new version whose content equals version N.
     #[arg(long, value_name = "N")]
     to: u64,
+    /// Confirm a revert that removes every flag (to version 0, or to a version that
+    /// held none).
+    #[arg(long)]
+    empty: bool,
     /// Why, for the audit log (required).
     #[arg(long)]
     reason: String,
@@ -220,8 +224,8 @@ pub struct AuditArgs {
     /// One action (`flag.disable`), or a family ending in `.` (`flag.`).
     #[arg(long)]
     action: Option<String>,
-    /// Since a time: RFC 3339, or how long ago, e.g. 30m or 2h.
-    #[arg(long)]
+    /// Since a time: RFC 3339 (2026-12-01T09:00:00Z), or how long ago (30m, 2h, 7d).
+    #[arg(long, value_parser = since)]
     since: Option<String>,
     /// How many entries (1 to 1000).
     #[arg(long, default_value_t = 20)]
@@ -665,11 +669,16 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
         }
         C::Revert(a) => {
             let env = client.environment()?;
+            if a.to == 0 && !a.empty {
+                return Err(Failure::Usage(
+                    "version 0 is the empty flag set: reverting to it removes every flag; add --empty to confirm".into(),
+                ));
+            }
             out.change(
                 client,
                 env,
                 Request::new(Method::POST, &["environments", env, "revert"])
-                    .json(&json!({"version": a.to, "reason": a.reason})),
+                    .json(&json!({"version": a.to, "reason": a.reason, "empty": a.empty})),
                 &a.write,
             )
             .await
@@ -1070,14 +1079,23 @@ async fn fleet(client: &Client, out: &Out) -> Done {
     Ok(super::exit::OK)
 }
 
-/// `--since 2h` as the Unix milliseconds of two hours ago; anything else as given
-/// (flagd reads RFC 3339 and milliseconds, and names the parameter when it cannot).
-fn since(text: &str) -> String {
-    let ago = humantime::parse_duration(text)
-        .ok()
-        .and_then(|d| std::time::SystemTime::now().checked_sub(d))
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    ago.map_or_else(|| text.to_owned(), |t| t.as_millis().to_string())
+/// `--since`: how long ago (`2h`, as the Unix milliseconds of two hours ago) or an RFC
+/// 3339 time (passed as given); anything else is a usage error (exit 2) that shows both
+/// forms.
+fn since(text: &str) -> Result<String, String> {
+    if let Ok(d) = humantime::parse_duration(text) {
+        return std::time::SystemTime::now()
+            .checked_sub(d)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|t| t.as_millis().to_string())
+            .ok_or_else(|| format!("{text} ago is before 1970"));
+    }
+    if humantime::parse_rfc3339_weak(text).is_ok() {
+        return Ok(text.to_owned());
+    }
+    Err(format!(
+        "{text:?} is neither how long ago (30m, 2h, 7d) nor an RFC 3339 time (2026-12-01T09:00:00Z)"
+    ))
 }
 
 async fn audit(client: &Client, out: &Out, a: AuditArgs) -> Done {
@@ -1089,7 +1107,7 @@ async fn audit(client: &Client, out: &Out, a: AuditArgs) -> Done {
         ("flag", a.flag),
         ("actor", a.actor),
         ("action", a.action),
-        ("since", a.since.as_deref().map(since)),
+        ("since", a.since),
         ("before", a.before.map(|b| b.to_string())),
     ] {
         if let Some(v) = value {

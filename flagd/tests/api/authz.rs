@@ -165,7 +165,7 @@ fn routes() -> Vec<Route> {
         r(
             Method::POST,
             "/environments/{E}/revert",
-            Some(|| json!({"version": 0, "reason": "test"})),
+            Some(|| json!({"version": 0, "reason": "test", "empty": true})),
             REVERT,
             true,
             200,

@@ -254,6 +254,39 @@ pub(crate) async fn import_and_revert(b: Backend) -> anyhow::Result<()> {
         .expect(200);
     assert_eq!(r.body["changedFlags"], json!(["f1", "f2", "f3"]));
     assert_eq!(s.get(&format!("{P}/flags")).await.body, doc);
+    // Reverting to version 0 (no flags) empties the environment only when said so.
+    let head = s.get(&format!("{P}/flags")).await.version();
+    let r = s
+        .post(
+            &format!("{P}/revert"),
+            json!({"version": 0, "reason": "typo for 10"}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(
+        r.body["error"]["details"][0]["path"], "version",
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("removes all 50 flags"),
+        "{}",
+        r.body
+    );
+    s.post(
+        &format!("{P}/revert"),
+        json!({"version": 0, "reason": "r", "empty": "yes"}),
+    )
+    .await
+    .expect(422);
+    assert_eq!(
+        s.get(&format!("{P}/flags")).await.version(),
+        head,
+        "nothing was written"
+    );
     let vs = s.version_numbers(&format!("{P}/versions?flag=f3")).await;
     assert_eq!(vs, vec![3, 2, 1]);
     // Pagination, newest first.
