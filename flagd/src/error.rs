@@ -55,9 +55,11 @@ pub enum ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::Unavailable(format!("the store is unavailable: {e}"))
-            }
+            sqlx::Error::PoolTimedOut => Self::Unavailable(
+                "the store is unavailable: no connection to it in time (--store-timeout)".into(),
+            ),
+            sqlx::Error::PoolClosed => Self::Unavailable("flagd is shutting down".into()),
+            sqlx::Error::Io(e) => Self::Unavailable(format!("the store is unreachable: {e}")),
             sqlx::Error::Database(db) => match store_condition(db.code().as_deref()) {
                 Some(what) => Self::Unavailable(format!("the store {what}: {}", db.message())),
                 None => Self::Internal(sqlx::Error::Database(db).into()),
@@ -75,7 +77,9 @@ fn store_condition(code: Option<&str>) -> Option<&'static str> {
         // SQLite: the primary code is the low byte of the extended one.
         return match n & 0xff {
             5 | 6 => Some("is locked"),
-            8 => Some("is read-only"),
+            8 => Some(
+                "is read-only (flagd must be able to write the SQLite file and the -wal and -shm files beside it; /readyz names the one it cannot)",
+            ),
             10 => Some("had an I/O error"),
             13 => Some("is full"),
             14 => Some("cannot open its file"),
@@ -86,9 +90,8 @@ fn store_condition(code: Option<&str>) -> Option<&'static str> {
         "53100" => Some("is full"),
         "25006" => Some("is read-only"),
         "55P03" | "40P01" => Some("is locked"),
-        c if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") => {
-            Some("is unavailable")
-        }
+        c if c.starts_with("08") || c.starts_with("57P") => Some("is unreachable"),
+        c if c.starts_with("53") => Some("is out of resources"),
         _ => None,
     }
 }

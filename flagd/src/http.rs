@@ -810,7 +810,26 @@ async fn revert(
     caller.check(Perm::Revert, Some(&env))?;
     let version = body.version()?;
     let reason = body.reason(true)?;
+    let empty = match body.object()?.get("empty") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => return Err(ApiError::invalid("empty", "must be true or false")),
+    };
     let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
+    // Emptying an environment is one call away from a typo (`0` for `10`): possible,
+    // but only said explicitly.
+    if !empty && version <= tx.base_version() && tx.flag_count_at(version).await? == 0 {
+        let head = tx.base_version();
+        let flags = tx.flag_count_at(head).await?;
+        if flags > 0 {
+            return Err(ApiError::invalid(
+                "version",
+                format!(
+                    "version {version} holds no flags: reverting to it removes all {flags} flags of \"{env}\"; send \"empty\": true to confirm (flagctl revert --empty)"
+                ),
+            ));
+        }
+    }
     tx.revert_to(version).await?;
     let c = tx
         .commit(

@@ -41,6 +41,10 @@ struct Options {
         global = true
     )]
     database_url: String,
+    /// How long a request waits for the store (a free connection, SQLite's write lock,
+    /// a connection to PostgreSQL) before it is answered 503 `unavailable` (`5s`).
+    #[arg(long, env = "FLAGD_STORE_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
+    store_timeout: std::time::Duration,
     /// The bootstrap admin token (at least 16 characters). Without it, the first start
     /// prints a new one, once.
     #[arg(long, env = "FLAGD_ADMIN_TOKEN", hide_env_values = true, value_parser = admin_secret, global = true)]
@@ -163,9 +167,12 @@ async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.opts.log_format);
     let o = &cli.opts;
+    let store_options = flagd::store::StoreOptions {
+        timeout: o.store_timeout,
+    };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
-            server::open_store(&o.database_url)
+            server::open_store_with(&o.database_url, store_options)
                 .await
                 .context("migrating the store")?
                 .close()
@@ -173,16 +180,17 @@ async fn run() -> anyhow::Result<()> {
             tracing::info!(database = %redact(&o.database_url), "migrations applied");
         }
         Command::CheckConfig => {
-            let store = flagd::store::Store::connect(&o.database_url)
+            let store = flagd::store::Store::connect_with(&o.database_url, store_options)
                 .await
                 .context("connecting to the store")?;
             let ready = store.ready().await;
             store.close().await;
             println!(
-                "listen: {}\ndatabase: {} ({:?})\nmax body: {} bytes\nheader read timeout: {}\nidle timeout: {}\nmax connections: {}",
+                "listen: {}\ndatabase: {} ({:?})\nstore timeout: {}\nmax body: {} bytes\nheader read timeout: {}\nidle timeout: {}\nmax connections: {}",
                 o.listen,
                 redact(&o.database_url),
                 store.backend(),
+                humantime::format_duration(o.store_timeout),
                 o.max_body_bytes,
                 humantime::format_duration(o.header_read_timeout),
                 humantime::format_duration(o.idle_timeout),
@@ -205,7 +213,7 @@ async fn run() -> anyhow::Result<()> {
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
             }
-            let store = server::open_store(&o.database_url)
+            let store = server::open_store_with(&o.database_url, store_options)
                 .await
                 .context("opening the store")?;
             if let Some(secret) = server::bootstrap(&store, o.admin_token.as_deref()).await? {

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::auth;
 use crate::http::{self, AppState};
-use crate::store::Store;
+use crate::store::{Store, StoreOptions};
 
 /// The environments a new database starts with.
 pub const DEFAULT_ENVIRONMENTS: [(&str, &str, bool); 3] = [
@@ -20,7 +20,15 @@ pub const DEFAULT_ENVIRONMENTS: [(&str, &str, bool); 3] = [
 
 /// Connects and applies migrations.
 pub async fn open_store(database_url: &str) -> anyhow::Result<Arc<Store>> {
-    let store = Store::connect(database_url).await?;
+    open_store_with(database_url, StoreOptions::default()).await
+}
+
+/// Connects with these options and applies migrations.
+pub async fn open_store_with(
+    database_url: &str,
+    options: StoreOptions,
+) -> anyhow::Result<Arc<Store>> {
+    let store = Store::connect_with(database_url, options).await?;
     store.migrate().await?;
     Ok(Arc::new(store))
 }

@@ -21,6 +21,44 @@ use crate::error::{ApiError, ApiResult};
 /// `valid_to` of a definition that is still current.
 const OPEN: i64 = i64::MAX;
 
+/// How long a request waits for the store by default: a free connection, SQLite's
+/// write lock (its busy timeout), a connection to PostgreSQL. Past it, 503.
+pub const DEFAULT_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How the store is reached.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// How long a request waits for the store before it is answered 503
+    /// ([`DEFAULT_STORE_TIMEOUT`]).
+    pub timeout: std::time::Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_STORE_TIMEOUT,
+        }
+    }
+}
+
+/// The `host:port` part of a database URL: what an error may show (never credentials).
+fn store_address(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or_default()
+}
+
+/// What a failed connection attempt says, in a few words.
+fn connect_failure(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused".to_owned()
+        }
+        sqlx::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// The longest reason a change may carry (the audit log keeps every one).
 pub const MAX_REASON_CHARS: usize = 1_000;
 
@@ -439,6 +477,12 @@ pub struct Store {
     _lock: Option<std::fs::File>,
     /// SQLite: the file's path and identity (device, inode) when opened.
     file: Option<(std::path::PathBuf, u64, u64)>,
+    /// The URL, to probe the store directly when the pool cannot reach it (never shown).
+    url: String,
+    options: StoreOptions,
+    /// Set while the store is known unreachable: writes probe it with one direct
+    /// connection first, so a responder gets a 503 at once rather than after the timeout.
+    unreachable: std::sync::atomic::AtomicBool,
 }
 
 /// A write transaction on a connection of its own. A connection whose transaction did
@@ -453,8 +497,10 @@ pub(crate) struct Tx {
 }
 
 impl Tx {
-    async fn begin(pool: &AnyPool, backend: Backend) -> Result<Self, sqlx::Error> {
-        let mut conn = pool.acquire().await?;
+    async fn begin(
+        mut conn: sqlx::pool::PoolConnection<Any>,
+        backend: Backend,
+    ) -> Result<Self, sqlx::Error> {
         // SQLite: take the write lock now, not at the first write (no upgrade deadlock).
         let sql = match backend {
             Backend::Sqlite => "BEGIN IMMEDIATE",
@@ -564,6 +610,11 @@ impl Store {
 
     /// Connects (creating a SQLite file if needed), without migrating.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// Connects with these options (creating a SQLite file if needed), without migrating.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
@@ -572,10 +623,12 @@ impl Store {
         } else {
             anyhow::bail!("--database-url must start with sqlite: or postgres://, got {url:?}");
         };
-        let mut opts =
-            AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 4 } else { 16 });
+        let mut opts = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .acquire_timeout(options.timeout);
+        let busy_ms = options.timeout.as_millis().clamp(1, i32::MAX as u128);
         if backend == Backend::Sqlite {
-            opts = opts.after_connect(|conn, _| {
+            opts = opts.after_connect(move |conn, _| {
                 Box::pin(async move {
                     // WAL lets readers run during a write; FULL sync keeps every
                     // acknowledged write across a power cut.
@@ -585,7 +638,7 @@ impl Store {
                     sqlx::query("PRAGMA synchronous = FULL")
                         .execute(&mut *conn)
                         .await?;
-                    sqlx::query("PRAGMA busy_timeout = 10000")
+                    sqlx::query(&format!("PRAGMA busy_timeout = {busy_ms}"))
                         .execute(&mut *conn)
                         .await?;
                     sqlx::query("PRAGMA foreign_keys = ON")
@@ -613,6 +666,13 @@ impl Store {
                 f.display(),
                 dir.display()
             );
+        }
+        if backend == Backend::Postgres {
+            // One direct attempt first: the pool retries a refused connection until its
+            // timeout and then only says it timed out.
+            Self::probe_url(&url, options.timeout)
+                .await
+                .map_err(|why| anyhow::anyhow!("cannot connect to the store: {why}"))?;
         }
         let pool = opts.connect(&url).await.map_err(|e| match &file {
             Some(f) => anyhow::anyhow!("cannot open the SQLite file {}: {e}", f.display()),
@@ -643,7 +703,92 @@ impl Store {
             identity: tokio::sync::OnceCell::new(),
             _lock: lock,
             file,
+            url,
+            options,
+            unreachable: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// One direct connection to the store, or what stopped it ("the store is unreachable
+    /// at 127.0.0.1:5432: connection refused").
+    async fn probe_url(url: &str, timeout: std::time::Duration) -> Result<(), String> {
+        let at = store_address(url);
+        match tokio::time::timeout(timeout, <AnyConnection as sqlx::Connection>::connect(url)).await
+        {
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!(
+                "the store is unreachable at {at}: {}",
+                connect_failure(&e)
+            )),
+            Err(_) => Err(format!(
+                "the store is unreachable at {at}: no answer within {}",
+                humantime::format_duration(timeout)
+            )),
+        }
+    }
+
+    /// PostgreSQL: why the store cannot be reached now, if it cannot.
+    async fn unreachable_because(&self) -> Option<String> {
+        use std::sync::atomic::Ordering;
+        if self.backend != Backend::Postgres {
+            return None;
+        }
+        let why = Self::probe_url(&self.url, self.options.timeout).await.err();
+        self.unreachable.store(why.is_some(), Ordering::Relaxed);
+        why
+    }
+
+    /// A connection from the pool. While the store is known unreachable, or when the
+    /// pool is slow to give one, a direct connection attempt says why (PostgreSQL): the
+    /// caller gets a 503 naming the cause in about a second, not "timed out" after the
+    /// store timeout.
+    async fn acquire(&self) -> ApiResult<sqlx::pool::PoolConnection<Any>> {
+        use std::sync::atomic::Ordering;
+        if self.unreachable.load(Ordering::Relaxed)
+            && let Some(why) = self.unreachable_because().await
+        {
+            return Err(ApiError::Unavailable(why));
+        }
+        let acquire = self.pool.acquire();
+        tokio::pin!(acquire);
+        let result = if self.backend == Backend::Postgres {
+            let patience = (self.options.timeout / 5).min(std::time::Duration::from_secs(1));
+            match tokio::time::timeout(patience, &mut acquire).await {
+                Ok(r) => r,
+                Err(_) => {
+                    if let Some(why) = self.unreachable_because().await {
+                        return Err(ApiError::Unavailable(why));
+                    }
+                    // Reachable, only busy: the pool's own wait runs its course.
+                    acquire.await
+                }
+            }
+        } else {
+            acquire.await
+        };
+        match result {
+            Ok(c) => Ok(c),
+            Err(sqlx::Error::PoolTimedOut) => Err(match self.unreachable_because().await {
+                Some(why) => ApiError::Unavailable(why),
+                None => ApiError::Unavailable(format!(
+                    "the store is busy: no connection to it within {} (--store-timeout)",
+                    humantime::format_duration(self.options.timeout)
+                )),
+            }),
+            Err(e @ sqlx::Error::Io(_)) => Err(match self.unreachable_because().await {
+                Some(why) => ApiError::Unavailable(why),
+                None => e.into(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A connection for reads.
+    async fn read(&self) -> ApiResult<sqlx::pool::PoolConnection<Any>> {
+        self.acquire().await
     }
 
     /// The backend.
@@ -669,11 +814,11 @@ impl Store {
         match file_id(path) {
             Ok(id) if id == (*dev, *ino) => Ok(()),
             Ok(_) => Err(ApiError::Unavailable(format!(
-                "the store's SQLite file {} was replaced while flagd ran: flagd takes no writes into the old one; restart flagd",
+                "the store's SQLite file {} was replaced while flagd ran: flagd takes no writes into the old one; put the original back, or restart flagd to serve the new one",
                 path.display()
             ))),
             Err(_) => Err(ApiError::Unavailable(format!(
-                "the store's SQLite file {} was deleted while flagd ran: flagd takes no writes into it; restore it and restart flagd",
+                "the store's SQLite file {} was deleted while flagd ran: flagd takes no writes into it; restore it, and writes resume",
                 path.display()
             ))),
         }
@@ -682,17 +827,42 @@ impl Store {
     /// Starts a write transaction, if the store can take writes.
     async fn begin_tx(&self) -> ApiResult<Tx> {
         self.check_file()?;
-        Ok(Tx::begin(&self.pool, self.backend).await?)
+        let conn = self.acquire().await?;
+        Ok(Tx::begin(conn, self.backend).await?)
     }
 
     /// Whether the store answers, takes writes (SQLite: its file is still the one
     /// opened) and every migration is applied.
     pub async fn ready(&self) -> anyhow::Result<()> {
         self.check_file().map_err(|e| anyhow::anyhow!("{e}"))?;
+        // A write probe, rolled back: a read-only or locked store is not ready for the
+        // writes a responder needs, even while reads still work. While a write is in
+        // progress (a large import can take seconds) that write is the probe: waiting
+        // for it would make flagd look unready only because it is busy.
+        let Ok(_writing) = self.write_lock.try_lock() else {
+            return self.migrated(&mut *self.read().await?).await;
+        };
+        let mut tx = self.begin_tx().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.migrated(&mut tx).await?;
+        if let Err(e) = sqlx::query("UPDATE store_identity SET id = id")
+            .execute(&mut *tx)
+            .await
+        {
+            let mut why = ApiError::from(e).to_string();
+            if let Some(files) = self.unwritable_files() {
+                why.push_str(&format!("; flagd cannot write {files}"));
+            }
+            anyhow::bail!(why);
+        }
+        tx.rollback().await?;
+        Ok(())
+    }
 
+    /// Whether every migration is applied.
+    async fn migrated(&self, conn: &mut AnyConnection) -> anyhow::Result<()> {
         let applied: i64 =
             sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *conn)
                 .await?
                 .try_get(0)?;
         let expected = match self.backend {
@@ -703,15 +873,29 @@ impl Store {
             to_u64(applied) as usize >= expected,
             "{applied} of {expected} migrations applied"
         );
-        // A write probe, rolled back: a read-only or locked store is not ready for the
-        // writes a responder needs, even while reads still work.
-        let mut tx = self.begin_tx().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        sqlx::query("UPDATE store_identity SET id = id")
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", ApiError::from(e)))?;
-        tx.rollback().await?;
         Ok(())
+    }
+
+    /// SQLite: which of the database's files this process cannot open for writing
+    /// (SQLite gives the -wal and -shm files the database's own mode, so making only the
+    /// database writable again is not enough).
+    fn unwritable_files(&self) -> Option<String> {
+        let (path, _, _) = self.file.as_ref()?;
+        let mut names = vec![path.clone()];
+        for suffix in ["-wal", "-shm"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            names.push(p.into());
+        }
+        let unwritable: Vec<String> = names
+            .iter()
+            .filter(|p| p.exists())
+            .filter_map(|p| match std::fs::OpenOptions::new().write(true).open(p) {
+                Ok(_) => None,
+                Err(e) => Some(format!("{} ({e})", p.display())),
+            })
+            .collect();
+        (!unwritable.is_empty()).then(|| unwritable.join(", "))
     }
 
     /// Closes the pool after in-flight queries finish.
@@ -721,8 +905,9 @@ impl Store {
 
     /// All environments.
     pub async fn environments(&self) -> ApiResult<Vec<Environment>> {
+        let mut conn = self.read().await?;
         let rows = sqlx::query("SELECT * FROM environments ORDER BY seq")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?;
         rows.iter().map(env_of).collect()
     }
@@ -736,9 +921,10 @@ impl Store {
     }
 
     async fn environment_unobserved(&self, key: &str) -> ApiResult<Environment> {
+        let mut conn = self.read().await?;
         let row = sqlx::query("SELECT * FROM environments WHERE key = $1")
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
         match row {
             Some(r) => env_of(&r),
@@ -874,7 +1060,8 @@ impl Store {
             }
             Some(v) => v,
         };
-        let items = read_items(&self.pool, env, v).await?;
+        let mut conn = self.read().await?;
+        let items = read_items(&mut *conn, env, v).await?;
         Ok((v, items))
     }
 
@@ -888,13 +1075,14 @@ impl Store {
     ) -> ApiResult<Vec<VersionInfo>> {
         self.environment(env).await?;
         let before = before.map_or(i64::MAX, to_i64);
+        let mut conn = self.read().await?;
         let rows = match flag {
             None => {
                 sqlx::query("SELECT * FROM versions WHERE env = $1 AND version < $2 ORDER BY version DESC LIMIT $3")
                     .bind(env)
                     .bind(before)
                     .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *conn)
                     .await?
             }
             Some(f) => {
@@ -906,7 +1094,7 @@ impl Store {
                 .bind(f)
                 .bind(before)
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *conn)
                 .await?
             }
         };
@@ -915,10 +1103,11 @@ impl Store {
 
     /// One version's record.
     pub async fn version(&self, env: &str, version: u64) -> ApiResult<VersionInfo> {
+        let mut conn = self.read().await?;
         let row = sqlx::query("SELECT * FROM versions WHERE env = $1 AND version = $2")
             .bind(env)
             .bind(to_i64(version))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
         match row {
             Some(r) => version_of(&r),
@@ -933,8 +1122,9 @@ impl Store {
     pub async fn identity(&self) -> ApiResult<String> {
         self.identity
             .get_or_try_init(|| async {
+                let mut conn = self.read().await?;
                 let row = sqlx::query("SELECT id FROM store_identity")
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await?;
                 match row {
                     Some(r) => Ok(r.try_get::<String, _>("id")?),
@@ -950,10 +1140,11 @@ impl Store {
     /// When a version was committed (ms), if the store has it: with the identity, this
     /// tells a version apart from another of the same number in a restored backup.
     pub async fn version_at(&self, env: &str, version: u64) -> ApiResult<Option<i64>> {
+        let mut conn = self.read().await?;
         let row = sqlx::query("SELECT created_at FROM versions WHERE env = $1 AND version = $2")
             .bind(env)
             .bind(to_i64(version))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
         Ok(match row {
             Some(r) => Some(r.try_get("created_at")?),
@@ -1080,7 +1271,8 @@ impl Store {
         for v in [q.since, q.until].into_iter().flatten() {
             query = query.bind(v);
         }
-        let rows = query.bind(i64::from(q.limit)).fetch_all(&self.pool).await?;
+        let mut conn = self.read().await?;
+        let rows = query.bind(i64::from(q.limit)).fetch_all(&mut *conn).await?;
         rows.iter()
             .map(|r| {
                 let json = |c: &str| -> ApiResult<Option<Value>> {
@@ -1114,35 +1306,39 @@ impl Store {
     }
 
     async fn token_by_hash_unobserved(&self, hash: &str) -> ApiResult<Option<TokenInfo>> {
+        let mut conn = self.read().await?;
         let row = sqlx::query("SELECT * FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
             .bind(hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
         row.as_ref().map(token_of).transpose()
     }
 
     /// An active token (or SDK key) by id.
     pub async fn token_by_id(&self, id: &str) -> ApiResult<Option<TokenInfo>> {
+        let mut conn = self.read().await?;
         let row = sqlx::query("SELECT * FROM tokens WHERE id = $1 AND revoked_at IS NULL")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
         row.as_ref().map(token_of).transpose()
     }
 
     /// Active tokens (and SDK keys).
     pub async fn tokens(&self) -> ApiResult<Vec<TokenInfo>> {
+        let mut conn = self.read().await?;
         let rows =
             sqlx::query("SELECT * FROM tokens WHERE revoked_at IS NULL ORDER BY created_at, name")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *conn)
                 .await?;
         rows.iter().map(token_of).collect()
     }
 
     /// Whether any token exists at all (the first start creates one).
     pub async fn has_tokens(&self) -> ApiResult<bool> {
+        let mut conn = self.read().await?;
         Ok(sqlx::query("SELECT id FROM tokens LIMIT 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?
             .is_some())
     }
@@ -1224,6 +1420,7 @@ impl Store {
     }
 
     async fn session_unobserved(&self, secret_hash: &str) -> ApiResult<Option<Session>> {
+        let mut conn = self.read().await?;
         let row = sqlx::query(
             "SELECT s.csrf AS session_csrf, s.expires_at AS session_expires, t.* FROM sessions s \
              JOIN tokens t ON t.id = s.token_id \
@@ -1231,7 +1428,7 @@ impl Store {
         )
         .bind(secret_hash)
         .bind(now_ms())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
         row.map(|r| {
             Ok(Session {
@@ -1273,11 +1470,12 @@ impl Store {
 
     /// For each flag of the environment ever changed: the version that last changed it.
     pub async fn last_changes(&self, env: &str) -> ApiResult<HashMap<String, VersionSummary>> {
+        let mut conn = self.read().await?;
         let rows = sqlx::query(
             "SELECT flag_key, MAX(version) AS version FROM version_flags WHERE env = $1 GROUP BY flag_key",
         )
         .bind(env)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
         let mut by_flag = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -1303,7 +1501,7 @@ impl Store {
             for v in chunk {
                 q = q.bind(*v);
             }
-            for r in q.fetch_all(&self.pool).await? {
+            for r in q.fetch_all(&mut *conn).await? {
                 let v: i64 = r.try_get("version")?;
                 info.insert(
                     v,
@@ -1336,7 +1534,9 @@ impl Store {
             .await?;
         if let Some(r) = existing {
             let name: String = r.try_get("name")?;
-            return match r.try_get::<Option<i64>, _>("revoked_at")? {
+            let revoked_at = r.try_get::<Option<i64>, _>("revoked_at")?;
+            tx.rollback().await?;
+            return match revoked_at {
                 None => Ok(BootstrapToken::Kept),
                 Some(at) => Err(ApiError::Conflict {
                     message: format!(
@@ -1714,6 +1914,24 @@ impl WriteTx<'_> {
     /// Makes the content of version `n` the head, in the database: closes the current
     /// rows that differ from `n`, copies `n`'s rows for the items that are then not
     /// current. Only the items that differ are written, and none travel to this process.
+    /// How many flags the set held at version `n`.
+    pub async fn flag_count_at(&mut self, n: u64) -> ApiResult<u64> {
+        let count: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM revisions WHERE env = $1 AND kind = 'flag' AND valid_from <= $2 AND valid_to > $2",
+        )
+        .bind(&self.env.key)
+        .bind(to_i64(n))
+        .fetch_one(&mut *self.tx)
+        .await?
+        .try_get(0)?;
+        Ok(to_u64(count))
+    }
+
+    /// The head version this write is based on.
+    pub fn base_version(&self) -> u64 {
+        self.env.version
+    }
+
     pub async fn revert_to(&mut self, n: u64) -> ApiResult<()> {
         if n > self.env.version {
             return Err(ApiError::NotFound(format!(
@@ -2041,7 +2259,16 @@ impl WriteTx<'_> {
         // A single-item change records the item before and after; a many-item change
         // (import, revert) records each changed item, up to a hundred, and beyond that
         // the versions, whose full contents stay readable.
-        let (before, after) = if self.changes.len() == 1 && !self.keys_only {
+        let (before, after) = if kind == ChangeKind::Toggle && self.changes.len() == 1 {
+            // A toggle changes the state alone: that is what it records, so that a kill
+            // switch costs the same in the audit log whatever the flag's size (the full
+            // definitions stay readable in the versions).
+            let state = |d: &Option<Value>| {
+                d.as_ref()
+                    .map(|d| serde_json::json!({"state": d.get("state").cloned().unwrap_or(Value::Null)}))
+            };
+            (state(&self.changes[0].2), state(&self.changes[0].3))
+        } else if self.changes.len() == 1 && !self.keys_only {
             (self.changes[0].2.clone(), self.changes[0].3.clone())
         } else if self.changes.len() <= DETAILED_CHANGES && !self.keys_only {
             let side = |pick: fn(&Change) -> &Option<Value>| {

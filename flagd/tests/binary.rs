@@ -374,3 +374,29 @@ fn start_errors_are_one_clear_line() {
     );
     assert!(!stderr.contains("Stack backtrace"), "{stderr}");
 }
+
+/// A PostgreSQL URL whose port nobody listens on: flagd says so at once ("connection
+/// refused", with the address) instead of waiting for its pool and saying "pool timed out".
+#[test]
+fn an_unreachable_postgres_is_named_at_start() {
+    let closed = free_port();
+    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--database-url",
+            &format!("postgres://flagd@127.0.0.1:{closed}/flagd"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("flagd: ")
+            && last.to_lowercase().contains("connection refused")
+            && last.contains(&format!("127.0.0.1:{closed}")),
+        "{stderr}"
+    );
+    assert!(!last.contains("timed out"), "{stderr}");
+}

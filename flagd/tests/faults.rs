@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "common/postgres.rs"]
+mod postgres;
+
 const ADMIN: &str = "fd_faults-test-admin-secret";
 
 fn free_port() -> u16 {
@@ -16,13 +19,32 @@ fn free_port() -> u16 {
 }
 
 fn spawn(db: &str, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_flagd"))
+    spawn_as(db, port, None)
+}
+
+fn spawn_with(db: &str, port: u16, args: &[&str]) -> Child {
+    spawn_full(db, port, None, args)
+}
+
+fn spawn_as(db: &str, port: u16, uid: Option<u32>) -> Child {
+    spawn_full(db, port, uid, &[])
+}
+
+/// flagd with `args`, as another user (`uid`, same gid) when given.
+fn spawn_full(db: &str, port: u16, uid: Option<u32>, args: &[&str]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flagd"));
+    if let Some(uid) = uid {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(uid).gid(uid);
+    }
+    let child = cmd
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--database-url",
             db,
         ])
+        .args(args)
         .env("FLAGD_ADMIN_TOKEN", ADMIN)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -233,5 +255,247 @@ async fn writes_into_a_deleted_database_are_refused() {
     let flagd = spawn(&db, port);
     let (_, doc) = head(&c, &base).await;
     assert!(doc["flags"].get("b").is_some(), "{doc}");
+    stop(flagd);
+}
+
+async fn put_answer(c: &reqwest::Client, base: &str, key: &str) -> (u16, Value) {
+    let flag =
+        json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"});
+    match c
+        .put(format!("{base}/api/v1/environments/production/flags/{key}"))
+        .bearer_auth(ADMIN)
+        .body(flag.to_string())
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let retry = r.headers().get("retry-after").is_some();
+            let mut body: Value = r.json().await.unwrap_or(Value::Null);
+            body["retryAfter"] = json!(retry);
+            (status, body)
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+async fn ready(c: &reqwest::Client, base: &str) -> u16 {
+    c.get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+/// PostgreSQL stopped under a running flagd, then started again: what was acknowledged
+/// survives, writes get 503 `unavailable` saying the store is unreachable (with a
+/// Retry-After) and `/readyz` is unready while it is down, and flagd takes writes again
+/// by itself once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_and_started_mid_run() {
+    let pg = match postgres::Postgres::start() {
+        Ok(Some(pg)) => pg,
+        Ok(None) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "PostgreSQL is not installed (.ci/test installs it)"
+            );
+            println!("skipped: PostgreSQL is not installed");
+            return;
+        }
+        Err(e) => panic!("PostgreSQL did not start: {e:#}"),
+    };
+    let db = pg.database().await.unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let flagd = spawn(&db, port);
+    let mut acknowledged = Vec::new();
+    for i in 0..3 {
+        let key = format!("before-{i}");
+        assert_eq!(put_answer(&c, &base, &key).await.0, 201);
+        acknowledged.push(key);
+    }
+    assert_eq!(ready(&c, &base).await, 200);
+
+    pg.stop();
+    let started = Instant::now();
+    let (status, body) = put_answer(&c, &base, "while-down").await;
+    println!(
+        "a write while PostgreSQL is down answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert_eq!(body["retryAfter"], true, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("unreachable"), "{body}");
+    assert_eq!(ready(&c, &base).await, 503);
+
+    pg.resume().unwrap();
+    // Back without restarting flagd: the first write after the restart may still meet
+    // a connection the restart closed; writes go through within a few tries.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut answers = Vec::new();
+    loop {
+        let (status, body) = put_answer(&c, &base, "after").await;
+        if status == 201 || status == 200 {
+            break;
+        }
+        answers.push((status, body));
+        assert!(
+            Instant::now() < deadline,
+            "no write went through after PostgreSQL came back: {answers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    acknowledged.push("after".to_owned());
+    // Anything refused meanwhile was refused as a store fault, never as a bug.
+    assert!(answers.iter().all(|(s, _)| *s == 503), "{answers:?}");
+    assert_eq!(ready(&c, &base).await, 200);
+    let (v_before, _) = head(&c, &base).await;
+    stop(flagd);
+
+    let flagd = spawn(&db, port);
+    let (v_after, doc) = head(&c, &base).await;
+    assert_eq!(v_after, v_before);
+    for key in &acknowledged {
+        assert!(
+            doc["flags"].get(key).is_some(),
+            "{key} was acknowledged and lost"
+        );
+    }
+    assert!(doc["flags"].get("while-down").is_none(), "{doc}");
+    stop(flagd);
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A read-only SQLite store: writes get 503 saying so (and which file flagd cannot
+/// write), `/readyz` is unready; made writable again, flagd takes writes without a
+/// restart (before, 500 `internal`, and writes kept failing until a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_store_is_refused_until_writable_again() {
+    // Permissions bind everyone but root: as root, flagd runs as `nobody`.
+    let uid = is_root().then_some(65534);
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(uid) = uid {
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).unwrap();
+    }
+    let file = dir.path().join("flagd.db");
+    let db = format!("sqlite://{}", file.display());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let flagd = spawn_as(&db, port, uid);
+    assert_eq!(put_answer(&c, &base, "a").await.0, 201);
+    stop(flagd);
+
+    let mode = |p: &std::path::Path, m: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        if p.exists() {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        }
+    };
+    mode(&file, 0o444);
+    let flagd = spawn_as(&db, port, uid);
+    let (status, body) = put_answer(&c, &base, "b").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert_eq!(body["retryAfter"], true, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is read-only"),
+        "{body}"
+    );
+    let r = c.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let reason = r.json::<Value>().await.unwrap()["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.contains("read-only") && reason.contains(&file.display().to_string()),
+        "{reason}"
+    );
+    // Writable again (SQLite gave the -wal and -shm files the database's mode).
+    for f in ["flagd.db", "flagd.db-wal", "flagd.db-shm"] {
+        mode(&dir.path().join(f), 0o644);
+    }
+    assert_eq!(put_answer(&c, &base, "b").await.0, 201);
+    assert_eq!(ready(&c, &base).await, 200);
+    stop(flagd);
+    let flagd = spawn_as(&db, port, uid);
+    let (_, doc) = head(&c, &base).await;
+    assert!(doc["flags"].get("b").is_some(), "{doc}");
+    stop(flagd);
+}
+
+/// Another process holding SQLite's write lock past the store timeout: writes get 503
+/// "locked" and `/readyz` is unready; released, writes go through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_store_is_refused_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flagd.db");
+    let db = format!("sqlite://{}", file.display());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let flagd = spawn_with(&db, port, &["--store-timeout", "300ms"]);
+    assert_eq!(put_answer(&c, &base, "a").await.0, 201);
+    // A second process (SQLite's own CLI-equivalent, Python's sqlite3) takes the write
+    // lock and keeps it until told to let go.
+    let mut holder = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN IMMEDIATE')\n\
+             print('locked', flush=True)\n\
+             sys.stdin.readline()\n\
+             c.execute('ROLLBACK')\n",
+        )
+        .arg(&file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+    }
+    let (status, body) = put_answer(&c, &base, "b").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is locked"),
+        "{body}"
+    );
+    assert_eq!(ready(&c, &base).await, 503);
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    assert_eq!(put_answer(&c, &base, "b").await.0, 201);
+    assert_eq!(ready(&c, &base).await, 200);
     stop(flagd);
 }

@@ -64,6 +64,10 @@ const BOTH: &[(&str, TestFn)] = &[
     ("fleet_remembers_unreachable_instances", |b| {
         Box::pin(limits::fleet_memory(b))
     }),
+    (
+        "a_flag_is_at_most_1_mib_and_a_toggle_records_its_state",
+        |b| Box::pin(limits::flag_size(b)),
+    ),
     ("store_identity_resets_other_histories", |b| {
         Box::pin(limits::store_identity(b))
     }),
