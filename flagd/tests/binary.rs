@@ -20,6 +20,8 @@ struct Flagd {
     child: Child,
     base: String,
     stdout: Vec<String>,
+    /// What flagd logged until it served.
+    started: Vec<String>,
 }
 
 fn start(db: &str, port: u16, admin: Option<&str>) -> Flagd {
@@ -41,11 +43,12 @@ fn start(db: &str, port: u16, admin: Option<&str>) -> Flagd {
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut started = Vec::new();
     loop {
         assert!(Instant::now() < deadline, "flagd did not start");
         match lines.next() {
             Some(Ok(l)) if l.contains("flagd is serving") => break,
-            Some(Ok(_)) => {}
+            Some(Ok(l)) => started.push(l),
             other => panic!("flagd exited before serving: {other:?}"),
         }
     }
@@ -55,6 +58,7 @@ fn start(db: &str, port: u16, admin: Option<&str>) -> Flagd {
         child,
         base: format!("http://127.0.0.1:{port}"),
         stdout: Vec::new(),
+        started,
     }
 }
 
@@ -279,6 +283,14 @@ async fn a_revoked_admin_secret_is_refused_and_changes_nothing() {
     assert_eq!(get(&c, &url, b).await.0, 200);
     f.terminate();
     let f = start(&db, port, Some(n));
+    // Replacing the bootstrap token is said at start.
+    assert!(
+        f.started
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("the previous admin token no longer works")),
+        "{:?}",
+        f.started
+    );
     assert_eq!(get(&c, &url, n).await.0, 200);
     assert_eq!(
         get(&c, &url, b).await.0,
