@@ -224,6 +224,8 @@ export function splitEditor(split, variantNames, defaultVariant, onChange, opts 
 
   function ramp(p) {
     const r = rampSplit(split, rampVar, p);
+    // The only bucket can be at 100% alone (the server refuses anything else).
+    if (!r) return;
     split.buckets = r.buckets;
     onChange();
     paint();

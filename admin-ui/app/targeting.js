@@ -184,39 +184,43 @@ export function pct(w, total) {
 }
 
 /**
- * Set `variant` to `percent` of a split the way the server's rollout does: the other
- * buckets share the rest in proportion to their weights; bucket order is kept. Weights
- * are written as percentages with up to two decimals (scaled to whole numbers).
+ * The split with `variant` at `percent`: the arithmetic of flagd's rollout endpoint
+ * (`flagd_core::document::rollout`), checked by the UI tests against the vectors it
+ * generates (`sdk/core/tests/vectors/rollout.json`). The other buckets share the rest in
+ * proportion to their weights (largest remainder, ties to the earlier bucket; equally if
+ * all are 0), a variant not in the split is added last, whole percentages keep a total of
+ * 100 and hundredths one of 10,000. `null` when the variant is the split's only bucket and
+ * the percentage is not 100 (the server refuses that too).
  */
 export function rampSplit(split, variant, percent) {
   const p = Math.max(0, Math.min(100, Math.round(percent * 100) / 100));
-  const scale = Number.isInteger(p) ? 1 : 100;
-  const total = scale * 100;
-  const mine = Math.round(p * scale);
-  const others = split.buckets.filter(([n]) => n !== variant);
-  const otherTotal = splitTotal(others);
-  const rest = total - mine;
-  let assigned = 0;
-  const out = split.buckets.map(([n, w]) => {
-    if (n === variant) return [n, mine];
-    let share;
-    if (otherTotal > 0) share = Math.floor((w / otherTotal) * rest);
-    else share = Math.floor(rest / others.length);
-    assigned += share;
-    return [n, share];
-  });
-  // Give the rounding remainder to the largest other bucket.
-  let left = rest - assigned;
-  if (left > 0 && others.length) {
-    let best = -1;
-    out.forEach(([n, w], i) => {
-      if (n !== variant && (best < 0 || w > out[best][1])) best = i;
-    });
-    out[best][1] += left;
-    left = 0;
+  const total = Number.isInteger(p) ? 100 : 10000;
+  const want = Math.round((p * total) / 100);
+  const rest = total - want;
+  const buckets = split.buckets.map(([n, w]) => [n, w]);
+  let target = -1;
+  buckets.forEach(([n], i) => { if (n === variant) target = i; });
+  if (target < 0) {
+    buckets.push([variant, 0]);
+    target = buckets.length - 1;
   }
-  if (!out.some(([n]) => n === variant)) out.unshift([variant, mine]);
-  const r = { type: 'split', buckets: out };
+  const others = buckets.map((_, i) => i).filter((i) => i !== target);
+  if (!others.length && rest > 0) return null;
+  const oldRest = others.reduce((sum, i) => sum + buckets[i][1], 0);
+  const shares = others.map((i) => {
+    const [num, den] = oldRest === 0 ? [rest, others.length] : [rest * buckets[i][1], oldRest];
+    return { i, share: Math.floor(num / den), rem: num % den };
+  });
+  let left = rest - shares.reduce((sum, x) => sum + x.share, 0);
+  const order = shares.map((_, k) => k).sort((a, b) => shares[b].rem - shares[a].rem || a - b);
+  for (const k of order) {
+    if (left === 0) break;
+    shares[k].share += 1;
+    left -= 1;
+  }
+  buckets[target][1] = want;
+  for (const { i, share } of shares) buckets[i][1] = share;
+  const r = { type: 'split', buckets };
   if (split.bucketBy !== undefined) r.bucketBy = split.bucketBy;
   return r;
 }

@@ -1,6 +1,7 @@
 // The JsonLogic model behind the structured editors (no browser needed).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { parse, serialize, summarize, rampSplit, rolloutSplit } from '../app/targeting.js';
 
 const shapes = {
@@ -44,8 +45,23 @@ test('one-line summaries', () => {
 
 test('ramping a split keeps bucket order and shares the rest by weight', () => {
   assert.deepEqual(rampSplit({ type: 'split', buckets: [['on', 5], ['off', 95]] }, 'on', 25).buckets, [['on', 25], ['off', 75]]);
-  assert.deepEqual(rampSplit({ type: 'split', buckets: [['a', 10], ['b', 30], ['c', 60]] }, 'a', 50).buckets, [['a', 50], ['b', 16], ['c', 34]]);
+  assert.deepEqual(rampSplit({ type: 'split', buckets: [['a', 10], ['b', 30], ['c', 60]] }, 'a', 50).buckets, [['a', 50], ['b', 17], ['c', 33]]);
   assert.deepEqual(rampSplit({ type: 'split', buckets: [['on', 5], ['off', 95]] }, 'on', 12.5).buckets, [['on', 1250], ['off', 8750]]);
   assert.deepEqual(rolloutSplit(shapes.attrRules).buckets, [['on', 5], ['off', 95]]);
   assert.equal(rolloutSplit(shapes.allowList), null);
+});
+
+// One rollout arithmetic: the vectors come from the server's implementation
+// (sdk/core/tests/rollout_vectors.rs), so the editor ramps a split exactly as
+// `POST …/rollout` would.
+test('ramping a split gives what the server gives, for every committed vector', () => {
+  const file = new URL('../../sdk/core/tests/vectors/rollout.json', import.meta.url);
+  const { vectors } = JSON.parse(readFileSync(file, 'utf8'));
+  assert.ok(vectors.length >= 200);
+  for (const v of vectors) {
+    const got = rampSplit({ type: 'split', buckets: v.buckets }, v.variant, v.percent);
+    const label = JSON.stringify(v);
+    if (v.result.error) assert.equal(got, null, label);
+    else assert.deepEqual(got.buckets, v.result.buckets, label);
+  }
 });

@@ -14,7 +14,6 @@ use serde_json::{Map, Value, json};
 
 use crate::auth::{self, Caller, Perm, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::rollout;
 use crate::store::{self, AuditQuery, ChangeKind, Committed, ItemKind, Items, Store};
 
 /// Shared state of every handler.
@@ -513,7 +512,7 @@ async fn preview(
     let (v, items) = s.store.items(&env, None).await?;
     let mut doc = Map::new();
     doc.insert("flags".into(), json!({ key.clone(): flag }));
-    if let Some(e) = store::document(&items).get("$evaluators") {
+    if let Some(e) = flagd_core::document::assemble(&items).get("$evaluators") {
         doc.insert("$evaluators".into(), e.clone());
     }
     let set =
@@ -550,7 +549,11 @@ async fn get_flag_set(
 ) -> ApiResult<Response> {
     caller.check(Perm::Read, Some(&env))?;
     let (v, items) = s.store.items(&env, query_u64(&q, "version")?).await?;
-    Ok(with_version(v, store::document(&items), StatusCode::OK))
+    Ok(with_version(
+        v,
+        flagd_core::document::assemble(&items),
+        StatusCode::OK,
+    ))
 }
 
 async fn get_flag(
@@ -575,23 +578,16 @@ fn validate_flag(key: &str, def: &Value, head: &Items) -> ApiResult<()> {
         .filter(|i| i.kind == ItemKind::Evaluator)
         .map(|i| (i.key.clone(), i.definition.clone()))
         .collect();
-    let mut flags = Map::new();
-    flags.insert(key.to_owned(), def.clone());
-    let mut doc = Map::new();
-    doc.insert("flags".into(), Value::Object(flags));
-    if !evaluators.is_empty() {
-        doc.insert("$evaluators".into(), Value::Object(evaluators));
-    }
-    FlagSet::parse(&Value::Object(doc), Strictness::Strict)
-        .map(|_| ())
-        .map_err(|e| ApiError::Invalid {
+    flagd_core::document::validate_flag(key, def, &evaluators).map_err(|details| {
+        ApiError::Invalid {
             message: format!(
                 "flag \"{key}\" is not valid: {} problem{}",
-                e.0.len(),
-                if e.0.len() == 1 { "" } else { "s" }
+                details.len(),
+                if details.len() == 1 { "" } else { "s" }
             ),
-            details: e.0,
-        })
+            details,
+        }
+    })
 }
 
 async fn put_flag(
@@ -750,7 +746,8 @@ async fn rollout_flag(
         .get(ItemKind::Flag, &key)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no flag \"{key}\" in \"{env}\"")))?;
-    let def = rollout::set_percent(&item.definition, variant, percent)?;
+    let def = flagd_core::document::rollout::set_percent(&item.definition, variant, percent)
+        .map_err(|p| ApiError::invalid(&p.path, p.message))?;
     let evaluators = tx.evaluators().await?;
     validate_flag(&key, &def, &evaluators)?;
     tx.put(ItemKind::Flag, &key, Some(def), None).await?;
@@ -862,7 +859,7 @@ async fn import_flag_set(
     })?;
     let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
     let head = tx.head().await?;
-    let incoming = store::items_of(&set.to_json());
+    let incoming = flagd_core::document::items_of(&set.to_json());
     let keep: std::collections::HashSet<(ItemKind, String)> = incoming
         .iter()
         .map(|(k, key, _)| (*k, key.clone()))
@@ -939,7 +936,7 @@ async fn get_version(
     let (_, items) = s.store.items(&env, Some(v)).await?;
     Ok(with_version(
         v,
-        json!({"version": info, "document": store::document(&items)}),
+        json!({"version": info, "document": flagd_core::document::assemble(&items)}),
         StatusCode::OK,
     ))
 }
@@ -958,33 +955,9 @@ async fn diff_versions(
     let (_, a) = s.store.items(&env, Some(from)).await?;
     let (_, b) = s.store.items(&env, Some(to)).await?;
     Ok(
-        Json(json!({"environment": env, "from": from, "to": to, "changes": diff(&a, &b)}))
+        Json(json!({"environment": env, "from": from, "to": to, "changes": flagd_core::document::diff(&a, &b)}))
             .into_response(),
     )
-}
-
-/// Per item: added, removed or changed, with before and after.
-pub fn diff(a: &Items, b: &Items) -> Vec<Value> {
-    let mut keys: Vec<&(ItemKind, String)> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    let kind_name = |k: ItemKind| match k {
-        ItemKind::Flag => "flag",
-        ItemKind::Evaluator => "evaluator",
-        ItemKind::Top => "top",
-    };
-    keys.into_iter()
-        .filter_map(|k| {
-            let (before, after) = (a.get(k).map(|i| &i.definition), b.get(k).map(|i| &i.definition));
-            let change = match (before, after) {
-                (None, Some(_)) => "added",
-                (Some(_), None) => "removed",
-                (Some(x), Some(y)) if x != y => "changed",
-                _ => return None,
-            };
-            Some(json!({"kind": kind_name(k.0), "key": k.1, "change": change, "before": before, "after": after}))
-        })
-        .collect()
 }
 
 fn parse_time(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> {

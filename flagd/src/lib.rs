@@ -6,7 +6,6 @@
 //! - `http`: the REST API under `/api/v1` and the health endpoints.
 //! - `stream`: live push of every change to connected SDKs, and the fleet view.
 //! - `auth`: tokens, roles and the permission matrix.
-//! - `rollout`: setting a flag's percentage split.
 //! - `server`: start-up, bootstrap, graceful shutdown.
 //! - `conn`: the accept loop: header-read and idle timeouts, the connection cap.
 //! - `error`: the one JSON error shape.
@@ -23,7 +22,6 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod ofrep;
-pub mod rollout;
 pub mod server;
 pub mod store;
 pub mod stream;

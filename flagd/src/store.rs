@@ -95,6 +95,7 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+pub use flagd_core::document::{Item, Items};
 pub use flagd_core::wire::ItemKind;
 
 fn kind_str(k: ItemKind) -> &'static str {
@@ -114,107 +115,6 @@ fn parse_kind(s: &str) -> ApiResult<ItemKind> {
             "unknown item kind {other:?} in the store"
         ))),
     }
-}
-
-/// One item of a flag set at some version.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Item {
-    /// What it is.
-    pub kind: ItemKind,
-    /// Its key.
-    pub key: String,
-    /// Its place in the document.
-    pub position: i64,
-    /// Its JSON.
-    pub definition: Value,
-}
-
-/// Items keyed by kind and key.
-pub type Items = BTreeMap<(ItemKind, String), Item>;
-
-/// Splits a flagd document (already validated) into items, in document order.
-pub fn items_of(doc: &Value) -> Vec<(ItemKind, String, Value)> {
-    let mut out = Vec::new();
-    let Value::Object(top) = doc else { return out };
-    for (k, v) in top {
-        match (k.as_str(), v) {
-            ("flags", Value::Object(flags)) => {
-                out.extend(
-                    flags
-                        .iter()
-                        .map(|(fk, f)| (ItemKind::Flag, fk.clone(), f.clone())),
-                );
-            }
-            ("flags", Value::Array(flags)) => {
-                for f in flags {
-                    if let Value::Object(o) = f {
-                        let mut o = o.clone();
-                        if let Some(Value::String(key)) = o.remove("key") {
-                            out.push((ItemKind::Flag, key, Value::Object(o)));
-                        }
-                    }
-                }
-            }
-            ("$evaluators", Value::Object(evs)) => {
-                out.extend(
-                    evs.iter()
-                        .map(|(n, e)| (ItemKind::Evaluator, n.clone(), e.clone())),
-                );
-            }
-            (_, v) => out.push((ItemKind::Top, k.clone(), v.clone())),
-        }
-    }
-    out
-}
-
-/// The items of a document keyed as the store keys them, in document order: what an
-/// import of it would hold (for a diff against a stored version before importing).
-pub fn items_in(doc: &Value) -> Items {
-    items_of(doc)
-        .into_iter()
-        .enumerate()
-        .map(|(i, (kind, key, definition))| {
-            let item = Item {
-                kind,
-                key: key.clone(),
-                position: i64::try_from(i).unwrap_or(i64::MAX),
-                definition,
-            };
-            ((kind, key), item)
-        })
-        .collect()
-}
-
-/// Assembles the flagd document of a set of items: `$schema` first if present, then
-/// `flags`, `$evaluators`, and the other top-level keys, each in stored order.
-pub fn document(items: &Items) -> Value {
-    let mut sorted: Vec<&Item> = items.values().collect();
-    sorted.sort_by_key(|i| (i.position, i.kind, i.key.clone()));
-    let mut out = Map::new();
-    if let Some(s) = items.get(&(ItemKind::Top, "$schema".to_owned())) {
-        out.insert("$schema".into(), s.definition.clone());
-    }
-    let flags: Map<String, Value> = sorted
-        .iter()
-        .filter(|i| i.kind == ItemKind::Flag)
-        .map(|i| (i.key.clone(), i.definition.clone()))
-        .collect();
-    out.insert("flags".into(), Value::Object(flags));
-    let evs: Map<String, Value> = sorted
-        .iter()
-        .filter(|i| i.kind == ItemKind::Evaluator)
-        .map(|i| (i.key.clone(), i.definition.clone()))
-        .collect();
-    if !evs.is_empty() {
-        out.insert("$evaluators".into(), Value::Object(evs));
-    }
-    for i in sorted
-        .iter()
-        .filter(|i| i.kind == ItemKind::Top && i.key != "$schema")
-    {
-        out.insert(i.key.clone(), i.definition.clone());
-    }
-    Value::Object(out)
 }
 
 /// An environment.

@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, RwLock, broadcast};
 use crate::auth::{Caller, Perm, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::http::AppState;
-use crate::store::{self, Committed, Items, Store};
+use crate::store::{self, Committed, Store};
 
 /// How many recent deltas are kept per environment to resume a reconnecting SDK.
 const RECENT: usize = 64;
@@ -46,7 +46,8 @@ struct Cached {
     /// 0 until first loaded.
     loaded: bool,
     version: u64,
-    items: Items,
+    /// The head's document, followed change by change as SDKs follow it.
+    document: Value,
     /// When `version` was committed (ms); `None` for version 0.
     at: Option<i64>,
     snapshot: Option<Frame>,
@@ -303,7 +304,7 @@ impl Hub {
             c.loaded = true;
             c.version = version;
             c.at = at;
-            c.items = items;
+            c.document = flagd_core::document::assemble(&items);
             c.snapshot = None;
             c.recent.clear();
         }
@@ -409,10 +410,9 @@ impl Hub {
             }
             _ => {
                 // Isolated: a stored flag that cannot be compiled answers ERROR alone.
-                let snapshot = flagd_core::Snapshot::load(&store::document(&c.items), c.version)
-                    .map_err(|e| {
-                        ApiError::Internal(anyhow::anyhow!("stored flag set unreadable: {e}"))
-                    })?;
+                let snapshot = flagd_core::Snapshot::load(&c.document, c.version).map_err(|e| {
+                    ApiError::Internal(anyhow::anyhow!("stored flag set unreadable: {e}"))
+                })?;
                 let mut keys: Vec<Box<str>> = snapshot.keys().map(Box::from).collect();
                 keys.sort_unstable();
                 (Arc::new(snapshot), keys.into())
@@ -524,26 +524,7 @@ impl Hub {
         if committed.restores.is_none() {
             let _ = hub.tx.send(full.clone());
         }
-        for ch in changes {
-            let k = (ch.kind, ch.key.clone());
-            match &ch.definition {
-                Some(d) => {
-                    let position = c.items.get(&k).map_or(i64::MAX, |i| i.position);
-                    c.items.insert(
-                        k,
-                        store::Item {
-                            kind: ch.kind,
-                            key: ch.key.clone(),
-                            position,
-                            definition: d.clone(),
-                        },
-                    );
-                }
-                None => {
-                    c.items.remove(&k);
-                }
-            }
-        }
+        flagd_core::document::apply_changes(&mut c.document, changes);
         c.version = committed.version;
         c.at = Some(committed.at);
         c.snapshot = None;
@@ -565,7 +546,7 @@ impl Hub {
         if c.snapshot.is_none() {
             let msg = ServerMsg::Snapshot {
                 version: c.version,
-                document: store::document(&c.items),
+                document: c.document.clone(),
                 store,
                 at: c.at,
                 reset: false,
@@ -982,7 +963,7 @@ async fn send_reset(hub: &Hub, h: &EnvHub, socket: &mut WebSocket) -> anyhow::Re
             c.version,
             ServerMsg::Snapshot {
                 version: c.version,
-                document: store::document(&c.items),
+                document: c.document.clone(),
                 store,
                 at: c.at,
                 reset: true,

@@ -5,8 +5,9 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
+use flagd_core::document::apply_changes;
 use flagd_core::limits::MAX_MESSAGE_BYTES;
-use flagd_core::wire::{CLOSE_REVOKED, ClientMsg, ServerMsg, apply_changes, decode_server};
+use flagd_core::wire::{CLOSE_REVOKED, ClientMsg, ServerMsg, decode_server};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;

@@ -380,7 +380,7 @@ fn targeting_summary(def: &Value) -> String {
     match def.get("targeting") {
         None | Some(Value::Null) => "-".into(),
         Some(Value::Object(o)) if o.is_empty() => "-".into(),
-        Some(_) => match crate::rollout::split(def) {
+        Some(_) => match flagd_core::document::rollout::split(def) {
             Some(buckets) => {
                 let split = buckets
                     .iter()
@@ -980,9 +980,9 @@ async fn import(client: &Client, out: &Out, a: ImportArgs) -> Done {
                 "{env} is at version {at}, not {expected}: it changed since"
             )));
         }
-        let changes = Value::Array(crate::http::diff(
-            &crate::store::items_in(&current.body),
-            &crate::store::items_in(&set.to_json()),
+        let changes = serde_json::json!(flagd_core::document::diff(
+            &flagd_core::document::items_in(&current.body),
+            &flagd_core::document::items_in(&set.to_json()),
         ));
         if out.json {
             print_json(

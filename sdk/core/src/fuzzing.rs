@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value as Json;
 
-use crate::wire::{ClientMsg, ItemKind, ServerMsg, apply_changes};
+use crate::document::apply_changes;
+use crate::wire::{ClientMsg, ItemKind, ServerMsg};
 use crate::{Detail, EvaluationContext, FlagSet, Reason, Snapshot, Strictness, Value, ValueType};
 
 /// A flag-set document (UTF-8 JSON), optionally followed by a NUL byte and an evaluation

@@ -32,6 +32,7 @@
 
 mod bucket;
 mod context;
+pub mod document;
 mod eval;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

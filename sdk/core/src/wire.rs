@@ -151,58 +151,9 @@ pub fn decode_server(text: &[u8]) -> Result<ServerMsg, String> {
     crate::limits::from_slice_deep(text)
 }
 
-/// Applies changes to a flagd document in place: the SDK's way to follow deltas. Items
-/// keep their order; new ones go last.
-pub fn apply_changes(document: &mut Value, changes: &[Change]) {
-    let Value::Object(top) = document else { return };
-    for c in changes {
-        let (map, key) = match c.kind {
-            ItemKind::Flag => (
-                top.entry("flags")
-                    .or_insert_with(|| Value::Object(Default::default())),
-                &c.key,
-            ),
-            ItemKind::Evaluator => (
-                top.entry("$evaluators")
-                    .or_insert_with(|| Value::Object(Default::default())),
-                &c.key,
-            ),
-            ItemKind::Top => {
-                match &c.definition {
-                    Some(d) => {
-                        top.insert(c.key.clone(), d.clone());
-                    }
-                    None => {
-                        top.shift_remove(&c.key);
-                    }
-                }
-                continue;
-            }
-        };
-        if let Value::Object(m) = map {
-            match &c.definition {
-                Some(d) => {
-                    m.insert(key.clone(), d.clone());
-                }
-                None => {
-                    m.shift_remove(key);
-                }
-            }
-        }
-    }
-    if top
-        .get("$evaluators")
-        .and_then(Value::as_object)
-        .is_some_and(serde_json::Map::is_empty)
-    {
-        top.shift_remove("$evaluators");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn messages_are_tagged_json() {
@@ -227,39 +178,5 @@ mod tests {
             serde_json::from_str(r#"{"type":"hello","instance":"i","sdk":"s"}"#).unwrap();
         assert!(matches!(hello, ClientMsg::Hello { version: None, .. }));
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"nope"}"#).is_err());
-    }
-
-    #[test]
-    fn changes_apply_in_place() {
-        let mut doc = json!({"flags": {"a": 1, "b": 2}, "metadata": {"x": 1}});
-        apply_changes(
-            &mut doc,
-            &[
-                Change {
-                    kind: ItemKind::Flag,
-                    key: "a".into(),
-                    definition: None,
-                },
-                Change {
-                    kind: ItemKind::Flag,
-                    key: "c".into(),
-                    definition: Some(json!(3)),
-                },
-                Change {
-                    kind: ItemKind::Evaluator,
-                    key: "e".into(),
-                    definition: Some(json!({"==": [1, 1]})),
-                },
-                Change {
-                    kind: ItemKind::Top,
-                    key: "metadata".into(),
-                    definition: None,
-                },
-            ],
-        );
-        assert_eq!(
-            doc,
-            json!({"flags": {"b": 2, "c": 3}, "$evaluators": {"e": {"==": [1, 1]}}})
-        );
     }
 }

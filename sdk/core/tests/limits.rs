@@ -155,7 +155,7 @@ proptest! {
             let ServerMsg::Delta { changes, .. } = wire::decode_server(frame.as_bytes()).unwrap() else {
                 panic!("not a delta");
             };
-            wire::apply_changes(&mut held, &changes);
+            flagd_core::document::apply_changes(&mut held, &changes);
         }
         let sdk = Snapshot::load(&held, 7).unwrap();
         same_evaluations(&server, &sdk, &doc)?;

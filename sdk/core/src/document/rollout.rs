@@ -7,7 +7,14 @@
 
 use serde_json::{Value, json};
 
-use crate::error::{ApiError, ApiResult};
+use crate::Problem;
+
+fn invalid(path: &str, message: impl Into<String>) -> Problem {
+    Problem {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
 
 /// Where the `fractional` is: its arguments, mutable.
 fn split_args(targeting: &mut Value) -> Option<(&mut Vec<Value>, &'static str)> {
@@ -42,10 +49,13 @@ fn variant_key(v: &Value) -> Option<String> {
     }
 }
 
-/// The flag definition with `variant` at `percent` of the split.
-pub fn set_percent(def: &Value, variant: &str, percent: f64) -> ApiResult<Value> {
-    if !(0.0..=100.0).contains(&percent) || (percent * 100.0).fract() != 0.0 {
-        return Err(ApiError::invalid(
+/// The flag definition with `variant` at `percent` of the split, or what stops it (the
+/// path is relative to the request: `percent`, `variant`, or within `targeting`).
+pub fn set_percent(def: &Value, variant: &str, percent: f64) -> Result<Value, Problem> {
+    // Hundredths as decimal text means: 16.56 is 1655.9999999999998 hundredths in binary.
+    let hundredths = percent * 100.0;
+    if !(0.0..=100.0).contains(&percent) || (hundredths - hundredths.round()).abs() > 1e-6 {
+        return Err(invalid(
             "percent",
             format!("must be from 0 to 100 with at most two decimals, got {percent}"),
         ));
@@ -61,7 +71,7 @@ pub fn set_percent(def: &Value, variant: &str, percent: f64) -> ApiResult<Value>
             .and_then(Value::as_object)
             .map(|v| v.keys().cloned().collect())
             .unwrap_or_default();
-        return Err(ApiError::invalid(
+        return Err(invalid(
             "variant",
             format!(
                 "\"{variant}\" is not a variant of this flag ({})",
@@ -70,7 +80,7 @@ pub fn set_percent(def: &Value, variant: &str, percent: f64) -> ApiResult<Value>
         ));
     }
     let shape_error = || {
-        ApiError::invalid(
+        invalid(
             "targeting",
             "a rollout needs targeting that is a single fractional, or an if whose last branch is a fractional; edit the flag instead",
         )
@@ -84,11 +94,9 @@ pub fn set_percent(def: &Value, variant: &str, percent: f64) -> ApiResult<Value>
         let bucket = b
             .as_array()
             .filter(|b| (1..=2).contains(&b.len()))
-            .ok_or_else(|| {
-                ApiError::invalid(&format!("{path}[{i}]"), "is not a [variant, weight] bucket")
-            })?;
+            .ok_or_else(|| invalid(&format!("{path}[{i}]"), "is not a [variant, weight] bucket"))?;
         let name = variant_key(&bucket[0]).ok_or_else(|| {
-            ApiError::invalid(
+            invalid(
                 &format!("{path}[{i}][0]"),
                 "a computed variant cannot be given a percentage",
             )
@@ -96,7 +104,7 @@ pub fn set_percent(def: &Value, variant: &str, percent: f64) -> ApiResult<Value>
         let w = match bucket.get(1) {
             None | Some(Value::Null) => 1,
             Some(w) => w.as_u64().ok_or_else(|| {
-                ApiError::invalid(
+                invalid(
                     &format!("{path}[{i}][1]"),
                     "a computed weight cannot be given a percentage",
                 )
@@ -122,7 +130,7 @@ pub fn set_percent(def: &Value, variant: &str, percent: f64) -> ApiResult<Value>
     let others: Vec<usize> = (0..weights.len()).filter(|&i| i != target).collect();
     let old_rest: u64 = others.iter().map(|&i| weights[i].2).sum();
     if others.is_empty() && rest > 0 {
-        return Err(ApiError::invalid(
+        return Err(invalid(
             "percent",
             format!("\"{variant}\" is the only bucket of the split, so it must be 100%"),
         ));
@@ -213,6 +221,12 @@ mod tests {
             out["targeting"],
             json!({"fractional": [["on", 25], ["off", 75]]})
         );
+        // Two decimals that binary floating point cannot hold exactly.
+        let out = set_percent(&f, "on", 16.56).unwrap();
+        assert_eq!(
+            out["targeting"],
+            json!({"fractional": [["on", 1656], ["off", 8344]]})
+        );
         let out = set_percent(&f, "on", 2.5).unwrap();
         assert_eq!(
             out["targeting"],
@@ -269,8 +283,8 @@ mod tests {
 
     #[test]
     fn refuses_other_shapes_and_bad_input() {
-        let e = |v: ApiResult<Value>| match v {
-            Err(ApiError::Invalid { details, .. }) => details[0].path.clone(),
+        let e = |v: Result<Value, Problem>| match v {
+            Err(p) => p.path,
             other => panic!("{other:?}"),
         };
         assert_eq!(
