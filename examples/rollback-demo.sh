@@ -18,7 +18,7 @@ flagd_url=http://127.0.0.1:18080
 # flagctl, as the responder and the pipeline use it.
 export PATH=$PWD/target/release:$PATH FLAGD_URL=$flagd_url FLAGD_TOKEN=$FLAGD_ADMIN_TOKEN FLAGD_ENV=production
 
-cargo build --release -q -p flagd --bins
+cargo build --release -q -p flagd -p flagctl --bins
 cargo build --release -q -p flagd-examples --example checkout-service
 
 echo "== starting flagd"

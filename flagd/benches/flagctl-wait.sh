@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 changes=${1:-100}
 instances=${2:-3}
-cargo build --release -q -p flagd --bins
+cargo build --release -q -p flagd -p flagctl --bins
 cargo build --release -q -p flagd-examples --example checkout-service
 dir=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

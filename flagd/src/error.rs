@@ -52,47 +52,22 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as S;
         match e {
-            sqlx::Error::PoolTimedOut => Self::Unavailable(
-                "the store is unavailable: no connection to it in time (--store-timeout)".into(),
-            ),
-            sqlx::Error::PoolClosed => Self::Unavailable("flagd is shutting down".into()),
-            sqlx::Error::Io(e) => Self::Unavailable(format!("the store is unreachable: {e}")),
-            sqlx::Error::Database(db) => match store_condition(db.code().as_deref()) {
-                Some(what) => Self::Unavailable(format!("the store {what}: {}", db.message())),
-                None => Self::Internal(sqlx::Error::Database(db).into()),
+            S::NotFound(m) => Self::NotFound(m),
+            S::Conflict {
+                message,
+                current_version,
+            } => Self::Conflict {
+                message,
+                current_version,
             },
-            other => Self::Internal(other.into()),
+            S::Invalid { message, details } => Self::Invalid { message, details },
+            S::Unavailable(m) => Self::Unavailable(m),
+            S::Internal(e) => Self::Internal(e),
         }
-    }
-}
-
-/// A store error that says the store cannot take writes for now (a fault of the store,
-/// not of the request): SQLite's result codes, PostgreSQL's SQLSTATE classes.
-fn store_condition(code: Option<&str>) -> Option<&'static str> {
-    let code = code?;
-    if let Ok(n) = code.parse::<u32>() {
-        // SQLite: the primary code is the low byte of the extended one.
-        return match n & 0xff {
-            5 | 6 => Some("is locked"),
-            8 => Some(
-                "is read-only (flagd must be able to write the SQLite file and the -wal and -shm files beside it; /readyz names the one it cannot)",
-            ),
-            10 => Some("had an I/O error"),
-            13 => Some("is full"),
-            14 => Some("cannot open its file"),
-            _ => None,
-        };
-    }
-    match code {
-        "53100" => Some("is full"),
-        "25006" => Some("is read-only"),
-        "55P03" | "40P01" => Some("is locked"),
-        c if c.starts_with("08") || c.starts_with("57P") => Some("is unreachable"),
-        c if c.starts_with("53") => Some("is out of resources"),
-        _ => None,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The flag server and `flagctl`, its command-line client.
+//! The flag server (its command-line client, `flagctl`, is the crate in `flagd/cli`).
 //!
 //! # Layout
 //! - `store`: environments, versioned flag sets, tokens and the audit log on SQLite or
@@ -9,14 +9,12 @@
 //! - `server`: start-up, bootstrap, graceful shutdown.
 //! - `conn`: the accept loop: header-read and idle timeouts, the connection cap.
 //! - `error`: the one JSON error shape.
-//! - `cli`: the `flagctl` commands.
 //!
 //! Dependency rule: this crate uses `flagd-core` for the model, validation and
 //! evaluation, and never the SDK (its tests use the SDK as a real client).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;
-pub mod cli;
 pub mod conn;
 pub mod error;
 pub mod http;

@@ -167,8 +167,11 @@ async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.opts.log_format);
     let o = &cli.opts;
+    // One set of metrics for the whole process: the store reports into it from the start.
+    let metrics = std::sync::Arc::new(flagd::metrics::Metrics::new());
     let store_options = flagd::store::StoreOptions {
         timeout: o.store_timeout,
+        observer: Some(metrics.clone()),
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
@@ -236,6 +239,7 @@ async fn run() -> anyhow::Result<()> {
                 idle_timeout: o.idle_timeout,
                 max_connections: o.max_connections,
                 metrics_max_series: o.metrics_max_series,
+                metrics,
             };
             server::run(listener, store, options, server::shutdown_signal()).await?;
             tracing::info!("stopped");

@@ -305,12 +305,13 @@ impl Metrics {
             Counter::inc,
         );
     }
+}
 
-    /// Records how long a store operation took.
-    pub fn store_op(&self, operation: &'static str, since: Instant) {
+impl crate::store::StoreObserver for Metrics {
+    fn observe(&self, operation: &'static str, elapsed: std::time::Duration) {
         self.store
             .get_or_create(&StoreLabels { operation })
-            .observe(since.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
     }
 }
 

@@ -23,6 +23,19 @@ pub async fn open_store(database_url: &str) -> anyhow::Result<Arc<Store>> {
     open_store_with(database_url, StoreOptions::default()).await
 }
 
+/// Connects and applies migrations, reporting the store's operation times to the
+/// metrics of `options` (what `flagd serve` does).
+pub async fn open_store_for(database_url: &str, options: &Options) -> anyhow::Result<Arc<Store>> {
+    open_store_with(
+        database_url,
+        StoreOptions {
+            observer: Some(options.metrics.clone()),
+            ..StoreOptions::default()
+        },
+    )
+    .await
+}
+
 /// Connects with these options and applies migrations.
 pub async fn open_store_with(
     database_url: &str,
@@ -121,6 +134,9 @@ pub struct Options {
     /// Label sets per metric family with user-chosen labels (OFREP evaluations by flag,
     /// HTTP requests); beyond it they are counted under one overflow value.
     pub metrics_max_series: usize,
+    /// Where every part of flagd reports what `/metrics` exports. Hand the same to the
+    /// store ([`StoreOptions::observer`]) for its operation times.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Default for Options {
@@ -139,6 +155,7 @@ impl Default for Options {
             idle_timeout: Duration::from_secs(75),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             metrics_max_series: crate::metrics::DEFAULT_MAX_SERIES,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         }
     }
 }
@@ -186,13 +203,13 @@ pub async fn run(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    options.metrics.limit_series(options.metrics_max_series);
     let hub = Arc::new(crate::stream::Hub::new(
         store.clone(),
+        options.metrics.clone(),
         options.heartbeat,
         options.fleet_ttl,
     ));
-    store.set_metrics(hub.metrics.clone());
-    hub.metrics.limit_series(options.metrics_max_series);
     let app = http::router(
         AppState {
             store: store.clone(),

@@ -228,7 +228,12 @@ fn text(msg: &ServerMsg) -> Utf8Bytes {
 impl Hub {
     /// A hub over the store, pinging every stream each `heartbeat`, remembering an
     /// unreachable SDK instance for `fleet_ttl`.
-    pub fn new(store: Arc<Store>, heartbeat: Duration, fleet_ttl: Duration) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<crate::metrics::Metrics>,
+        heartbeat: Duration,
+        fleet_ttl: Duration,
+    ) -> Self {
         Self {
             fleet_ttl,
             revocations: broadcast::channel(64).0,
@@ -236,7 +241,7 @@ impl Hub {
             heartbeat: heartbeat.max(Duration::from_millis(10)),
             ui: broadcast::channel(1024).0,
             sdk_keys: std::sync::Mutex::new(HashMap::default()),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics,
             epoch: std::time::Instant::now(),
             store,
             envs: std::sync::RwLock::new(HashMap::default()),

@@ -92,7 +92,7 @@ impl Server {
             }
             Backend::Postgres(pg) => (pg.database().await?, None),
         };
-        let store = flagd::server::open_store(&url).await?;
+        let store = flagd::server::open_store_for(&url, &options).await?;
         flagd::server::bootstrap(&store, Some(ADMIN)).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}/api/v1", listener.local_addr()?);

@@ -1,4 +1,6 @@
-//! `flagctl`: argument parsing and exit codes shared by every command.
+//! `flagctl`, the command-line client of flagd: argument parsing and the exit codes
+//! shared by every command. The binary is `src/main.rs`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod client;
 pub mod offline;

@@ -244,7 +244,7 @@ fn eval_100k_cases_matches_the_evaluator() {
 /// the "test your flag file before you ship it" workflow of the README.
 #[test]
 fn example_flag_file_and_cases() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/flags");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/flags");
     let flags = root.join("checkout.json");
     let flags = flags.to_str().unwrap();
     let out = flagctl(&["validate", flags], None);

@@ -1,5 +1,5 @@
 //! `flagctl` against a running flagd, as a pipeline and a responder use it: the real
-//! flagctl and flagd binaries, a real SQLite file, real SDK instances (flagd-sdk)
+//! flagctl binary, a real flagd server (in this process) on a real SQLite file, real SDK instances (flagd-sdk)
 //! connected over websockets for `--wait`, and the CI example script
 //! (`examples/ci/canary.sh`) run by bash.
 
@@ -14,59 +14,67 @@ use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
 const ADMIN: &str = "fd_flagctl-test-admin";
 
+/// A real flagd server on a new SQLite file, on a port the system picks, served from
+/// a thread of this process (flagctl is the binary under test; the server is flagd's
+/// own `server::run`, the code its binary runs). Stopped when dropped.
 struct Flagd {
-    child: Child,
     url: String,
     dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Flagd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
-/// The flagd binary on a new SQLite file, on a port the system picks.
 fn start() -> Flagd {
-    start_with(&[])
+    start_with(flagd::server::Options::default())
 }
 
 /// `start` with more of flagd's options.
-fn start_with(options: &[&str]) -> Flagd {
+fn start_with(options: flagd::server::Options) -> Flagd {
     let dir = tempfile::tempdir().unwrap();
     let db = format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("flagd.db").display()
     );
-    let log = std::fs::File::create(dir.path().join("flagd.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flagd"))
-        .args(["--listen", "127.0.0.1:0", "--database-url", &db])
-        .args(options)
-        .env("FLAGD_ADMIN_TOKEN", ADMIN)
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    // flagd prints the address it listens on once it serves.
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        match lines.next() {
-            Some(Ok(l)) => {
-                if let Some(rest) = l.strip_prefix("Admin UI: ") {
-                    break rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap()
-                        .trim_end_matches('/')
-                        .to_owned();
-                }
-            }
-            other => panic!("flagd exited before serving: {other:?}"),
-        }
-    };
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    Flagd { child, url, dir }
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let store = flagd::server::open_store(&db).await.unwrap();
+            flagd::server::bootstrap(&store, Some(ADMIN)).await.unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            url_tx
+                .send(format!("http://{}", listener.local_addr().unwrap()))
+                .unwrap();
+            flagd::server::run(listener, store, options, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    let url = url_rx.recv().expect("flagd serves");
+    Flagd {
+        url,
+        dir,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
 }
 
 #[derive(Debug)]
@@ -758,7 +766,7 @@ async fn the_canary_script_promotes_and_rolls_back() {
     let file = write(&f, "flags.json", &flags_file());
     flagctl(&f, &ci, &["import", &file]).ok();
     let fleet = sdks(&f, &key, 2).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ci/canary.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ci/canary.sh");
     let path = format!(
         "{}:{}",
         flagctl_bin_dir().display(),
@@ -857,7 +865,7 @@ async fn the_canary_script_promotes_and_rolls_back() {
 /// Every flagctl command the GitHub and GitLab examples call exists.
 #[test]
 fn the_ci_examples_call_commands_that_exist() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ci");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ci");
     let mut seen = 0;
     for name in ["github-actions.yml", "gitlab-ci.yml"] {
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
@@ -1042,7 +1050,10 @@ fn instance_on(f: &Flagd, host: &str) -> Value {
 #[test]
 fn a_hung_instance_is_not_converged_until_it_is_back_or_forgotten() {
     // Three silent heartbeats close a half-open stream: 600 ms here.
-    let f = start_with(&["--stream-heartbeat", "200ms"]);
+    let f = start_with(flagd::server::Options {
+        heartbeat: std::time::Duration::from_millis(200),
+        ..Default::default()
+    });
     let (_, key) = ci_token_and_sdk_key(&f);
     let file = write(&f, "flags.json", &flags_file());
     flagctl(&f, ADMIN, &["import", &file]).ok();

@@ -4,5 +4,5 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    flagd::cli::Cli::parse().run()
+    flagctl::Cli::parse().run()
 }

@@ -1,0 +1,242 @@
+//! Committing a change: the size limits, the version record, the audit entry, and
+//! only then the acknowledgement.
+
+use super::*;
+
+impl WriteTx<'_> {
+    /// The head's flag count and size after this change, and the limits on them
+    /// (`flagd_core::limits`): a change that leaves the set over a limit is refused with
+    /// 422, unless it is a kill switch or a revert, which are never blocked. Kept up to
+    /// date from each change (O(changed items)); counted in the store when unknown and
+    /// after a revert, whose definitions never come to this process.
+    pub(super) async fn new_head_size(&mut self, kind: ChangeKind) -> StoreResult<(i64, i64)> {
+        let item_bytes = |key: &str, def: &Value| {
+            i64::try_from(flagd_core::limits::json_bytes(def) + key.len() + 4).unwrap_or(i64::MAX)
+        };
+        let (flags, bytes) = match self.head_size {
+            Some((mut flags, mut bytes)) if !self.keys_only => {
+                for (k, key, before, after) in &self.changes {
+                    if let Some(b) = before {
+                        bytes -= item_bytes(key, b);
+                        flags -= i64::from(*k == ItemKind::Flag);
+                    }
+                    if let Some(a) = after {
+                        bytes += item_bytes(key, a);
+                        flags += i64::from(*k == ItemKind::Flag);
+                    }
+                }
+                (flags, bytes)
+            }
+            _ => {
+                let len = match self.backend {
+                    Backend::Sqlite => {
+                        "LENGTH(CAST(definition AS BLOB)) + LENGTH(CAST(key AS BLOB))"
+                    }
+                    Backend::Postgres => "OCTET_LENGTH(definition) + OCTET_LENGTH(key)",
+                };
+                let row = sqlx::query(&format!(
+                    "SELECT COALESCE(SUM(CASE WHEN kind = 'flag' THEN 1 ELSE 0 END), 0), \
+                     COALESCE(SUM({len} + 4), 0) FROM revisions WHERE env = $1 AND valid_to = $2"
+                ))
+                .bind(&self.env.key)
+                .bind(OPEN)
+                .fetch_one(&mut *self.tx)
+                .await?;
+                (row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)
+            }
+        };
+        if !matches!(kind, ChangeKind::Toggle | ChangeKind::Revert) {
+            let max_flags = i64::try_from(flagd_core::limits::MAX_FLAGS).unwrap_or(i64::MAX);
+            let max_bytes =
+                i64::try_from(flagd_core::limits::MAX_DOCUMENT_BYTES).unwrap_or(i64::MAX);
+            let grew = |before: Option<i64>, now: i64| before.is_none_or(|b| now > b);
+            if flags > max_flags && grew(self.head_size.map(|h| h.0), flags) {
+                return Err(StoreError::invalid(
+                    "flags",
+                    format!(
+                        "the flag set would hold {flags} flags; at most {max_flags} are allowed"
+                    ),
+                ));
+            }
+            if bytes > max_bytes && grew(self.head_size.map(|h| h.1), bytes) {
+                return Err(StoreError::invalid(
+                    "",
+                    format!(
+                        "the flag set would be {bytes} bytes; at most {max_bytes} bytes (32 MiB) are allowed"
+                    ),
+                ));
+            }
+        }
+        Ok((flags, bytes))
+    }
+
+    /// Commits: one new version (when anything changed), its record, and the audit entry.
+    pub async fn commit(
+        mut self,
+        kind: ChangeKind,
+        actor: &str,
+        reason: Option<&str>,
+        action: &str,
+        target: &str,
+        reverted_to: Option<u64>,
+    ) -> StoreResult<Committed> {
+        let env = self.env.key.clone();
+        if let Some(r) = reason
+            && r.chars().count() > MAX_REASON_CHARS
+        {
+            return Err(StoreError::invalid(
+                "reason",
+                format!(
+                    "is {} characters long; at most {MAX_REASON_CHARS}",
+                    r.chars().count()
+                ),
+            ));
+        }
+        if self.changes.is_empty() {
+            return Ok(Committed {
+                environment: env,
+                version: self.env.version,
+                changed: false,
+                changed_flags: Vec::new(),
+                changes: Some(Vec::new()),
+                restores: None,
+                kind,
+                author: actor.to_owned(),
+                reason: reason.map(str::to_owned),
+                at: now_ms(),
+            });
+        }
+        let v = self.new_version();
+        let mut flags: Vec<String> = self
+            .changes
+            .iter()
+            .filter(|c| c.0 == ItemKind::Flag)
+            .map(|c| c.1.clone())
+            .collect();
+        flags.sort();
+        flags.dedup();
+        let at = now_ms();
+        sqlx::query("INSERT INTO versions (env, version, kind, author, reason, created_at, changed, reverted_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(&env)
+            .bind(v)
+            .bind(kind.as_str())
+            .bind(actor)
+            .bind(reason.map(str::to_owned))
+            .bind(at)
+            .bind(serde_json::to_string(&flags).map_err(|e| StoreError::Internal(e.into()))?)
+            .bind(reverted_to.map(to_i64))
+            .execute(&mut *self.tx)
+            .await?;
+        if self.keys_only {
+            // Set-based: no 10,000 binds.
+            sqlx::query(
+                "INSERT INTO version_flags (env, flag_key, version) SELECT DISTINCT env, key, $2 \
+                 FROM revisions WHERE env = $1 AND kind = 'flag' AND (valid_to = $2 OR valid_from = $2)",
+            )
+            .bind(&env)
+            .bind(v)
+            .execute(&mut *self.tx)
+            .await?;
+        } else {
+            for chunk in flags.chunks(300) {
+                let rows = (0..chunk.len())
+                    .map(|r| format!("(${}, ${}, ${})", r * 3 + 1, r * 3 + 2, r * 3 + 3))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql =
+                    format!("INSERT INTO version_flags (env, flag_key, version) VALUES {rows}");
+                let mut q = sqlx::query(&sql);
+                for f in chunk {
+                    q = q.bind(&env).bind(f).bind(v);
+                }
+                q.execute(&mut *self.tx).await?;
+            }
+        }
+        let (head_flags, head_bytes) = self.new_head_size(kind).await?;
+        sqlx::query("UPDATE environments SET head_version = $1, next_position = $2, head_flags = $3, head_bytes = $4 WHERE key = $5")
+            .bind(v)
+            .bind(self.next_position)
+            .bind(head_flags)
+            .bind(head_bytes)
+            .bind(&env)
+            .execute(&mut *self.tx)
+            .await?;
+        // One audit entry per change; a single-item change records the item itself,
+        // a many-item change (import, revert) records what changed per item.
+        // A single-item change records the item before and after; a many-item change
+        // (import, revert) records each changed item, up to a hundred, and beyond that
+        // the versions, whose full contents stay readable.
+        let (before, after) = if kind == ChangeKind::Toggle && self.changes.len() == 1 {
+            // A toggle changes the state alone: that is what it records, so that a kill
+            // switch costs the same in the audit log whatever the flag's size (the full
+            // definitions stay readable in the versions).
+            let state = |d: &Option<Value>| {
+                d.as_ref()
+                    .map(|d| serde_json::json!({"state": d.get("state").cloned().unwrap_or(Value::Null)}))
+            };
+            (state(&self.changes[0].2), state(&self.changes[0].3))
+        } else if self.changes.len() == 1 && !self.keys_only {
+            (self.changes[0].2.clone(), self.changes[0].3.clone())
+        } else if self.changes.len() <= DETAILED_CHANGES && !self.keys_only {
+            let side = |pick: fn(&Change) -> &Option<Value>| {
+                let m: Map<String, Value> = self
+                    .changes
+                    .iter()
+                    .map(|c| {
+                        (
+                            format!("{}:{}", kind_str(c.0), c.1),
+                            pick(c).clone().unwrap_or(Value::Null),
+                        )
+                    })
+                    .collect();
+                Value::Object(m)
+            };
+            (Some(side(|c| &c.2)), Some(side(|c| &c.3)))
+        } else {
+            (
+                Some(serde_json::json!({"version": self.env.version})),
+                Some(serde_json::json!({"version": to_u64(v), "changedItems": self.changes.len()})),
+            )
+        };
+        audit(
+            &mut self.tx,
+            &AuditRecord {
+                actor: actor.into(),
+                action: action.into(),
+                env: Some(env.clone()),
+                target: target.into(),
+                reason: reason.map(Into::into),
+                before,
+                after,
+            },
+            Some(to_u64(v)),
+        )
+        .await?;
+        self.tx.commit().await?;
+        if let Some(o) = &self.observer {
+            o.observe("write", self.started.elapsed());
+        }
+        let changes = (!self.keys_only).then(|| {
+            std::mem::take(&mut self.changes)
+                .into_iter()
+                .map(|(kind, key, _, after)| flagd_core::wire::Change {
+                    kind,
+                    key,
+                    definition: after,
+                })
+                .collect()
+        });
+        Ok(Committed {
+            environment: env,
+            version: to_u64(v),
+            changed: true,
+            changed_flags: flags,
+            changes,
+            restores: reverted_to.filter(|_| action == "flagset.revert"),
+            kind,
+            author: actor.to_owned(),
+            reason: reason.map(str::to_owned),
+            at,
+        })
+    }
+}

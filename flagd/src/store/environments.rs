@@ -1,0 +1,432 @@
+//! Environments and their history: versions, the items of a version, the audit log.
+
+use super::*;
+
+impl Store {
+    /// All environments.
+    pub async fn environments(&self) -> StoreResult<Vec<Environment>> {
+        let mut conn = self.read().await?;
+        let rows = sqlx::query("SELECT * FROM environments ORDER BY seq")
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.iter().map(env_of).collect()
+    }
+
+    /// One environment, or 404.
+    pub async fn environment(&self, key: &str) -> StoreResult<Environment> {
+        let _timed = self.timed("read_environment");
+        let mut conn = self.read().await?;
+        let row = sqlx::query("SELECT * FROM environments WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match row {
+            Some(r) => env_of(&r),
+            None => Err(StoreError::NotFound(format!("no environment \"{key}\""))),
+        }
+    }
+
+    /// Creates an environment (empty flag set, version 0).
+    pub async fn create_environment(
+        &self,
+        actor: &str,
+        key: &str,
+        name: &str,
+        production: bool,
+    ) -> StoreResult<Environment> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.begin_tx().await?;
+        let exists = sqlx::query("SELECT key FROM environments WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Err(StoreError::Conflict {
+                message: format!("environment \"{key}\" exists already"),
+                current_version: None,
+            });
+        }
+        sqlx::query("INSERT INTO environments (key, name, production, head_version, next_position, created_at, seq) \
+             VALUES ($1, $2, $3, 0, 1, $4, (SELECT COALESCE(MAX(seq), 0) + 1 FROM environments))")
+            .bind(key)
+            .bind(name)
+            .bind(i64::from(production))
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        let env = env_of(
+            &sqlx::query("SELECT * FROM environments WHERE key = $1")
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?,
+        )?;
+        audit(
+            &mut tx,
+            &AuditRecord {
+                actor: actor.into(),
+                action: "environment.create".into(),
+                env: Some(key.into()),
+                target: key.into(),
+                reason: None,
+                before: None,
+                after: Some(
+                    serde_json::to_value(&env).map_err(|e| StoreError::Internal(e.into()))?,
+                ),
+            },
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(env)
+    }
+
+    /// Deletes an environment: refused while it has flags unless `force`.
+    pub async fn delete_environment(
+        &self,
+        actor: &str,
+        key: &str,
+        force: bool,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.begin_tx().await?;
+        let env = lock_env(&mut tx, self.backend, key).await?;
+        let flags: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM revisions WHERE env = $1 AND kind = 'flag' AND valid_to = $2",
+        )
+        .bind(key)
+        .bind(OPEN)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        if flags > 0 && !force {
+            return Err(StoreError::Conflict {
+                message: format!(
+                    "environment \"{key}\" has {flags} flags; delete them first or pass force=true"
+                ),
+                current_version: Some(env.version),
+            });
+        }
+        for table in ["version_flags", "versions", "revisions"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE env = $1"))
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM environments WHERE key = $1")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            &AuditRecord {
+                actor: actor.into(),
+                action: "environment.delete".into(),
+                env: Some(key.into()),
+                target: key.into(),
+                reason: reason.map(Into::into),
+                before: Some(serde_json::json!({"environment": env, "flags": flags})),
+                after: None,
+            },
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The items of an environment's flag set at a version (head when `None`), with the
+    /// version read.
+    pub async fn items(&self, env: &str, version: Option<u64>) -> StoreResult<(u64, Items)> {
+        let _timed = self.timed("read_flag_set");
+        let e = self.environment(env).await?;
+        let v = match version {
+            None => e.version,
+            Some(v) if v > e.version => {
+                return Err(StoreError::NotFound(format!(
+                    "environment \"{env}\" has no version {v} (head is {})",
+                    e.version
+                )));
+            }
+            Some(v) => v,
+        };
+        let mut conn = self.read().await?;
+        let items = read_items(&mut *conn, env, v).await?;
+        Ok((v, items))
+    }
+
+    /// Versions of an environment, newest first.
+    pub async fn versions(
+        &self,
+        env: &str,
+        flag: Option<&str>,
+        before: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<VersionInfo>> {
+        self.environment(env).await?;
+        let before = before.map_or(i64::MAX, to_i64);
+        let mut conn = self.read().await?;
+        let rows = match flag {
+            None => {
+                sqlx::query("SELECT * FROM versions WHERE env = $1 AND version < $2 ORDER BY version DESC LIMIT $3")
+                    .bind(env)
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *conn)
+                    .await?
+            }
+            Some(f) => {
+                sqlx::query(
+                    "SELECT v.* FROM versions v JOIN version_flags f ON f.env = v.env AND f.version = v.version \
+                     WHERE v.env = $1 AND f.flag_key = $2 AND v.version < $3 ORDER BY v.version DESC LIMIT $4",
+                )
+                .bind(env)
+                .bind(f)
+                .bind(before)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *conn)
+                .await?
+            }
+        };
+        rows.iter().map(version_of).collect()
+    }
+
+    /// One version's record.
+    pub async fn version(&self, env: &str, version: u64) -> StoreResult<VersionInfo> {
+        let mut conn = self.read().await?;
+        let row = sqlx::query("SELECT * FROM versions WHERE env = $1 AND version = $2")
+            .bind(env)
+            .bind(to_i64(version))
+            .fetch_optional(&mut *conn)
+            .await?;
+        match row {
+            Some(r) => version_of(&r),
+            None => Err(StoreError::NotFound(format!(
+                "environment \"{env}\" has no version {version}"
+            ))),
+        }
+    }
+
+    /// The store's random identity, made when it was created: SDKs holding a flag set
+    /// from another store (a new database, another cluster) are sent a full snapshot.
+    pub async fn identity(&self) -> StoreResult<String> {
+        self.identity
+            .get_or_try_init(|| async {
+                let mut conn = self.read().await?;
+                let row = sqlx::query("SELECT id FROM store_identity")
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                match row {
+                    Some(r) => Ok(r.try_get::<String, _>("id")?),
+                    None => Err(StoreError::Internal(anyhow::anyhow!(
+                        "the store has no identity (store_identity is empty)"
+                    ))),
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// When a version was committed (ms), if the store has it: with the identity, this
+    /// tells a version apart from another of the same number in a restored backup.
+    pub async fn version_at(&self, env: &str, version: u64) -> StoreResult<Option<i64>> {
+        let mut conn = self.read().await?;
+        let row = sqlx::query("SELECT created_at FROM versions WHERE env = $1 AND version = $2")
+            .bind(env)
+            .bind(to_i64(version))
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("created_at")?),
+            None => None,
+        })
+    }
+
+    /// Starts a change of an environment's flag set. `if_match` is the version the caller
+    /// based its change on: a stale one is refused with 409.
+    pub async fn begin_write(&self, env: &str, if_match: Option<u64>) -> StoreResult<WriteTx<'_>> {
+        let started = std::time::Instant::now();
+        let guard = self.write_lock.lock().await;
+        let mut tx = self.begin_tx().await?;
+        let e = lock_env(&mut tx, self.backend, env).await?;
+        if let Some(base) = if_match
+            && base != e.version
+        {
+            return Err(StoreError::Conflict {
+                message: format!(
+                    "the change is based on version {base}, but \"{env}\" is at version {}",
+                    e.version
+                ),
+                current_version: Some(e.version),
+            });
+        }
+        let row = sqlx::query(
+            "SELECT next_position, head_flags, head_bytes FROM environments WHERE key = $1",
+        )
+        .bind(env)
+        .fetch_one(&mut *tx)
+        .await?;
+        let next_position: i64 = row.try_get(0)?;
+        let head_size = match (
+            row.try_get::<Option<i64>, _>(1)?,
+            row.try_get::<Option<i64>, _>(2)?,
+        ) {
+            (Some(f), Some(b)) => Some((f, b)),
+            _ => None,
+        };
+        Ok(WriteTx {
+            _guard: guard,
+            started,
+            observer: self.options.observer.clone(),
+            tx,
+            env: e,
+            next_position,
+            head_size,
+            backend: self.backend,
+            changes: Vec::new(),
+            keys_only: false,
+        })
+    }
+
+    /// Audit entries, newest first.
+    pub async fn audit_log(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let mut sql = String::from("SELECT * FROM audit WHERE id < $1");
+        let mut n = 1;
+        let mut arg = |sql: &mut String, cond: &str| {
+            n += 1;
+            sql.push_str(&cond.replace('?', &format!("${n}")));
+        };
+        if q.env.is_some() {
+            arg(&mut sql, " AND env = ?");
+        }
+        if q.flag.is_some() {
+            // A flag's own entries, and every import or revert whose version changed it
+            // (version_flags is written in the same transaction as the version).
+            arg(
+                &mut sql,
+                " AND ((target = ? AND action LIKE 'flag.%') OR (action LIKE 'flagset.%' \
+                 AND version IS NOT NULL AND EXISTS (SELECT 1 FROM version_flags vf \
+                 WHERE vf.env = audit.env AND vf.version = audit.version AND vf.flag_key = ?)))",
+            );
+        }
+        if q.actor.is_some() {
+            arg(&mut sql, " AND actor = ?");
+        }
+        let action = q.action.as_ref().map(|a| match a.strip_suffix('.') {
+            // LIKE with the pattern's own wildcards escaped.
+            Some(prefix) => (
+                true,
+                format!(
+                    "{}.%",
+                    prefix
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
+                ),
+            ),
+            None => (false, a.clone()),
+        });
+        match &action {
+            Some((true, _)) => arg(&mut sql, " AND action LIKE ? ESCAPE '\\'"),
+            Some((false, _)) => arg(&mut sql, " AND action = ?"),
+            None => {}
+        }
+        if q.since.is_some() {
+            arg(&mut sql, " AND at >= ?");
+        }
+        if q.until.is_some() {
+            arg(&mut sql, " AND at < ?");
+        }
+        if let Some(envs) = &q.allowed_envs {
+            // Environment-limited tokens see their environments' entries only.
+            let list = envs
+                .iter()
+                .map(|e| format!("'{}'", e.replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if list.is_empty() {
+                sql.push_str(" AND FALSE");
+            } else {
+                sql.push_str(&format!(" AND env IN ({list})"));
+            }
+        }
+        arg(&mut sql, " ORDER BY id DESC LIMIT ?");
+        let mut query = sqlx::query(&sql).bind(q.before_id.unwrap_or(i64::MAX));
+        for v in [&q.env, &q.flag, &q.actor].into_iter().flatten() {
+            query = query.bind(v.clone());
+        }
+        if let Some((_, a)) = action {
+            query = query.bind(a);
+        }
+        for v in [q.since, q.until].into_iter().flatten() {
+            query = query.bind(v);
+        }
+        let mut conn = self.read().await?;
+        let rows = query.bind(i64::from(q.limit)).fetch_all(&mut *conn).await?;
+        rows.iter()
+            .map(|r| {
+                let json = |c: &str| -> StoreResult<Option<Value>> {
+                    let s: Option<String> = r.try_get(c)?;
+                    s.map(|s| serde_json::from_str(&s))
+                        .transpose()
+                        .map_err(|e| StoreError::Internal(e.into()))
+                };
+                Ok(AuditEntry {
+                    id: r.try_get("id")?,
+                    at: rfc3339(r.try_get("at")?),
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    environment: r.try_get("env")?,
+                    target: r.try_get("target")?,
+                    reason: r.try_get("reason")?,
+                    before: json("before")?,
+                    after: json("after")?,
+                    version: r.try_get::<Option<i64>, _>("version")?.map(to_u64),
+                })
+            })
+            .collect()
+    }
+}
+
+pub(super) async fn lock_env(tx: &mut Tx, backend: Backend, env: &str) -> StoreResult<Environment> {
+    // PostgreSQL: the row lock makes writers of several replicas take turns. SQLite has
+    // one writer at a time anyway.
+    let sql = match backend {
+        Backend::Postgres => "SELECT * FROM environments WHERE key = $1 FOR UPDATE",
+        Backend::Sqlite => "SELECT * FROM environments WHERE key = $1",
+    };
+    match sqlx::query(sql).bind(env).fetch_optional(&mut **tx).await? {
+        Some(r) => env_of(&r),
+        None => Err(StoreError::NotFound(format!("no environment \"{env}\""))),
+    }
+}
+
+pub(super) async fn read_items<'e, E: sqlx::Executor<'e, Database = Any>>(
+    ex: E,
+    env: &str,
+    version: u64,
+) -> StoreResult<Items> {
+    let v = to_i64(version);
+    let rows = sqlx::query("SELECT kind, key, position, definition FROM revisions WHERE env = $1 AND valid_to > $2 AND valid_from <= $2")
+        .bind(env)
+        .bind(v)
+        .fetch_all(ex)
+        .await?;
+    let mut items = Items::new();
+    for r in rows {
+        let kind = parse_kind(&r.try_get::<String, _>("kind")?)?;
+        let key: String = r.try_get("key")?;
+        let def: String = r.try_get("definition")?;
+        let definition = serde_json::from_str(&def).map_err(|e| StoreError::Internal(e.into()))?;
+        items.insert(
+            (kind, key.clone()),
+            Item {
+                kind,
+                key,
+                position: r.try_get("position")?,
+                definition,
+            },
+        );
+    }
+    Ok(items)
+}

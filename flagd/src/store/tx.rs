@@ -1,0 +1,77 @@
+//! A write transaction that never outlives a failed COMMIT.
+
+use super::*;
+
+/// A write transaction on a connection of its own. A connection whose transaction did
+/// not end cleanly (its COMMIT or ROLLBACK failed, or the write was abandoned on an
+/// error) is closed, never returned to the pool: SQLite keeps a transaction open when
+/// its COMMIT fails (a full disk), and a pooled connection with an open transaction
+/// turns every later write on it into a savepoint of a transaction that never commits,
+/// acknowledged and then lost.
+pub(crate) struct Tx {
+    conn: sqlx::pool::PoolConnection<Any>,
+    open: bool,
+}
+
+impl Tx {
+    pub(super) async fn begin(
+        mut conn: sqlx::pool::PoolConnection<Any>,
+        backend: Backend,
+    ) -> Result<Self, sqlx::Error> {
+        // SQLite: take the write lock now, not at the first write (no upgrade deadlock).
+        let sql = match backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        if let Err(e) = sqlx::query(sql).execute(&mut *conn).await {
+            conn.close_on_drop();
+            return Err(e);
+        }
+        Ok(Self { conn, open: true })
+    }
+
+    /// Rolls back; the connection goes back to the pool only when that worked.
+    pub(super) async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("ROLLBACK").execute(&mut *self.conn).await?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// Commits; only an `Ok` means the write is durable.
+    pub(super) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match sqlx::query("COMMIT").execute(&mut *self.conn).await {
+            Ok(_) => {
+                self.open = false;
+                Ok(())
+            }
+            Err(e) => {
+                // Best effort; the connection is closed on drop either way.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *self.conn).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.open {
+            // Closing discards the open transaction (SQLite rolls back, PostgreSQL
+            // aborts it when the session ends).
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
