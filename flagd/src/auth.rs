@@ -1,13 +1,10 @@
 //! Tokens and roles. A token is a random 256-bit secret shown once; the store keeps
 //! only its SHA-256.
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::http::AppState;
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,7 +231,7 @@ pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a 
 }
 
 /// Equal in time independent of where they differ (the CSRF token is a secret).
-fn same_secret(a: &str, b: &str) -> bool {
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -261,63 +258,6 @@ pub(crate) fn caller_of(
         environments: token.environments,
         session,
     })
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    /// A bearer token, or else the UI's session cookie. A cookie is sent by the browser
-    /// on its own, so a change made with it must also carry the session's CSRF token,
-    /// which only the page holds.
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
-            let Some(secret) = cookie(&parts.headers, SESSION_COOKIE) else {
-                return Err(ApiError::Unauthorized(
-                    "missing Authorization: Bearer <token> (or a signed-in session)".into(),
-                ));
-            };
-            let hash = hash_secret(secret);
-            let session = state.store.session(&hash).await?.ok_or_else(|| {
-                ApiError::Unauthorized("the session has ended; sign in again".into())
-            })?;
-            let safe = matches!(
-                parts.method,
-                axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
-            );
-            if !safe {
-                let sent = parts
-                    .headers
-                    .get(CSRF_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                if !same_secret(sent, &session.csrf) {
-                    return Err(ApiError::Csrf(format!(
-                        "a change made with a session needs its CSRF token in {CSRF_HEADER}"
-                    )));
-                }
-            }
-            return caller_of(session.token, Some(hash));
-        };
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?;
-        let secret = value
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header must be \"Bearer <token>\"".into())
-            })?;
-        let token = state
-            .store
-            .token_by_hash(&hash_secret(secret))
-            .await?
-            .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
-        caller_of(token, None)
-    }
 }
 
 #[cfg(test)]

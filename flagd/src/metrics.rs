@@ -14,20 +14,13 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-
-use crate::http::AppState;
 
 /// The label sets a family with user-chosen label values holds at most, by default.
 /// An environment of 10,000 flags evaluated in bulk makes about as many; each set costs
@@ -112,7 +105,7 @@ pub struct EvalLabels {
 
 /// `route`, `method`, `status`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HttpLabels {
+pub(crate) struct HttpLabels {
     route: LabelText,
     method: LabelText,
     status: u16,
@@ -120,7 +113,7 @@ struct HttpLabels {
 
 /// `route`, `method`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
+pub(crate) struct RouteLabels {
     route: LabelText,
     method: LabelText,
 }
@@ -378,105 +371,73 @@ impl<L, M> Handles<L, M> {
     }
 }
 
-fn env(e: &str) -> EnvLabel {
+pub(crate) fn env(e: &str) -> EnvLabel {
     EnvLabel {
         environment: e.into(),
     }
 }
 
-/// The method as a label: the standard ones, and one value for any other (a client may
-/// send any token as a method).
-fn method_label(m: &axum::http::Method) -> &'static str {
-    use axum::http::Method;
-    match *m {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "other",
-    }
-}
-
-/// Counts and times every request by its route pattern (never the raw path).
-pub async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    // Both are cheap clones (a shared string; a method without allocation).
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = method_label(req.method());
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    let elapsed = start.elapsed().as_secs_f64();
-    let m = &s.hub.metrics;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let status = resp.status().as_u16();
-    let make = |route: &str| {
-        let duration = m
-            .http_duration
-            .get_or_create(&RouteLabels {
+impl Metrics {
+    /// One HTTP request: its route pattern (never the raw path), method, status, time.
+    pub fn observe_request(&self, route: &str, method: &'static str, status: u16, elapsed: f64) {
+        let make = |route: &str| {
+            let duration = self
+                .http_duration
+                .get_or_create(&RouteLabels {
+                    route: route.into(),
+                    method: method.into(),
+                })
+                .clone();
+            let labels = HttpLabels {
                 route: route.into(),
                 method: method.into(),
-            })
-            .clone();
-        let labels = HttpLabels {
-            route: route.into(),
-            method: method.into(),
-            status,
+                status,
+            };
+            let count = self.http_requests.get_or_create(&labels).clone();
+            (labels, (duration, count))
         };
-        let count = m.http_requests.get_or_create(&labels).clone();
-        (labels, (duration, count))
-    };
-    m.http_handles.with(
-        (route, method, status),
-        |l| l.route.0 == route && l.method.0 == method && l.status == status,
-        || make(route),
-        || make(OVERFLOW).1,
-        |(duration, count)| {
-            duration.observe(elapsed);
-            count.inc();
-        },
-    );
-    resp
-}
+        self.http_handles.with(
+            (route, method, status),
+            |l| l.route.0 == route && l.method.0 == method && l.status == status,
+            || make(route),
+            || make(OVERFLOW).1,
+            |(duration, count)| {
+                duration.observe(elapsed);
+                count.inc();
+            },
+        );
+    }
 
-/// `GET /metrics`.
-pub async fn scrape(State(s): State<AppState>) -> Response {
-    let m = &s.hub.metrics;
-    // The per-environment gauges are read now, not kept up to date on every change.
-    match s.store.environments().await {
-        Ok(envs) => {
-            for e in envs {
-                let label = env(&e.key);
-                m.flag_set_version
-                    .get_or_create(&label)
-                    .set(i64::try_from(e.version).unwrap_or(i64::MAX));
-                let c = s.hub.fleet_counts(&e.key, e.version).await;
-                m.sdk_instances
-                    .get_or_create(&label)
-                    .set(i64::try_from(c.total).unwrap_or(i64::MAX));
-                m.sdk_on_version
-                    .get_or_create(&label)
-                    .set(i64::try_from(c.on_version).unwrap_or(i64::MAX));
-                m.sdk_unreachable
-                    .get_or_create(&label)
-                    .set(i64::try_from(c.unreachable).unwrap_or(i64::MAX));
-            }
+    /// An environment's head and its fleet, read at scrape time rather than kept up to
+    /// date on every change.
+    pub fn set_environment(
+        &self,
+        environment: &str,
+        version: u64,
+        fleet: &crate::stream::FleetCounts,
+    ) {
+        let label = env(environment);
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.flag_set_version.get_or_create(&label).set(n(version));
+        self.sdk_instances
+            .get_or_create(&label)
+            .set(n(fleet.total as u64));
+        self.sdk_on_version
+            .get_or_create(&label)
+            .set(n(fleet.on_version as u64));
+        self.sdk_unreachable
+            .get_or_create(&label)
+            .set(n(fleet.unreachable as u64));
+    }
+
+    /// Everything, in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::warn!(error = %e, "metrics: cannot encode");
         }
-        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the environments"),
+        text
     }
-    let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
-        tracing::warn!(error = %e, "metrics: cannot encode");
-    }
-    let mut r = text.into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    r
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::auth;
-use crate::http::{self, AppState};
+use crate::http;
+use crate::state::AppState;
 use crate::store::{Store, StoreOptions};
 
 /// The environments a new database starts with.

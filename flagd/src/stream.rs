@@ -9,18 +9,14 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use flagd_core::wire::{CLOSE_REVOKED, ClientMsg, ServerMsg};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Mutex, RwLock, broadcast};
 
-use crate::auth::{Caller, Perm, Role};
+use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::http::AppState;
 use crate::store::{self, Committed, Store};
 
 /// How many recent deltas are kept per environment to resume a reconnecting SDK.
@@ -31,7 +27,7 @@ const SILENT_HEARTBEATS: u32 = 3;
 /// A send that does not complete in this time means a stalled client: disconnect it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest message an SDK may send.
-const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+pub(crate) const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 /// One frame, serialized once.
 #[derive(Clone, Debug)]
@@ -204,7 +200,7 @@ pub struct Hub {
     next_conn: std::sync::atomic::AtomicU64,
     closing: tokio::sync::watch::Sender<bool>,
     heartbeat: Duration,
-    ui: broadcast::Sender<crate::ui::UiEvent>,
+    ui: broadcast::Sender<crate::stream::UiEvent>,
     /// Every metric flagd exports.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What commit times are measured from.
@@ -257,12 +253,12 @@ impl Hub {
     }
 
     /// Tells open admin UI pages about something (a change, a new environment).
-    pub fn notify_ui(&self, event: crate::ui::UiEvent) {
+    pub fn notify_ui(&self, event: crate::stream::UiEvent) {
         let _ = self.ui.send(event);
     }
 
     /// The admin UI's events.
-    pub fn ui_events(&self) -> broadcast::Receiver<crate::ui::UiEvent> {
+    pub fn ui_events(&self) -> broadcast::Receiver<crate::stream::UiEvent> {
         self.ui.subscribe()
     }
 
@@ -613,63 +609,6 @@ fn prune(fleet: &mut HashMap<String, Arc<Member>>, ttl_ms: i64) {
     fleet.retain(|_, m| m.gone_at().is_none_or(|g| now.saturating_sub(g) <= ttl_ms));
 }
 
-/// `GET /api/v1/stream`: the SDK stream, authenticated with an SDK key.
-pub async fn stream(
-    caller: Caller,
-    State(s): State<AppState>,
-    ws: WebSocketUpgrade,
-) -> ApiResult<Response> {
-    if caller.role != Role::Sdk {
-        return Err(ApiError::Forbidden(
-            "the stream takes an SDK key (POST /environments/{env}/sdk-keys)".into(),
-        ));
-    }
-    let env = caller
-        .environments
-        .as_ref()
-        .and_then(|e| e.first())
-        .cloned()
-        .ok_or_else(|| ApiError::Forbidden("this SDK key names no environment".into()))?;
-    s.store.environment(&env).await?;
-    let hub = s.hub.clone();
-    Ok(ws
-        .max_message_size(MAX_CLIENT_MESSAGE)
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .on_upgrade(move |socket| async move {
-            let id = hub
-                .next_conn
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut conn = Conn {
-                id,
-                member: None,
-                goodbye: false,
-            };
-            if let Err(e) = serve(&hub, socket, &env, &caller, &mut conn).await {
-                tracing::info!(env, connection = id, reason = %e, "stream closed");
-            }
-            let Some(member) = conn.member else { return };
-            let h = hub.env(&env).await;
-            if let Ok(mut f) = h.fleet.lock() {
-                // Only if no newer connection of the same instance took the entry over.
-                let ours = f
-                    .get(&member.info.instance)
-                    .is_some_and(|m| Arc::ptr_eq(m, &member));
-                if ours {
-                    if conn.goodbye {
-                        f.remove(&member.info.instance);
-                    } else {
-                        // The instance may still be serving what it last applied: it stays in
-                        // the fleet, unreachable, and is not converged.
-                        member
-                            .gone_at
-                            .store(store::now_ms(), std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-            }
-        }))
-}
-
 async fn send(socket: &mut WebSocket, text: Utf8Bytes) -> anyhow::Result<()> {
     match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text))).await {
         Ok(r) => Ok(r?),
@@ -1018,49 +957,51 @@ async fn catch_up(
     }
 }
 
-/// `GET /api/v1/environments/{env}/fleet`: connected SDK instances and their versions.
-pub async fn fleet(
-    caller: Caller,
-    State(s): State<AppState>,
-    Path(env): Path<String>,
-) -> ApiResult<impl IntoResponse> {
-    caller.check(Perm::Read, Some(&env))?;
-    let head = s.store.environment(&env).await?.version;
-    let instances = s.hub.fleet(&env).await;
-    // Counted from the same copy that is answered, so that the two agree.
-    let on_head = instances
-        .iter()
-        .filter(|i| i.applied_version == Some(head))
-        .count();
-    let unreachable = instances
-        .iter()
-        .filter(|i| i.unreachable_since.is_some())
-        .count();
-    Ok(Json(json!({
-        "environment": env,
-        "version": head,
-        "total": instances.len(),
-        "onVersion": on_head,
-        "connected": instances.len() - unreachable,
-        "unreachable": unreachable,
-        "instances": instances,
-    })))
+/// Something open pages should know about.
+#[derive(Clone, Debug)]
+pub struct UiEvent {
+    /// The environment it concerns; `None` for all.
+    pub environment: Option<String>,
+    /// The SSE event name (`change`, `environments`).
+    pub name: &'static str,
+    /// Its data.
+    pub data: Value,
 }
 
-/// `DELETE /api/v1/environments/{env}/fleet/{instance}`: forgets an instance an operator
-/// knows is gone (an unreachable one stops counting as not converged).
-pub async fn forget(
-    caller: Caller,
-    State(s): State<AppState>,
-    Path((env, instance)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    caller.check(Perm::KillSwitch, Some(&env))?;
-    s.store.environment(&env).await?;
-    if !s.hub.forget(&env, &instance).await {
-        return Err(ApiError::NotFound(format!(
-            "no SDK instance \"{instance}\" in the fleet of \"{env}\""
-        )));
+impl Hub {
+    /// Serves one SDK's stream on an upgraded websocket until it closes, then marks its
+    /// instance gone (unreachable), or forgets it after a goodbye.
+    pub async fn serve_socket(self: &Arc<Self>, socket: WebSocket, env: String, caller: Caller) {
+        let hub = self;
+        let id = hub
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut conn = Conn {
+            id,
+            member: None,
+            goodbye: false,
+        };
+        if let Err(e) = serve(hub, socket, &env, &caller, &mut conn).await {
+            tracing::info!(env, connection = id, reason = %e, "stream closed");
+        }
+        let Some(member) = conn.member else { return };
+        let h = hub.env(&env).await;
+        if let Ok(mut f) = h.fleet.lock() {
+            // Only if no newer connection of the same instance took the entry over.
+            let ours = f
+                .get(&member.info.instance)
+                .is_some_and(|m| Arc::ptr_eq(m, &member));
+            if ours {
+                if conn.goodbye {
+                    f.remove(&member.info.instance);
+                } else {
+                    // The instance may still be serving what it last applied: it stays in
+                    // the fleet, unreachable, and is not converged.
+                    member
+                        .gone_at
+                        .store(store::now_ms(), std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
     }
-    tracing::info!(env, instance, by = caller.name, "SDK instance forgotten");
-    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }

@@ -15,9 +15,10 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use super::extract::Body;
 use crate::auth::{self, Caller, Perm, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{AppState, Body};
+use crate::state::AppState;
 use crate::store;
 
 #[derive(rust_embed::RustEmbed)]
@@ -33,14 +34,14 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    base-uri 'none'; form-action 'self'";
 
 /// `/` and `/ui/{path}`.
-pub fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/ui/{*path}", get(asset))
 }
 
 /// `/session` and `/events`, under `/api/v1`.
-pub fn api_routes() -> Router<AppState> {
+pub(super) fn api_routes() -> Router<AppState> {
     Router::new()
         .route(
             "/session",
@@ -50,7 +51,7 @@ pub fn api_routes() -> Router<AppState> {
 }
 
 /// Adds the security headers to every response that does not set its own.
-pub async fn security_headers(req: Request, next: Next) -> Response {
+pub(super) async fn security_headers(req: Request, next: Next) -> Response {
     use axum::http::HeaderName;
     // Parsed once: this runs on every request, remote evaluations included.
     const HEADERS: [(HeaderName, &str); 5] = [
@@ -239,17 +240,6 @@ async fn delete_session(
     resp.headers_mut()
         .insert(header::SET_COOKIE, session_cookie("", 0, &headers)?);
     Ok(resp)
-}
-
-/// Something open pages should know about.
-#[derive(Clone, Debug)]
-pub struct UiEvent {
-    /// The environment it concerns; `None` for all.
-    pub environment: Option<String>,
-    /// The SSE event name (`change`, `environments`).
-    pub name: &'static str,
-    /// Its data.
-    pub data: Value,
 }
 
 /// `GET /api/v1/events`: Server-Sent Events for the environments the caller sees.

@@ -20,11 +20,11 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::http::AppState;
+use crate::state::AppState;
 use crate::stream::SdkKey;
 
 /// The OFREP routes.
-pub fn routes() -> Router<AppState> {
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/ofrep/v1/evaluate/flags/{key}", post(single))
         .route("/ofrep/v1/evaluate/flags", post(bulk))
@@ -291,8 +291,8 @@ async fn bulk(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Res
         Ok(t) => t,
         Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
-    let etag = crate::ui::etag_of(&Sha256::digest(&text)[..16]);
-    let mut r = if crate::ui::not_modified(&headers, &etag) {
+    let etag = super::ui::etag_of(&Sha256::digest(&text)[..16]);
+    let mut r = if super::ui::not_modified(&headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let mut r = (StatusCode::OK, text).into_response();

@@ -1,0 +1,244 @@
+//! One flag: read, replace, delete, kill switch, rollout percentage, restore.
+
+use super::*;
+
+pub(crate) async fn get_flag(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path((env, key)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    caller.check(Perm::Read, Some(&env))?;
+    let (v, items) = s.store.items(&env, query_u64(&q, "version")?).await?;
+    let item = items.get(&(ItemKind::Flag, key.clone())).ok_or_else(|| {
+        ApiError::NotFound(format!("no flag \"{key}\" in \"{env}\" at version {v}"))
+    })?;
+    Ok(with_version(v, item.definition.clone(), StatusCode::OK))
+}
+
+/// Validates one flag strictly, in the context of the set's evaluators, so that
+/// problems carry paths such as `flags.new-checkout.defaultVariant`.
+pub(crate) fn validate_flag(key: &str, def: &Value, head: &Items) -> ApiResult<()> {
+    let evaluators: Map<String, Value> = head
+        .values()
+        .filter(|i| i.kind == ItemKind::Evaluator)
+        .map(|i| (i.key.clone(), i.definition.clone()))
+        .collect();
+    flagd_core::document::validate_flag(key, def, &evaluators).map_err(|details| {
+        ApiError::Invalid {
+            message: format!(
+                "flag \"{key}\" is not valid: {} problem{}",
+                details.len(),
+                if details.len() == 1 { "" } else { "s" }
+            ),
+            details,
+        }
+    })
+}
+
+pub(crate) async fn put_flag(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    caller.check(Perm::EditFlags, Some(&env))?;
+    let mut def = body.object()?.clone();
+    match def.remove("key") {
+        None => {}
+        Some(Value::String(k)) if k == key => {}
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "key",
+                format!("the body names flag {other} but the URL names \"{key}\""),
+            ));
+        }
+    }
+    let def = Value::Object(def);
+    let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
+    let evaluators = tx.evaluators().await?;
+    validate_flag(&key, &def, &evaluators)?;
+    let exists = tx.get(ItemKind::Flag, &key).await?.is_some();
+    tx.put(ItemKind::Flag, &key, Some(def), None).await?;
+    let (kind, action) = if exists {
+        (ChangeKind::Update, "flag.update")
+    } else {
+        (ChangeKind::Create, "flag.create")
+    };
+    let c = tx
+        .commit(
+            kind,
+            &caller.name,
+            header_reason(&headers).as_deref(),
+            action,
+            &key,
+            None,
+        )
+        .await?;
+    let mut resp = committed(&s, &c).await;
+    if !exists {
+        *resp.status_mut() = StatusCode::CREATED;
+    }
+    Ok(resp)
+}
+
+pub(crate) async fn delete_flag(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    caller.check(Perm::EditFlags, Some(&env))?;
+    let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
+    if tx.get(ItemKind::Flag, &key).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "no flag \"{key}\" in \"{env}\""
+        )));
+    }
+    tx.put(ItemKind::Flag, &key, None, None).await?;
+    let c = tx
+        .commit(
+            ChangeKind::Delete,
+            &caller.name,
+            header_reason(&headers).as_deref(),
+            "flag.delete",
+            &key,
+            None,
+        )
+        .await?;
+    Ok(committed(&s, &c).await)
+}
+
+pub(crate) async fn set_state(
+    s: &AppState,
+    caller: &Caller,
+    env: &str,
+    key: &str,
+    headers: &HeaderMap,
+    body: &Body,
+    state: &str,
+) -> ApiResult<Response> {
+    caller.check(Perm::KillSwitch, Some(env))?;
+    let reason = body.reason(true)?;
+    let mut tx = s.store.begin_write(env, if_match(headers)?).await?;
+    let item = tx
+        .get(ItemKind::Flag, key)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no flag \"{key}\" in \"{env}\"")))?;
+    let mut def = item.definition;
+    if let Value::Object(o) = &mut def {
+        o.insert("state".into(), Value::String(state.into()));
+    }
+    tx.put(ItemKind::Flag, key, Some(def), None).await?;
+    let action = if state == "DISABLED" {
+        "flag.disable"
+    } else {
+        "flag.enable"
+    };
+    let c = tx
+        .commit(
+            ChangeKind::Toggle,
+            &caller.name,
+            reason.as_deref(),
+            action,
+            key,
+            None,
+        )
+        .await?;
+    Ok(committed(s, &c).await)
+}
+
+pub(crate) async fn disable_flag(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    set_state(&s, &caller, &env, &key, &headers, &body, "DISABLED").await
+}
+
+pub(crate) async fn enable_flag(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    set_state(&s, &caller, &env, &key, &headers, &body, "ENABLED").await
+}
+
+pub(crate) async fn rollout_flag(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    caller.check(Perm::Rollout, Some(&env))?;
+    let o = body.object()?;
+    let variant = o
+        .get("variant")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid("variant", "is required (a variant name)"))?;
+    let percent = o
+        .get("percent")
+        .and_then(Value::as_f64)
+        .ok_or_else(|| ApiError::invalid("percent", "is required (a number from 0 to 100)"))?;
+    let reason = body.reason(false)?;
+    let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
+    let item = tx
+        .get(ItemKind::Flag, &key)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no flag \"{key}\" in \"{env}\"")))?;
+    let def = flagd_core::document::rollout::set_percent(&item.definition, variant, percent)
+        .map_err(|p| ApiError::invalid(&p.path, p.message))?;
+    let evaluators = tx.evaluators().await?;
+    validate_flag(&key, &def, &evaluators)?;
+    tx.put(ItemKind::Flag, &key, Some(def), None).await?;
+    let c = tx
+        .commit(
+            ChangeKind::Rollout,
+            &caller.name,
+            reason.as_deref(),
+            "flag.rollout",
+            &key,
+            None,
+        )
+        .await?;
+    Ok(committed(&s, &c).await)
+}
+
+pub(crate) async fn restore_flag(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    caller.check(Perm::Revert, Some(&env))?;
+    let version = body.version()?;
+    let reason = body.reason(true)?;
+    let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
+    let then = tx.at(version).await?;
+    let old = then.get(&(ItemKind::Flag, key.clone()));
+    tx.put(
+        ItemKind::Flag,
+        &key,
+        old.map(|i| i.definition.clone()),
+        old.map(|i| i.position),
+    )
+    .await?;
+    let c = tx
+        .commit(
+            ChangeKind::Revert,
+            &caller.name,
+            reason.as_deref(),
+            "flag.restore",
+            &key,
+            Some(version),
+        )
+        .await?;
+    Ok(committed(&s, &c).await)
+}

@@ -1,0 +1,181 @@
+//! The REST API under `/api/v1`, the health endpoints, OFREP and the admin UI's files:
+//! the router, and one module per resource. Documented in `docs/api.md`. Nothing else
+//! in flagd imports from here but `server`, which serves it.
+
+mod audit;
+mod environments;
+mod extract;
+mod flags;
+mod metrics;
+mod ofrep;
+mod stream;
+mod tokens;
+mod ui;
+mod versions;
+
+use crate::auth::{self, Caller, Perm, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::store::{self, AuditQuery, ChangeKind, Committed, ItemKind, Items};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flagd_core::{FlagSet, Strictness};
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+
+pub use crate::state::AppState;
+
+// The handlers of every resource, for the router; and what they share.
+use audit::*;
+use environments::*;
+use extract::*;
+use flags::*;
+use tokens::*;
+use versions::*;
+
+/// The whole router.
+pub fn router(state: AppState, options: &crate::server::Options) -> anyhow::Result<Router> {
+    let api = Router::new()
+        .route(
+            "/environments",
+            get(list_environments).post(create_environment),
+        )
+        .route(
+            "/environments/{env}",
+            get(get_environment).delete(delete_environment),
+        )
+        .route(
+            "/environments/{env}/flags",
+            get(get_flag_set).put(import_flag_set),
+        )
+        .route(
+            "/environments/{env}/flags/{key}",
+            get(get_flag).put(put_flag).delete(delete_flag),
+        )
+        .route(
+            "/environments/{env}/flags/{key}/disable",
+            post(disable_flag),
+        )
+        .route("/environments/{env}/flags/{key}/enable", post(enable_flag))
+        .route(
+            "/environments/{env}/flags/{key}/rollout",
+            post(rollout_flag),
+        )
+        .route(
+            "/environments/{env}/flags/{key}/restore",
+            post(restore_flag),
+        )
+        .route("/environments/{env}/versions", get(list_versions))
+        .route("/environments/{env}/versions/{version}", get(get_version))
+        .route("/environments/{env}/diff", get(diff_versions))
+        .route("/environments/{env}/revert", post(revert))
+        .route("/environments/{env}/sdk-keys", post(create_sdk_key))
+        .route("/environments/{env}/fleet", get(stream::fleet))
+        .route(
+            "/environments/{env}/fleet/{instance}",
+            axum::routing::delete(stream::forget),
+        )
+        .route("/stream", get(stream::stream))
+        .route("/validate", post(validate))
+        .route("/audit", get(audit_log))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/environments/{env}/flag-summaries", get(flag_summaries))
+        .route("/environments/{env}/preview", post(preview))
+        .merge(ui::api_routes())
+        .fallback(|| async { ApiError::NotFound("no such API route".into()) });
+    Ok(Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
+        .nest("/api/v1", api)
+        .merge(ui::routes())
+        .merge(match cors(&options.cors_origins)? {
+            Some(layer) => ofrep::routes().layer(layer),
+            // Without origins there is nothing to allow, and tower-http's CORS layer
+            // costs every evaluation a clone and a header map.
+            None => ofrep::routes(),
+        })
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(axum::middleware::from_fn(ui::security_headers))
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .with_state(state))
+}
+
+/// CORS for browser OFREP providers: the configured origins may POST with the headers
+/// a provider sends, and read the `ETag`.
+fn cors(origins: &[String]) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .map(|o| {
+                    HeaderValue::from_str(o.trim()).map_err(|_| {
+                        anyhow::anyhow!("--cors-allowed-origins: {o:?} is not a valid origin")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        )
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::POST])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::IF_NONE_MATCH,
+                axum::http::HeaderName::from_static("x-api-key"),
+            ])
+            .expose_headers([header::ETAG])
+            .max_age(std::time::Duration::from_secs(600)),
+    ))
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.store.ready().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// Announces a committed change to the SDKs, then answers it.
+pub(crate) async fn committed(s: &AppState, c: &Committed) -> Response {
+    s.hub.publish(c).await;
+    if c.changed {
+        s.hub
+            .metrics
+            .changes
+            .get_or_create(&crate::metrics::ChangeLabels {
+                environment: c.environment.as_str().into(),
+                kind: c.kind.as_str().into(),
+            })
+            .inc();
+        // Open UI pages learn who changed what.
+        let flags = &c.changed_flags[..c.changed_flags.len().min(100)];
+        s.hub.notify_ui(crate::stream::UiEvent {
+            environment: Some(c.environment.clone()),
+            name: "change",
+            data: json!({"environment": c.environment, "version": c.version, "kind": c.kind,
+                "author": c.author, "reason": c.reason, "changedFlags": flags,
+                "at": store::rfc3339(c.at)}),
+        });
+    }
+    with_version(c.version, json!(c), StatusCode::OK)
+}

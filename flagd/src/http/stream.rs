@@ -1,0 +1,85 @@
+//! The SDKs' stream (`/api/v1/stream`, a websocket served by the hub) and the fleet
+//! view.
+
+use crate::auth::{Caller, Perm, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::stream::*;
+use axum::Json;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// `GET /api/v1/stream`: the SDK stream, authenticated with an SDK key.
+pub(super) async fn stream(
+    caller: Caller,
+    State(s): State<AppState>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    if caller.role != Role::Sdk {
+        return Err(ApiError::Forbidden(
+            "the stream takes an SDK key (POST /environments/{env}/sdk-keys)".into(),
+        ));
+    }
+    let env = caller
+        .environments
+        .as_ref()
+        .and_then(|e| e.first())
+        .cloned()
+        .ok_or_else(|| ApiError::Forbidden("this SDK key names no environment".into()))?;
+    s.store.environment(&env).await?;
+    let hub = s.hub.clone();
+    Ok(ws
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| async move { hub.serve_socket(socket, env, caller).await }))
+}
+
+/// `GET /api/v1/environments/{env}/fleet`: connected SDK instances and their versions.
+pub(super) async fn fleet(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(env): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    caller.check(Perm::Read, Some(&env))?;
+    let head = s.store.environment(&env).await?.version;
+    let instances = s.hub.fleet(&env).await;
+    // Counted from the same copy that is answered, so that the two agree.
+    let on_head = instances
+        .iter()
+        .filter(|i| i.applied_version == Some(head))
+        .count();
+    let unreachable = instances
+        .iter()
+        .filter(|i| i.unreachable_since.is_some())
+        .count();
+    Ok(Json(json!({
+        "environment": env,
+        "version": head,
+        "total": instances.len(),
+        "onVersion": on_head,
+        "connected": instances.len() - unreachable,
+        "unreachable": unreachable,
+        "instances": instances,
+    })))
+}
+
+/// `DELETE /api/v1/environments/{env}/fleet/{instance}`: forgets an instance an operator
+/// knows is gone (an unreachable one stops counting as not converged).
+pub(super) async fn forget(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path((env, instance)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.check(Perm::KillSwitch, Some(&env))?;
+    s.store.environment(&env).await?;
+    if !s.hub.forget(&env, &instance).await {
+        return Err(ApiError::NotFound(format!(
+            "no SDK instance \"{instance}\" in the fleet of \"{env}\""
+        )));
+    }
+    tracing::info!(env, instance, by = caller.name, "SDK instance forgotten");
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,159 @@
+//! API tokens and SDK keys.
+
+use super::*;
+
+pub(crate) async fn list_tokens(caller: Caller, State(s): State<AppState>) -> ApiResult<Response> {
+    caller.check(Perm::ManageTokens, None)?;
+    // A limited admin sees the tokens it could manage: none wider than itself.
+    let tokens: Vec<_> = s
+        .store
+        .tokens()
+        .await?
+        .into_iter()
+        .filter(|t| caller.covers(t.environments.as_deref()))
+        .collect();
+    Ok(Json(json!({"tokens": tokens})).into_response())
+}
+
+pub(crate) async fn create_token(
+    caller: Caller,
+    State(s): State<AppState>,
+    body: Body,
+) -> ApiResult<Response> {
+    caller.check(Perm::ManageTokens, None)?;
+    let o = body.object()?;
+    let name = o
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid("name", "is required (a non-empty string)"))?;
+    valid_name("name", name)?;
+    let role_name = o.get("role").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::invalid(
+            "role",
+            "is required: viewer, editor, responder, ci or admin",
+        )
+    })?;
+    let role = Role::parse(role_name)
+        .filter(|r| *r != Role::Sdk)
+        .ok_or_else(|| ApiError::invalid("role", format!("\"{role_name}\" is not a role (viewer, editor, responder, ci, admin); SDK keys are made per environment")))?;
+    let envs = match o.get("environments") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(a)) => {
+            let mut out = Vec::new();
+            for (i, e) in a.iter().enumerate() {
+                let e = e.as_str().ok_or_else(|| {
+                    ApiError::invalid(&format!("environments[{i}]"), "must be an environment key")
+                })?;
+                if s.store.environment(e).await.is_err() {
+                    return Err(ApiError::invalid(
+                        &format!("environments[{i}]"),
+                        format!("no environment \"{e}\""),
+                    ));
+                }
+                out.push(e.to_owned());
+            }
+            Some(out)
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "environments",
+                "must be a list of environment keys",
+            ));
+        }
+    };
+    if !caller.covers(envs.as_deref()) {
+        return Err(ApiError::Forbidden(format!(
+            "this token is limited to environments [{}]: it may only create tokens limited to them (give \"environments\")",
+            caller
+                .environments
+                .as_deref()
+                .unwrap_or_default()
+                .join(", ")
+        )));
+    }
+    let secret = auth::new_secret("fd_")?;
+    let info = s
+        .store
+        .create_token(
+            &caller.name,
+            &auth::new_id()?,
+            name,
+            role.as_str(),
+            envs.as_deref(),
+            &auth::hash_secret(&secret),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": info, "secret": secret})),
+    )
+        .into_response())
+}
+
+pub(crate) async fn create_sdk_key(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(env): Path<String>,
+    raw: Bytes,
+) -> ApiResult<Response> {
+    caller.check(Perm::ManageTokens, Some(&env))?;
+    s.store.environment(&env).await?;
+    let id = auth::new_id()?;
+    // The body is optional: `{"name": "..."}` or nothing.
+    let body: Value = if raw.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(&raw).map_err(|e| malformed(&e))?
+    };
+    let name = match body.get("name") {
+        None | Some(Value::Null) => format!("sdk-{env}-{id}"),
+        Some(Value::String(n)) if !n.trim().is_empty() => n.clone(),
+        Some(_) => return Err(ApiError::invalid("name", "must be a non-empty string")),
+    };
+    valid_name("name", &name)?;
+    let secret = auth::new_secret("fdsdk_")?;
+    let info = s
+        .store
+        .create_token(
+            &caller.name,
+            &id,
+            &name,
+            Role::Sdk.as_str(),
+            Some(&[env]),
+            &auth::hash_secret(&secret),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"sdkKey": info, "secret": secret})),
+    )
+        .into_response())
+}
+
+pub(crate) async fn revoke_token(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    caller.check(Perm::ManageTokens, None)?;
+    if caller.environments.is_some() {
+        // A limited admin revokes only tokens within its environments.
+        let target = s.store.token_by_id(&id).await?;
+        if let Some(t) = target
+            && !caller.covers(t.environments.as_deref())
+        {
+            return Err(ApiError::Forbidden(format!(
+                "this token is limited to environments [{}]: it may not revoke a token that reaches beyond them",
+                caller
+                    .environments
+                    .as_deref()
+                    .unwrap_or_default()
+                    .join(", ")
+            )));
+        }
+    }
+    s.store.revoke_token(&caller.name, &id).await?;
+    s.hub.revoke(crate::stream::Revoked::Token(id));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

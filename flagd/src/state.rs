@@ -1,0 +1,15 @@
+//! The application state every handler gets: the store, the hub and the metrics. A
+//! leaf: it names the parts and imports nothing that imports it.
+
+use std::sync::Arc;
+
+use crate::store::Store;
+
+/// Shared state of every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Live push to SDKs.
+    pub hub: Arc<crate::stream::Hub>,
+}
