@@ -17,7 +17,9 @@
 //! start from a bootstrap file and keeps a cache file of the last applied snapshot.
 //!
 //! # Layout
-//! - `client`: [`Client`], its builder, status and change events.
+//! - `shared`: what the client and the stream task share: the served snapshot,
+//!   [`Status`], [`ChangeEvent`], the settings.
+//! - `client`: [`Client`] and its builder; starts the stream task.
 //! - `sync`: the stream connection: hello, snapshots and deltas, acks, reconnects.
 //! - `openfeature` (feature `openfeature`): an OpenFeature provider over the client.
 //!
@@ -29,7 +31,9 @@
 mod client;
 #[cfg(feature = "openfeature")]
 pub mod openfeature;
+mod shared;
 mod sync;
 
-pub use client::{BuildError, ChangeEvent, Client, ClientBuilder, Status};
+pub use client::{BuildError, Client, ClientBuilder};
 pub use flagd_core::{Detail, ErrorCode, EvaluationContext, Reason, Value, ValueType};
+pub use shared::{ChangeEvent, Status};

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::client::{ChangeEvent, Current, Inner, KEPT, Status, compile};
+use crate::shared::{ChangeEvent, Config, Current, Inner, KEPT, Status, compile};
 
 /// Silence from flagd for this many of the SDK's heartbeats means a half-open
 /// connection (flagd answers every ping with a pong).
@@ -112,7 +112,7 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 /// One connection.
 async fn connection(
     weak: &Weak<Inner>,
-    config: &crate::client::Config,
+    config: &Config,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Ended> {
     let mut req = config.stream_url.as_str().into_client_request()?;
