@@ -1,8 +1,7 @@
 //! The client: the current snapshot, evaluation, status and change events.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -139,7 +138,6 @@ impl ClientBuilder {
         let (stop, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             current: ArcSwap::from_pointee(start),
-            kept: Mutex::new(VecDeque::new()),
             status,
             changes,
             config: Config {

@@ -20,7 +20,10 @@
 //! - `shared`: what the client and the stream task share: the served snapshot,
 //!   [`Status`], [`ChangeEvent`], the settings.
 //! - `client`: [`Client`] and its builder; starts the stream task.
-//! - `sync`: the stream connection: hello, snapshots and deltas, acks, reconnects.
+//! - `state`: what the stream task holds, and the rules that apply flagd's frames to it
+//!   (snapshots, deltas, reverts, store resets, acks): pure, tested without a network.
+//! - `sync`: the stream connection's transport: connect, hello, frames in and replies
+//!   out, heartbeats, reconnects with backoff, the cache file.
 //! - `openfeature` (feature `openfeature`): an OpenFeature provider over the client.
 //!
 //! Dependency rule: this crate builds on `flagd-core` (model, evaluator, wire types) and
@@ -32,6 +35,7 @@ mod client;
 #[cfg(feature = "openfeature")]
 pub mod openfeature;
 mod shared;
+mod state;
 mod sync;
 
 pub use client::{BuildError, Client, ClientBuilder};

@@ -3,18 +3,14 @@
 //! of this crate, so that `client` and `sync` both build on it without depending on
 //! each other.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use flagd_core::Snapshot;
 use serde_json::Value;
 use tokio::sync::watch;
-
-/// How many applied snapshots are kept, so that a revert to one of them is a swap.
-pub(crate) const KEPT: usize = 4;
 
 /// The snapshot being served and the flag-set version it stands for (a revert serves
 /// an earlier snapshot under the new version number).
@@ -76,15 +72,12 @@ pub struct ChangeEvent {
     /// The flag keys whose definitions changed (all keys for a full snapshot).
     pub changed_flags: Vec<String>,
 }
-/// An applied snapshot kept for reverts: version, snapshot, document.
-pub(crate) type Kept = (u64, Arc<Snapshot>, Arc<Value>);
 
 /// One per client, shared by its clones and (weakly) by the stream task: the task stops
 /// when the last clone drops it.
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) current: ArcSwap<Current>,
-    pub(crate) kept: Mutex<VecDeque<Kept>>,
     pub(crate) status: watch::Sender<Status>,
     pub(crate) changes: watch::Sender<ChangeEvent>,
     pub(crate) config: Config,
