@@ -42,7 +42,8 @@ pub(crate) struct State {
 }
 
 /// What applying one frame asks the stream task to do, in this order: publish, log the
-/// notes, send the reply, then (when something was published) write the cache file.
+/// notes, send the reply, then (when something was published) write the cache file; so
+/// that flagd is acked only for a version readers already see.
 #[derive(Debug)]
 pub(crate) struct Step {
     /// A new version to serve.
