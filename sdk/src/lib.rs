@@ -17,8 +17,13 @@
 //! start from a bootstrap file and keeps a cache file of the last applied snapshot.
 //!
 //! # Layout
-//! - `client`: [`Client`], its builder, status and change events.
-//! - `sync`: the stream connection: hello, snapshots and deltas, acks, reconnects.
+//! - `shared`: what the client and the stream task share: the served snapshot,
+//!   [`Status`], [`ChangeEvent`], the settings.
+//! - `client`: [`Client`] and its builder; starts the stream task.
+//! - `state`: what the stream task holds, and the rules that apply flagd's frames to it
+//!   (snapshots, deltas, reverts, store resets, acks): pure, tested without a network.
+//! - `sync`: the stream connection's transport: connect, hello, frames in and replies
+//!   out, heartbeats, reconnects with backoff, the cache file.
 //! - `openfeature` (feature `openfeature`): an OpenFeature provider over the client.
 //!
 //! Dependency rule: this crate builds on `flagd-core` (model, evaluator, wire types) and
@@ -29,7 +34,10 @@
 mod client;
 #[cfg(feature = "openfeature")]
 pub mod openfeature;
+mod shared;
+mod state;
 mod sync;
 
-pub use client::{BuildError, ChangeEvent, Client, ClientBuilder, Status};
+pub use client::{BuildError, Client, ClientBuilder};
 pub use flagd_core::{Detail, ErrorCode, EvaluationContext, Reason, Value, ValueType};
+pub use shared::{ChangeEvent, Status};
