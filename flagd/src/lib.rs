@@ -15,11 +15,12 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;
+pub mod bus;
 pub mod conn;
 pub mod error;
 pub mod http;
+pub mod hub;
 pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod store;
-pub mod stream;

@@ -169,9 +169,12 @@ async fn run() -> anyhow::Result<()> {
     let o = &cli.opts;
     // One set of metrics for the whole process: the store reports into it from the start.
     let metrics = std::sync::Arc::new(flagd::metrics::Metrics::new());
+    // Every committed change goes out on this bus, announced by the store.
+    let bus = std::sync::Arc::new(flagd::bus::Bus::new());
     let store_options = flagd::store::StoreOptions {
         timeout: o.store_timeout,
         observer: Some(metrics.clone()),
+        listener: Some(bus.clone()),
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
@@ -240,6 +243,7 @@ async fn run() -> anyhow::Result<()> {
                 max_connections: o.max_connections,
                 metrics_max_series: o.metrics_max_series,
                 metrics,
+                bus,
             };
             server::run(listener, store, options, server::shutdown_signal()).await?;
             tracing::info!("stopped");

@@ -409,25 +409,24 @@ impl Metrics {
     }
 
     /// An environment's head and its fleet, read at scrape time rather than kept up to
-    /// date on every change.
+    /// date on every change: `instances` SDK instances, `on_version` of them on
+    /// `version`, `unreachable` lost without a goodbye.
     pub fn set_environment(
         &self,
         environment: &str,
         version: u64,
-        fleet: &crate::stream::FleetCounts,
+        (instances, on_version, unreachable): (usize, usize, usize),
     ) {
         let label = env(environment);
-        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        self.flag_set_version.get_or_create(&label).set(n(version));
-        self.sdk_instances
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.flag_set_version
             .get_or_create(&label)
-            .set(n(fleet.total as u64));
-        self.sdk_on_version
-            .get_or_create(&label)
-            .set(n(fleet.on_version as u64));
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+        self.sdk_instances.get_or_create(&label).set(n(instances));
+        self.sdk_on_version.get_or_create(&label).set(n(on_version));
         self.sdk_unreachable
             .get_or_create(&label)
-            .set(n(fleet.unreachable as u64));
+            .set(n(unreachable));
     }
 
     /// Everything, in the OpenMetrics text format.
@@ -437,6 +436,23 @@ impl Metrics {
             tracing::warn!(error = %e, "metrics: cannot encode");
         }
         text
+    }
+}
+
+impl crate::bus::Subscriber for Metrics {
+    fn committed<'a>(
+        &'a self,
+        c: &'a crate::store::Committed,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        if c.changed {
+            self.changes
+                .get_or_create(&ChangeLabels {
+                    environment: c.environment.as_str().into(),
+                    kind: c.kind.as_str().into(),
+                })
+                .inc();
+        }
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -19,11 +19,6 @@ pub const DEFAULT_ENVIRONMENTS: [(&str, &str, bool); 3] = [
     ("production", "Production", true),
 ];
 
-/// Connects and applies migrations.
-pub async fn open_store(database_url: &str) -> anyhow::Result<Arc<Store>> {
-    open_store_with(database_url, StoreOptions::default()).await
-}
-
 /// Connects and applies migrations, reporting the store's operation times to the
 /// metrics of `options` (what `flagd serve` does).
 pub async fn open_store_for(database_url: &str, options: &Options) -> anyhow::Result<Arc<Store>> {
@@ -31,6 +26,7 @@ pub async fn open_store_for(database_url: &str, options: &Options) -> anyhow::Re
         database_url,
         StoreOptions {
             observer: Some(options.metrics.clone()),
+            listener: Some(options.bus.clone()),
             ..StoreOptions::default()
         },
     )
@@ -138,6 +134,9 @@ pub struct Options {
     /// Where every part of flagd reports what `/metrics` exports. Hand the same to the
     /// store ([`StoreOptions::observer`]) for its operation times.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The bus every committed change goes out on; the store must announce to it
+    /// ([`StoreOptions::listener`]): [`open_store_for`] opens it so.
+    pub bus: Arc<crate::bus::Bus>,
 }
 
 impl Default for Options {
@@ -157,6 +156,7 @@ impl Default for Options {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             metrics_max_series: crate::metrics::DEFAULT_MAX_SERIES,
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            bus: Arc::new(crate::bus::Bus::new()),
         }
     }
 }
@@ -205,18 +205,33 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     options.metrics.limit_series(options.metrics_max_series);
-    let hub = Arc::new(crate::stream::Hub::new(
+    anyhow::ensure!(
+        store.announces_to(&*options.bus),
+        "the store does not announce its changes to this server's bus: open it with server::open_store_for(url, &options)"
+    );
+    let hub = Arc::new(crate::hub::Hub::new(
         store.clone(),
         options.metrics.clone(),
         options.heartbeat,
         options.fleet_ttl,
+    ));
+    // What follows a commit, in order: the SDK fan-out and flagd's heads, the change
+    // counters; then, off the writer's path, the UI's events.
+    let fan_out: Arc<dyn crate::bus::Subscriber> = hub.clone();
+    let counters: Arc<dyn crate::bus::Subscriber> = options.metrics.clone();
+    options.bus.subscribe(&fan_out);
+    options.bus.subscribe(&counters);
+    let ui_events = tokio::spawn(crate::hub::forward_changes_to_ui(
+        hub.clone(),
+        options.bus.listen(),
     ));
     let app = http::router(
         AppState {
             store: store.clone(),
             hub: hub.clone(),
         },
-        &options,
+        options.max_body_bytes,
+        &options.cors_origins,
     )?;
     // Streams are long-lived: on shutdown they are told to reconnect elsewhere, so that
     // the server can finish the requests in flight and stop.
@@ -240,6 +255,9 @@ pub async fn run(
         "connection limits"
     );
     crate::conn::serve(listener, app, limits, metrics.connections.clone(), shutdown).await;
+    // The forwarder holds the hub, and so the store: stopped, it lets them go.
+    ui_events.abort();
+    drop((fan_out, counters));
     store.close().await;
     Ok(())
 }

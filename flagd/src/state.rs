@@ -11,5 +11,5 @@ pub struct AppState {
     /// The store.
     pub store: Arc<Store>,
     /// Live push to SDKs.
-    pub hub: Arc<crate::stream::Hub>,
+    pub hub: Arc<crate::hub::Hub>,
 }

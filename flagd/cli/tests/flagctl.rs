@@ -55,7 +55,7 @@ fn start_with(options: flagd::server::Options) -> Flagd {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let store = flagd::server::open_store(&db).await.unwrap();
+            let store = flagd::server::open_store_for(&db, &options).await.unwrap();
             flagd::server::bootstrap(&store, Some(ADMIN)).await.unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             url_tx

@@ -46,7 +46,7 @@ pub(crate) async fn create_environment(
         .store
         .create_environment(&caller.name, key, name, production)
         .await?;
-    s.hub.notify_ui(crate::stream::UiEvent {
+    s.hub.notify_ui(crate::hub::UiEvent {
         environment: None,
         name: "environments",
         data: json!({}),
@@ -89,7 +89,7 @@ pub(crate) async fn delete_environment(
             header_reason(&headers).as_deref(),
         )
         .await?;
-    s.hub.notify_ui(crate::stream::UiEvent {
+    s.hub.notify_ui(crate::hub::UiEvent {
         environment: None,
         name: "environments",
         data: json!({}),

@@ -76,7 +76,7 @@ pub(crate) async fn put_flag(
             None,
         )
         .await?;
-    let mut resp = committed(&s, &c).await;
+    let mut resp = committed(&c);
     if !exists {
         *resp.status_mut() = StatusCode::CREATED;
     }
@@ -107,7 +107,7 @@ pub(crate) async fn delete_flag(
             None,
         )
         .await?;
-    Ok(committed(&s, &c).await)
+    Ok(committed(&c))
 }
 
 pub(crate) async fn set_state(
@@ -146,7 +146,7 @@ pub(crate) async fn set_state(
             None,
         )
         .await?;
-    Ok(committed(s, &c).await)
+    Ok(committed(&c))
 }
 
 pub(crate) async fn disable_flag(
@@ -207,7 +207,7 @@ pub(crate) async fn rollout_flag(
             None,
         )
         .await?;
-    Ok(committed(&s, &c).await)
+    Ok(committed(&c))
 }
 
 pub(crate) async fn restore_flag(
@@ -240,5 +240,5 @@ pub(crate) async fn restore_flag(
             Some(version),
         )
         .await?;
-    Ok(committed(&s, &c).await)
+    Ok(committed(&c))
 }

@@ -46,7 +46,11 @@ pub(super) async fn scrape(State(s): State<AppState>) -> Response {
         Ok(envs) => {
             for e in envs {
                 let fleet = s.hub.fleet_counts(&e.key, e.version).await;
-                s.hub.metrics.set_environment(&e.key, e.version, &fleet);
+                s.hub.metrics.set_environment(
+                    &e.key,
+                    e.version,
+                    (fleet.total, fleet.on_version, fleet.unreachable),
+                );
             }
         }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot read the environments"),

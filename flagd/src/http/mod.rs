@@ -36,8 +36,13 @@ use flags::*;
 use tokens::*;
 use versions::*;
 
-/// The whole router.
-pub fn router(state: AppState, options: &crate::server::Options) -> anyhow::Result<Router> {
+/// The whole router: bodies up to `max_body_bytes`; OFREP callable from the browser
+/// `cors_origins`.
+pub fn router(
+    state: AppState,
+    max_body_bytes: usize,
+    cors_origins: &[String],
+) -> anyhow::Result<Router> {
     let api = Router::new()
         .route(
             "/environments",
@@ -93,7 +98,7 @@ pub fn router(state: AppState, options: &crate::server::Options) -> anyhow::Resu
         .route("/metrics", get(metrics::scrape))
         .nest("/api/v1", api)
         .merge(ui::routes())
-        .merge(match cors(&options.cors_origins)? {
+        .merge(match cors(cors_origins)? {
             Some(layer) => ofrep::routes().layer(layer),
             // Without origins there is nothing to allow, and tower-http's CORS layer
             // costs every evaluation a clone and a header map.
@@ -104,7 +109,7 @@ pub fn router(state: AppState, options: &crate::server::Options) -> anyhow::Resu
             metrics::track,
         ))
         .layer(axum::middleware::from_fn(ui::security_headers))
-        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state))
 }
 
@@ -155,27 +160,8 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-/// Announces a committed change to the SDKs, then answers it.
-pub(crate) async fn committed(s: &AppState, c: &Committed) -> Response {
-    s.hub.publish(c).await;
-    if c.changed {
-        s.hub
-            .metrics
-            .changes
-            .get_or_create(&crate::metrics::ChangeLabels {
-                environment: c.environment.as_str().into(),
-                kind: c.kind.as_str().into(),
-            })
-            .inc();
-        // Open UI pages learn who changed what.
-        let flags = &c.changed_flags[..c.changed_flags.len().min(100)];
-        s.hub.notify_ui(crate::stream::UiEvent {
-            environment: Some(c.environment.clone()),
-            name: "change",
-            data: json!({"environment": c.environment, "version": c.version, "kind": c.kind,
-                "author": c.author, "reason": c.reason, "changedFlags": flags,
-                "at": store::rfc3339(c.at)}),
-        });
-    }
+/// The answer to a committed change (the bus has announced it already: SDKs, flagd's
+/// heads, metrics and the UI hear of it there, not from here).
+pub(crate) fn committed(c: &Committed) -> Response {
     with_version(c.version, json!(c), StatusCode::OK)
 }

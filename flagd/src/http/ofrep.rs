@@ -4,7 +4,7 @@
 //!
 //! Authenticated with an SDK key (`Authorization: Bearer` or `X-API-Key`), which names
 //! the environment. Every request evaluates on the environment's head compiled once per
-//! version ([`crate::stream::Hub::compiled`]), the same flag set the stream pushes: no
+//! version ([`crate::hub::Hub::compiled`]), the same flag set the stream pushes: no
 //! per-request parsing of flags.
 
 use axum::Router;
@@ -20,8 +20,8 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
+use crate::hub::SdkKey;
 use crate::state::AppState;
-use crate::stream::SdkKey;
 
 /// The OFREP routes.
 pub(super) fn routes() -> Router<AppState> {
@@ -200,7 +200,7 @@ async fn prepare(
     (
         String,
         EvaluationContext,
-        std::sync::Arc<crate::stream::Compiled>,
+        std::sync::Arc<crate::hub::Compiled>,
     ),
     Response,
 > {

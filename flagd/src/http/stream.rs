@@ -3,8 +3,8 @@
 
 use crate::auth::{Caller, Perm, Role};
 use crate::error::{ApiError, ApiResult};
+use crate::hub::*;
 use crate::state::AppState;
-use crate::stream::*;
 use axum::Json;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};

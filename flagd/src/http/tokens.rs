@@ -154,6 +154,6 @@ pub(crate) async fn revoke_token(
         }
     }
     s.store.revoke_token(&caller.name, &id).await?;
-    s.hub.revoke(crate::stream::Revoked::Token(id));
+    s.hub.revoke(crate::hub::Revoked::Token(id));
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -235,7 +235,7 @@ async fn delete_session(
         ));
     };
     s.store.delete_session(hash, &caller.name).await?;
-    s.hub.revoke(crate::stream::Revoked::Session(hash.clone()));
+    s.hub.revoke(crate::hub::Revoked::Session(hash.clone()));
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()
         .insert(header::SET_COOKIE, session_cookie("", 0, &headers)?);
@@ -274,8 +274,8 @@ async fn events(caller: Caller, State(s): State<AppState>) -> ApiResult<Response
                     _ = closing.changed() => return None,
                     // The token was revoked or the session ended: nothing more for it.
                     r = revoked.recv() => match r {
-                        Ok(crate::stream::Revoked::Token(t)) if t == caller.token_id => return None,
-                        Ok(crate::stream::Revoked::Session(h)) if caller.session.as_deref() == Some(h.as_str()) => return None,
+                        Ok(crate::hub::Revoked::Token(t)) if t == caller.token_id => return None,
+                        Ok(crate::hub::Revoked::Session(h)) if caller.session.as_deref() == Some(h.as_str()) => return None,
                         _ => continue,
                     },
                 };

@@ -58,7 +58,7 @@ pub(crate) async fn revert(
             Some(version),
         )
         .await?;
-    Ok(committed(&s, &c).await)
+    Ok(committed(&c))
 }
 
 pub(crate) async fn import_flag_set(
@@ -105,7 +105,7 @@ pub(crate) async fn import_flag_set(
             None,
         )
         .await?;
-    Ok(committed(&s, &c).await)
+    Ok(committed(&c))
 }
 
 pub(crate) async fn validate(caller: Caller, body: Body) -> ApiResult<Response> {

@@ -226,7 +226,7 @@ impl WriteTx<'_> {
                 })
                 .collect()
         });
-        Ok(Committed {
+        let committed = Committed {
             environment: env,
             version: to_u64(v),
             changed: true,
@@ -237,6 +237,12 @@ impl WriteTx<'_> {
             author: actor.to_owned(),
             reason: reason.map(str::to_owned),
             at,
-        })
+        };
+        // Announced once, here, with the environment's write lock still held: the next
+        // change of this environment is announced after this one.
+        if let Some(l) = &self.listener {
+            l.committed(&committed).await;
+        }
+        Ok(committed)
     }
 }

@@ -278,6 +278,7 @@ impl Store {
             _guard: guard,
             started,
             observer: self.options.observer.clone(),
+            listener: self.options.listener.clone(),
             tx,
             env: e,
             next_position,

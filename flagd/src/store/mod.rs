@@ -50,6 +50,8 @@ pub struct StoreOptions {
     pub timeout: std::time::Duration,
     /// Where operation times go (flagd's metrics); none by default.
     pub observer: Option<std::sync::Arc<dyn StoreObserver>>,
+    /// Who hears of every committed change of a flag set (flagd's bus); none by default.
+    pub listener: Option<std::sync::Arc<dyn CommitListener>>,
 }
 
 impl Default for StoreOptions {
@@ -57,6 +59,7 @@ impl Default for StoreOptions {
         Self {
             timeout: DEFAULT_STORE_TIMEOUT,
             observer: None,
+            listener: None,
         }
     }
 }
@@ -164,6 +167,16 @@ pub struct Store {
 pub trait StoreObserver: Send + Sync + std::fmt::Debug {
     /// `operation` (`write`, `read_flag_set`, …) took `elapsed`.
     fn observe(&self, operation: &'static str, elapsed: std::time::Duration);
+}
+
+/// Hears of every committed change of a flag set, once, in version order per
+/// environment, before the write is acknowledged (flagd's bus implements it).
+pub trait CommitListener: Send + Sync + std::fmt::Debug {
+    /// `committed` is durable; the writer waits for the returned future.
+    fn committed<'a>(
+        &'a self,
+        committed: &'a Committed,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
 /// Reports an operation's time to the observer when dropped.

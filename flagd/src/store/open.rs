@@ -335,3 +335,15 @@ impl Store {
         self.pool.close().await;
     }
 }
+
+impl Store {
+    /// Whether this store announces its commits to `listener` (the same object).
+    pub fn announces_to(&self, listener: &dyn CommitListener) -> bool {
+        self.options.listener.as_ref().is_some_and(|l| {
+            std::ptr::addr_eq(
+                std::sync::Arc::as_ptr(l),
+                listener as *const dyn CommitListener,
+            )
+        })
+    }
+}

@@ -33,6 +33,8 @@ pub struct WriteTx<'s> {
     /// For the store latency of the whole write (`write`).
     pub(super) started: std::time::Instant,
     pub(super) observer: Option<std::sync::Arc<dyn StoreObserver>>,
+    /// Who hears of the commit (flagd's bus).
+    pub(super) listener: Option<std::sync::Arc<dyn CommitListener>>,
     pub(super) tx: Tx,
     pub(super) env: Environment,
     pub(super) next_position: i64,

@@ -22,7 +22,7 @@ pub async fn start_flagd(db: &str, addr: &str) -> Flagd {
 
 /// flagd with these options.
 pub async fn start_flagd_with(db: &str, addr: &str, options: flagd::server::Options) -> Flagd {
-    let store = flagd::server::open_store(db).await.unwrap();
+    let store = flagd::server::open_store_for(db, &options).await.unwrap();
     flagd::server::bootstrap(&store, Some(ADMIN)).await.unwrap();
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -67,20 +67,15 @@ fn serve(db: &str, addr: &str) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let store = flagd::server::open_store(db).await?;
+        let options = flagd::server::Options {
+            max_body_bytes: 64 << 20,
+            ..Default::default()
+        };
+        let store = flagd::server::open_store_for(db, &options).await?;
         flagd::server::bootstrap(&store, Some(ADMIN)).await?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("ready");
-        flagd::server::run(
-            listener,
-            store,
-            flagd::server::Options {
-                max_body_bytes: 64 << 20,
-                ..Default::default()
-            },
-            std::future::pending(),
-        )
-        .await
+        flagd::server::run(listener, store, options, std::future::pending()).await
     })
 }
 

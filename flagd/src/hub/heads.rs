@@ -1,0 +1,123 @@
+//! flagd's own heads: the compiled head of each environment (OFREP evaluates it) and
+//! the SDK keys recently checked.
+
+use super::*;
+
+/// An environment's head compiled once for remote evaluation (OFREP).
+#[derive(Debug)]
+pub struct Compiled {
+    /// The snapshot, at the head's version.
+    pub snapshot: Arc<flagd_core::Snapshot>,
+    /// Its flag keys, sorted once per version for bulk evaluation's stable order.
+    pub sorted_keys: Arc<[Box<str>]>,
+    /// When the store's head was last checked (another replica may have committed).
+    checked: std::time::Instant,
+}
+
+/// What a secret presented for remote evaluation is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SdkKey {
+    /// An SDK key of this environment.
+    Environment(String),
+    /// A valid credential that is not an SDK key (an API token).
+    NotAnSdkKey,
+    /// Unknown or revoked.
+    Unknown,
+}
+
+/// How long a compiled head is served before the store is asked whether another replica
+/// has committed since.
+pub(super) const HEAD_CHECK: Duration = Duration::from_secs(1);
+
+/// How long an SDK key is trusted without asking the store again.
+pub(super) const KEY_TTL: Duration = Duration::from_secs(10);
+
+impl Hub {
+    /// What a secret is, for remote evaluation: an SDK key's environment comes from
+    /// memory when checked in the last seconds.
+    pub async fn sdk_key(&self, secret: &str) -> ApiResult<SdkKey> {
+        let digest = crate::auth::digest_secret(secret);
+        if let Ok(keys) = self.sdk_keys.lock()
+            && let Some((env, at)) = keys.get(&digest)
+            && at.elapsed() < KEY_TTL
+        {
+            return Ok(SdkKey::Environment(env.clone()));
+        }
+        let hash = crate::auth::hex(&digest);
+        let Some(token) = self.store.token_by_hash(&hash).await? else {
+            return Ok(SdkKey::Unknown);
+        };
+        let env = (token.role == Role::Sdk.as_str())
+            .then(|| token.environments.and_then(|e| e.into_iter().next()))
+            .flatten();
+        let Some(env) = env else {
+            return Ok(SdkKey::NotAnSdkKey);
+        };
+        if let Ok(mut keys) = self.sdk_keys.lock() {
+            if keys.len() > 10_000 {
+                keys.clear();
+            }
+            keys.insert(digest, (env.clone(), std::time::Instant::now()));
+        }
+        Ok(SdkKey::Environment(env))
+    }
+
+    /// Forgets the SDK keys held in memory (a token was revoked).
+    pub fn forget_sdk_keys(&self) {
+        if let Ok(mut keys) = self.sdk_keys.lock() {
+            keys.clear();
+        }
+    }
+
+    /// The environment's head, compiled once per version for remote evaluation.
+    pub async fn compiled(&self, env: &str) -> ApiResult<Arc<Compiled>> {
+        let hub = self.env(env).await;
+        let fresh = |hub: &EnvHub| {
+            hub.compiled
+                .lock()
+                .ok()
+                .and_then(|c| c.clone())
+                .filter(|c| c.checked.elapsed() < HEAD_CHECK)
+        };
+        if let Some(c) = fresh(&hub) {
+            return Ok(c);
+        }
+        let _one = hub.compiling.lock().await;
+        if let Some(c) = fresh(&hub) {
+            return Ok(c);
+        }
+        let head = self.store.environment(env).await?.version;
+        let (loaded, cached) = {
+            let c = hub.cache.read().await;
+            (c.loaded, c.version)
+        };
+        if !loaded || head > cached {
+            self.reload(&hub, env).await?;
+        }
+        let held = hub.compiled.lock().ok().and_then(|c| c.clone());
+        let c = hub.cache.read().await;
+        let (snapshot, sorted_keys) = match held {
+            Some(h) if h.snapshot.version() == c.version => {
+                (h.snapshot.clone(), h.sorted_keys.clone())
+            }
+            _ => {
+                // Isolated: a stored flag that cannot be compiled answers ERROR alone.
+                let snapshot = flagd_core::Snapshot::load(&c.document, c.version).map_err(|e| {
+                    ApiError::Internal(anyhow::anyhow!("stored flag set unreadable: {e}"))
+                })?;
+                let mut keys: Vec<Box<str>> = snapshot.keys().map(Box::from).collect();
+                keys.sort_unstable();
+                (Arc::new(snapshot), keys.into())
+            }
+        };
+        let compiled = Arc::new(Compiled {
+            snapshot,
+            sorted_keys,
+            checked: std::time::Instant::now(),
+        });
+        if let Ok(mut slot) = hub.compiled.lock() {
+            *slot = Some(compiled.clone());
+        }
+        Ok(compiled)
+    }
+}
