@@ -1,0 +1,152 @@
+use super::*;
+
+#[test]
+fn reasons_outside_ascii_are_rfc_8187() {
+    assert_eq!(header_reason("canary 25%"), "canary 25%");
+    assert_eq!(
+        header_reason("ramp før Oslo"),
+        "UTF-8''ramp%20f%C3%B8r%20Oslo"
+    );
+}
+
+#[test]
+fn instances_before_the_version_lag() {
+    let fleet = serde_json::json!({"instances": [
+        {"instance": "a", "appliedVersion": 7},
+        {"instance": "b", "appliedVersion": 8},
+        {"instance": "c", "appliedVersion": null},
+        {"instance": "d", "appliedVersion": 6},
+    ]});
+    let c = Convergence::of(&fleet, 7, false, Duration::ZERO);
+    let lagging: Vec<&Value> = c.lagging.iter().map(|i| &i["instance"]).collect();
+    assert_eq!(
+        (c.total, lagging),
+        (4, vec![&serde_json::json!("c"), &serde_json::json!("d")])
+    );
+    assert!(!c.converged());
+    assert_eq!(c.to_json()["applied"], 2);
+    assert!(
+        Convergence::of(
+            &serde_json::json!({"instances": []}),
+            7,
+            false,
+            Duration::ZERO
+        )
+        .converged()
+    );
+}
+
+/// The false all-clear: an instance flagd lost before it applied the version is
+/// not converged, unless asked; one lost after applying it is.
+#[test]
+fn unreachable_instances_lag_unless_allowed() {
+    let fleet = serde_json::json!({"version": 9, "instances": [
+        {"instance": "up", "state": "connected", "appliedVersion": 9},
+        {"instance": "hung", "state": "unreachable", "appliedVersion": 7,
+         "unreachableSince": "2026-01-01T00:00:00Z"},
+        {"instance": "left-after", "state": "unreachable", "appliedVersion": 9},
+    ]});
+    let strict = Convergence::of(&fleet, 9, false, Duration::ZERO);
+    assert!(!strict.converged());
+    let names = |it: &mut dyn Iterator<Item = &Value>| {
+        it.map(|i| i["instance"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&mut strict.blocking()), ["hung"]);
+    assert_eq!(names(&mut strict.excused()), Vec::<String>::new());
+    assert_eq!(
+        (
+            strict.total,
+            strict.unreachable,
+            &strict.to_json()["applied"]
+        ),
+        (3, 2, &serde_json::json!(2))
+    );
+
+    let allowed = Convergence::of(&fleet, 9, true, Duration::ZERO);
+    assert!(allowed.converged());
+    assert_eq!(names(&mut allowed.excused()), ["hung"]);
+    assert_eq!(allowed.to_json()["converged"], true);
+
+    // A connected instance behind still blocks, allowed or not.
+    let fleet = serde_json::json!({"instances": [
+        {"instance": "slow", "state": "connected", "appliedVersion": 8},
+        {"instance": "hung", "state": "unreachable", "appliedVersion": 8},
+    ]});
+    let c = Convergence::of(&fleet, 9, true, Duration::ZERO);
+    assert_eq!(names(&mut c.blocking()), ["slow"]);
+    assert!(!c.converged());
+    // A fleet view from an older flagd has no state: connected.
+    let old = serde_json::json!({"instances": [{"instance": "x", "appliedVersion": 8}]});
+    assert!(!Convergence::of(&old, 9, true, Duration::ZERO).converged());
+}
+
+#[test]
+fn keys_are_one_percent_encoded_segment_each() {
+    let c = Client::new(&Connection {
+        url: "http://127.0.0.1:1/behind/proxy".into(),
+        token: None,
+        environment: None,
+        ca_cert: None,
+        request_timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    let url = c
+        .url(&["environments", "production", "flags", "a/b ?#%ü", "disable"])
+        .unwrap();
+    assert_eq!(
+        url.path(),
+        "/behind/proxy/api/v1/environments/production/flags/a%2Fb%20%3F%23%25%C3%BC/disable"
+    );
+    assert_eq!(url.query(), None);
+    assert_eq!(url.fragment(), None);
+    // The URL standard would drop these segments (and `%2E`): refused, not sent.
+    for bad in ["", ".", ".."] {
+        let e = c
+            .url(&["environments", "production", "flags", bad])
+            .unwrap_err();
+        assert_eq!(e.exit_code(), exit::USAGE, "{bad:?}");
+    }
+}
+
+#[test]
+fn statuses_map_to_exit_codes() {
+    let api = |s: u16| Failure::Api {
+        status: StatusCode::from_u16(s).unwrap(),
+        code: String::new(),
+        message: String::new(),
+        body: Value::Null,
+    };
+    assert_eq!(api(409).exit_code(), exit::CONFLICT);
+    assert_eq!(api(404).exit_code(), exit::NOT_FOUND);
+    assert_eq!(api(401).exit_code(), exit::UNAUTHORIZED);
+    assert_eq!(api(403).exit_code(), exit::UNAUTHORIZED);
+    assert_eq!(api(422).exit_code(), exit::FAILED);
+    assert_eq!(api(400).exit_code(), exit::FAILED);
+    assert_eq!(api(413).exit_code(), exit::FAILED);
+    assert_eq!(api(500).exit_code(), exit::UNREACHABLE);
+    assert_eq!(api(503).exit_code(), exit::UNREACHABLE);
+    assert_eq!(
+        Failure::NotApplied(String::new()).exit_code(),
+        exit::NOT_APPLIED
+    );
+    assert_eq!(
+        Failure::NotFound(String::new()).exit_code(),
+        exit::NOT_FOUND
+    );
+    let codes = [
+        exit::OK,
+        exit::FAILED,
+        exit::USAGE,
+        exit::CONFLICT,
+        exit::NOT_FOUND,
+        exit::UNREACHABLE,
+        exit::NOT_APPLIED,
+        exit::UNAUTHORIZED,
+    ];
+    assert_eq!(
+        codes,
+        [0, 1, 2, 3, 4, 5, 6, 7],
+        "documented; never renumbered"
+    );
+}
