@@ -1,14 +1,17 @@
 //! The flag server (its command-line client, `flagctl`, is the crate in `flagd/cli`).
 //!
-//! # Layout
+//! # Layout (README, "Code layout"; imports point down this list)
+//! - `server`: the composition root: start-up, bootstrap, graceful shutdown.
+//! - `http`: the REST API under `/api/v1`, OFREP, the UI's files and the health
+//!   endpoints; one module per resource.
+//! - `state`: the application state every handler gets.
+//! - `hub`: live push of every change to connected SDKs, the fleet, flagd's heads.
+//! - `bus`: the one path out of every committed change.
+//! - `metrics`: the Prometheus registry.
+//! - `auth`, `error`, `conn`: roles and permissions, the JSON error shape, the accept
+//!   loop.
 //! - `store`: environments, versioned flag sets, tokens and the audit log on SQLite or
 //!   PostgreSQL (one implementation over sqlx's Any driver).
-//! - `http`: the REST API under `/api/v1` and the health endpoints.
-//! - `stream`: live push of every change to connected SDKs, and the fleet view.
-//! - `auth`: tokens, roles and the permission matrix.
-//! - `server`: start-up, bootstrap, graceful shutdown.
-//! - `conn`: the accept loop: header-read and idle timeouts, the connection cap.
-//! - `error`: the one JSON error shape.
 //!
 //! Dependency rule: this crate uses `flagd-core` for the model, validation and
 //! evaluation, and never the SDK (its tests use the SDK as a real client).
