@@ -11,7 +11,8 @@ use crate::context::EvaluationContext;
 use crate::context::Tag;
 use crate::limits::MAX_COMPILED_SIZE;
 use crate::logic::{self, CompileCx, Env, Expr, Outcome, Val};
-use crate::model::{FlagSet, FlagState, Problem, Strictness, ValidationErrors};
+use crate::model::{FlagSet, FlagState, Strictness};
+use crate::problem::{Problem, ValidationErrors};
 
 /// Why an evaluation produced its value (the OpenFeature reasons flagd uses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]

@@ -1,15 +1,19 @@
-//! The flag-set document in flagd's JSON format: parsing at two levels of strictness,
-//! and writing back without losing key order or unknown keys.
-
-use std::fmt;
+//! The flag-set document in flagd's JSON format: reading its structure, and writing it
+//! back without losing key order or unknown keys.
+//!
+//! The entry points that read at a chosen [`Strictness`] (`FlagSet::parse`,
+//! `FlagSet::parse_str`, `FlagSet::validate`) are in `validate`, which runs the strict
+//! checks of the whole after `read_set`: the model never calls back into validation.
 
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
+pub use crate::problem::{Problem, ValidationErrors};
+
 use crate::context::json_type;
 use crate::limits;
 use crate::path::Path;
-use crate::validate;
+use crate::problem::Checker;
 
 /// How strictly a document is checked when it is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,42 +27,6 @@ pub enum Strictness {
     /// it cannot express (variant references, `$ref` targets, operator arguments).
     /// Every problem is reported at once.
     Strict,
-}
-
-/// One thing wrong with a document: where (a JSON path such as
-/// `flags.new-checkout.defaultVariant`) and what, in words a person understands.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Problem {
-    /// The JSON path of the offending value; empty for the document itself.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-/// A document that was refused, with every problem found.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub struct ValidationErrors(pub Vec<Problem>);
-
-impl fmt::Display for ValidationErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{p}")?;
-        }
-        Ok(())
-    }
 }
 
 /// A flag's `state`.
@@ -278,63 +246,10 @@ pub struct FlagSet {
     nulls: Vec<String>,
 }
 
-/// Collects problems; a soft one only counts when validating strictly.
-pub(crate) struct Checker {
-    pub(crate) strict: bool,
-    /// Loading for evaluation (SDK, server): a broken flag or evaluator is set aside
-    /// instead of failing the whole set.
-    pub(crate) isolate: bool,
-    pub(crate) problems: Vec<Problem>,
-}
-
-impl Checker {
-    pub(crate) fn hard(&mut self, path: &Path, message: impl Into<String>) {
-        self.problems.push(Problem {
-            path: path.to_string(),
-            message: message.into(),
-        });
-    }
-    pub(crate) fn soft(&mut self, path: &Path, message: impl Into<String>) {
-        if self.strict {
-            self.hard(path, message);
-        }
-    }
-}
-
 impl FlagSet {
     /// An empty flag set.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Parses JSON text.
-    pub fn parse_str(text: &str, strictness: Strictness) -> Result<Self, ValidationErrors> {
-        let json: Value = serde_json::from_str(text).map_err(|e| {
-            ValidationErrors(vec![Problem {
-                path: String::new(),
-                message: format!(
-                    "invalid JSON at line {} column {}: {}",
-                    e.line(),
-                    e.column(),
-                    strip_position(&e)
-                ),
-            }])
-        })?;
-        Self::parse(&json, strictness)
-    }
-
-    /// Parses a JSON document.
-    pub fn parse(json: &Value, strictness: Strictness) -> Result<Self, ValidationErrors> {
-        let mut ck = Checker {
-            strict: strictness == Strictness::Strict,
-            isolate: false,
-            problems: Vec::new(),
-        };
-        let set = parse_set(json, &mut ck);
-        match set {
-            Some(set) if ck.problems.is_empty() => Ok(set),
-            _ => Err(ValidationErrors(ck.problems)),
-        }
     }
 
     /// Parses a document for evaluation, as the SDK and the server load what they serve:
@@ -349,7 +264,7 @@ impl FlagSet {
             isolate: true,
             problems: Vec::new(),
         };
-        match parse_set(json, &mut ck) {
+        match read_set(json, &mut ck) {
             Some(mut set) if ck.problems.is_empty() => {
                 set.problems.sort_by(|a, b| a.path.cmp(&b.path));
                 Ok(set)
@@ -367,14 +282,6 @@ impl FlagSet {
     /// What an isolating load set aside, with JSON paths.
     pub fn problems(&self) -> &[Problem] {
         &self.problems
-    }
-
-    /// Every problem strict validation finds in this flag set (empty when it is valid).
-    pub fn validate(&self) -> Vec<Problem> {
-        match Self::parse(&self.to_json(), Strictness::Strict) {
-            Ok(_) => Vec::new(),
-            Err(e) => e.0,
-        }
     }
 
     /// The document as JSON, keys in their original order.
@@ -451,19 +358,20 @@ impl<'de> serde::Deserialize<'de> for FlagSet {
     /// Deserializes leniently, as flagd loads a file.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = Value::deserialize(d)?;
-        Self::parse(&v, Strictness::Lenient).map_err(serde::de::Error::custom)
+        let mut ck = Checker {
+            strict: false,
+            isolate: false,
+            problems: Vec::new(),
+        };
+        let set = read_set(&v, &mut ck);
+        ck.finish(set).map_err(serde::de::Error::custom)
     }
 }
 
-fn strip_position(e: &serde_json::Error) -> String {
-    let s = e.to_string();
-    match s.rfind(" at line ") {
-        Some(i) => s[..i].to_owned(),
-        None => s,
-    }
-}
-
-fn parse_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
+/// Reads a document's structure into a flag set, with the schema checks that go with
+/// reading it (soft ones count only when `ck.strict`). The strict checks of the whole
+/// (limits, targeting rules) are not made here but by `validate`, which runs after this.
+pub(crate) fn read_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
     let root = Path::root();
     let Value::Object(obj) = json else {
         ck.hard(
@@ -605,10 +513,6 @@ fn parse_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
         }
     }
 
-    if ck.strict {
-        check_limits(json, obj, &set, ck);
-        validate::check_rules(&set, ck);
-    }
     Some(set)
 }
 
@@ -627,92 +531,6 @@ fn set_aside(set: &mut FlagSet, key: &str, ck: &mut Checker, before: usize) -> b
     set.broken.insert(key.to_owned(), message);
     set.problems.extend(found);
     true
-}
-
-/// The size limits of strict validation: nesting depth (with the path of every item too
-/// deep), flag count and document size.
-fn check_limits(json: &Value, obj: &Map<String, Value>, set: &FlagSet, ck: &mut Checker) {
-    let root = Path::root();
-    if set.flags.len() > limits::MAX_FLAGS {
-        ck.hard(
-            &root.key("flags"),
-            format!(
-                "holds {} flags; at most {} are allowed",
-                set.flags.len(),
-                limits::MAX_FLAGS
-            ),
-        );
-    }
-    let bytes = limits::json_bytes(json);
-    if bytes > limits::MAX_DOCUMENT_BYTES {
-        ck.hard(
-            &root,
-            format!(
-                "the flag set is {bytes} bytes as compact JSON; at most {} bytes (32 MiB) are allowed",
-                limits::MAX_DOCUMENT_BYTES
-            ),
-        );
-    }
-    // No flag can be larger than the whole document.
-    if bytes > limits::MAX_FLAG_BYTES {
-        let big = |ck: &mut Checker, path: Path, flag: &Value| {
-            let n = limits::json_bytes(flag);
-            if n > limits::MAX_FLAG_BYTES {
-                ck.hard(
-                    &path,
-                    format!(
-                        "the flag is {n} bytes as compact JSON; at most {} bytes (1 MiB) are allowed (put large lists in \"$evaluators\" and use \"$ref\")",
-                        limits::MAX_FLAG_BYTES
-                    ),
-                );
-            }
-        };
-        match obj.get("flags") {
-            Some(Value::Object(m)) => {
-                for (k, f) in m {
-                    big(ck, root.key("flags").key(k), f);
-                }
-            }
-            Some(Value::Array(a)) => {
-                for (i, f) in a.iter().enumerate() {
-                    big(ck, root.key("flags").index(i), f);
-                }
-            }
-            _ => {}
-        }
-    }
-    if limits::depth(json, limits::MAX_DEPTH) <= limits::MAX_DEPTH {
-        return;
-    }
-    // Too deep somewhere: name each item, with its depth counted from the document.
-    let too_deep = |ck: &mut Checker, path: &Path, v: &Value, above: usize| {
-        let d = limits::depth(v, limits::MAX_DECODE_DEPTH) + above;
-        if d > limits::MAX_DEPTH {
-            ck.hard(
-                path,
-                format!(
-                    "is nested {d} levels deep in the document; at most {} levels are allowed",
-                    limits::MAX_DEPTH
-                ),
-            );
-        }
-    };
-    for (k, v) in obj {
-        let p = root.key(k);
-        match (k.as_str(), v) {
-            ("flags" | "$evaluators", Value::Object(m)) => {
-                for (name, item) in m {
-                    too_deep(ck, &p.key(name), item, 2);
-                }
-            }
-            ("flags", Value::Array(a)) => {
-                for (i, item) in a.iter().enumerate() {
-                    too_deep(ck, &p.index(i), item, 2);
-                }
-            }
-            _ => too_deep(ck, &p, v, 1),
-        }
-    }
 }
 
 fn parse_metadata(md: &Value, path: &Path, ck: &mut Checker) -> Option<Map<String, Value>> {
