@@ -1,165 +1,23 @@
-//! Strict validation: the entry points that read a document at a chosen [`Strictness`],
-//! and the checks of the whole document that reading its structure cannot make: the
-//! limits, and the targeting rules (the flagd schema's operator list and arities, plus
-//! what a schema cannot say: a `$ref` to a missing evaluator, a rule that returns a
-//! variant the flag does not have).
-//!
-//! It sits above the model (`model::read_set` reads the structure first) so that the
-//! model never depends on validation.
+//! The checks of targeting rules and `$evaluators`: the flagd schema's operator list and
+//! arities, plus what a schema cannot say (a `$ref` to a missing evaluator, a rule that
+//! returns a variant the flag does not have, a rule too large once compiled).
 
 use serde_json::{Map, Value};
 
 use crate::context::json_type;
 use crate::limits;
 use crate::logic;
-use crate::model::{self, Flag, FlagSet, Strictness};
+use crate::model::{Flag, FlagSet};
 use crate::path::Path;
-use crate::problem::{Checker, Problem, ValidationErrors};
+use crate::problem::Checker;
 use crate::semver;
-
-impl FlagSet {
-    /// Parses JSON text.
-    pub fn parse_str(text: &str, strictness: Strictness) -> Result<Self, ValidationErrors> {
-        let json: Value = serde_json::from_str(text).map_err(|e| {
-            ValidationErrors(vec![Problem {
-                path: String::new(),
-                message: format!(
-                    "invalid JSON at line {} column {}: {}",
-                    e.line(),
-                    e.column(),
-                    strip_position(&e)
-                ),
-            }])
-        })?;
-        Self::parse(&json, strictness)
-    }
-
-    /// Parses a JSON document.
-    pub fn parse(json: &Value, strictness: Strictness) -> Result<Self, ValidationErrors> {
-        let mut ck = Checker {
-            strict: strictness == Strictness::Strict,
-            isolate: false,
-            problems: Vec::new(),
-        };
-        let set = model::read_set(json, &mut ck);
-        if ck.strict
-            && let (Some(set), Value::Object(obj)) = (&set, json)
-        {
-            check_limits(json, obj, set, &mut ck);
-            check_rules(set, &mut ck);
-        }
-        ck.finish(set)
-    }
-
-    /// Every problem strict validation finds in this flag set (empty when it is valid).
-    pub fn validate(&self) -> Vec<Problem> {
-        match Self::parse(&self.to_json(), Strictness::Strict) {
-            Ok(_) => Vec::new(),
-            Err(e) => e.0,
-        }
-    }
-}
-
-fn strip_position(e: &serde_json::Error) -> String {
-    let s = e.to_string();
-    match s.rfind(" at line ") {
-        Some(i) => s[..i].to_owned(),
-        None => s,
-    }
-}
 
 struct RuleCx<'s> {
     evaluators: &'s Map<String, Value>,
     in_evaluator: bool,
 }
 
-/// The size limits of strict validation: nesting depth (with the path of every item too
-/// deep), flag count and document size.
-fn check_limits(json: &Value, obj: &Map<String, Value>, set: &FlagSet, ck: &mut Checker) {
-    let root = Path::root();
-    if set.flags.len() > limits::MAX_FLAGS {
-        ck.hard(
-            &root.key("flags"),
-            format!(
-                "holds {} flags; at most {} are allowed",
-                set.flags.len(),
-                limits::MAX_FLAGS
-            ),
-        );
-    }
-    let bytes = limits::json_bytes(json);
-    if bytes > limits::MAX_DOCUMENT_BYTES {
-        ck.hard(
-            &root,
-            format!(
-                "the flag set is {bytes} bytes as compact JSON; at most {} bytes (32 MiB) are allowed",
-                limits::MAX_DOCUMENT_BYTES
-            ),
-        );
-    }
-    // No flag can be larger than the whole document.
-    if bytes > limits::MAX_FLAG_BYTES {
-        let big = |ck: &mut Checker, path: Path, flag: &Value| {
-            let n = limits::json_bytes(flag);
-            if n > limits::MAX_FLAG_BYTES {
-                ck.hard(
-                    &path,
-                    format!(
-                        "the flag is {n} bytes as compact JSON; at most {} bytes (1 MiB) are allowed (put large lists in \"$evaluators\" and use \"$ref\")",
-                        limits::MAX_FLAG_BYTES
-                    ),
-                );
-            }
-        };
-        match obj.get("flags") {
-            Some(Value::Object(m)) => {
-                for (k, f) in m {
-                    big(ck, root.key("flags").key(k), f);
-                }
-            }
-            Some(Value::Array(a)) => {
-                for (i, f) in a.iter().enumerate() {
-                    big(ck, root.key("flags").index(i), f);
-                }
-            }
-            _ => {}
-        }
-    }
-    if limits::depth(json, limits::MAX_DEPTH) <= limits::MAX_DEPTH {
-        return;
-    }
-    // Too deep somewhere: name each item, with its depth counted from the document.
-    let too_deep = |ck: &mut Checker, path: &Path, v: &Value, above: usize| {
-        let d = limits::depth(v, limits::MAX_DECODE_DEPTH) + above;
-        if d > limits::MAX_DEPTH {
-            ck.hard(
-                path,
-                format!(
-                    "is nested {d} levels deep in the document; at most {} levels are allowed",
-                    limits::MAX_DEPTH
-                ),
-            );
-        }
-    };
-    for (k, v) in obj {
-        let p = root.key(k);
-        match (k.as_str(), v) {
-            ("flags" | "$evaluators", Value::Object(m)) => {
-                for (name, item) in m {
-                    too_deep(ck, &p.key(name), item, 2);
-                }
-            }
-            ("flags", Value::Array(a)) => {
-                for (i, item) in a.iter().enumerate() {
-                    too_deep(ck, &p.index(i), item, 2);
-                }
-            }
-            _ => too_deep(ck, &p, v, 1),
-        }
-    }
-}
-
-fn check_rules(set: &FlagSet, ck: &mut Checker) {
+pub(super) fn check_rules(set: &FlagSet, ck: &mut Checker) {
     let root = Path::root();
     let shared = logic::Shared::default();
     for (name, body) in &set.evaluators {
@@ -529,72 +387,5 @@ fn check_fractional(list: &[&Value], path: &Path, cx: &RuleCx<'_>, ck: &mut Chec
                 ),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::{FlagSet, Strictness};
-    use serde_json::json;
-
-    fn errors(targeting: serde_json::Value) -> Vec<String> {
-        let doc = json!({
-            "flags": {"f": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off", "targeting": targeting}},
-            "$evaluators": {"beta": {"in": [{"var": "email"}, ["a@x"]]}}
-        });
-        match FlagSet::parse(&doc, Strictness::Strict) {
-            Ok(_) => vec![],
-            Err(e) => e.0.iter().map(ToString::to_string).collect(),
-        }
-    }
-
-    #[test]
-    fn good_rules_pass() {
-        assert!(errors(json!({})).is_empty());
-        assert!(
-            errors(
-                json!({"if": [{"$ref": "beta"}, "on", {"fractional": [["on", 25], ["off", 75]]}]})
-            )
-            .is_empty()
-        );
-        assert!(
-            errors(json!({"if": [{"sem_ver": [{"var": "v"}, ">=", "1.2.0"]}, "on", "off"]}))
-                .is_empty()
-        );
-        assert!(errors(json!({"fractional": [{"cat": [{"var": "$flagd.flagKey"}, {"var": "email"}]}, ["on"], ["off", 3]]})).is_empty());
-    }
-
-    #[test]
-    fn every_problem_with_its_path() {
-        let errs = errors(json!({"if": [
-            {"and": [{"sem_ver": [{"var": "v"}, "===", "v1.0"]}, {"starts_with": ["a"]}, {"invalid": 1}, {"$ref": "nope"}]},
-            "onn",
-            {"fractional": [["on", 1.5], ["off", -1], "x"]}
-        ]}));
-        assert_eq!(
-            errs,
-            vec![
-                r#"flags.f.targeting.if[0].and[0].sem_ver[1]: "===" is not a sem_ver operator (=, !=, <, <=, >, >=, ~, ^)"#,
-                r#"flags.f.targeting.if[0].and[0].sem_ver[2]: "v1.0" is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.2.0, without a v prefix)"#,
-                r#"flags.f.targeting.if[0].and[1].starts_with: "starts_with" takes exactly 2 arguments, found 1"#,
-                r#"flags.f.targeting.if[0].and[2]: unknown operator "invalid""#,
-                r#"flags.f.targeting.if[0].and[3]: "$ref": "nope" names no evaluator in $evaluators (beta)"#,
-                "flags.f.targeting.if[2].fractional[0][1]: a weight must be a whole number from 0 to 2147483647, found 1.5",
-                "flags.f.targeting.if[2].fractional[1][1]: a weight must be a whole number from 0 to 2147483647, found -1",
-                "flags.f.targeting.if[2].fractional[2]: a bucket must be an array [variant, weight], found a string",
-                r#"flags.f.targeting.if[1]: targeting can return "onn", which is not a variant (on, off)"#,
-            ]
-        );
-    }
-
-    #[test]
-    fn flagd_properties_and_multi_key_objects() {
-        assert_eq!(
-            errors(json!({"==": [{"var": "$flagd.key"}, {"a": 1, "b": 2}]})),
-            vec![
-                r#"flags.f.targeting["=="][0].var: "$flagd.key" is not a flagd property ($flagd.flagKey, $flagd.timestamp)"#,
-                r#"flags.f.targeting["=="][1]: a rule must have exactly one operator, found 2 keys (a, b)"#,
-            ]
-        );
     }
 }
