@@ -1,5 +1,10 @@
-use super::*;
-use serde_json::json;
+use serde_json::{Value as Json, json};
+
+use super::compile::{CompileCx, compile};
+use super::evaluate::Env;
+use super::refs::Shared;
+use super::strings::CAT_FAULT;
+use crate::context::{EvaluationContext, Value};
 
 fn run(rule: Json, data: Json) -> Value {
     run_key(rule, data, "flag")
@@ -354,30 +359,6 @@ fn fractional_matches_flagd_vectors() {
         ),
         Value::from("tails")
     );
-}
-
-#[test]
-fn static_buckets_are_precomputed() {
-    let evaluators = serde_json::Map::new();
-    let shared = Shared::default();
-    let cx = CompileCx {
-        flag_key: Some("f"),
-        evaluators: &evaluators,
-        shared: &shared,
-    };
-    let e = compile(
-        &json!({"fractional": [["on", 10], ["off", -5], ["x"]]}),
-        &cx,
-    )
-    .unwrap();
-    let Expr::Fractional(f) = e else {
-        panic!("not fractional")
-    };
-    let Some(Ok(fixed)) = &f.fixed else {
-        panic!("not precomputed")
-    };
-    assert_eq!(fixed.weights(), vec![10, 0, 1]);
-    assert_eq!(fixed.total, 11);
 }
 
 #[test]
