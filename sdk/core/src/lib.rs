@@ -40,6 +40,7 @@ pub mod limits;
 mod logic;
 mod model;
 mod path;
+mod problem;
 mod semver;
 mod validate;
 pub mod wire;
