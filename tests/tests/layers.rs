@@ -16,7 +16,10 @@ fn root() -> PathBuf {
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).expect("a source directory").flatten() {
+    for e in std::fs::read_dir(dir)
+        .expect("a source directory")
+        .flatten()
+    {
         let p = e.path();
         if p.is_dir() {
             rust_files(&p, out);
@@ -165,7 +168,10 @@ fn nothing_in_flagd_imports_http_but_server_and_the_store_stands_alone() {
 #[test]
 fn no_source_file_outside_tests_is_over_600_lines() {
     let mut over = Vec::new();
-    for c in CRATES.iter().chain(&["examples/src", "sdk/bench/src", "tests/src"]) {
+    for c in CRATES
+        .iter()
+        .chain(&["examples/src", "sdk/bench/src", "tests/src"])
+    {
         let dir = root().join(c);
         if !dir.is_dir() {
             continue;
@@ -176,7 +182,10 @@ fn no_source_file_outside_tests_is_over_600_lines() {
             if is_test_file(&f) {
                 continue;
             }
-            let n = std::fs::read_to_string(&f).expect("readable").lines().count();
+            let n = std::fs::read_to_string(&f)
+                .expect("readable")
+                .lines()
+                .count();
             if n > MAX_LINES {
                 over.push(format!("{} ({n} lines)", f.display()));
             }

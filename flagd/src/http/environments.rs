@@ -18,6 +18,15 @@ pub(crate) async fn list_environments(
     Ok(Json(json!({"environments": envs})).into_response())
 }
 
+/// `POST /environments`.
+#[derive(serde::Deserialize)]
+pub(crate) struct NewEnvironment {
+    key: String,
+    name: Option<String>,
+    /// Marked in the UI, which asks for reasons there; `production` is by default.
+    production: Option<bool>,
+}
+
 pub(crate) async fn create_environment(
     caller: Caller,
     State(s): State<AppState>,
@@ -25,23 +34,12 @@ pub(crate) async fn create_environment(
 ) -> ApiResult<Response> {
     // A new environment lies outside any list a limited token has.
     caller.check_unlimited(Perm::ManageEnvironments)?;
-    let o = body.object()?;
-    let key = o
-        .get("key")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid("key", "is required (a string)"))?;
+    let b: NewEnvironment = body.fields()?;
+    let key = b.key.as_str();
     valid_key(key, "environment")?;
-    let name = match o.get("name") {
-        None | Some(Value::Null) => key,
-        Some(Value::String(n)) => n.as_str(),
-        Some(_) => return Err(ApiError::invalid("name", "must be a string")),
-    };
+    let name = b.name.as_deref().unwrap_or(key);
     valid_name("name", name)?;
-    let production = match o.get("production") {
-        None | Some(Value::Null) => key == "production",
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::invalid("production", "must be a boolean")),
-    };
+    let production = b.production.unwrap_or(key == "production");
     let env = s
         .store
         .create_environment(&caller.name, key, name, production)
@@ -123,6 +121,17 @@ pub(crate) async fn flag_summaries(
     ))
 }
 
+/// What `POST …/preview` evaluates.
+#[derive(serde::Deserialize)]
+pub(crate) struct Preview {
+    /// The flag's key.
+    key: String,
+    /// The flag's definition, not saved.
+    flag: Map<String, Value>,
+    /// Evaluation contexts, at most 100.
+    contexts: Vec<Value>,
+}
+
 /// `POST /environments/{env}/preview` `{"key", "flag", "contexts": [...]}`: evaluates an
 /// unsaved definition with the environment's shared evaluators, by flagd's own
 /// evaluator; changes nothing.
@@ -133,29 +142,17 @@ pub(crate) async fn preview(
     body: Body,
 ) -> ApiResult<Response> {
     caller.check(Perm::Read, Some(&env))?;
-    let o = body.object()?;
-    let key = match o.get("key") {
-        Some(Value::String(k)) => k.clone(),
-        _ => return Err(ApiError::invalid("key", "is required (the flag's key)")),
-    };
-    let flag = o.get("flag").filter(|f| f.is_object()).ok_or_else(|| {
-        ApiError::invalid("flag", "is required (the flag's definition, an object)")
-    })?;
-    let contexts = match o.get("contexts") {
-        Some(Value::Array(c)) if c.len() <= 100 => c,
-        Some(Value::Array(_)) => {
-            return Err(ApiError::invalid(
-                "contexts",
-                "at most 100 contexts at once",
-            ));
-        }
-        _ => {
-            return Err(ApiError::invalid(
-                "contexts",
-                "is required (an array of objects)",
-            ));
-        }
-    };
+    let Preview {
+        key,
+        flag,
+        contexts,
+    } = body.fields()?;
+    if contexts.len() > 100 {
+        return Err(ApiError::invalid(
+            "contexts",
+            "at most 100 contexts at once",
+        ));
+    }
     let (v, items) = s.store.items(&env, None).await?;
     let mut doc = Map::new();
     doc.insert("flags".into(), json!({ key.clone(): flag }));

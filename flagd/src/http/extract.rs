@@ -50,6 +50,30 @@ pub(crate) fn malformed(e: &serde_json::Error) -> ApiError {
 }
 
 impl Body {
+    /// The body read as `T` (a typed request body): 422 naming the field's JSON path
+    /// and what is wrong with it (`percent: invalid type: string "x", expected f64`), or
+    /// which field is missing (`variant: is required`).
+    pub(crate) fn fields<T: serde::de::DeserializeOwned>(&self) -> ApiResult<T> {
+        self.object()?;
+        serde_path_to_error::deserialize(&self.0).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.inner().to_string();
+            // serde says a missing field's name in its message, at the object's path.
+            if let Some(field) = message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.strip_suffix('`'))
+            {
+                let at = if path == "." {
+                    field.to_owned()
+                } else {
+                    format!("{path}.{field}")
+                };
+                return ApiError::invalid(&at, "is required");
+            }
+            ApiError::invalid(if path == "." { "" } else { &path }, message)
+        })
+    }
+
     pub(crate) fn object(&self) -> ApiResult<&Map<String, Value>> {
         self.0
             .as_object()

@@ -169,6 +169,15 @@ pub(crate) async fn enable_flag(
     set_state(&s, &caller, &env, &key, &headers, &body, "ENABLED").await
 }
 
+/// `POST …/rollout`: the variant and its new share (the reason is read as for every
+/// change).
+#[derive(serde::Deserialize)]
+pub(crate) struct Rollout {
+    variant: String,
+    /// 0 to 100, at most two decimals.
+    percent: f64,
+}
+
 pub(crate) async fn rollout_flag(
     caller: Caller,
     State(s): State<AppState>,
@@ -177,15 +186,8 @@ pub(crate) async fn rollout_flag(
     body: Body,
 ) -> ApiResult<Response> {
     caller.check(Perm::Rollout, Some(&env))?;
-    let o = body.object()?;
-    let variant = o
-        .get("variant")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid("variant", "is required (a variant name)"))?;
-    let percent = o
-        .get("percent")
-        .and_then(Value::as_f64)
-        .ok_or_else(|| ApiError::invalid("percent", "is required (a number from 0 to 100)"))?;
+    let Rollout { variant, percent } = body.fields()?;
+    let variant = variant.as_str();
     let reason = body.reason(false)?;
     let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
     let item = tx

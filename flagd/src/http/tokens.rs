@@ -15,51 +15,46 @@ pub(crate) async fn list_tokens(caller: Caller, State(s): State<AppState>) -> Ap
     Ok(Json(json!({"tokens": tokens})).into_response())
 }
 
+/// `POST /tokens`.
+#[derive(serde::Deserialize)]
+pub(crate) struct NewToken {
+    name: String,
+    /// viewer, editor, responder, ci or admin.
+    role: String,
+    /// The environments it is limited to; all when absent.
+    environments: Option<Vec<String>>,
+}
+
 pub(crate) async fn create_token(
     caller: Caller,
     State(s): State<AppState>,
     body: Body,
 ) -> ApiResult<Response> {
     caller.check(Perm::ManageTokens, None)?;
-    let o = body.object()?;
-    let name = o
-        .get("name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.trim().is_empty())
-        .ok_or_else(|| ApiError::invalid("name", "is required (a non-empty string)"))?;
+    let b: NewToken = body.fields()?;
+    let name = b.name.as_str();
+    if name.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "name",
+            "is required (a non-empty string)",
+        ));
+    }
     valid_name("name", name)?;
-    let role_name = o.get("role").and_then(Value::as_str).ok_or_else(|| {
-        ApiError::invalid(
-            "role",
-            "is required: viewer, editor, responder, ci or admin",
-        )
-    })?;
-    let role = Role::parse(role_name)
+    let role = Role::parse(&b.role)
         .filter(|r| *r != Role::Sdk)
-        .ok_or_else(|| ApiError::invalid("role", format!("\"{role_name}\" is not a role (viewer, editor, responder, ci, admin); SDK keys are made per environment")))?;
-    let envs = match o.get("environments") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(a)) => {
-            let mut out = Vec::new();
-            for (i, e) in a.iter().enumerate() {
-                let e = e.as_str().ok_or_else(|| {
-                    ApiError::invalid(&format!("environments[{i}]"), "must be an environment key")
-                })?;
+        .ok_or_else(|| ApiError::invalid("role", format!("\"{}\" is not a role (viewer, editor, responder, ci, admin); SDK keys are made per environment", b.role)))?;
+    let envs = match b.environments {
+        None => None,
+        Some(list) => {
+            for (i, e) in list.iter().enumerate() {
                 if s.store.environment(e).await.is_err() {
                     return Err(ApiError::invalid(
                         &format!("environments[{i}]"),
                         format!("no environment \"{e}\""),
                     ));
                 }
-                out.push(e.to_owned());
             }
-            Some(out)
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "environments",
-                "must be a list of environment keys",
-            ));
+            Some(list)
         }
     };
     if !caller.covers(envs.as_deref()) {

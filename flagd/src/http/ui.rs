@@ -168,21 +168,27 @@ fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> ApiResult<H
     .map_err(|e| ApiError::Internal(e.into()))
 }
 
+/// What signing in takes.
+#[derive(serde::Deserialize)]
+struct SignIn {
+    /// An API token (`fd_…`).
+    token: String,
+}
+
 /// `POST /api/v1/session` `{"token": "fd_…"}`: signs in.
 async fn create_session(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let token = match body.0.get("token") {
-        Some(Value::String(t)) if !t.trim().is_empty() => t.trim().to_owned(),
-        _ => {
-            return Err(ApiError::invalid(
-                "token",
-                "is required: an API token (fd_…)",
-            ));
-        }
-    };
+    let SignIn { token } = body.fields()?;
+    let token = token.trim().to_owned();
+    if token.is_empty() {
+        return Err(ApiError::invalid(
+            "token",
+            "is required: an API token (fd_…)",
+        ));
+    }
     let info = s
         .store
         .token_by_hash(&auth::hash_secret(&token))

@@ -17,6 +17,14 @@ pub(crate) async fn get_flag_set(
     ))
 }
 
+/// What `POST …/revert` takes besides the version and the reason.
+#[derive(serde::Deserialize)]
+pub(crate) struct RevertOptions {
+    /// Confirms a revert that removes every flag.
+    #[serde(default)]
+    empty: bool,
+}
+
 pub(crate) async fn revert(
     caller: Caller,
     State(s): State<AppState>,
@@ -27,11 +35,7 @@ pub(crate) async fn revert(
     caller.check(Perm::Revert, Some(&env))?;
     let version = body.version()?;
     let reason = body.reason(true)?;
-    let empty = match body.object()?.get("empty") {
-        None | Some(Value::Bool(false)) => false,
-        Some(Value::Bool(true)) => true,
-        Some(_) => return Err(ApiError::invalid("empty", "must be true or false")),
-    };
+    let RevertOptions { empty } = body.fields()?;
     let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
     // Emptying an environment is one call away from a typo (`0` for `10`): possible,
     // but only said explicitly.

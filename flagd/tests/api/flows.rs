@@ -382,6 +382,46 @@ pub(crate) async fn errors(b: Backend) -> anyhow::Result<()> {
         r.body["error"]["details"][0]["message"],
         "a flag set must be a JSON object, found a string"
     );
+    // Typed bodies: a missing field, or one of the wrong type, is named by its path.
+    let detail = |r: &crate::support::Resp| {
+        (
+            r.body["error"]["details"][0]["path"].clone(),
+            r.body["error"]["details"][0]["message"].clone(),
+        )
+    };
+    let r = s
+        .post("/environments", json!({"name": "QA"}))
+        .await
+        .expect(422);
+    assert_eq!(detail(&r), (json!("key"), json!("is required")));
+    // In development: production's history stays empty for the checks below.
+    s.put("/environments/development/flags/r", rollout_flag(5))
+        .await
+        .expect(201);
+    let r = s
+        .post(
+            "/environments/development/flags/r/rollout",
+            json!({"variant": "on", "percent": "half"}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(
+        r.body["error"]["details"][0]["path"], "percent",
+        "{}",
+        r.body
+    );
+    let r = s
+        .post(
+            "/tokens",
+            json!({"name": "t", "role": "ci", "environments": ["production", 7]}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(
+        r.body["error"]["details"][0]["path"], "environments[1]",
+        "{}",
+        r.body
+    );
     // 401 without a token or with an unknown one.
     s.call(Method::GET, "/environments", None, None, &[])
         .await
