@@ -259,7 +259,9 @@ impl Hub {
             return;
         }
         if committed.version != c.version + 1 {
-            // Publications raced: resynchronize everyone from the store's head.
+            // This process announces in version order (the bus, under the write lock),
+            // so a gap means another replica committed in between, unannounced here:
+            // resynchronize everyone from the store's head.
             drop(c);
             let _ = self.reload(&hub, env).await;
             if let Some(f) = self.snapshot_frame(&hub).await {
