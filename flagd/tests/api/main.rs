@@ -1,5 +1,5 @@
 //! Integration tests over real HTTP against real flagd servers, each on a real SQLite
-//! file and on a real PostgreSQL server started here (see `support.rs`). A custom
+//! file and on a real PostgreSQL server started here (`flagd_harness::Postgres`). A custom
 //! harness (libtest-mimic) so that PostgreSQL starts once and is stopped at the end.
 
 mod authz;
@@ -93,20 +93,7 @@ const SQLITE_ONLY: &[(&str, TestFn)] = &[
 
 fn main() {
     let args = Arguments::from_args();
-    let pg = match Postgres::start() {
-        Ok(Some(pg)) => Some(Arc::new(pg)),
-        Ok(None) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "PostgreSQL is not installed (Debian package postgresql); .ci/test installs it"
-            );
-            println!(
-                "PostgreSQL is not installed: the postgres:: tests are ignored (apt-get install postgresql to run them)"
-            );
-            None
-        }
-        Err(e) => panic!("PostgreSQL did not start: {e:#}"),
-    };
+    let pg = Postgres::start_or_skip("the postgres:: tests are ignored").map(Arc::new);
     let mut trials = Vec::new();
     for (name, f) in BOTH {
         let f = *f;

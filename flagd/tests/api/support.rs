@@ -1,21 +1,17 @@
-//! The harness: a real PostgreSQL server (Debian's packages, a temporary data
-//! directory, a random loopback port, stopped at the end), and real flagd servers on
-//! SQLite files or PostgreSQL databases, reached over real HTTP.
+//! What the server tests share: real flagd servers (started by `flagd-harness`, in this
+//! process) on SQLite files or databases of the run's PostgreSQL server, and their REST
+//! API called over real HTTP.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
 
-#[path = "../common/postgres.rs"]
-mod postgres;
-pub(crate) use postgres::Postgres;
-
-pub(crate) const ADMIN: &str = "fd_test-admin-secret";
+use flagd_harness::InProcess;
+pub(crate) use flagd_harness::{ADMIN_TOKEN as ADMIN, Postgres};
 
 /// Which store a test server uses.
 #[derive(Clone, Debug)]
@@ -33,13 +29,12 @@ impl Backend {
     }
 }
 
-/// A flagd server on its own store, served on a random loopback port.
+/// A flagd server on its own store (a new SQLite file, or a new PostgreSQL database),
+/// served in-process on a random loopback port.
 pub(crate) struct Server {
     pub(crate) base: String,
     http: reqwest::Client,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: Option<tempfile::TempDir>,
+    server: flagd_harness::Server,
 }
 
 /// A response: status, JSON body (or null), headers.
@@ -79,33 +74,15 @@ impl Server {
         backend: &Backend,
         options: flagd::server::Options,
     ) -> anyhow::Result<Self> {
-        let (url, dir) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir()?;
-                (
-                    format!(
-                        "sqlite://{}?mode=rwc",
-                        dir.path().join("flagd.db").display()
-                    ),
-                    Some(dir),
-                )
-            }
-            Backend::Postgres(pg) => (pg.database().await?, None),
-        };
-        let store = flagd::server::open_store_for(&url, &options).await?;
-        flagd::server::bootstrap(&store, Some(ADMIN)).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}/api/v1", listener.local_addr()?);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(flagd::server::run(listener, store, options, async move {
-            let _ = rx.await;
-        }));
+        let mut server = InProcess::new().options(options);
+        if let Backend::Postgres(pg) = backend {
+            server = server.database_url(pg.database().await?);
+        }
+        let server = server.try_start().await?;
         Ok(Self {
-            base,
+            base: server.url("/api/v1"),
             http: reqwest::Client::new(),
-            shutdown: Some(tx),
-            task: Some(task),
-            _dir: dir,
+            server,
         })
     }
 
@@ -178,16 +155,8 @@ impl Server {
         r.body["secret"].as_str().expect("secret").to_owned()
     }
 
-    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), t)
-                .await
-                .context("shutdown")???;
-        }
-        Ok(())
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        self.server.stop().await
     }
 }
 
