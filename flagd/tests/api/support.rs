@@ -2,32 +2,11 @@
 //! process) on SQLite files or databases of the run's PostgreSQL server, and their REST
 //! API called over real HTTP.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
 
 use flagd_harness::InProcess;
-pub(crate) use flagd_harness::{ADMIN_TOKEN as ADMIN, Postgres};
-
-/// Which store a test server uses.
-#[derive(Clone, Debug)]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres(Arc<Postgres>),
-}
-
-impl Backend {
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Self::Sqlite => "sqlite",
-            Self::Postgres(_) => "postgres",
-        }
-    }
-}
+pub(crate) use flagd_harness::{ADMIN_TOKEN as ADMIN, Backend};
 
 /// A flagd server on its own store (a new SQLite file, or a new PostgreSQL database),
 /// served in-process on a random loopback port.
@@ -164,21 +143,6 @@ impl Server {
 pub(crate) fn rollout_flag(on_percent: u64) -> Value {
     json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
            "targeting": {"fractional": [["on", on_percent], ["off", 100 - on_percent]]}})
-}
-
-pub(crate) type TestFn = fn(Backend) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
-
-/// Runs one async test on its own runtime.
-pub(crate) fn run_test(f: TestFn, backend: Backend) -> Result<(), libtest_mimic::Failed> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    let r = rt.block_on(f(backend));
-    rt.shutdown_timeout(Duration::from_secs(5));
-    r.map_err(|e| format!("{e:#} (after {:?})", started.elapsed()).into())
 }
 
 /// A new SDK key for `env`.

@@ -10,6 +10,8 @@
 //!   or a [`ThreadServer`] with a runtime of its own for sync tests.
 //! - [`Postgres`]: a real PostgreSQL server (Debian's packages) in a temporary directory
 //!   on a random loopback port; [`Postgres::database`] gives each test a database.
+//! - [`run_trials`]: the `main` of a test binary whose tests run on both stores
+//!   ([`Backend`]), PostgreSQL started once for all of them.
 //!
 //! Both ways serve a new SQLite file ([`SqliteFile`]) unless given a database URL, and
 //! create the admin token [`ADMIN_TOKEN`].
@@ -25,10 +27,12 @@
 
 use std::path::{Path, PathBuf};
 
+mod backend;
 mod binary;
 mod in_process;
 mod postgres;
 
+pub use backend::{Backend, BackendTest, run_trials};
 pub use binary::{Binary, FlagdProcess, flagd_binary};
 pub use in_process::{InProcess, Server, ThreadServer};
 pub use postgres::Postgres;
