@@ -2,6 +2,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -261,7 +262,7 @@ impl Binary {
         });
         let mut process = FlagdProcess {
             child,
-            addr: format!("127.0.0.1:{port}"),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
             database_url,
             stderr,
             serving_line: 0,
@@ -291,7 +292,7 @@ impl Binary {
 #[derive(Debug)]
 pub struct FlagdProcess {
     child: Child,
-    addr: String,
+    addr: SocketAddr,
     database_url: String,
     stderr: Lines,
     /// The index in `stderr` of the `flagd is serving` line.
@@ -302,40 +303,9 @@ pub struct FlagdProcess {
     _sqlite: Option<SqliteFile>,
 }
 
+endpoint!(FlagdProcess);
+
 impl FlagdProcess {
-    /// `127.0.0.1:port`.
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
-    /// The port it listens on.
-    pub fn port(&self) -> u16 {
-        self.addr
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .unwrap_or_default()
-    }
-
-    /// `http://127.0.0.1:port`.
-    pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// `http://127.0.0.1:port{path}`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// The database it serves.
-    pub fn database_url(&self) -> &str {
-        &self.database_url
-    }
-
-    /// A new TCP connection to it.
-    pub fn connect(&self) -> std::net::TcpStream {
-        std::net::TcpStream::connect(&self.addr).expect("connecting to flagd")
-    }
-
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -144,27 +144,9 @@ pub struct Server {
     _sqlite: Option<SqliteFile>,
 }
 
+endpoint!(Server);
+
 impl Server {
-    /// The address it listens on (127.0.0.1).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:port`.
-    pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// `http://127.0.0.1:port{path}`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// The database it serves.
-    pub fn database_url(&self) -> &str {
-        &self.database_url
-    }
-
     /// Stops it as a shutdown signal does: streams are told to reconnect, requests in
     /// flight finish, the store is closed. Fails if serving failed, or if stopping takes
     /// longer than 30 s.
@@ -195,27 +177,9 @@ pub struct ThreadServer {
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
 
+endpoint!(ThreadServer);
+
 impl ThreadServer {
-    /// The address it listens on (127.0.0.1).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:port`.
-    pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// `http://127.0.0.1:port{path}`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// The database it serves.
-    pub fn database_url(&self) -> &str {
-        &self.database_url
-    }
-
     /// Stops it cleanly (see [`Server::stop`]) and joins its thread.
     pub fn stop(mut self) -> anyhow::Result<()> {
         self.finish()

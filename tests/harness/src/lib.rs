@@ -27,6 +27,44 @@
 
 use std::path::{Path, PathBuf};
 
+/// The methods every running flagd has (its `addr` and `database_url` fields): where it
+/// listens and what it serves, the same for each way of starting it.
+macro_rules! endpoint {
+    ($t:ty) => {
+        impl $t {
+            /// The address it listens on (127.0.0.1).
+            pub fn addr(&self) -> std::net::SocketAddr {
+                self.addr
+            }
+
+            /// The port it listens on.
+            pub fn port(&self) -> u16 {
+                self.addr.port()
+            }
+
+            /// `http://127.0.0.1:port`.
+            pub fn base(&self) -> String {
+                format!("http://{}", self.addr)
+            }
+
+            /// `http://127.0.0.1:port{path}`.
+            pub fn url(&self, path: &str) -> String {
+                format!("http://{}{path}", self.addr)
+            }
+
+            /// The database it serves.
+            pub fn database_url(&self) -> &str {
+                &self.database_url
+            }
+
+            /// A new TCP connection to it.
+            pub fn connect(&self) -> std::net::TcpStream {
+                std::net::TcpStream::connect(self.addr).expect("connecting to flagd")
+            }
+        }
+    };
+}
+
 mod backend;
 mod binary;
 mod in_process;
