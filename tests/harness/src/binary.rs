@@ -1,7 +1,7 @@
 //! The real `flagd` binary, started as a user starts it.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -159,7 +159,8 @@ impl Binary {
     }
 
     /// Runs flagd as this user and group (the tests run as root: a permission is only
-    /// tested as another user).
+    /// tested as another user). Give it a database that user can write: the default
+    /// SQLite file's directory is root's.
     pub fn user(mut self, uid: u32, gid: u32) -> Self {
         self.user = Some((uid, gid));
         self
@@ -239,7 +240,7 @@ impl Binary {
         let lines = stderr.clone();
         std::thread::spawn(move || {
             let mut told = false;
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            read_lines(pipe, |line| {
                 let serving = !told && line.contains(SERVING);
                 let mut all = lines.lock().unwrap_or_else(|e| e.into_inner());
                 all.push(line);
@@ -247,16 +248,16 @@ impl Binary {
                     told = true;
                     let _ = serving_tx.send(Some(all.len() - 1));
                 }
-            }
+            });
             let _ = serving_tx.send(None);
         });
         let stdout = child.stdout.take().map(|pipe| {
             let lines = Lines::default();
             let keep = lines.clone();
             let thread = std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                read_lines(pipe, |line| {
                     keep.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-                }
+                });
             });
             (lines, thread)
         });
@@ -284,6 +285,18 @@ impl Binary {
             ),
         }
         process
+    }
+}
+
+/// Reads `pipe` to its end, a line at a time (not valid UTF-8: replaced, never a reason
+/// to stop reading and let the pipe fill).
+fn read_lines(pipe: impl Read, mut each: impl FnMut(String)) {
+    let mut pipe = BufReader::new(pipe);
+    let mut line = Vec::new();
+    while pipe.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+        let text = String::from_utf8_lossy(&line);
+        each(text.trim_end_matches(['\n', '\r']).to_owned());
+        line.clear();
     }
 }
 

@@ -163,6 +163,7 @@ impl Server {
     /// Waits for it to end without stopping it: it serves until it fails (a server
     /// that is meant to run until its process ends).
     pub async fn wait(mut self) -> anyhow::Result<()> {
+        // `self`, and so the sender whose drop would stop it, lives until the task ends.
         (&mut self.task).await.context("flagd's task")?
     }
 }
