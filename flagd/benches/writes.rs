@@ -10,9 +10,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use flagd_harness::Postgres;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
-use support::{ADMIN, Backend, Postgres, Server, rollout_flag};
+use support::{ADMIN, Backend, Server, rollout_flag};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;

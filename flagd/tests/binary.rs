@@ -2,85 +2,25 @@
 //! environments, a one-time admin token), graceful shutdown on SIGTERM, a restart that
 //! keeps everything, the admin token from the environment, `migrate`, `check-config`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use flagd_harness::{Binary, FlagdProcess, free_port};
 use serde_json::{Value, json};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The flagd binary of this package.
+fn flagd() -> Binary {
+    Binary::at(env!("CARGO_BIN_EXE_flagd"))
 }
 
-struct Flagd {
-    child: Child,
-    base: String,
-    stdout: Vec<String>,
-    /// What flagd logged until it served.
-    started: Vec<String>,
-}
-
-fn start(db: &str, port: u16, admin: Option<&str>) -> Flagd {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flagd"));
-    cmd.args([
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--database-url",
-        db,
-    ])
-    .env_remove("FLAGD_ADMIN_TOKEN")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    if let Some(a) = admin {
-        cmd.env("FLAGD_ADMIN_TOKEN", a);
-    }
-    let mut child = cmd.spawn().unwrap();
-    // The server logs "flagd is serving" on stderr once it listens; read until then.
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut started = Vec::new();
-    loop {
-        assert!(Instant::now() < deadline, "flagd did not start");
-        match lines.next() {
-            Some(Ok(l)) if l.contains("flagd is serving") => break,
-            Some(Ok(l)) => started.push(l),
-            other => panic!("flagd exited before serving: {other:?}"),
-        }
-    }
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    Flagd {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        stdout: Vec::new(),
-        started,
-    }
-}
-
-impl Flagd {
-    /// Stops with SIGTERM and returns the exit status and everything printed on stdout.
-    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let status = self.child.wait().unwrap();
-        let mut out = String::new();
-        if let Some(mut s) = self.child.stdout.take() {
-            std::io::Read::read_to_string(&mut s, &mut out).unwrap();
-        }
-        self.stdout.extend(out.lines().map(str::to_owned));
-        (status, self.stdout)
-    }
+/// flagd on `db` at `port`, its stdout kept; with `admin` as `FLAGD_ADMIN_TOKEN`, or
+/// without one (a first start prints a new token).
+fn start(db: &str, port: u16, admin: Option<&str>) -> FlagdProcess {
+    flagd()
+        .database_url(db)
+        .port(port)
+        .admin_token(admin)
+        .record_stdout()
+        .start()
 }
 
 async fn get(c: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
@@ -104,7 +44,7 @@ async fn first_start_sigterm_restart() {
     let port = free_port();
     let f = start(&db, port, None);
     assert_eq!(
-        c.get(format!("{}/healthz", f.base))
+        c.get(format!("{}/healthz", f.base()))
             .send()
             .await
             .unwrap()
@@ -112,7 +52,7 @@ async fn first_start_sigterm_restart() {
         200
     );
     assert_eq!(
-        c.get(format!("{}/readyz", f.base))
+        c.get(format!("{}/readyz", f.base()))
             .send()
             .await
             .unwrap()
@@ -131,11 +71,11 @@ async fn first_start_sigterm_restart() {
 
     // Restart on the same file: no new token, the old one works, nothing is lost.
     let f = start(&db, port, None);
-    let (code, envs) = get(&c, &format!("{}/api/v1/environments", f.base), &token).await;
+    let (code, envs) = get(&c, &format!("{}/api/v1/environments", f.base()), &token).await;
     assert_eq!(code, 200);
     assert_eq!(envs["environments"].as_array().map(Vec::len), Some(3));
     let r = c
-        .put(format!("{}/api/v1/environments/production/flags/kill-me", f.base))
+        .put(format!("{}/api/v1/environments/production/flags/kill-me", f.base()))
         .bearer_auth(&token)
         .body(json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}).to_string())
         .send()
@@ -153,7 +93,7 @@ async fn first_start_sigterm_restart() {
     let f = start(&db, port, Some("fd_from-the-environment"));
     let (code, flag) = get(
         &c,
-        &format!("{}/api/v1/environments/production/flags/kill-me", f.base),
+        &format!("{}/api/v1/environments/production/flags/kill-me", f.base()),
         "fd_from-the-environment",
     )
     .await;
@@ -227,7 +167,7 @@ async fn a_revoked_admin_secret_is_refused_and_changes_nothing() {
         "fd_new-admin-secret",
     );
     let f = start(&db, port, Some(a));
-    let url = format!("{}/api/v1/tokens", f.base);
+    let url = format!("{}/api/v1/tokens", f.base());
     let ops: Value = c
         .post(&url)
         .bearer_auth(a)
@@ -258,16 +198,11 @@ async fn a_revoked_admin_secret_is_refused_and_changes_nothing() {
     assert_eq!(r.status(), 204);
     f.terminate();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            &db,
-        ])
-        .env("FLAGD_ADMIN_TOKEN", a)
-        .output()
-        .unwrap();
+    let out = flagd()
+        .database_url(&db)
+        .port(port)
+        .admin_token(Some(a))
+        .output();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("revoked"), "{stderr}");
@@ -285,11 +220,11 @@ async fn a_revoked_admin_secret_is_refused_and_changes_nothing() {
     let f = start(&db, port, Some(n));
     // Replacing the bootstrap token is said at start.
     assert!(
-        f.started
+        f.startup_log()
             .iter()
             .any(|l| l.contains("WARN") && l.contains("the previous admin token no longer works")),
         "{:?}",
-        f.started
+        f.startup_log()
     );
     assert_eq!(get(&c, &url, n).await.0, 200);
     assert_eq!(
@@ -312,16 +247,10 @@ fn one_flagd_per_sqlite_file() {
     let db = format!("sqlite://{}", file.display());
     let f = start(&db, free_port(), Some("fd_one-writer-admin-secret"));
     assert!(file.exists());
-    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--database-url",
-            &db,
-        ])
-        .env("FLAGD_ADMIN_TOKEN", "fd_one-writer-admin-secret")
-        .output()
-        .unwrap();
+    let out = flagd()
+        .database_url(&db)
+        .admin_token(Some("fd_one-writer-admin-secret"))
+        .output();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -330,21 +259,14 @@ fn one_flagd_per_sqlite_file() {
         "{stderr}"
     );
     // kill -9: the lock is gone with the process.
-    let mut f = f;
-    let _ = f.child.kill();
-    let _ = f.child.wait();
+    f.kill();
     let f = start(&db, free_port(), Some("fd_one-writer-admin-secret"));
     f.terminate();
     // A directory that does not exist is named.
-    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--database-url",
-            &format!("sqlite://{}/nope/x.db", dir.path().display()),
-        ])
-        .output()
-        .unwrap();
+    let out = flagd()
+        .database_url(format!("sqlite://{}/nope/x.db", dir.path().display()))
+        .admin_token(None)
+        .output();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -367,16 +289,11 @@ fn start_errors_are_one_clear_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--database-url",
-            "sqlite:///nonexistent-flagd-dir/x.db",
-        ])
+    let out = flagd()
+        .database_url("sqlite:///nonexistent-flagd-dir/x.db")
+        .admin_token(None)
         .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or_default();
@@ -392,15 +309,10 @@ fn start_errors_are_one_clear_line() {
 #[test]
 fn an_unreachable_postgres_is_named_at_start() {
     let closed = free_port();
-    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--database-url",
-            &format!("postgres://flagd@127.0.0.1:{closed}/flagd"),
-        ])
-        .output()
-        .unwrap();
+    let out = flagd()
+        .database_url(format!("postgres://flagd@127.0.0.1:{closed}/flagd"))
+        .admin_token(None)
+        .output();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or_default();

@@ -7,16 +7,19 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-mod common;
+use flagd_harness::{ADMIN_TOKEN as ADMIN, Binary};
 
-use common::{ADMIN, start};
+/// The flagd binary of this package.
+fn flagd() -> Binary {
+    Binary::at(env!("CARGO_BIN_EXE_flagd"))
+}
 
 /// What a read finds within `wait`.
 #[derive(Debug, PartialEq)]
@@ -92,10 +95,9 @@ const PARTIAL: &[u8] = b"GET /readyz HTTP/1.1\r\nHost: flagd\r\n";
 
 #[test]
 fn partial_headers_are_closed_after_the_header_read_timeout() {
-    let f = start(
-        &["--header-read-timeout", "1s", "--idle-timeout", "60s"],
-        None,
-    );
+    let f = flagd()
+        .args(["--header-read-timeout", "1s", "--idle-timeout", "60s"])
+        .start();
     // A new connection that sends part of its headers.
     let mut s = f.connect();
     s.write_all(PARTIAL).unwrap();
@@ -120,10 +122,9 @@ fn partial_headers_are_closed_after_the_header_read_timeout() {
 
 #[test]
 fn a_silent_connection_is_closed_after_the_header_read_timeout() {
-    let f = start(
-        &["--header-read-timeout", "1s", "--idle-timeout", "60s"],
-        None,
-    );
+    let f = flagd()
+        .args(["--header-read-timeout", "1s", "--idle-timeout", "60s"])
+        .start();
     let mut s = f.connect();
     assert_eq!(probe(&mut s, Duration::from_millis(300)), Peer::Open);
     assert_closed_within(&mut s, Duration::from_secs(10), "a silent connection");
@@ -131,10 +132,9 @@ fn a_silent_connection_is_closed_after_the_header_read_timeout() {
 
 #[test]
 fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
-    let f = start(
-        &["--header-read-timeout", "60s", "--idle-timeout", "1s"],
-        None,
-    );
+    let f = flagd()
+        .args(["--header-read-timeout", "60s", "--idle-timeout", "1s"])
+        .start();
     let mut s = f.connect();
     assert_eq!(get(&mut s, "/healthz").0, "HTTP/1.1 200 OK");
     assert_eq!(get(&mut s, "/readyz").0, "HTTP/1.1 200 OK", "kept alive");
@@ -144,10 +144,9 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 #[test]
 fn a_keep_alive_connection_may_stay_idle_longer_than_the_header_read_timeout() {
     // hyper's own header timer alone would close it at 1 s (it runs while idle too).
-    let f = start(
-        &["--header-read-timeout", "1s", "--idle-timeout", "60s"],
-        None,
-    );
+    let f = flagd()
+        .args(["--header-read-timeout", "1s", "--idle-timeout", "60s"])
+        .start();
     let mut s = f.connect();
     assert_eq!(get(&mut s, "/healthz").0, "HTTP/1.1 200 OK");
     assert_eq!(probe(&mut s, Duration::from_millis(2500)), Peer::Open);
@@ -163,17 +162,16 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 
 #[test]
 fn connections_beyond_the_cap_wait_until_one_closes() {
-    let f = start(
-        &[
+    let f = flagd()
+        .args([
             "--max-connections",
             "2",
             "--header-read-timeout",
             "60s",
             "--idle-timeout",
             "60s",
-        ],
-        None,
-    );
+        ])
+        .start();
     let mut a = f.connect();
     let mut b = f.connect();
     assert_eq!(get(&mut a, "/healthz").0, "HTTP/1.1 200 OK");
@@ -220,7 +218,10 @@ async fn readyz_answers_under_a_slowloris_at_the_common_open_file_limit() {
     }
     assert!(limit >= 4_096, "raised to {limit}");
     // A header timeout longer than the test, so that the slowloris stays open.
-    let f = start(&["--header-read-timeout", "120s"], Some(1024));
+    let f = flagd()
+        .args(["--header-read-timeout", "120s"])
+        .soft_open_files(1024)
+        .start();
     assert!(
         f.log().contains("open-file limit raised to the hard limit")
             && f.log().contains("before=1024"),
@@ -229,7 +230,7 @@ async fn readyz_answers_under_a_slowloris_at_the_common_open_file_limit() {
     );
     let mut loris = Vec::with_capacity(HALF_SENT);
     for i in 0..HALF_SENT {
-        let mut s = tokio::net::TcpStream::connect(&f.addr)
+        let mut s = tokio::net::TcpStream::connect(f.addr())
             .await
             .unwrap_or_else(|e| panic!("connection {i}: {e}"));
         tokio::io::AsyncWriteExt::write_all(&mut s, PARTIAL)
@@ -274,17 +275,16 @@ async fn readyz_answers_under_a_slowloris_at_the_common_open_file_limit() {
 /// timeouts (the server pings the SDK stream; the test answers).
 #[tokio::test]
 async fn streams_outlive_the_idle_timeout() {
-    let f = start(
-        &[
+    let f = flagd()
+        .args([
             "--header-read-timeout",
             "1s",
             "--idle-timeout",
             "1s",
             "--stream-heartbeat",
             "300ms",
-        ],
-        None,
-    );
+        ])
+        .start();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -311,7 +311,7 @@ async fn streams_outlive_the_idle_timeout() {
         .unwrap();
     assert_eq!(r.status(), 201);
 
-    let mut req = format!("ws://{}/api/v1/stream", f.addr)
+    let mut req = format!("ws://{}/api/v1/stream", f.addr())
         .into_client_request()
         .unwrap();
     req.headers_mut()
@@ -390,10 +390,9 @@ async fn streams_outlive_the_idle_timeout() {
 /// connection are open and their timeouts are a minute away.
 #[test]
 fn sigterm_is_not_held_up_by_idle_or_half_sent_connections() {
-    let mut f = start(
-        &["--header-read-timeout", "60s", "--idle-timeout", "60s"],
-        None,
-    );
+    let mut f = flagd()
+        .args(["--header-read-timeout", "60s", "--idle-timeout", "60s"])
+        .start();
     let _silent = f.connect();
     let mut half = f.connect();
     half.write_all(PARTIAL).unwrap();
@@ -402,25 +401,10 @@ fn sigterm_is_not_held_up_by_idle_or_half_sent_connections() {
     // Every connection accepted before the signal.
     let mut probe_conn = f.connect();
     assert_eq!(get(&mut probe_conn, "/healthz").0, "HTTP/1.1 200 OK");
-    let pid = f.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = f.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "flagd still running 20 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    f.signal("TERM");
+    let status = f
+        .wait_timeout(Duration::from_secs(20))
+        .expect("flagd still running 20 s after SIGTERM");
     assert!(status.success(), "{status:?}\n{}", f.log());
     assert_closed_within(&mut idle, Duration::from_secs(5), "the idle connection");
 }

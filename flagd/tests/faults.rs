@@ -1,68 +1,21 @@
 //! Real store faults against the real binary: a 2xx means the write is durable.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use flagd_harness::{ADMIN_TOKEN as ADMIN, Binary, FlagdProcess, Postgres, free_port};
 use serde_json::{Value, json};
 
-#[path = "common/postgres.rs"]
-mod postgres;
-
-const ADMIN: &str = "fd_faults-test-admin-secret";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// flagd on `db` at `port`.
+fn spawn(db: &str, port: u16) -> FlagdProcess {
+    binary(db, port).start()
 }
 
-fn spawn(db: &str, port: u16) -> Child {
-    spawn_as(db, port, None)
-}
-
-fn spawn_with(db: &str, port: u16, args: &[&str]) -> Child {
-    spawn_full(db, port, None, args)
-}
-
-fn spawn_as(db: &str, port: u16, uid: Option<u32>) -> Child {
-    spawn_full(db, port, uid, &[])
-}
-
-/// flagd with `args`, as another user (`uid`, same gid) when given.
-fn spawn_full(db: &str, port: u16, uid: Option<u32>, args: &[&str]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flagd"));
-    if let Some(uid) = uid {
-        use std::os::unix::process::CommandExt;
-        cmd.uid(uid).gid(uid);
-    }
-    let child = cmd
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            db,
-        ])
-        .args(args)
-        .env("FLAGD_ADMIN_TOKEN", ADMIN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "flagd did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+/// The flagd binary of this package on `db` at `port`.
+fn binary(db: &str, port: u16) -> Binary {
+    Binary::at(env!("CARGO_BIN_EXE_flagd"))
+        .database_url(db)
+        .port(port)
 }
 
 /// A small tmpfs, unmounted when dropped.
@@ -201,7 +154,7 @@ async fn acknowledged_writes_survive_a_full_disk() {
     for _ in 0..10 {
         assert_eq!(head(&c, &base).await.0, v_before);
     }
-    stop(flagd);
+    flagd.terminate();
 
     let flagd = spawn(&db, port);
     let (v_after, doc) = head(&c, &base).await;
@@ -212,7 +165,7 @@ async fn acknowledged_writes_survive_a_full_disk() {
             "{key} was acknowledged and lost"
         );
     }
-    stop(flagd);
+    flagd.terminate();
 }
 
 /// The SQLite file deleted, or replaced, under a running flagd: writes are refused with
@@ -251,11 +204,11 @@ async fn writes_into_a_deleted_database_are_refused() {
     std::fs::rename(&aside, &file).unwrap();
     assert_eq!(put(&c, &base, "b", "x").await, 201);
     assert_eq!(ready(c.clone(), base.clone()).await, 200);
-    stop(flagd);
+    flagd.terminate();
     let flagd = spawn(&db, port);
     let (_, doc) = head(&c, &base).await;
     assert!(doc["flags"].get("b").is_some(), "{doc}");
-    stop(flagd);
+    flagd.terminate();
 }
 
 async fn put_answer(c: &reqwest::Client, base: &str, key: &str) -> (u16, Value) {
@@ -292,17 +245,8 @@ async fn ready(c: &reqwest::Client, base: &str) -> u16 {
 /// by itself once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_and_started_mid_run() {
-    let pg = match postgres::Postgres::start() {
-        Ok(Some(pg)) => pg,
-        Ok(None) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "PostgreSQL is not installed (.ci/test installs it)"
-            );
-            println!("skipped: PostgreSQL is not installed");
-            return;
-        }
-        Err(e) => panic!("PostgreSQL did not start: {e:#}"),
+    let Some(pg) = Postgres::start_or_skip("this test is skipped") else {
+        return;
     };
     let db = pg.database().await.unwrap();
     let port = free_port();
@@ -356,7 +300,7 @@ async fn postgres_stopped_and_started_mid_run() {
     assert!(answers.iter().all(|(s, _)| *s == 503), "{answers:?}");
     assert_eq!(ready(&c, &base).await, 200);
     let (v_before, _) = head(&c, &base).await;
-    stop(flagd);
+    flagd.terminate();
 
     let flagd = spawn(&db, port);
     let (v_after, doc) = head(&c, &base).await;
@@ -368,7 +312,15 @@ async fn postgres_stopped_and_started_mid_run() {
         );
     }
     assert!(doc["flags"].get("while-down").is_none(), "{doc}");
-    stop(flagd);
+    flagd.terminate();
+}
+
+/// flagd as `uid` (group `uid` too), when given.
+fn as_user(flagd: Binary, uid: Option<u32>) -> Binary {
+    match uid {
+        Some(uid) => flagd.user(uid, uid),
+        None => flagd,
+    }
 }
 
 fn is_root() -> bool {
@@ -397,9 +349,9 @@ async fn a_read_only_store_is_refused_until_writable_again() {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let flagd = spawn_as(&db, port, uid);
+    let flagd = as_user(binary(&db, port), uid).start();
     assert_eq!(put_answer(&c, &base, "a").await.0, 201);
-    stop(flagd);
+    flagd.terminate();
 
     let mode = |p: &std::path::Path, m: u32| {
         use std::os::unix::fs::PermissionsExt;
@@ -408,7 +360,7 @@ async fn a_read_only_store_is_refused_until_writable_again() {
         }
     };
     mode(&file, 0o444);
-    let flagd = spawn_as(&db, port, uid);
+    let flagd = as_user(binary(&db, port), uid).start();
     let (status, body) = put_answer(&c, &base, "b").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "unavailable", "{body}");
@@ -436,11 +388,11 @@ async fn a_read_only_store_is_refused_until_writable_again() {
     }
     assert_eq!(put_answer(&c, &base, "b").await.0, 201);
     assert_eq!(ready(&c, &base).await, 200);
-    stop(flagd);
-    let flagd = spawn_as(&db, port, uid);
+    flagd.terminate();
+    let flagd = as_user(binary(&db, port), uid).start();
     let (_, doc) = head(&c, &base).await;
     assert!(doc["flags"].get("b").is_some(), "{doc}");
-    stop(flagd);
+    flagd.terminate();
 }
 
 /// Another process holding SQLite's write lock past the store timeout: writes get 503
@@ -456,7 +408,7 @@ async fn a_locked_store_is_refused_until_released() {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let flagd = spawn_with(&db, port, &["--store-timeout", "300ms"]);
+    let flagd = binary(&db, port).args(["--store-timeout", "300ms"]).start();
     assert_eq!(put_answer(&c, &base, "a").await.0, 201);
     // A second process (SQLite's own CLI-equivalent, Python's sqlite3) takes the write
     // lock and keeps it until told to let go.
@@ -497,5 +449,5 @@ async fn a_locked_store_is_refused_until_released() {
     holder.wait().unwrap();
     assert_eq!(put_answer(&c, &base, "b").await.0, 201);
     assert_eq!(ready(&c, &base).await, 200);
-    stop(flagd);
+    flagd.terminate();
 }

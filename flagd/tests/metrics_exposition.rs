@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-mod common;
-
-use common::{ADMIN, Flagd, start};
+use flagd_harness::{ADMIN_TOKEN as ADMIN, Binary, FlagdProcess as Flagd};
 
 /// One sample: metric name, labels (unescaped), value.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,7 +140,7 @@ struct Api {
 
 impl Api {
     async fn new(args: &[&str]) -> Self {
-        let f = start(args, None);
+        let f = Binary::at(env!("CARGO_BIN_EXE_flagd")).args(args).start();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -16,7 +16,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 mod common;
 
-use common::{api, sdk_key, start_flagd_with};
+use common::{api, sdk_key};
+use flagd_harness::{InProcess, Server};
 
 /// A TCP proxy on loopback that, once frozen, carries nothing in either direction and
 /// closes nothing: the network path of a half-open connection.
@@ -76,20 +77,17 @@ async fn pipe(
 
 const HEARTBEAT: Duration = Duration::from_millis(200);
 
-async fn flagd_and_key(dir: &tempfile::TempDir) -> (common::Flagd, String) {
-    let db = format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display());
-    let f = start_flagd_with(
-        &db,
-        "127.0.0.1:0",
-        flagd::server::Options {
+async fn flagd_and_key() -> (Server, String) {
+    let f = InProcess::new()
+        .options(flagd::server::Options {
             heartbeat: HEARTBEAT,
             ..Default::default()
-        },
-    )
-    .await;
-    let key = sdk_key(&f.base).await;
+        })
+        .start()
+        .await;
+    let key = sdk_key(&f.base()).await;
     api(
-        &f.base,
+        &f.base(),
         reqwest::Method::PUT,
         "/environments/production/flags/a",
         json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}),
@@ -102,9 +100,8 @@ async fn flagd_and_key(dir: &tempfile::TempDir) -> (common::Flagd, String) {
 /// snapshot, and is back on the live set once the path carries traffic again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_detects_a_half_open_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let (f, key) = flagd_and_key(&dir).await;
-    let proxy = Proxy::start(f.base.trim_start_matches("http://").to_owned()).await;
+    let (f, key) = flagd_and_key().await;
+    let proxy = Proxy::start(f.addr().to_string()).await;
     let sdk = Client::builder(format!("http://{}", proxy.addr), &key)
         .heartbeat(HEARTBEAT)
         .max_backoff(Duration::from_millis(200))
@@ -129,7 +126,7 @@ async fn sdk_detects_a_half_open_connection() {
     // flagd moves on while the path is dead; once it carries traffic again, the SDK
     // reconnects and converges.
     api(
-        &f.base,
+        &f.base(),
         reqwest::Method::POST,
         "/environments/production/flags/a/disable",
         json!({"reason": "test"}),
@@ -145,15 +142,14 @@ async fn sdk_detects_a_half_open_connection() {
     .unwrap();
     assert!(!sdk.enabled("a", &user));
     sdk.close();
-    f.stop().await;
+    f.stop().await.unwrap();
 }
 
 /// flagd notices an SDK whose path went silent and shows it unreachable in the fleet view.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flagd_detects_a_half_open_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let (f, key) = flagd_and_key(&dir).await;
-    let proxy = Proxy::start(f.base.trim_start_matches("http://").to_owned()).await;
+    let (f, key) = flagd_and_key().await;
+    let proxy = Proxy::start(f.addr().to_string()).await;
     let mut req = format!("ws://{}/api/v1/stream", proxy.addr)
         .into_client_request()
         .unwrap();
@@ -171,7 +167,7 @@ async fn flagd_detects_a_half_open_connection() {
     );
     let total = || async {
         api(
-            &f.base,
+            &f.base(),
             reqwest::Method::GET,
             "/environments/production/fleet",
             serde_json::Value::Null,
@@ -186,7 +182,7 @@ async fn flagd_detects_a_half_open_connection() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let fleet = api(
-            &f.base,
+            &f.base(),
             reqwest::Method::GET,
             "/environments/production/fleet",
             serde_json::Value::Null,
@@ -207,5 +203,5 @@ async fn flagd_detects_a_half_open_connection() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(ws);
-    f.stop().await;
+    f.stop().await.unwrap();
 }

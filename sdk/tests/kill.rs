@@ -10,18 +10,15 @@ use serde_json::json;
 
 mod common;
 
-use common::{api, sdk_key, spawn_flagd};
+use common::{api, sdk_key};
+use flagd_harness::{Binary, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_leaves_sdks_serving_then_they_converge() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut flagd = spawn_flagd(&db, port, &[]);
+    let port = free_port();
+    let flagd = Binary::new().database_url(&db).port(port).start();
     let key = sdk_key(&format!("http://127.0.0.1:{port}")).await;
     api(
         &format!("http://127.0.0.1:{port}"),
@@ -61,8 +58,7 @@ async fn sigkill_leaves_sdks_serving_then_they_converge() {
         })
     };
 
-    flagd.kill().unwrap(); // SIGKILL
-    flagd.wait().unwrap();
+    flagd.kill(); // SIGKILL
     let mut status = sdk.status_updates();
     tokio::time::timeout(
         Duration::from_secs(60),
@@ -87,7 +83,7 @@ async fn sigkill_leaves_sdks_serving_then_they_converge() {
     assert!(evaluations.load(Ordering::Relaxed) > 200_000);
 
     // Back: the SDK reconnects and follows a change made after the restart.
-    let mut flagd = spawn_flagd(&db, port, &[]);
+    let flagd = Binary::new().database_url(&db).port(port).start();
     api(
         &format!("http://127.0.0.1:{port}"),
         reqwest::Method::POST,
@@ -103,6 +99,5 @@ async fn sigkill_leaves_sdks_serving_then_they_converge() {
     .unwrap()
     .unwrap();
     assert!(!sdk.enabled("new-checkout", &EvaluationContext::new("user-1")));
-    flagd.kill().unwrap();
-    flagd.wait().unwrap();
+    flagd.kill();
 }

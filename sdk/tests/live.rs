@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{api, sdk_key, start_flagd};
+use common::{api, sdk_key};
+use flagd_harness::{InProcess, free_port};
 
 fn flag(on: bool) -> Value {
     json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": if on { "on" } else { "off" }})
@@ -29,11 +30,10 @@ async fn wait_version(sdk: &Client, v: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn toggle_and_revert_reach_the_sdk() {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display());
-    let f = start_flagd(&db, "127.0.0.1:0").await;
-    let key = sdk_key(&f.base).await;
+    let f = InProcess::new().start().await;
+    let key = sdk_key(&f.base()).await;
     api(
-        &f.base,
+        &f.base(),
         reqwest::Method::PUT,
         "/environments/production/flags/new-checkout",
         flag(true),
@@ -41,7 +41,7 @@ async fn toggle_and_revert_reach_the_sdk() {
     .await;
 
     let cache = dir.path().join("cache.json");
-    let sdk = Client::builder(&f.base, &key)
+    let sdk = Client::builder(f.base(), &key)
         .cache_file(&cache)
         .label("service", "test")
         .build()
@@ -54,7 +54,7 @@ async fn toggle_and_revert_reach_the_sdk() {
     // Kill switch through the REST API.
     let mut changes = sdk.subscribe();
     api(
-        &f.base,
+        &f.base(),
         reqwest::Method::POST,
         "/environments/production/flags/new-checkout/disable",
         json!({"reason": "test"}),
@@ -75,7 +75,7 @@ async fn toggle_and_revert_reach_the_sdk() {
 
     // Revert the whole set to version 1: served as version 3 with version 1's content.
     api(
-        &f.base,
+        &f.base(),
         reqwest::Method::POST,
         "/environments/production/revert",
         json!({"version": 1, "reason": "test"}),
@@ -89,7 +89,7 @@ async fn toggle_and_revert_reach_the_sdk() {
     let mut fleet = Value::Null;
     for _ in 0..200 {
         fleet = api(
-            &f.base,
+            &f.base(),
             reqwest::Method::GET,
             "/environments/production/fleet",
             Value::Null,
@@ -108,7 +108,7 @@ async fn toggle_and_revert_reach_the_sdk() {
     assert_eq!(cached["version"], 3);
 
     // flagd goes away: evaluation never fails and keeps the last snapshot.
-    f.stop().await;
+    f.stop().await.unwrap();
     let mut status = sdk.status_updates();
     tokio::time::timeout(
         Duration::from_secs(20),
@@ -138,11 +138,7 @@ async fn starts_from_bootstrap_then_converges() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display());
     // Pick a port, start nothing there yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let bootstrap = dir.path().join("bootstrap.json");
     std::fs::write(
         &bootstrap,
@@ -150,9 +146,9 @@ async fn starts_from_bootstrap_then_converges() {
     )
     .unwrap();
     // The SDK key must exist before flagd serves: create it on a first run.
-    let f = start_flagd(&db, &format!("127.0.0.1:{port}")).await;
+    let f = InProcess::new().database_url(&db).port(port).start().await;
     let key = api(
-        &f.base,
+        &f.base(),
         reqwest::Method::POST,
         "/environments/staging/sdk-keys",
         json!({}),
@@ -162,13 +158,13 @@ async fn starts_from_bootstrap_then_converges() {
         .unwrap()
         .to_owned();
     api(
-        &f.base,
+        &f.base(),
         reqwest::Method::PUT,
         "/environments/staging/flags/new-checkout",
         flag(true),
     )
     .await;
-    f.stop().await;
+    f.stop().await.unwrap();
 
     let sdk = Client::builder(format!("http://127.0.0.1:{port}"), &key)
         .bootstrap_file(&bootstrap)
@@ -184,13 +180,13 @@ async fn starts_from_bootstrap_then_converges() {
         "the bootstrap file is served"
     );
 
-    let f = start_flagd(&db, &format!("127.0.0.1:{port}")).await;
+    let f = InProcess::new().database_url(&db).port(port).start().await;
     wait_version(&sdk, 1).await;
     assert!(
         sdk.enabled("new-checkout", &user),
         "the live set replaced the bootstrap"
     );
-    f.stop().await;
+    f.stop().await.unwrap();
 }
 
 #[tokio::test]

@@ -8,17 +8,13 @@ use serde_json::json;
 
 mod common;
 
-use common::{api, sdk_key, start_flagd};
+use common::{api, sdk_key};
+use flagd_harness::InProcess;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openfeature_client_over_the_sdk() {
-    let dir = tempfile::tempdir().unwrap();
-    let flagd = start_flagd(
-        &format!("sqlite://{}?mode=rwc", dir.path().join("f.db").display()),
-        "127.0.0.1:0",
-    )
-    .await;
-    let base = flagd.base.clone();
+    let flagd = InProcess::new().start().await;
+    let base = flagd.base();
 
     let key = sdk_key(&base).await;
     api(&base, reqwest::Method::PUT, "/environments/production/flags", json!({

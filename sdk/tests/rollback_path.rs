@@ -3,7 +3,7 @@
 //! kill switch flipped after the bad event arrives within 2 s.
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use flagd_sdk::{Client, EvaluationContext, Reason, Status};
@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{api, call, free_port, sdk_key, spawn_flagd};
+use common::{api, call, sdk_key};
+use flagd_harness::{Binary, FlagdProcess, free_port};
 
 fn flag(on: bool) -> Value {
     json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": if on { "on" } else { "off" }})
@@ -42,11 +43,9 @@ async fn wait_version(sdk: &Client, v: u64, within: Duration) {
     .expect("status channel open");
 }
 
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+/// The real flagd binary on `db`, listening on `port`.
+fn spawn_flagd(db: &str, port: u16) -> FlagdProcess {
+    Binary::new().database_url(db).port(port).start()
 }
 
 fn sqlite_url(path: &Path) -> String {
@@ -60,7 +59,7 @@ struct Setup {
     db: String,
     port: u16,
     base: String,
-    flagd: Child,
+    flagd: FlagdProcess,
 }
 
 impl Setup {
@@ -69,7 +68,7 @@ impl Setup {
         let file = dir.path().join("f.db");
         let db = sqlite_url(&file);
         let port = free_port();
-        let flagd = spawn_flagd(&db, port, &[]);
+        let flagd = spawn_flagd(&db, port);
         Self {
             base: format!("http://127.0.0.1:{port}"),
             dir,
@@ -192,7 +191,7 @@ async fn stored_bad_flags_never_block_a_kill_switch() {
     );
 
     // A store written before the limits existed holds such flags anyway, and worse.
-    stop(flagd);
+    flagd.terminate();
     let (evaluator, bomb) = ref_bomb(2_000, 10_000);
     inject(
         &file,
@@ -207,7 +206,7 @@ async fn stored_bad_flags_never_block_a_kill_switch() {
             ("flag", "bomb", bomb),
         ],
     );
-    let flagd = spawn_flagd(&db, port, &[]);
+    let flagd = spawn_flagd(&db, port);
 
     let sdk = Client::builder(&base, &key)
         .max_backoff(Duration::from_millis(200))
@@ -267,7 +266,7 @@ async fn stored_bad_flags_never_block_a_kill_switch() {
 
     kill_switch_reaches(&base, &sdk, "new-checkout").await;
     sdk.close();
-    stop(flagd);
+    flagd.terminate();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,7 +411,7 @@ async fn shared_refs_compile_once_and_the_largest_set_loads() {
     );
     kill_switch_reaches(&base, &sdk, "new-checkout").await;
     sdk.close();
-    stop(flagd);
+    flagd.terminate();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,10 +442,10 @@ async fn a_restored_backup_never_leaves_sdks_on_stale_content() {
     wait_version(&sdk, 3, Duration::from_secs(10)).await;
 
     // A backup at version 3, taken with flagd stopped.
-    stop(flagd);
+    flagd.terminate();
     let backup = dir.path().join("backup.db");
     std::fs::copy(&file, &backup).unwrap();
-    let flagd = spawn_flagd(&db, port, &[]);
+    let flagd = spawn_flagd(&db, port);
     for f in ["d", "e", "f"] {
         api(
             &base,
@@ -463,14 +462,14 @@ async fn a_restored_backup_never_leaves_sdks_on_stale_content() {
     // The backup is restored (flagd stopped, SDKs running), and the restored store is
     // advanced to version 6 again, with other content, before the SDK gets back: the
     // same numbers, another history.
-    stop(flagd);
+    flagd.terminate();
     std::fs::copy(&backup, &file).unwrap();
     for ext in ["db-wal", "db-shm"] {
         let _ = std::fs::remove_file(file.with_extension(ext));
     }
     let other_port = free_port();
     let other = format!("http://127.0.0.1:{other_port}");
-    let side = spawn_flagd(&db, other_port, &[]);
+    let side = spawn_flagd(&db, other_port);
     for f in ["x", "y", "z"] {
         api(
             &other,
@@ -480,8 +479,8 @@ async fn a_restored_backup_never_leaves_sdks_on_stale_content() {
         )
         .await;
     }
-    stop(side);
-    let flagd = spawn_flagd(&db, port, &[]);
+    side.terminate();
+    let flagd = spawn_flagd(&db, port);
     // The SDK reconnects holding "version 6" and is sent the store's version 6.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while sdk.with_detail("x", &user, |d| d.reason == Reason::Error) {
@@ -497,12 +496,12 @@ async fn a_restored_backup_never_leaves_sdks_on_stale_content() {
     kill_switch_reaches(&base, &sdk, "a").await;
 
     // A new, empty database: another store identity, so version numbers start over.
-    stop(flagd);
+    flagd.terminate();
     std::fs::remove_file(&file).unwrap();
     for ext in ["db-wal", "db-shm"] {
         let _ = std::fs::remove_file(file.with_extension(ext));
     }
-    let flagd = spawn_flagd(&db, port, &[]);
+    let flagd = spawn_flagd(&db, port);
     // The SDK key lived in the old database: a new one, and a new SDK would be needed in
     // practice; here the running SDK keeps retrying with its revoked-looking key, so a
     // second SDK with the new key shows the reset.
@@ -539,7 +538,7 @@ async fn a_restored_backup_never_leaves_sdks_on_stale_content() {
     kill_switch_reaches(&base, &fresh, "a").await;
     sdk.close();
     fresh.close();
-    stop(flagd);
+    flagd.terminate();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -678,5 +677,5 @@ async fn revoking_a_key_closes_its_streams_at_once() {
     let ended = ends_within(&mut events, Duration::from_secs(2)).await;
     assert!(ended, "the ended session's /events stream ended within 2 s");
     sdk.close();
-    stop(flagd);
+    flagd.terminate();
 }

@@ -7,32 +7,20 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use flagd_harness::{ADMIN_TOKEN as ADMIN, InProcess, ThreadServer};
 use flagd_sdk::EvaluationContext;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
-
-const ADMIN: &str = "fd_flagctl-test-admin";
 
 /// A real flagd server on a new SQLite file, on a port the system picks, served from
 /// a thread of this process (flagctl is the binary under test; the server is flagd's
 /// own `server::run`, the code its binary runs). Stopped when dropped.
 struct Flagd {
     url: String,
+    /// Where a test writes the files it hands to flagctl.
     dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Flagd {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    _server: ThreadServer,
 }
 
 fn start() -> Flagd {
@@ -41,39 +29,11 @@ fn start() -> Flagd {
 
 /// `start` with more of flagd's options.
 fn start_with(options: flagd::server::Options) -> Flagd {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("flagd.db").display()
-    );
-    let (url_tx, url_rx) = std::sync::mpsc::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let store = flagd::server::open_store_for(&db, &options).await.unwrap();
-            flagd::server::bootstrap(&store, Some(ADMIN)).await.unwrap();
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            url_tx
-                .send(format!("http://{}", listener.local_addr().unwrap()))
-                .unwrap();
-            flagd::server::run(listener, store, options, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-    });
-    let url = url_rx.recv().expect("flagd serves");
+    let server = InProcess::new().options(options).start_thread();
     Flagd {
-        url,
-        dir,
-        stop: Some(stop),
-        thread: Some(thread),
+        url: server.base(),
+        dir: tempfile::tempdir().unwrap(),
+        _server: server,
     }
 }
 

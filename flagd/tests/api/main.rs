@@ -1,6 +1,7 @@
 //! Integration tests over real HTTP against real flagd servers, each on a real SQLite
-//! file and on a real PostgreSQL server started here (see `support.rs`). A custom
-//! harness (libtest-mimic) so that PostgreSQL starts once and is stopped at the end.
+//! file and on a real PostgreSQL server started here. A custom harness
+//! (`flagd_harness::run_trials`, libtest-mimic) so that PostgreSQL starts once and is
+//! stopped at the end.
 
 mod authz;
 mod concurrency;
@@ -12,10 +13,7 @@ mod stream;
 mod support;
 mod ui;
 
-use std::sync::Arc;
-
-use libtest_mimic::{Arguments, Trial};
-use support::{Backend, Postgres, TestFn};
+use flagd_harness::BackendTest as TestFn;
 
 /// Tests that run on both backends.
 const BOTH: &[(&str, TestFn)] = &[
@@ -92,46 +90,5 @@ const SQLITE_ONLY: &[(&str, TestFn)] = &[
 ];
 
 fn main() {
-    let args = Arguments::from_args();
-    let pg = match Postgres::start() {
-        Ok(Some(pg)) => Some(Arc::new(pg)),
-        Ok(None) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "PostgreSQL is not installed (Debian package postgresql); .ci/test installs it"
-            );
-            println!(
-                "PostgreSQL is not installed: the postgres:: tests are ignored (apt-get install postgresql to run them)"
-            );
-            None
-        }
-        Err(e) => panic!("PostgreSQL did not start: {e:#}"),
-    };
-    let mut trials = Vec::new();
-    for (name, f) in BOTH {
-        let f = *f;
-        trials.push(Trial::test(format!("sqlite::{name}"), move || {
-            support::run_test(f, Backend::Sqlite)
-        }));
-        let missing = pg.is_none();
-        let pg = pg.clone();
-        let trial = Trial::test(format!("postgres::{name}"), move || match pg {
-            Some(pg) => support::run_test(f, Backend::Postgres(pg)),
-            None => Ok(()),
-        });
-        trials.push(trial.with_ignored_flag(missing));
-    }
-    for (name, f) in SQLITE_ONLY {
-        let f = *f;
-        trials.push(Trial::test(format!("sqlite::{name}"), move || {
-            support::run_test(f, Backend::Sqlite)
-        }));
-    }
-    let conclusion = libtest_mimic::run(&args, trials);
-    if let Some(pg) = pg {
-        pg.stop();
-        // Dropped before exit() so that the data directory is removed.
-        drop(pg);
-    }
-    conclusion.exit();
+    flagd_harness::run_trials(BOTH, SQLITE_ONLY)
 }

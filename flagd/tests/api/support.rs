@@ -1,45 +1,19 @@
-//! The harness: a real PostgreSQL server (Debian's packages, a temporary data
-//! directory, a random loopback port, stopped at the end), and real flagd servers on
-//! SQLite files or PostgreSQL databases, reached over real HTTP.
+//! What the server tests share: real flagd servers (started by `flagd-harness`, in this
+//! process) on SQLite files or databases of the run's PostgreSQL server, and their REST
+//! API called over real HTTP.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use anyhow::Context;
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
 
-#[path = "../common/postgres.rs"]
-mod postgres;
-pub(crate) use postgres::Postgres;
+use flagd_harness::InProcess;
+pub(crate) use flagd_harness::{ADMIN_TOKEN as ADMIN, Backend};
 
-pub(crate) const ADMIN: &str = "fd_test-admin-secret";
-
-/// Which store a test server uses.
-#[derive(Clone, Debug)]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres(Arc<Postgres>),
-}
-
-impl Backend {
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Self::Sqlite => "sqlite",
-            Self::Postgres(_) => "postgres",
-        }
-    }
-}
-
-/// A flagd server on its own store, served on a random loopback port.
+/// A flagd server on its own store (a new SQLite file, or a new PostgreSQL database),
+/// served in-process on a random loopback port.
 pub(crate) struct Server {
     pub(crate) base: String,
     http: reqwest::Client,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: Option<tempfile::TempDir>,
+    server: flagd_harness::Server,
 }
 
 /// A response: status, JSON body (or null), headers.
@@ -79,33 +53,15 @@ impl Server {
         backend: &Backend,
         options: flagd::server::Options,
     ) -> anyhow::Result<Self> {
-        let (url, dir) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir()?;
-                (
-                    format!(
-                        "sqlite://{}?mode=rwc",
-                        dir.path().join("flagd.db").display()
-                    ),
-                    Some(dir),
-                )
-            }
-            Backend::Postgres(pg) => (pg.database().await?, None),
-        };
-        let store = flagd::server::open_store_for(&url, &options).await?;
-        flagd::server::bootstrap(&store, Some(ADMIN)).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}/api/v1", listener.local_addr()?);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(flagd::server::run(listener, store, options, async move {
-            let _ = rx.await;
-        }));
+        let mut server = InProcess::new().options(options);
+        if let Backend::Postgres(pg) = backend {
+            server = server.database_url(pg.database().await?);
+        }
+        let server = server.try_start().await?;
         Ok(Self {
-            base,
+            base: server.url("/api/v1"),
             http: reqwest::Client::new(),
-            shutdown: Some(tx),
-            task: Some(task),
-            _dir: dir,
+            server,
         })
     }
 
@@ -178,16 +134,8 @@ impl Server {
         r.body["secret"].as_str().expect("secret").to_owned()
     }
 
-    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), t)
-                .await
-                .context("shutdown")???;
-        }
-        Ok(())
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        self.server.stop().await
     }
 }
 
@@ -195,21 +143,6 @@ impl Server {
 pub(crate) fn rollout_flag(on_percent: u64) -> Value {
     json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
            "targeting": {"fractional": [["on", on_percent], ["off", 100 - on_percent]]}})
-}
-
-pub(crate) type TestFn = fn(Backend) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
-
-/// Runs one async test on its own runtime.
-pub(crate) fn run_test(f: TestFn, backend: Backend) -> Result<(), libtest_mimic::Failed> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    let r = rt.block_on(f(backend));
-    rt.shutdown_timeout(Duration::from_secs(5));
-    r.map_err(|e| format!("{e:#} (after {:?})", started.elapsed()).into())
 }
 
 /// A new SDK key for `env`.

@@ -25,13 +25,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use flagd_core::wire::{ClientMsg, ServerMsg};
+use flagd_harness::{ADMIN_TOKEN as ADMIN, InProcess, SqliteFile, free_port};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
-const ADMIN: &str = "fd_load-harness-admin";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -61,8 +60,10 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(orchestrate(&clients))
 }
 
-/// The flagd process.
-fn serve(db: &str, addr: &str) -> anyhow::Result<()> {
+/// The flagd process: flagd's server in-process on `db` at 127.0.0.1:`port`, until it
+/// is killed.
+fn serve(db: &str, port: &str) -> anyhow::Result<()> {
+    let port = port.parse().context("serve DB PORT: the port")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -71,11 +72,14 @@ fn serve(db: &str, addr: &str) -> anyhow::Result<()> {
             max_body_bytes: 64 << 20,
             ..Default::default()
         };
-        let store = flagd::server::open_store_for(db, &options).await?;
-        flagd::server::bootstrap(&store, Some(ADMIN)).await?;
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let server = InProcess::new()
+            .database_url(db)
+            .port(port)
+            .options(options)
+            .try_start()
+            .await?;
         println!("ready");
-        flagd::server::run(listener, store, options, std::future::pending()).await
+        server.wait().await
     })
 }
 
@@ -355,17 +359,11 @@ async fn run_scenario(
 }
 
 async fn orchestrate(clients: &[usize]) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let db = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("flagd.db").display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let db = SqliteFile::new();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(["serve", &db, &addr])
+        .args(["serve", &db.url(), &port.to_string()])
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let pid = child.id();

@@ -1,7 +1,5 @@
 //! A real PostgreSQL server for tests (Debian's packages): a temporary data directory,
 //! a random loopback port, stopped when dropped.
-// Each test binary uses a part of it.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,19 +8,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Context, bail};
 use sqlx::Connection;
 
-/// A PostgreSQL server for the whole test run.
+/// A PostgreSQL server for a test, or for a whole test run: initdb and pg_ctl from
+/// Debian's packages (the newest version under `/usr/lib/postgresql`), a data directory
+/// in a temporary directory, listening on 127.0.0.1 at a random port (and on a socket in
+/// that directory), trusting every local connection as user `postgres`. Run as user
+/// `postgres` when the tests run as root (PostgreSQL refuses root). Stopped, and its
+/// directory removed, when dropped.
 #[derive(Debug)]
-pub(crate) struct Postgres {
+pub struct Postgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
     port: u16,
     as_postgres_user: bool,
     databases: AtomicUsize,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 fn pg_bin() -> Option<PathBuf> {
@@ -40,7 +38,7 @@ fn pg_bin() -> Option<PathBuf> {
 
 impl Postgres {
     /// Starts a server, or `Ok(None)` when PostgreSQL is not installed.
-    pub(crate) fn start() -> anyhow::Result<Option<Self>> {
+    pub fn start() -> anyhow::Result<Option<Self>> {
         let Some(bin) = pg_bin() else { return Ok(None) };
         // PostgreSQL refuses to run as root: run it as the `postgres` user then.
         let as_postgres_user = Command::new("id")
@@ -61,7 +59,7 @@ impl Postgres {
         let pg = Self {
             dir,
             bin,
-            port: free_port()?,
+            port: crate::free_port(),
             as_postgres_user,
             databases: AtomicUsize::new(0),
         };
@@ -82,8 +80,27 @@ impl Postgres {
         Ok(Some(pg))
     }
 
+    /// Starts a server; `None` when PostgreSQL is not installed, after saying so and
+    /// what that means (`skipped`, such as "the postgres:: tests are ignored"). Under CI
+    /// (`CI=true`) PostgreSQL must be there (`.ci/test` installs it): its absence fails
+    /// the test. Panics when PostgreSQL is installed but does not start.
+    pub fn start_or_skip(skipped: &str) -> Option<Self> {
+        match Self::start() {
+            Ok(Some(pg)) => Some(pg),
+            Ok(None) => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "PostgreSQL is not installed (Debian package postgresql); .ci/test installs it"
+                );
+                println!("PostgreSQL is not installed, so {skipped} (apt-get install postgresql)");
+                None
+            }
+            Err(e) => panic!("PostgreSQL did not start: {e:#}"),
+        }
+    }
+
     /// Starts the server (again, after `stop`), on the same port and data.
-    pub(crate) fn resume(&self) -> anyhow::Result<()> {
+    pub fn resume(&self) -> anyhow::Result<()> {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200",
             self.port,
@@ -107,7 +124,7 @@ impl Postgres {
     }
 
     /// The server's port on 127.0.0.1.
-    pub(crate) fn port(&self) -> u16 {
+    pub fn port(&self) -> u16 {
         self.port
     }
 
@@ -128,8 +145,8 @@ impl Postgres {
         run(&mut c)
     }
 
-    /// A new, empty database.
-    pub(crate) async fn database(&self) -> anyhow::Result<String> {
+    /// A new, empty database, as a URL for flagd (`postgres://postgres@127.0.0.1:…/…`).
+    pub async fn database(&self) -> anyhow::Result<String> {
         let n = self.databases.fetch_add(1, Ordering::SeqCst);
         let name = format!("t{}_{n}", std::process::id());
         let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
@@ -144,7 +161,7 @@ impl Postgres {
 
     /// Stops the server at once (`-m immediate`: what a crash or a lost host looks like
     /// to its clients).
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
         let _ = self.cmd(
             "pg_ctl",
             &["-D", &self.data(), "-m", "immediate", "-w", "stop"],

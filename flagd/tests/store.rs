@@ -1,0 +1,576 @@
+//! The store below HTTP (`flagd::store::Store`), each test on a new SQLite file and on a
+//! new database of a real PostgreSQL server (`flagd_harness::Postgres`, started once):
+//! a write makes a version with its audit entry; a stale base is a conflict and writes
+//! nothing; a revert restores an earlier version's content as a new version; every
+//! version reads back; the commit listener hears each change once, in version order;
+//! a reason is limited. A custom harness (`flagd_harness::run_trials`), as `tests/api`,
+//! so that PostgreSQL starts once and is stopped at the end.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use flagd::store::{
+    AuditEntry, AuditQuery, ChangeKind, CommitListener, Committed, Item, ItemKind, Items,
+    MAX_REASON_CHARS, Store, StoreError, StoreOptions,
+};
+use flagd_core::Problem;
+use flagd_core::wire::Change;
+use flagd_harness::{Backend, BackendTest, SqliteFile};
+use serde_json::{Value, json};
+
+/// The environment every test writes (another one where a test says so).
+const ENV: &str = "production";
+/// Who makes the changes.
+const ACTOR: &str = "alice";
+
+/// What the listener heard of one commit: environment, version, changed, changed flags.
+type Heard = (String, u64, bool, Vec<String>);
+
+/// A [`CommitListener`] that records every commit it hears.
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<Heard>>);
+
+impl CommitListener for Recorder {
+    fn committed<'a>(&'a self, c: &'a Committed) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        self.0.lock().unwrap().push((
+            c.environment.clone(),
+            c.version,
+            c.changed,
+            c.changed_flags.clone(),
+        ));
+        Box::pin(async {})
+    }
+}
+
+/// A new, migrated store with the environment [`ENV`] (version 0), announcing to a
+/// [`Recorder`].
+struct Fixture {
+    store: Arc<Store>,
+    listener: Arc<Recorder>,
+    _sqlite: Option<SqliteFile>,
+}
+
+impl Fixture {
+    async fn open(backend: &Backend) -> anyhow::Result<Self> {
+        let (url, sqlite) = backend.database().await?;
+        let listener = Arc::new(Recorder::default());
+        let store = Store::connect_with(
+            &url,
+            StoreOptions {
+                listener: Some(listener.clone()),
+                ..StoreOptions::default()
+            },
+        )
+        .await?;
+        store.migrate().await?;
+        store
+            .create_environment(ACTOR, ENV, "Production", true)
+            .await?;
+        Ok(Self {
+            store: Arc::new(store),
+            listener,
+            _sqlite: sqlite,
+        })
+    }
+
+    /// One change of [`ENV`] at its head (see [`write`]).
+    async fn write(&self, puts: &[(&str, Option<Value>)]) -> Result<Committed, StoreError> {
+        write(&self.store, ENV, None, puts).await
+    }
+
+    /// One change of [`ENV`] based on version `base` (see [`write`]).
+    async fn write_on(
+        &self,
+        base: u64,
+        puts: &[(&str, Option<Value>)],
+    ) -> Result<Committed, StoreError> {
+        write(&self.store, ENV, Some(base), puts).await
+    }
+
+    /// Everything the listener heard so far, in order.
+    fn heard(&self) -> Vec<Heard> {
+        self.listener.0.lock().unwrap().clone()
+    }
+
+    /// The version numbers of [`ENV`] (of `flag` only, when given), newest first.
+    async fn versions(&self, flag: Option<&str>) -> anyhow::Result<Vec<u64>> {
+        let versions = self.store.versions(ENV, flag, None, 100).await?;
+        Ok(versions.iter().map(|v| v.version).collect())
+    }
+
+    /// The newest `limit` entries of the audit log of [`ENV`], newest first.
+    async fn audit_log(&self, limit: u32) -> anyhow::Result<Vec<AuditEntry>> {
+        let query = AuditQuery {
+            env: Some(ENV.into()),
+            limit,
+            ..AuditQuery::default()
+        };
+        Ok(self.store.audit_log(&query).await?)
+    }
+
+    /// The audit log of [`ENV`], newest first: action, target and version of each entry.
+    async fn audit(&self) -> anyhow::Result<Vec<(String, String, Option<u64>)>> {
+        let log = self.audit_log(100).await?;
+        Ok(log
+            .into_iter()
+            .map(|e| (e.action, e.target, e.version))
+            .collect())
+    }
+}
+
+/// A flag whose default variant is `variant`.
+fn flag(variant: &str) -> Value {
+    json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": variant})
+}
+
+/// [`flag`], to set in a write.
+fn set(variant: &str) -> Option<Value> {
+    Some(flag(variant))
+}
+
+/// Flags as the store reads them: key, position, definition.
+fn flags(list: &[(&str, i64, Value)]) -> Items {
+    list.iter()
+        .map(|(key, position, definition)| {
+            let key = (*key).to_owned();
+            let item = Item {
+                kind: ItemKind::Flag,
+                key: key.clone(),
+                position: *position,
+                definition: definition.clone(),
+            };
+            ((ItemKind::Flag, key), item)
+        })
+        .collect()
+}
+
+fn keys(list: &[&str]) -> Vec<String> {
+    list.iter().map(|k| (*k).to_owned()).collect()
+}
+
+/// One change of `env` based on `base` (the head when `None`): each flag set to its
+/// definition (`None` deletes it), committed by [`ACTOR`] as an update, without a reason.
+async fn write(
+    store: &Store,
+    env: &str,
+    base: Option<u64>,
+    puts: &[(&str, Option<Value>)],
+) -> Result<Committed, StoreError> {
+    let mut tx = store.begin_write(env, base).await?;
+    for (key, definition) in puts {
+        tx.put(ItemKind::Flag, key, definition.clone(), None)
+            .await?;
+    }
+    let target = match puts {
+        [(key, _)] => key,
+        _ => env,
+    };
+    tx.commit(ChangeKind::Update, ACTOR, None, "flag.update", target, None)
+        .await
+}
+
+/// A commit through `begin_write`, `put` and `commit` makes version 1, its record and
+/// its audit entry, and is heard once.
+async fn a_write_makes_a_version_with_its_audit_entry(b: Backend) -> anyhow::Result<()> {
+    let f = Fixture::open(&b).await?;
+    assert_eq!(f.store.environment(ENV).await?.version, 0);
+    let mut tx = f.store.begin_write(ENV, None).await?;
+    assert_eq!(tx.base_version(), 0);
+    tx.put(ItemKind::Flag, "checkout", Some(flag("on")), None)
+        .await?;
+    let c = tx
+        .commit(
+            ChangeKind::Create,
+            ACTOR,
+            Some("launch"),
+            "flag.create",
+            "checkout",
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (c.environment.as_str(), c.version, c.changed, c.restores),
+        (ENV, 1, true, None)
+    );
+    assert_eq!(c.changed_flags, keys(&["checkout"]));
+    assert_eq!(
+        (c.kind, c.author.as_str(), c.reason.as_deref()),
+        (ChangeKind::Create, ACTOR, Some("launch"))
+    );
+    assert_eq!(
+        c.changes,
+        Some(vec![Change {
+            kind: ItemKind::Flag,
+            key: "checkout".into(),
+            definition: Some(flag("on")),
+        }])
+    );
+
+    assert_eq!(f.store.environment(ENV).await?.version, 1);
+    assert_eq!(
+        f.store.items(ENV, None).await?,
+        (1, flags(&[("checkout", 1, flag("on"))]))
+    );
+    let v = f.store.version(ENV, 1).await?;
+    assert_eq!(
+        (v.version, v.kind.as_str(), v.author.as_str()),
+        (1, "create", ACTOR)
+    );
+    assert_eq!(
+        (v.reason.as_deref(), v.changed_flags, v.reverted_to),
+        (Some("launch"), keys(&["checkout"]), None)
+    );
+    assert_eq!(f.versions(None).await?, [1]);
+
+    let log = f.audit_log(100).await?;
+    assert_eq!(log.len(), 2, "{log:?}");
+    let e = &log[0];
+    assert_eq!(
+        (e.action.as_str(), e.actor.as_str(), e.target.as_str()),
+        ("flag.create", ACTOR, "checkout")
+    );
+    assert_eq!(
+        (e.environment.as_deref(), e.reason.as_deref(), e.version),
+        (Some(ENV), Some("launch"), Some(1))
+    );
+    assert_eq!((&e.before, &e.after), (&None, &Some(flag("on"))));
+    assert_eq!(
+        (
+            log[1].action.as_str(),
+            log[1].target.as_str(),
+            log[1].version
+        ),
+        ("environment.create", ENV, None)
+    );
+
+    assert_eq!(f.heard(), [(ENV.into(), 1, true, keys(&["checkout"]))]);
+    Ok(())
+}
+
+/// A write based on a version that is not the head (`If-Match`) is refused with
+/// `Conflict`, naming the head, and writes nothing; based on the head, it goes through.
+async fn a_stale_base_is_a_conflict_and_writes_nothing(b: Backend) -> anyhow::Result<()> {
+    let f = Fixture::open(&b).await?;
+    let c = f.write_on(0, &[("a", set("on"))]).await?;
+    assert_eq!(c.version, 1);
+    let c = f.write_on(1, &[("a", set("off"))]).await?;
+    assert_eq!(c.version, 2);
+    let audit = f.audit().await?;
+
+    for stale in [1, 0, 3] {
+        match f.store.begin_write(ENV, Some(stale)).await {
+            Err(StoreError::Conflict {
+                message,
+                current_version,
+            }) => {
+                assert_eq!(
+                    message,
+                    format!(
+                        "the change is based on version {stale}, but \"production\" is at version 2"
+                    )
+                );
+                assert_eq!(current_version, Some(2));
+            }
+            other => panic!("based on version {stale}: {other:?}"),
+        }
+    }
+    // Nothing was written.
+    assert_eq!(f.store.environment(ENV).await?.version, 2);
+    assert_eq!(f.versions(None).await?, [2, 1]);
+    assert_eq!(f.audit().await?, audit);
+    assert_eq!(
+        f.store.items(ENV, None).await?,
+        (2, flags(&[("a", 1, flag("off"))]))
+    );
+    assert_eq!(
+        f.heard(),
+        [
+            (ENV.into(), 1, true, keys(&["a"])),
+            (ENV.into(), 2, true, keys(&["a"])),
+        ]
+    );
+
+    let c = f.write_on(2, &[("a", set("on"))]).await?;
+    assert_eq!((c.version, c.changed), (3, true));
+    assert_eq!(f.versions(None).await?, [3, 2, 1]);
+    Ok(())
+}
+
+/// `revert_to(1)` makes version 3 with version 1's content (positions included), records
+/// what it restored, and audits each item before and after; a version that does not
+/// exist is `NotFound`.
+async fn a_revert_restores_an_earlier_version_as_a_new_version(b: Backend) -> anyhow::Result<()> {
+    let f = Fixture::open(&b).await?;
+    f.write(&[("a", set("on"))]).await?;
+    let c = f.write(&[("a", set("off")), ("b", set("on"))]).await?;
+    assert_eq!((c.version, c.changed_flags), (2, keys(&["a", "b"])));
+    let (_, at_1) = f.store.items(ENV, Some(1)).await?;
+    assert_eq!(at_1, flags(&[("a", 1, flag("on"))]));
+
+    let mut tx = f.store.begin_write(ENV, Some(2)).await?;
+    tx.revert_to(1).await?;
+    let c = tx
+        .commit(
+            ChangeKind::Revert,
+            ACTOR,
+            Some("bad release"),
+            "flagset.revert",
+            ENV,
+            Some(1),
+        )
+        .await?;
+    assert_eq!(
+        (c.version, c.changed, c.restores, c.kind),
+        (3, true, Some(1), ChangeKind::Revert)
+    );
+    assert_eq!(c.changed_flags, keys(&["a", "b"]));
+    assert_eq!(
+        c.changes,
+        Some(vec![
+            Change {
+                kind: ItemKind::Flag,
+                key: "a".into(),
+                definition: Some(flag("on")),
+            },
+            Change {
+                kind: ItemKind::Flag,
+                key: "b".into(),
+                definition: None,
+            },
+        ])
+    );
+    assert_eq!(f.store.items(ENV, None).await?, (3, at_1));
+    assert_eq!(
+        f.store.items(ENV, Some(2)).await?,
+        (2, flags(&[("a", 1, flag("off")), ("b", 2, flag("on"))])),
+        "the reverted version stays readable"
+    );
+    let v = f.store.version(ENV, 3).await?;
+    assert_eq!(
+        (v.kind.as_str(), v.reason.as_deref(), v.reverted_to),
+        ("revert", Some("bad release"), Some(1))
+    );
+    assert_eq!(v.changed_flags, keys(&["a", "b"]));
+    let log = f.audit_log(1).await?;
+    let e = &log[0];
+    assert_eq!(
+        (e.action.as_str(), e.target.as_str(), e.version),
+        ("flagset.revert", ENV, Some(3))
+    );
+    assert_eq!(
+        e.before,
+        Some(json!({"flag:a": flag("off"), "flag:b": flag("on")}))
+    );
+    assert_eq!(e.after, Some(json!({"flag:a": flag("on"), "flag:b": null})));
+
+    let mut tx = f.store.begin_write(ENV, None).await?;
+    match tx.revert_to(9).await {
+        Err(StoreError::NotFound(message)) => assert_eq!(
+            message,
+            "environment \"production\" has no version 9 (head is 3)"
+        ),
+        other => panic!("revert to 9: {other:?}"),
+    }
+    drop(tx);
+    assert_eq!(f.versions(None).await?, [3, 2, 1]);
+    Ok(())
+}
+
+/// `items(env, Some(v))` reads every version as it was, 0 (empty) to the head, inside a
+/// write too (`at`); a version after the head is `NotFound`; a write dropped before its
+/// commit leaves nothing.
+async fn every_version_reads_back(b: Backend) -> anyhow::Result<()> {
+    let f = Fixture::open(&b).await?;
+    f.write(&[("a", set("on"))]).await?;
+    f.write(&[("a", set("off"))]).await?;
+    f.write(&[("b", set("on"))]).await?;
+    f.write(&[("a", None)]).await?;
+
+    let expected = [
+        flags(&[]),
+        flags(&[("a", 1, flag("on"))]),
+        flags(&[("a", 1, flag("off"))]),
+        flags(&[("a", 1, flag("off")), ("b", 2, flag("on"))]),
+        flags(&[("b", 2, flag("on"))]),
+    ];
+    for (v, items) in (0u64..).zip(&expected) {
+        assert_eq!(
+            f.store.items(ENV, Some(v)).await?,
+            (v, items.clone()),
+            "version {v}"
+        );
+    }
+    assert_eq!(f.store.items(ENV, None).await?, (4, expected[4].clone()));
+    match f.store.items(ENV, Some(5)).await {
+        Err(StoreError::NotFound(message)) => assert_eq!(
+            message,
+            "environment \"production\" has no version 5 (head is 4)"
+        ),
+        other => panic!("version 5: {other:?}"),
+    }
+    assert_eq!(f.versions(None).await?, [4, 3, 2, 1]);
+    assert_eq!(f.versions(Some("a")).await?, [4, 2, 1]);
+
+    // Inside a write: the same versions; dropped uncommitted, it writes nothing.
+    let mut tx = f.store.begin_write(ENV, Some(4)).await?;
+    assert_eq!(tx.at(2).await?, expected[2]);
+    assert_eq!(tx.head().await?, expected[4]);
+    tx.put(ItemKind::Flag, "c", Some(flag("on")), None).await?;
+    drop(tx);
+    assert_eq!(f.store.items(ENV, None).await?, (4, expected[4].clone()));
+    assert_eq!(f.heard().len(), 4);
+    Ok(())
+}
+
+/// The `CommitListener` of `StoreOptions::listener` hears every commit that changed
+/// something exactly once, in version order per environment, concurrent writers
+/// included. A commit that changes nothing answers `changed == false` on the head
+/// version, makes no version, and is not announced: the store returns before it
+/// announces (`WriteTx::commit`).
+async fn the_listener_hears_each_commit_once_in_version_order(b: Backend) -> anyhow::Result<()> {
+    let f = Fixture::open(&b).await?;
+    f.write(&[("a", set("on"))]).await?;
+    // The same definition again, then nothing at all: no change.
+    let same = f.write(&[("a", set("on"))]).await?;
+    let nothing = f.write(&[]).await?;
+    for c in [&same, &nothing] {
+        assert_eq!(
+            (c.environment.as_str(), c.version, c.changed),
+            (ENV, 1, false)
+        );
+        assert_eq!(c.changed_flags, Vec::<String>::new());
+        assert_eq!(c.changes, Some(Vec::new()));
+    }
+    assert_eq!(f.versions(None).await?, [1]);
+    f.write(&[("a", set("off"))]).await?;
+    f.store
+        .create_environment(ACTOR, "staging", "Staging", false)
+        .await?;
+    write(&f.store, "staging", None, &[("s", set("on"))]).await?;
+    assert_eq!(
+        f.heard(),
+        [
+            (ENV.into(), 1, true, keys(&["a"])),
+            (ENV.into(), 2, true, keys(&["a"])),
+            ("staging".into(), 1, true, keys(&["s"])),
+        ]
+    );
+
+    // Eight writers at once: versions 3 to 10, each heard once, in order.
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            let store = f.store.clone();
+            tokio::spawn(async move {
+                let key = format!("c{i}");
+                write(&store, ENV, None, &[(&key, set("on"))]).await
+            })
+        })
+        .collect();
+    let mut made = Vec::new();
+    for w in writers {
+        let c = w.await??;
+        made.push((c.version, c.changed_flags));
+    }
+    made.sort();
+    let heard: Vec<(u64, Vec<String>)> = f.heard()[3..]
+        .iter()
+        .map(|(env, version, changed, flags)| {
+            assert_eq!((env.as_str(), *changed), (ENV, true));
+            (*version, flags.clone())
+        })
+        .collect();
+    assert_eq!(heard, made, "heard in version order, once each");
+    assert_eq!(
+        heard.iter().map(|h| h.0).collect::<Vec<_>>(),
+        (3..=10).collect::<Vec<_>>()
+    );
+    let mut written: Vec<String> = heard.into_iter().flat_map(|h| h.1).collect();
+    written.sort();
+    assert_eq!(written, (0..8).map(|i| format!("c{i}")).collect::<Vec<_>>());
+    Ok(())
+}
+
+/// A reason longer than `MAX_REASON_CHARS` characters is `Invalid` (path `reason`) and
+/// nothing is written; one of exactly that many characters (two bytes each) is kept.
+async fn a_reason_over_the_limit_is_invalid(b: Backend) -> anyhow::Result<()> {
+    let f = Fixture::open(&b).await?;
+    let audit = f.audit().await?;
+    let too_long = "é".repeat(MAX_REASON_CHARS + 1);
+    let mut tx = f.store.begin_write(ENV, None).await?;
+    tx.put(ItemKind::Flag, "a", Some(flag("on")), None).await?;
+    match tx
+        .commit(
+            ChangeKind::Create,
+            ACTOR,
+            Some(&too_long),
+            "flag.create",
+            "a",
+            None,
+        )
+        .await
+    {
+        Err(StoreError::Invalid { message, details }) => {
+            let says = "is 1001 characters long; at most 1000";
+            assert_eq!(message, format!("reason: {says}"));
+            assert_eq!(
+                details,
+                [Problem {
+                    path: "reason".into(),
+                    message: says.into(),
+                }]
+            );
+        }
+        other => panic!("a reason of {} characters: {other:?}", MAX_REASON_CHARS + 1),
+    }
+    assert_eq!(f.store.items(ENV, None).await?, (0, Items::new()));
+    assert_eq!(f.versions(None).await?, Vec::<u64>::new());
+    assert_eq!(f.audit().await?, audit);
+    assert_eq!(f.heard(), []);
+
+    let longest = "é".repeat(MAX_REASON_CHARS);
+    let mut tx = f.store.begin_write(ENV, None).await?;
+    tx.put(ItemKind::Flag, "a", Some(flag("on")), None).await?;
+    let c = tx
+        .commit(
+            ChangeKind::Create,
+            ACTOR,
+            Some(&longest),
+            "flag.create",
+            "a",
+            None,
+        )
+        .await?;
+    assert_eq!(c.version, 1);
+    assert_eq!(f.store.version(ENV, 1).await?.reason, Some(longest.clone()));
+    let log = f.audit_log(1).await?;
+    assert_eq!(log[0].reason, Some(longest));
+    Ok(())
+}
+
+const TESTS: &[(&str, BackendTest)] = &[
+    ("a_write_makes_a_version_with_its_audit_entry", |b| {
+        Box::pin(a_write_makes_a_version_with_its_audit_entry(b))
+    }),
+    ("a_stale_base_is_a_conflict_and_writes_nothing", |b| {
+        Box::pin(a_stale_base_is_a_conflict_and_writes_nothing(b))
+    }),
+    (
+        "a_revert_restores_an_earlier_version_as_a_new_version",
+        |b| Box::pin(a_revert_restores_an_earlier_version_as_a_new_version(b)),
+    ),
+    ("every_version_reads_back", |b| {
+        Box::pin(every_version_reads_back(b))
+    }),
+    (
+        "the_listener_hears_each_commit_once_in_version_order",
+        |b| Box::pin(the_listener_hears_each_commit_once_in_version_order(b)),
+    ),
+    ("a_reason_over_the_limit_is_invalid", |b| {
+        Box::pin(a_reason_over_the_limit_is_invalid(b))
+    }),
+];
+
+fn main() {
+    flagd_harness::run_trials(TESTS, &[])
+}
