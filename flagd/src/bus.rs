@@ -26,7 +26,8 @@ pub const BACKGROUND_CAPACITY: usize = 4096;
 
 /// A subscriber that hears of every commit before it is acknowledged.
 pub trait Subscriber: Send + Sync + std::fmt::Debug {
-    /// A change was committed (`committed.changed` may be false: nothing changed).
+    /// A change was committed and made a new version (the store announces nothing for
+    /// a write that changed nothing).
     fn committed<'a>(
         &'a self,
         committed: &'a Committed,

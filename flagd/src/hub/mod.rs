@@ -191,7 +191,7 @@ impl Hub {
             c.loaded = true;
             c.version = version;
             c.at = at;
-            c.document = flagd_core::document::assemble(&items);
+            c.document = flagd_core::document::assemble_owned(items);
             c.snapshot = None;
             c.recent.clear();
         }

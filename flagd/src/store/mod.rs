@@ -169,8 +169,8 @@ pub trait StoreObserver: Send + Sync + std::fmt::Debug {
     fn observe(&self, operation: &'static str, elapsed: std::time::Duration);
 }
 
-/// Hears of every committed change of a flag set, once, in version order per
-/// environment, before the write is acknowledged (flagd's bus implements it).
+/// Hears of every committed change of a flag set that made a version, once, in version
+/// order per environment, before the write is acknowledged (flagd's bus implements it).
 pub trait CommitListener: Send + Sync + std::fmt::Debug {
     /// `committed` is durable; the writer waits for the returned future.
     fn committed<'a>(

@@ -89,30 +89,39 @@ pub fn items_in(doc: &Value) -> Items {
 /// Assembles the flagd document of a set of items: `$schema` first if present, then
 /// `flags`, `$evaluators`, and the other top-level keys, each in item order.
 pub fn assemble(items: &Items) -> Value {
-    let mut sorted: Vec<&Item> = items.values().collect();
+    assemble_owned(items.clone())
+}
+
+/// [`assemble`], moving the definitions instead of copying them (a 10,000-flag head
+/// read from the store becomes a document without a second copy).
+pub fn assemble_owned(items: Items) -> Value {
+    let mut sorted: Vec<Item> = items.into_values().collect();
     sorted.sort_by(|a, b| (a.position, a.kind, &a.key).cmp(&(b.position, b.kind, &b.key)));
-    let mut out = Map::new();
-    if let Some(s) = items.get(&(ItemKind::Top, "$schema".to_owned())) {
-        out.insert("$schema".into(), s.definition.clone());
+    let mut schema = None;
+    let mut flags = Map::new();
+    let mut evaluators = Map::new();
+    let mut others = Vec::new();
+    for i in sorted {
+        match i.kind {
+            ItemKind::Flag => {
+                flags.insert(i.key, i.definition);
+            }
+            ItemKind::Evaluator => {
+                evaluators.insert(i.key, i.definition);
+            }
+            ItemKind::Top if i.key == "$schema" => schema = Some(i.definition),
+            ItemKind::Top => others.push((i.key, i.definition)),
+        }
     }
-    let of = |kind: ItemKind| -> Map<String, Value> {
-        sorted
-            .iter()
-            .filter(|i| i.kind == kind)
-            .map(|i| (i.key.clone(), i.definition.clone()))
-            .collect()
-    };
-    out.insert("flags".into(), Value::Object(of(ItemKind::Flag)));
-    let evaluators = of(ItemKind::Evaluator);
+    let mut out = Map::new();
+    if let Some(s) = schema {
+        out.insert("$schema".into(), s);
+    }
+    out.insert("flags".into(), Value::Object(flags));
     if !evaluators.is_empty() {
         out.insert("$evaluators".into(), Value::Object(evaluators));
     }
-    for i in sorted
-        .iter()
-        .filter(|i| i.kind == ItemKind::Top && i.key != "$schema")
-    {
-        out.insert(i.key.clone(), i.definition.clone());
-    }
+    out.extend(others);
     Value::Object(out)
 }
 
