@@ -61,6 +61,42 @@ impl InProcess {
     /// Starts serving as a task of the current runtime: the store opened and migrated,
     /// bootstrapped, the port bound.
     pub async fn try_start(self) -> anyhow::Result<Server> {
+        let ready = self.prepare().await?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(flagd::server::run(
+            ready.listener,
+            ready.store,
+            ready.options,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(Server {
+            addr: ready.addr,
+            database_url: ready.url,
+            stop: Some(stop),
+            task,
+            _sqlite: ready.sqlite,
+        })
+    }
+
+    /// Serves in the calling task until `shutdown` completes, as the flagd binary does
+    /// (its accept loop on the thread that drives it, not on a worker): for a process
+    /// that is flagd, such as the load harness's. `ready` is called once the port is
+    /// bound.
+    pub async fn serve_here(
+        self,
+        ready: impl FnOnce(SocketAddr),
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let r = self.prepare().await?;
+        ready(r.addr);
+        let _sqlite = r.sqlite;
+        flagd::server::run(r.listener, r.store, r.options, shutdown).await
+    }
+
+    /// The store opened, migrated and bootstrapped, and the port bound.
+    async fn prepare(self) -> anyhow::Result<Prepared> {
         let sqlite = self.database_url.is_none().then(SqliteFile::new);
         let url = match (self.database_url, &sqlite) {
             (Some(url), _) => url,
@@ -75,21 +111,13 @@ impl InProcess {
             .await
             .with_context(|| format!("listening on 127.0.0.1:{}", self.port))?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(flagd::server::run(
-            listener,
+        Ok(Prepared {
             store,
-            self.options,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Ok(Server {
+            listener,
             addr,
-            database_url: url,
-            stop: Some(stop),
-            task,
-            _sqlite: sqlite,
+            url,
+            sqlite,
+            options: self.options,
         })
     }
 
@@ -203,4 +231,14 @@ impl Drop for ThreadServer {
     fn drop(&mut self) {
         let _ = self.finish();
     }
+}
+
+/// What serving needs, ready.
+struct Prepared {
+    store: std::sync::Arc<flagd::store::Store>,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    url: String,
+    sqlite: Option<SqliteFile>,
+    options: flagd::server::Options,
 }

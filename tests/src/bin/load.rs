@@ -72,14 +72,12 @@ fn serve(db: &str, port: &str) -> anyhow::Result<()> {
             max_body_bytes: 64 << 20,
             ..Default::default()
         };
-        let server = InProcess::new()
+        InProcess::new()
             .database_url(db)
             .port(port)
             .options(options)
-            .try_start()
-            .await?;
-        println!("ready");
-        server.wait().await
+            .serve_here(|_| println!("ready"), std::future::pending())
+            .await
     })
 }
 
