@@ -10,6 +10,8 @@
 //!   or a [`ThreadServer`] with a runtime of its own for sync tests.
 //! - [`Postgres`]: a real PostgreSQL server (Debian's packages) in a temporary directory
 //!   on a random loopback port; [`Postgres::database`] gives each test a database.
+//! - [`Redis`]: a real Redis server (Debian's `redis-server`) in a temporary directory
+//!   on a random loopback port, without persistence: killed and resumed, it is empty.
 //! - [`run_trials`]: the `main` of a test binary whose tests run on both stores
 //!   ([`Backend`]), PostgreSQL started once for all of them.
 //!
@@ -17,12 +19,9 @@
 //! create the admin token [`ADMIN_TOKEN`].
 //!
 //! # Not here yet
-//! Two services the end-to-end tests will need have no harness yet, on purpose (none
-//! is faked):
-//! - the SDK example service (`examples/checkout-service`): a launcher beside
-//!   [`Binary`] (a module `example`), built and found as [`flagd_binary`] finds flagd;
-//! - Redis: a server beside [`Postgres`] (a module `redis`), started the same way from
-//!   Debian's package on a random loopback port.
+//! The SDK example service (`examples/checkout-service`), which the end-to-end tests
+//! will need, has no launcher yet, on purpose (none is faked): it goes beside [`Binary`]
+//! (a module `example`), built and found as [`flagd_binary`] finds flagd.
 #![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -69,11 +68,13 @@ mod backend;
 mod binary;
 mod in_process;
 mod postgres;
+mod redis;
 
 pub use backend::{Backend, BackendTest, run_trials};
 pub use binary::{Binary, FlagdProcess, flagd_binary};
 pub use in_process::{InProcess, Server, ThreadServer};
 pub use postgres::Postgres;
+pub use redis::Redis;
 
 /// The admin token every flagd started here has (`FLAGD_ADMIN_TOKEN` for the binary,
 /// `bootstrap`'s for an in-process server), unless a test says otherwise.
