@@ -41,6 +41,10 @@ struct Options {
         global = true
     )]
     database_url: String,
+    /// How often a replica on PostgreSQL compares the heads it serves with the store's,
+    /// to pick up changes made through other replicas (`1s`).
+    #[arg(long, env = "FLAGD_FOLLOW_INTERVAL", default_value = "1s", value_parser = duration, global = true)]
+    follow_interval: std::time::Duration,
     /// How long a request waits for the store (a free connection, SQLite's write lock,
     /// a connection to PostgreSQL) before it is answered 503 `unavailable` (`5s`).
     #[arg(long, env = "FLAGD_STORE_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
@@ -244,6 +248,7 @@ async fn run() -> anyhow::Result<()> {
                 metrics_max_series: o.metrics_max_series,
                 metrics,
                 bus,
+                follow_interval: o.follow_interval,
             };
             server::run(listener, store, options, server::shutdown_signal()).await?;
             tracing::info!("stopped");

@@ -134,6 +134,9 @@ pub struct Options {
     /// Where every part of flagd reports what `/metrics` exports. Hand the same to the
     /// store ([`StoreOptions::observer`]) for its operation times.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// How often a replica on PostgreSQL compares the heads it serves with the store's,
+    /// to pick up changes made through other replicas (SQLite has one flagd: never).
+    pub follow_interval: Duration,
     /// The bus every committed change goes out on; the store must announce to it
     /// ([`StoreOptions::listener`]): [`open_store_for`] opens it so.
     pub bus: Arc<crate::bus::Bus>,
@@ -157,6 +160,7 @@ impl Default for Options {
             metrics_max_series: crate::metrics::DEFAULT_MAX_SERIES,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             bus: Arc::new(crate::bus::Bus::new()),
+            follow_interval: Duration::from_secs(1),
         }
     }
 }
@@ -225,6 +229,9 @@ pub async fn run(
         hub.clone(),
         options.bus.listen(),
     ));
+    // Other replicas' changes are not announced here: follow the store's heads.
+    let follow = (store.backend() == crate::store::Backend::Postgres)
+        .then(|| tokio::spawn(hub.clone().follow_store(options.follow_interval)));
     let app = http::router(
         AppState {
             store: store.clone(),
@@ -257,6 +264,9 @@ pub async fn run(
     crate::conn::serve(listener, app, limits, metrics.connections.clone(), shutdown).await;
     // The forwarder holds the hub, and so the store: stopped, it lets them go.
     ui_events.abort();
+    if let Some(f) = follow {
+        f.abort();
+    }
     drop((fan_out, counters));
     store.close().await;
     Ok(())

@@ -7,6 +7,7 @@
 
 mod events;
 mod fleet;
+mod follow;
 mod heads;
 mod protocol;
 

@@ -347,3 +347,12 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Holds off this process's writes while the guard lives, if none is in progress
+    /// now: the hub compares its heads with the store's without racing a local commit
+    /// between its COMMIT and its announcement.
+    pub fn try_hold_writes(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        self.write_lock.try_lock().ok()
+    }
+}
