@@ -9,7 +9,8 @@
 //!   the change counters. They do process-local work only (a lock, a channel send); one
 //!   that waited on the network would hold the environment's writers.
 //! - **In the background** ([`Bus::listen`]): a channel of the last
-//!   [`BACKGROUND_CAPACITY`] changes, never blocking the writer: the UI's event stream
+//!   [`BACKGROUND_CAPACITY`] changes (their records, without the items' definitions),
+//!   never blocking the writer: the UI's event stream
 //!   now; fan-out to other replicas, notifications and automations are meant to plug in
 //!   here. A listener that falls further behind loses the oldest and is told how many
 //!   ([`tokio::sync::broadcast::error::RecvError::Lagged`]): it must then catch up from
@@ -81,9 +82,10 @@ impl Bus {
         for s in subs {
             s.committed(committed).await;
         }
-        if committed.changed {
-            // No listener is not an error: the UI may have no page open.
-            let _ = self.background.send(Arc::new(committed.clone()));
+        if committed.changed && self.background.receiver_count() > 0 {
+            // Background listeners get the record without the items' definitions (a
+            // large import's would be copied for nobody): what changed is in the store.
+            let _ = self.background.send(Arc::new(committed.summary()));
         }
     }
 }

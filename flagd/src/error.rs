@@ -72,20 +72,9 @@ impl From<crate::store::StoreError> for ApiError {
 }
 
 impl ApiError {
-    /// A 422 for one problem at one path.
+    /// A 422 for one problem at one path (the same shape the store answers with).
     pub fn invalid(path: &str, message: impl Into<String>) -> Self {
-        let message = message.into();
-        Self::Invalid {
-            message: if path.is_empty() {
-                message.clone()
-            } else {
-                format!("{path}: {message}")
-            },
-            details: vec![Problem {
-                path: path.to_owned(),
-                message,
-            }],
-        }
+        crate::store::StoreError::invalid(path, message).into()
     }
 
     /// The HTTP status.

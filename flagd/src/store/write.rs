@@ -46,6 +46,24 @@ pub struct WriteTx<'s> {
     pub(super) keys_only: bool,
 }
 
+impl Committed {
+    /// The record without the changed items' definitions.
+    pub fn summary(&self) -> Self {
+        Self {
+            environment: self.environment.clone(),
+            version: self.version,
+            changed: self.changed,
+            changed_flags: self.changed_flags.clone(),
+            changes: None,
+            restores: self.restores,
+            kind: self.kind,
+            author: self.author.clone(),
+            reason: self.reason.clone(),
+            at: self.at,
+        }
+    }
+}
+
 impl std::fmt::Debug for WriteTx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteTx")
