@@ -274,6 +274,10 @@ impl Binary {
             Ok(Some(line)) => process.serving_line = line,
             Ok(None) => {
                 let status = process.child.wait();
+                // A port the harness picked can still be taken in between; pick again.
+                if self.port.is_none() && process.log().contains("Address already in use") {
+                    return self.start();
+                }
                 panic!(
                     "flagd exited before serving ({status:?}):\n{}",
                     process.log()

@@ -83,12 +83,48 @@ pub const ADMIN_TOKEN: &str = "fd_harness-test-admin-secret";
 /// How long flagd may take to start serving before a test fails.
 pub const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// A loopback port that was free a moment ago (the system's pick).
+/// A loopback port that is free now and that nothing else in this machine's tests is
+/// likely to take before the caller binds it.
+///
+/// The system's own pick (binding port 0) comes from the ephemeral range, the same range
+/// every outgoing connection takes its local port from: with hundreds of test clients
+/// connecting, a port picked that way was sometimes taken by a client before the flagd
+/// it was meant for could listen on it (`Address already in use`). So ports come from
+/// below that range, start at a place that differs per process, and are never handed
+/// out twice by one process.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = unclaimed_ports();
+    let span = u32::from(high - low);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = low + offset as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+/// The ports below the system's ephemeral range (Linux's
+/// `net.ipv4.ip_local_port_range`), above the well-known and registered ones most
+/// services listen on.
+fn unclaimed_ports() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > 16000 {
+        (12000, ephemeral_low)
+    } else {
+        // An unusual range: the top of the port space, above it.
+        (61000, 65000)
+    }
 }
 
 /// A new SQLite database file (`flagd.db`) in a temporary directory, removed with it
