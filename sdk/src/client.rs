@@ -43,7 +43,8 @@ pub enum BuildError {
 /// ```
 #[derive(Debug)]
 pub struct ClientBuilder {
-    url: String,
+    /// The replicas, in order of preference.
+    urls: Vec<String>,
     sdk_key: String,
     connect_timeout: Duration,
     wait: Duration,
@@ -56,6 +57,23 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
+    /// Another flagd replica of the same deployment (one store) to fail over to. The
+    /// SDK connects to the first URL; when its connection is lost it tries the next at
+    /// once, and backs off only once every replica has failed in a row. Replicas share
+    /// the store's identity, so a failover resumes from the version held: it costs a
+    /// delta, not a snapshot, and evaluation never stops.
+    ///
+    /// ```
+    /// let b = flagd_sdk::Client::builder("http://flagd-a:8080", "fdsdk_…")
+    ///     .fallback_url("http://flagd-b:8080")
+    ///     .fallback_url("http://flagd-c:8080");
+    /// # drop(b);
+    /// ```
+    pub fn fallback_url(mut self, url: impl Into<String>) -> Self {
+        self.urls.push(url.into());
+        self
+    }
+
     /// How long one connection attempt may take (default 5 s).
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
@@ -118,14 +136,11 @@ impl ClientBuilder {
     /// returns when the first live snapshot is applied or the wait is over, whichever
     /// comes first. Never waits longer than the configured wait.
     pub async fn build(self) -> Result<Client, BuildError> {
-        let base = self.url.trim_end_matches('/');
-        let stream_url = if let Some(rest) = base.strip_prefix("http://") {
-            format!("ws://{rest}/api/v1/stream")
-        } else if let Some(rest) = base.strip_prefix("https://") {
-            format!("wss://{rest}/api/v1/stream")
-        } else {
-            return Err(BuildError::Url(self.url));
-        };
+        let stream_urls = self
+            .urls
+            .iter()
+            .map(|u| stream_url(u).ok_or_else(|| BuildError::Url(u.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
         let start = initial(self.cache.as_deref(), self.bootstrap.as_deref())?;
         let (status, _) = watch::channel(Status::Connecting {
             version: start.version,
@@ -141,7 +156,7 @@ impl ClientBuilder {
             status,
             changes,
             config: Config {
-                stream_url,
+                stream_urls,
                 sdk_key: self.sdk_key,
                 connect_timeout: self.connect_timeout,
                 cache_file: self.cache,
@@ -228,6 +243,17 @@ fn initial(cache: Option<&Path>, bootstrap: Option<&Path>) -> Result<Current, Bu
     })
 }
 
+/// The stream's URL of a flagd base URL (`http://host:port` → `ws://host:port/api/v1/stream`).
+fn stream_url(url: &str) -> Option<String> {
+    let base = url.trim_end_matches('/');
+    if let Some(rest) = base.strip_prefix("http://") {
+        Some(format!("ws://{rest}/api/v1/stream"))
+    } else {
+        base.strip_prefix("https://")
+            .map(|rest| format!("wss://{rest}/api/v1/stream"))
+    }
+}
+
 /// A handle on the live flag set. Cheap to clone; all clones share one snapshot and one
 /// connection, which stops when the last clone is dropped or [`Client::close`] is called.
 #[derive(Clone, Debug)]
@@ -245,7 +271,7 @@ impl Client {
     /// ```
     pub fn builder(url: impl Into<String>, sdk_key: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
-            url: url.into(),
+            urls: vec![url.into()],
             sdk_key: sdk_key.into(),
             connect_timeout: Duration::from_secs(5),
             wait: Duration::from_secs(3),

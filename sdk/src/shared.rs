@@ -88,7 +88,8 @@ pub(crate) struct Inner {
 /// hold the client alive.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
-    pub(crate) stream_url: String,
+    /// One per replica, in order of preference; never empty.
+    pub(crate) stream_urls: Vec<String>,
     pub(crate) sdk_key: String,
     pub(crate) connect_timeout: Duration,
     pub(crate) cache_file: Option<PathBuf>,

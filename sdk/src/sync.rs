@@ -43,8 +43,9 @@ enum Ended {
     Stopped,
 }
 
-/// Reconnects forever (until the client is gone or closed) with jittered exponential
-/// backoff, capped.
+/// Reconnects forever (until the client is gone or closed): to the next replica at once
+/// when a connection ends or fails, and with jittered exponential backoff (capped) once
+/// every replica has failed in a row.
 pub(crate) async fn run(inner: Arc<Inner>) {
     let config = inner.config.clone();
     let mut stop = inner.stop.subscribe();
@@ -52,22 +53,28 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     let weak = Arc::downgrade(&inner);
     drop(inner);
     let mut backoff = Duration::from_millis(100);
+    let replicas = config.stream_urls.len().max(1);
+    let mut at = 0;
+    // Replicas tried since the last healthy connection.
+    let mut tried = 0;
     loop {
-        let result = connection(&weak, &config, &mut state, stop.clone()).await;
+        let url = &config.stream_urls[at % replicas];
+        let result = connection(&weak, &config, url, &mut state, stop.clone()).await;
         if *stop.borrow() {
             return;
         }
         let Some(inner) = weak.upgrade() else { return };
         let healthy = matches!(result, Ok(Ended::Closed(true)));
+        let mut refused = false;
         match &result {
             Ok(Ended::Stopped) => return,
-            Ok(Ended::Closed(_)) => tracing::info!("flagd stream closed; reconnecting"),
+            Ok(Ended::Closed(_)) => tracing::info!(url, "flagd stream closed; reconnecting"),
             Ok(Ended::KeyRefused(why)) => {
                 // Not a tight loop: the key will not work again until an operator acts.
-                tracing::error!(reason = %why, "flagd refused the SDK key; retrying slowly");
-                backoff = config.max_backoff;
+                tracing::error!(url, reason = %why, "flagd refused the SDK key; retrying slowly");
+                refused = true;
             }
-            Err(e) => tracing::warn!(error = %e, "flagd stream failed; reconnecting"),
+            Err(e) => tracing::warn!(url, error = %e, "flagd stream failed; reconnecting"),
         }
         let version = state.current().version;
         inner
@@ -76,14 +83,29 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         drop(inner);
         if healthy {
             backoff = Duration::from_millis(100);
+            tried = 0;
         }
-        // Full jitter: many SDKs reconnecting after a flagd restart spread out.
-        let wait = backoff.mul_f64(0.5 + jitter() / 2.0);
+        tried += 1;
+        at += 1;
+        let wait = if refused {
+            backoff = config.max_backoff;
+            tried = 0;
+            config.max_backoff
+        } else if tried < replicas {
+            // Another replica is likely up: fail over now (a little jitter, so that the
+            // SDKs of a replica that died do not all land in the same millisecond).
+            Duration::from_millis(50).mul_f64(jitter())
+        } else {
+            tried = 0;
+            // Full jitter: many SDKs reconnecting after a flagd restart spread out.
+            let wait = backoff.mul_f64(0.5 + jitter() / 2.0);
+            backoff = (backoff * 2).min(config.max_backoff);
+            wait
+        };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        backoff = (backoff * 2).min(config.max_backoff);
     }
 }
 
@@ -107,10 +129,11 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 async fn connection(
     weak: &Weak<Inner>,
     config: &Config,
+    url: &str,
     state: &mut State,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Ended> {
-    let mut req = config.stream_url.as_str().into_client_request()?;
+    let mut req = url.into_client_request()?;
     req.headers_mut().insert(
         "authorization",
         format!("Bearer {}", config.sdk_key).parse()?,
@@ -139,7 +162,7 @@ async fn connection(
     let (hello, ready) = state.hello(config);
     let held = ready.as_ref().map(Status::version);
     send(&mut ws, &hello).await?;
-    tracing::info!(url = %config.stream_url, held, "connected to flagd");
+    tracing::info!(url, held, "connected to flagd");
     if let (Some(inner), Some(ready)) = (weak.upgrade(), ready) {
         inner.status.send_replace(ready);
     }

@@ -528,7 +528,7 @@ fn an_unreadable_frame_asks_for_a_snapshot() {
 #[test]
 fn the_hello_names_the_held_version_and_its_store() {
     let config = Config {
-        stream_url: "ws://flagd/api/v1/stream".into(),
+        stream_urls: vec!["ws://flagd/api/v1/stream".into()],
         sdk_key: "k".into(),
         connect_timeout: Duration::from_secs(1),
         cache_file: None,
