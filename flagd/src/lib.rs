@@ -17,6 +17,7 @@
 //! evaluation, and never the SDK (its tests use the SDK as a real client).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod announce;
 pub mod auth;
 pub mod bus;
 pub mod conn;

@@ -45,6 +45,16 @@ struct Options {
     /// to pick up changes made through other replicas (`1s`).
     #[arg(long, env = "FLAGD_FOLLOW_INTERVAL", default_value = "1s", value_parser = duration, global = true)]
     follow_interval: std::time::Duration,
+    /// Redis for replicas on one PostgreSQL (`redis://host:6379`): each announces its
+    /// changes there and the others push them to their SDKs within milliseconds. Not
+    /// needed for correctness: without it, or while it is down, replicas find each
+    /// other's changes in the store every --follow-interval. Ignored on SQLite.
+    #[arg(long, env = "FLAGD_REDIS_URL", hide_env_values = true, value_parser = redis_url, global = true)]
+    redis_url: Option<String>,
+    /// This replica's name in the deployment's fleet (`GET /fleet` says which replica
+    /// each SDK instance is connected to); random by default.
+    #[arg(long, env = "FLAGD_REPLICA_NAME", value_parser = replica_name, global = true)]
+    replica_name: Option<String>,
     /// How long a request waits for the store (a free connection, SQLite's write lock,
     /// a connection to PostgreSQL) before it is answered 503 `unavailable` (`5s`).
     #[arg(long, env = "FLAGD_STORE_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
@@ -134,6 +144,21 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// `--redis-url`: a URL the Redis client can read (Redis itself is reached later).
+fn redis_url(s: &str) -> Result<String, String> {
+    redis::Client::open(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("not a Redis URL (redis://host:6379): {e}"))
+}
+
+/// `--replica-name`: 1–64 printable characters.
+fn replica_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 64 || s.chars().any(char::is_control) {
+        return Err("1 to 64 printable characters".into());
+    }
+    Ok(s.to_owned())
+}
+
 /// `--admin-token`: a secret that cannot be guessed by trying a few thousand values.
 fn admin_secret(s: &str) -> Result<String, String> {
     if s.chars().count() < 16 {
@@ -212,6 +237,12 @@ async fn run() -> anyhow::Result<()> {
                     "store: reachable, not migrated ({e}); `flagd migrate` or `flagd serve` applies them"
                 ),
             }
+            if let Some(url) = &o.redis_url {
+                flagd::announce::check(url)
+                    .await
+                    .with_context(|| format!("Redis at {}", redact(url)))?;
+                println!("redis: {} (reachable)", redact(url));
+            }
         }
         Command::Serve => {
             // Before anything opens files: every connection is one.
@@ -249,6 +280,11 @@ async fn run() -> anyhow::Result<()> {
                 metrics,
                 bus,
                 follow_interval: o.follow_interval,
+                redis_url: o.redis_url.clone(),
+                replica: o
+                    .replica_name
+                    .clone()
+                    .unwrap_or_else(server::random_replica_name),
             };
             server::run(listener, store, options, server::shutdown_signal()).await?;
             tracing::info!("stopped");

@@ -155,6 +155,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// The cap on open connections.
     pub connections_max: Gauge,
+    /// 1 while subscribed to the other replicas' announcements on Redis.
+    pub redis_subscribed: Gauge,
 }
 
 impl Default for Metrics {
@@ -244,6 +246,12 @@ impl Metrics {
             "The cap on open HTTP connections (--max-connections, within the open-file limit)",
             connections_max.clone(),
         );
+        let redis_subscribed = Gauge::default();
+        registry.register(
+            "redis_subscribed",
+            "1 while subscribed to the other replicas' change announcements on Redis (--redis-url); 0 without: changes made through other replicas then arrive within --follow-interval",
+            redis_subscribed.clone(),
+        );
         Self {
             registry,
             flag_set_version,
@@ -260,6 +268,7 @@ impl Metrics {
             store,
             connections,
             connections_max,
+            redis_subscribed,
         }
     }
 

@@ -140,6 +140,12 @@ pub struct Options {
     /// The bus every committed change goes out on; the store must announce to it
     /// ([`StoreOptions::listener`]): [`open_store_for`] opens it so.
     pub bus: Arc<crate::bus::Bus>,
+    /// Redis, through which replicas on one PostgreSQL announce their changes to each
+    /// other (`redis://host:port`); without it they follow the store every
+    /// `follow_interval`. Ignored on SQLite (one flagd).
+    pub redis_url: Option<String>,
+    /// This replica's name in the fleet of the deployment (random by default).
+    pub replica: String,
 }
 
 impl Default for Options {
@@ -161,8 +167,16 @@ impl Default for Options {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             bus: Arc::new(crate::bus::Bus::new()),
             follow_interval: Duration::from_secs(1),
+            redis_url: None,
+            replica: random_replica_name(),
         }
     }
+}
+
+/// A name for a replica that was given none: short, random, unique enough among the
+/// replicas of a deployment.
+pub fn random_replica_name() -> String {
+    format!("replica-{:08x}", getrandom::u32().unwrap_or(0))
 }
 
 /// The default cap on open connections. The product's target is 10,000 SDK streams per
@@ -213,12 +227,15 @@ pub async fn run(
         store.announces_to(&*options.bus),
         "the store does not announce its changes to this server's bus: open it with server::open_store_for(url, &options)"
     );
-    let hub = Arc::new(crate::hub::Hub::new(
-        store.clone(),
-        options.metrics.clone(),
-        options.heartbeat,
-        options.fleet_ttl,
-    ));
+    let hub = Arc::new(
+        crate::hub::Hub::new(
+            store.clone(),
+            options.metrics.clone(),
+            options.heartbeat,
+            options.fleet_ttl,
+        )
+        .named(options.replica.clone()),
+    );
     // What follows a commit, in order: the SDK fan-out and flagd's heads, the change
     // counters; then, off the writer's path, the UI's events.
     let fan_out: Arc<dyn crate::bus::Subscriber> = hub.clone();
@@ -229,9 +246,32 @@ pub async fn run(
         hub.clone(),
         options.bus.listen(),
     ));
-    // Other replicas' changes are not announced here: follow the store's heads.
-    let follow = (store.backend() == crate::store::Backend::Postgres)
-        .then(|| tokio::spawn(hub.clone().follow_store(options.follow_interval)));
+    // Replicas on one PostgreSQL: follow the others' changes (announced on Redis when
+    // there is one, found in the store every interval regardless), share the fleet.
+    let mut replica_tasks = Vec::new();
+    if store.backend() == crate::store::Backend::Postgres {
+        tracing::info!(replica = options.replica, "replica of a PostgreSQL store");
+        replica_tasks.push(tokio::spawn(
+            hub.clone().follow_store(options.follow_interval),
+        ));
+        replica_tasks.push(tokio::spawn(hub.clone().report_fleet()));
+        if let Some(url) = &options.redis_url {
+            let identity = store.identity().await?;
+            let announcer = Arc::new(crate::announce::Announcer::new(
+                url,
+                &identity,
+                &options.replica,
+            )?);
+            replica_tasks.push(tokio::spawn(
+                announcer.clone().publish(options.bus.listen()),
+            ));
+            replica_tasks.push(tokio::spawn(announcer.follow(hub.clone())));
+        }
+    } else if options.redis_url.is_some() {
+        tracing::warn!(
+            "--redis-url is ignored on SQLite: one flagd serves a SQLite file, it has no other replicas to tell"
+        );
+    }
     let app = http::router(
         AppState {
             store: store.clone(),
@@ -264,8 +304,8 @@ pub async fn run(
     crate::conn::serve(listener, app, limits, metrics.connections.clone(), shutdown).await;
     // The forwarder holds the hub, and so the store: stopped, it lets them go.
     ui_events.abort();
-    if let Some(f) = follow {
-        f.abort();
+    for t in replica_tasks {
+        t.abort();
     }
     drop((fan_out, counters));
     store.close().await;

@@ -37,7 +37,8 @@ pub(super) async fn stream(
         .on_upgrade(move |socket| async move { hub.serve_socket(socket, env, caller).await }))
 }
 
-/// `GET /api/v1/environments/{env}/fleet`: connected SDK instances and their versions.
+/// `GET /api/v1/environments/{env}/fleet`: the SDK instances of the whole deployment
+/// (every replica of the store) and their versions.
 pub(super) async fn fleet(
     caller: Caller,
     State(s): State<AppState>,
@@ -45,7 +46,7 @@ pub(super) async fn fleet(
 ) -> ApiResult<impl IntoResponse> {
     caller.check(Perm::Read, Some(&env))?;
     let head = s.store.environment(&env).await?.version;
-    let instances = s.hub.fleet(&env).await;
+    let instances = s.hub.cluster_fleet(&env).await?;
     // Counted from the same copy that is answered, so that the two agree.
     let on_head = instances
         .iter()
@@ -75,7 +76,7 @@ pub(super) async fn forget(
 ) -> ApiResult<Response> {
     caller.check(Perm::KillSwitch, Some(&env))?;
     s.store.environment(&env).await?;
-    if !s.hub.forget(&env, &instance).await {
+    if !s.hub.forget_everywhere(&env, &instance).await? {
         return Err(ApiError::NotFound(format!(
             "no SDK instance \"{instance}\" in the fleet of \"{env}\""
         )));

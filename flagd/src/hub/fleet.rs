@@ -3,8 +3,9 @@
 
 use super::*;
 
-/// One connected SDK instance, for the fleet view.
-#[derive(Clone, Debug, Serialize)]
+/// One connected SDK instance, for the fleet view (and, serialized, in a replica's
+/// report to the others).
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Instance {
     /// The instance id the SDK gave.
@@ -26,13 +27,16 @@ pub struct Instance {
     /// `connected`, or `unreachable`: its connection was lost without a goodbye, and it
     /// may still be serving `applied_version`. Remembered until it reconnects, says
     /// goodbye, is forgotten (`DELETE …/fleet/{instance}`) or the fleet TTL expires.
-    pub state: &'static str,
+    pub state: String,
     /// Since when it is unreachable (RFC 3339).
     pub unreachable_since: Option<String>,
     /// Flags of its version it could not load (they evaluate with reason `ERROR`).
     pub problems: Vec<flagd_core::Problem>,
     /// The last message or flag set it reported it could not read.
     pub last_error: Option<String>,
+    /// The flagd replica it is (or was last) connected to (`--replica-name`).
+    #[serde(default)]
+    pub replica: String,
 }
 
 /// A connection's fleet entry. Acks update atomics: no lock on the hot path of 10,000
@@ -63,13 +67,14 @@ impl Member {
         (g != 0).then_some(g)
     }
 
-    fn snapshot(&self) -> Instance {
+    fn snapshot(&self, replica: &str) -> Instance {
         let mut i = self.info.clone();
+        replica.clone_into(&mut i.replica);
         i.applied_version = self.applied();
         let at = self.last_ack.load(std::sync::atomic::Ordering::Relaxed);
         i.last_ack = (at != 0).then(|| store::rfc3339(at));
         if let Some(g) = self.gone_at() {
-            i.state = "unreachable";
+            "unreachable".clone_into(&mut i.state);
             i.unreachable_since = Some(store::rfc3339(g));
         }
         if let Ok(p) = self.problems.lock() {
@@ -101,9 +106,12 @@ impl Hub {
     /// Forgets an instance (an operator knows it is gone). Returns whether it was known.
     pub async fn forget(&self, env: &str, instance: &str) -> bool {
         let hub = self.env(env).await;
-        hub.fleet
+        let known = hub
+            .fleet
             .lock()
-            .is_ok_and(|mut f| f.remove(instance).is_some())
+            .is_ok_and(|mut f| f.remove(instance).is_some());
+        hub.fleet_changed();
+        known
     }
 
     /// How many instances are remembered, how many have acknowledged `version` and how
@@ -129,8 +137,8 @@ impl Hub {
         i64::try_from(self.fleet_ttl.as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// The instances of an environment: connected, and unreachable ones still
-    /// remembered.
+    /// The instances of an environment connected to this replica, and unreachable ones
+    /// still remembered (see [`Hub::cluster_fleet`] for the whole deployment's).
     pub async fn fleet(&self, env: &str) -> Vec<Instance> {
         let hub = self.env(env).await;
         let ttl = self.ttl_ms();
@@ -139,7 +147,9 @@ impl Hub {
             .lock()
             .map(|mut f| {
                 prune(&mut f, ttl);
-                f.values().map(|m| m.snapshot()).collect::<Vec<_>>()
+                f.values()
+                    .map(|m| m.snapshot(&self.replica))
+                    .collect::<Vec<_>>()
             })
             .unwrap_or_default();
         let mut f = f;

@@ -7,35 +7,73 @@ use flagd_core::wire::Change;
 
 use super::*;
 
+/// How many versions of a remote jump the admin UI is told of one by one.
+const UI_CATCH_UP: u64 = 20;
+
 impl Hub {
     /// Every `every`, brings each environment this replica serves up to the store's
-    /// head. Stops when the hub closes.
+    /// head, and closes the streams of credentials revoked through other replicas.
+    /// Stops when the hub closes.
     pub async fn follow_store(self: Arc<Self>, every: Duration) {
         let mut closing = self.closing();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watermark = store::now_ms();
+        let mut seen = HashMap::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = closing.changed() => return,
             }
-            let envs: Vec<(String, Arc<EnvHub>)> = match self.envs.read() {
-                Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                Err(_) => Vec::new(),
-            };
-            for (env, h) in envs {
-                if let Err(e) = self.follow(&env, &h).await {
-                    tracing::warn!(env, error = %e, "cannot compare the head with the store");
-                }
+            self.follow_all(false).await;
+            if let Err(e) = self.follow_revocations(&mut watermark, &mut seen).await {
+                tracing::warn!(error = %e, "cannot read the tokens revoked through other replicas");
             }
         }
     }
 
+    /// Brings every environment this replica serves up to the store's head. `wait`:
+    /// for this process's writes in progress to end (they are announced on their own),
+    /// rather than skip this round.
+    pub async fn follow_all(&self, wait: bool) {
+        let envs: Vec<(String, Arc<EnvHub>)> = match self.envs.read() {
+            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => Vec::new(),
+        };
+        for (env, h) in envs {
+            if let Err(e) = self.follow(&env, &h, wait).await {
+                tracing::warn!(env, error = %e, "cannot compare the head with the store");
+            }
+        }
+    }
+
+    /// Another replica announced `version` of `env`: if this replica serves the
+    /// environment and holds an older version, it reads the head and sends it on now.
+    pub async fn follow_announced(&self, env: &str, version: u64) {
+        let h = match self.envs.read() {
+            Ok(m) => m.get(env).cloned(),
+            Err(_) => None,
+        };
+        let Some(h) = h else { return };
+        if h.cache.read().await.version >= version {
+            return;
+        }
+        if let Err(e) = self.follow(env, &h, true).await {
+            tracing::warn!(env, version, error = %e, "cannot read a change another replica announced");
+        }
+    }
+
     /// One environment: a head newer in the store than here goes out as one delta.
-    pub(super) async fn follow(&self, env: &str, h: &EnvHub) -> ApiResult<()> {
-        // A local write in progress is announced by its own commit: look next time.
-        let Some(_quiet) = self.store.try_hold_writes() else {
-            return Ok(());
+    pub(super) async fn follow(&self, env: &str, h: &EnvHub, wait: bool) -> ApiResult<()> {
+        // A local write in progress is announced by its own commit, and must not be
+        // mistaken for another replica's: wait for it to end, or look next time.
+        let _quiet = if wait {
+            self.store.hold_writes().await
+        } else {
+            match self.store.try_hold_writes() {
+                Some(quiet) => quiet,
+                None => return Ok(()),
+            }
         };
         let cached = {
             let c = h.cache.read().await;
@@ -95,6 +133,32 @@ impl Hub {
         while c.recent.len() > RECENT {
             c.recent.pop_front();
         }
+        drop(c);
+        drop(_quiet);
+        self.tell_ui_of_remote(env, from, version).await;
         Ok(())
+    }
+
+    /// Open admin UI pages on this replica learn who changed what through another one,
+    /// as they do for a local change (the last [`UI_CATCH_UP`] versions of a jump).
+    async fn tell_ui_of_remote(&self, env: &str, from: u64, version: u64) {
+        let first = (from + 1).max(version.saturating_sub(UI_CATCH_UP - 1));
+        for v in first..=version {
+            match self.store.version(env, v).await {
+                Ok(r) => {
+                    let flags = &r.changed_flags[..r.changed_flags.len().min(100)];
+                    self.notify_ui(UiEvent {
+                        environment: Some(env.to_owned()),
+                        name: "change",
+                        data: serde_json::json!({"environment": env, "version": v, "kind": r.kind,
+                            "author": r.author, "reason": r.reason, "changedFlags": flags,
+                            "at": r.created_at}),
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(env, version = v, error = %e, "no record for the UI");
+                }
+            }
+        }
     }
 }

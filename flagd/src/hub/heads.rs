@@ -2,6 +2,7 @@
 //! the SDK keys recently checked.
 
 use super::*;
+use crate::store::StoreError;
 
 /// An environment's head compiled once for remote evaluation (OFREP).
 #[derive(Debug)]
@@ -44,7 +45,30 @@ impl Hub {
             return Ok(SdkKey::Environment(env.clone()));
         }
         let hash = crate::auth::hex(&digest);
-        let Some(token) = self.store.token_by_hash(&hash).await? else {
+        let token = match self.store.token_by_hash(&hash).await {
+            Ok(t) => t,
+            // The store is down: a key checked before stays good (a revocation needs
+            // the store, so none can have happened through any replica since).
+            Err(StoreError::Unavailable(why)) => {
+                let held = self
+                    .sdk_keys
+                    .lock()
+                    .ok()
+                    .and_then(|k| k.get(&digest).map(|(env, _)| env.clone()));
+                match held {
+                    Some(env) => {
+                        tracing::debug!(
+                            why,
+                            "store unavailable: an SDK key checked before is trusted"
+                        );
+                        return Ok(SdkKey::Environment(env));
+                    }
+                    None => return Err(StoreError::Unavailable(why).into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(token) = token else {
             return Ok(SdkKey::Unknown);
         };
         let env = (token.role == Role::Sdk.as_str())
@@ -86,13 +110,19 @@ impl Hub {
         if let Some(c) = fresh(&hub) {
             return Ok(c);
         }
-        let head = self.store.environment(env).await?.version;
         let (loaded, cached) = {
             let c = hub.cache.read().await;
             (c.loaded, c.version)
         };
-        if !loaded || head > cached {
-            self.reload(&hub, env).await?;
+        match self.store.environment(env).await {
+            Ok(e) if !loaded || e.version > cached => self.reload(&hub, env).await?,
+            Ok(_) => {}
+            // The store is down: remote evaluation goes on with the head this replica
+            // holds (what its SDKs hold too), checked again in a moment.
+            Err(StoreError::Unavailable(why)) if loaded => {
+                tracing::debug!(env, why, "store unavailable: evaluating the head held");
+            }
+            Err(e) => return Err(e.into()),
         }
         let held = hub.compiled.lock().ok().and_then(|c| c.clone());
         let c = hub.cache.read().await;

@@ -5,6 +5,7 @@
 //! client never delays the others: it lags, and is then sent a fresh snapshot, or is
 //! disconnected when a send does not complete in time.
 
+mod cluster;
 mod events;
 mod fleet;
 mod follow;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, RwLock, broadcast};
 
+pub use cluster::{REPORT_EVERY, STALE_REPORT};
 pub use events::{UiEvent, forward_changes_to_ui};
 pub use fleet::{FleetCounts, Instance};
 pub use heads::{Compiled, SdkKey};
@@ -68,6 +70,16 @@ struct EnvHub {
     /// from commit to each SDK's ack.
     last_version: std::sync::atomic::AtomicU64,
     last_commit_ns: std::sync::atomic::AtomicU64,
+    /// Counts changes to the fleet (connects, versions applied, problems, losses), so
+    /// that this replica reports its fleet to the others when it changed.
+    fleet_changes: std::sync::atomic::AtomicU64,
+}
+
+impl EnvHub {
+    fn fleet_changed(&self) {
+        self.fleet_changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A credential that stopped being valid: its open streams are closed at once.
@@ -102,6 +114,8 @@ pub struct Hub {
     sdk_keys: std::sync::Mutex<
         HashMap<[u8; 32], (String, std::time::Instant), foldhash::fast::RandomState>,
     >,
+    /// This replica's name among the replicas of one store.
+    replica: String,
 }
 
 fn text(msg: &ServerMsg) -> Utf8Bytes {
@@ -140,7 +154,21 @@ impl Hub {
             envs: std::sync::RwLock::new(HashMap::default()),
             next_conn: std::sync::atomic::AtomicU64::new(1),
             closing: tokio::sync::watch::channel(false).0,
+            replica: String::new(),
         }
+    }
+
+    /// The same hub, named `replica` among the replicas of its store (its fleet
+    /// entries and reports say so).
+    #[must_use]
+    pub fn named(mut self, replica: impl Into<String>) -> Self {
+        self.replica = replica.into();
+        self
+    }
+
+    /// This replica's name.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// Closes every stream ("going away"): the SDKs reconnect, to another replica or
@@ -178,6 +206,7 @@ impl Hub {
                     compiling: Mutex::new(()),
                     last_version: std::sync::atomic::AtomicU64::new(0),
                     last_commit_ns: std::sync::atomic::AtomicU64::new(0),
+                    fleet_changes: std::sync::atomic::AtomicU64::new(0),
                 })
             })
             .clone()
@@ -208,6 +237,7 @@ impl Hub {
             && let Ok(envs) = self.envs.read()
         {
             for hub in envs.values() {
+                hub.fleet_changed();
                 if let Ok(mut f) = hub.fleet.lock() {
                     f.retain(|_, m| &m.token_id != id);
                 }

@@ -110,10 +110,11 @@ pub(super) async fn serve(
             connected_since: store::rfc3339(store::now_ms()),
             applied_version: None,
             last_ack: None,
-            state: "connected",
+            state: "connected".to_owned(),
             unreachable_since: None,
             problems: Vec::new(),
             last_error: None,
+            replica: String::new(),
         },
         token_id: caller.token_id.clone(),
         applied: std::sync::atomic::AtomicU64::new(held.unwrap_or(u64::MAX)),
@@ -121,6 +122,7 @@ pub(super) async fn serve(
         gone_at: std::sync::atomic::AtomicI64::new(0),
         problems: std::sync::Mutex::new((Vec::new(), None)),
     });
+    h.fleet_changed();
     if let Ok(mut f) = h.fleet.lock() {
         // An instance that reconnects replaces its own entry (unreachable or not).
         f.insert(instance.clone(), member.clone());
@@ -215,6 +217,9 @@ pub(super) async fn serve(
                     Message::Text(t) => match serde_json::from_str::<ClientMsg>(&t) {
                         Ok(ClientMsg::Ack { version, problems }) => {
                             let before = member.applied.swap(version, std::sync::atomic::Ordering::Relaxed);
+                            if before != version {
+                                h.fleet_changed();
+                            }
                             if before != version && version == h.last_version.load(std::sync::atomic::Ordering::Acquire) {
                                 let at = h.last_commit_ns.load(std::sync::atomic::Ordering::Relaxed);
                                 let now = u64::try_from(hub.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -228,6 +233,7 @@ pub(super) async fn serve(
                                     tracing::warn!(env, connection = id, instance, version, flags = problems.len(), "an SDK could not load some flags");
                                 }
                                 *p = (problems, None);
+                                h.fleet_changed();
                             }
                         }
                         Ok(ClientMsg::Resync { reason }) => {
@@ -400,6 +406,7 @@ impl Hub {
         }
         let Some(member) = conn.member else { return };
         let h = hub.env(&env).await;
+        h.fleet_changed();
         if let Ok(mut f) = h.fleet.lock() {
             // Only if no newer connection of the same instance took the entry over.
             let ours = f

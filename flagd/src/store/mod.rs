@@ -19,6 +19,7 @@ use tokio::sync::{Mutex, MutexGuard};
 mod commit;
 mod environments;
 pub mod error;
+mod fleet;
 mod open;
 mod records;
 mod tokens;
@@ -26,6 +27,7 @@ mod tx;
 mod write;
 
 pub use error::{StoreError, StoreResult};
+pub use fleet::FleetReport;
 pub use records::*;
 pub use write::{Committed, WriteTx};
 
