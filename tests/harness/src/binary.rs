@@ -25,27 +25,37 @@ type Lines = Arc<Mutex<Vec<String>>>;
 pub fn flagd_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("the test binary's path");
-            // target/<profile>/deps/<test> -> target/<profile>
-            let dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("the test binary is in target/<profile>/deps");
-            let bin = dir.join("flagd");
-            if !bin.exists() {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-                let mut build = Command::new(cargo);
-                build.args(["build", "-p", "flagd", "--bin", "flagd"]);
-                if let Some(profile) = dir.file_name().filter(|p| *p != "debug") {
-                    build.arg("--profile").arg(profile);
-                }
-                let ok = build.status().is_ok_and(|s| s.success());
-                assert!(ok, "building flagd: {build:?}");
-            }
-            bin
-        })
+        .get_or_init(|| workspace_binary("flagd", "flagd"))
         .clone()
+}
+
+/// The `flagctl` binary of this workspace, found or built as [`flagd_binary`] is.
+pub fn flagctl_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| workspace_binary("flagctl", "flagctl"))
+        .clone()
+}
+
+fn workspace_binary(package: &str, name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps");
+    let bin = dir.join(name);
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", package, "--bin", name]);
+        if let Some(profile) = dir.file_name().filter(|p| *p != "debug") {
+            build.arg("--profile").arg(profile);
+        }
+        let ok = build.status().is_ok_and(|s| s.success());
+        assert!(ok, "building {name}: {build:?}");
+    }
+    bin
 }
 
 /// How to run the flagd binary: built with [`Binary::new`] (or [`Binary::at`]), then

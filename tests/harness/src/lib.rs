@@ -71,7 +71,7 @@ mod postgres;
 mod redis;
 
 pub use backend::{Backend, BackendTest, run_trials};
-pub use binary::{Binary, FlagdProcess, flagd_binary};
+pub use binary::{Binary, FlagdProcess, flagctl_binary, flagd_binary};
 pub use in_process::{InProcess, Server, ThreadServer};
 pub use postgres::Postgres;
 pub use redis::Redis;

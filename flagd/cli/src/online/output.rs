@@ -203,7 +203,7 @@ impl Out {
                 let applied = c.total - c.lagging.len();
                 let text = if c.total == 0 {
                     format!(
-                        "{env}: no SDK instance is connected to this flagd; nothing to wait for\n"
+                        "{env}: no SDK instance is connected (to any replica); nothing to wait for\n"
                     )
                 } else {
                     let who = if !excused.is_empty() {
