@@ -3,8 +3,10 @@
 //! every replica subscribed reads what it is missing from the store, which stays the
 //! truth, and pushes it to its own SDKs within milliseconds.
 //!
-//! Redis is never in the way of a write or a rollback. Publishing is a background
-//! listener of the bus: a commit is acknowledged without waiting for it. Pub/sub loses
+//! Redis is never in the way of a write or a rollback. The bus hands each commit to the
+//! announcer in line, before this replica's own fan-out, as a bounded in-process queue
+//! (nothing waits on the network); a task publishes from it, and a commit is
+//! acknowledged without waiting for that. Pub/sub loses
 //! what is published while a replica is not subscribed, so on every (re)subscription a
 //! replica compares its heads with the store, and the store is compared every
 //! `--follow-interval` regardless ([`crate::hub::Hub::follow_store`]): with Redis down,
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 use crate::hub::Hub;
 use crate::store::Committed;
@@ -69,6 +71,39 @@ pub struct Announcer {
     channel: String,
     store: String,
     replica: String,
+    /// Announcements waiting for [`Announcer::publish`]: filled by the bus in line, so
+    /// that they leave before this replica's own fan-out (a large revert's reload) is
+    /// done; bounded, never blocking a writer.
+    queue: mpsc::Sender<String>,
+    queued: std::sync::Mutex<Option<mpsc::Receiver<String>>>,
+}
+
+/// Announcements queued before the oldest is dropped (the other replicas then find the
+/// change in the store).
+const QUEUE: usize = 4096;
+
+impl crate::bus::Subscriber for Announcer {
+    fn committed<'a>(
+        &'a self,
+        committed: &'a Committed,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        let text = serde_json::to_string(&Announcement {
+            store: self.store.clone(),
+            replica: self.replica.clone(),
+            environment: committed.environment.clone(),
+            version: committed.version,
+            restores: committed.restores,
+        })
+        .unwrap_or_default();
+        if committed.changed && self.queue.try_send(text).is_err() {
+            tracing::warn!(
+                env = committed.environment,
+                version = committed.version,
+                "announcements fell behind the changes; the other replicas find this one in the store"
+            );
+        }
+        Box::pin(std::future::ready(()))
+    }
 }
 
 impl Announcer {
@@ -77,38 +112,28 @@ impl Announcer {
     /// down: it is reached in the background).
     pub fn new(url: &str, store_identity: &str, replica: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
+        let (queue, queued) = mpsc::channel(QUEUE);
         Ok(Self {
             client,
             channel: channel(store_identity),
             store: store_identity.to_owned(),
             replica: replica.to_owned(),
+            queue,
+            queued: std::sync::Mutex::new(Some(queued)),
         })
     }
 
-    /// Publishes each change committed through this replica (the bus's background
-    /// channel) until it closes. A change published while Redis is down is lost to
-    /// Redis, not to the other replicas: they find it in the store.
-    pub async fn publish(self: Arc<Self>, mut changes: broadcast::Receiver<Arc<Committed>>) {
+    /// Publishes each change committed through this replica (subscribe the announcer
+    /// to the bus, in line and before the hub) until the announcer is dropped. A change
+    /// published while Redis is down is lost to Redis, not to the other replicas: they
+    /// find it in the store.
+    pub async fn publish(self: Arc<Self>) {
+        let Some(mut queued) = self.queued.lock().ok().and_then(|mut q| q.take()) else {
+            return;
+        };
         let mut conn: Option<redis::aio::ConnectionManager> = None;
         let mut failing = false;
-        loop {
-            let c = match changes.recv().await {
-                Ok(c) => c,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    // The other replicas pick these up from the store.
-                    tracing::warn!(missed, "announcements fell behind the changes");
-                    continue;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            let text = serde_json::to_string(&Announcement {
-                store: self.store.clone(),
-                replica: self.replica.clone(),
-                environment: c.environment.clone(),
-                version: c.version,
-                restores: c.restores,
-            })
-            .unwrap_or_default();
+        while let Some(text) = queued.recv().await {
             let sent = self.publish_one(&mut conn, text).await;
             match sent {
                 Err(e) if !failing => {
@@ -149,13 +174,34 @@ impl Announcer {
             REDIS_TIMEOUT,
             redis::cmd("PUBLISH")
                 .arg(&self.channel)
-                .arg(text)
+                .arg(&text)
                 .query_async::<i64>(m),
         )
         .await;
         match published {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.into()),
+            // The connection manager reconnects after an error (Redis restarted): the
+            // announcement is tried once more on the new connection rather than lost.
+            Ok(Err(_)) => {
+                let again = tokio::time::timeout(
+                    REDIS_TIMEOUT,
+                    redis::cmd("PUBLISH")
+                        .arg(&self.channel)
+                        .arg(text)
+                        .query_async::<i64>(m),
+                )
+                .await;
+                match again {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(_) => {
+                        *conn = None;
+                        Err(anyhow::anyhow!(
+                            "Redis did not answer within {REDIS_TIMEOUT:?}"
+                        ))
+                    }
+                }
+            }
             Err(_) => {
                 // Made again next time rather than trusted.
                 *conn = None;

@@ -236,10 +236,35 @@ pub async fn run(
         )
         .named(options.replica.clone()),
     );
-    // What follows a commit, in order: the SDK fan-out and flagd's heads, the change
-    // counters; then, off the writer's path, the UI's events.
+    // Replicas on one PostgreSQL: announce this replica's changes to the others through
+    // Redis when there is one (queued first, so that they leave before this replica's
+    // own fan-out is done).
+    let clustered = store.backend() == crate::store::Backend::Postgres;
+    let announcer = match (&options.redis_url, clustered) {
+        (Some(url), true) => Some(Arc::new(crate::announce::Announcer::new(
+            url,
+            &store.identity().await?,
+            &options.replica,
+        )?)),
+        (Some(_), false) => {
+            tracing::warn!(
+                "--redis-url is ignored on SQLite: one flagd serves a SQLite file, it has no other replicas to tell"
+            );
+            None
+        }
+        (None, _) => None,
+    };
+    let announces: Option<Arc<dyn crate::bus::Subscriber>> = announcer
+        .clone()
+        .map(|a| a as Arc<dyn crate::bus::Subscriber>);
+    // What follows a commit, in order: the announcement to other replicas (queued), the
+    // SDK fan-out and flagd's heads, the change counters; then, off the writer's path,
+    // the UI's events.
     let fan_out: Arc<dyn crate::bus::Subscriber> = hub.clone();
     let counters: Arc<dyn crate::bus::Subscriber> = options.metrics.clone();
+    if let Some(a) = &announces {
+        options.bus.subscribe(a);
+    }
     options.bus.subscribe(&fan_out);
     options.bus.subscribe(&counters);
     let ui_events = tokio::spawn(crate::hub::forward_changes_to_ui(
@@ -249,28 +274,16 @@ pub async fn run(
     // Replicas on one PostgreSQL: follow the others' changes (announced on Redis when
     // there is one, found in the store every interval regardless), share the fleet.
     let mut replica_tasks = Vec::new();
-    if store.backend() == crate::store::Backend::Postgres {
+    if clustered {
         tracing::info!(replica = options.replica, "replica of a PostgreSQL store");
         replica_tasks.push(tokio::spawn(
             hub.clone().follow_store(options.follow_interval),
         ));
         replica_tasks.push(tokio::spawn(hub.clone().report_fleet()));
-        if let Some(url) = &options.redis_url {
-            let identity = store.identity().await?;
-            let announcer = Arc::new(crate::announce::Announcer::new(
-                url,
-                &identity,
-                &options.replica,
-            )?);
-            replica_tasks.push(tokio::spawn(
-                announcer.clone().publish(options.bus.listen()),
-            ));
-            replica_tasks.push(tokio::spawn(announcer.follow(hub.clone())));
+        if let Some(a) = &announcer {
+            replica_tasks.push(tokio::spawn(a.clone().publish()));
+            replica_tasks.push(tokio::spawn(a.clone().follow(hub.clone())));
         }
-    } else if options.redis_url.is_some() {
-        tracing::warn!(
-            "--redis-url is ignored on SQLite: one flagd serves a SQLite file, it has no other replicas to tell"
-        );
     }
     let app = http::router(
         AppState {
@@ -307,7 +320,7 @@ pub async fn run(
     for t in replica_tasks {
         t.abort();
     }
-    drop((fan_out, counters));
+    drop((fan_out, counters, announces));
     store.close().await;
     Ok(())
 }

@@ -302,13 +302,17 @@ async fn three_replicas_share_changes_the_fleet_and_wait() {
     }
 }
 
+/// What a stream sent: the frame's type, the version it starts from (0 for a snapshot)
+/// and the version it brings.
+type Frame = (&'static str, u64, u64);
+
 /// A raw protocol client on one replica that records every frame's versions: a stream
 /// must go from version to version with no gap and no repeat.
 async fn recorder(
     base: &str,
     key: &str,
 ) -> (
-    Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
+    Arc<std::sync::Mutex<Vec<Frame>>>,
     tokio::task::JoinHandle<()>,
 ) {
     use futures_util::{SinkExt, StreamExt};
@@ -330,11 +334,18 @@ async fn recorder(
             let v: Value = serde_json::from_str(&t).unwrap();
             let version = v["version"].as_u64();
             match v["type"].as_str() {
-                Some("snapshot" | "restore") => keep.lock().unwrap().push((0, version.unwrap())),
-                Some("delta") => keep
-                    .lock()
-                    .unwrap()
-                    .push((v["from"].as_u64().unwrap(), version.unwrap())),
+                Some("snapshot") => keep.lock().unwrap().push(("snapshot", 0, version.unwrap())),
+                // A restore says "version N is version K again": from what it holds.
+                Some("restore") => keep.lock().unwrap().push((
+                    "restore",
+                    v["from"].as_u64().unwrap(),
+                    version.unwrap(),
+                )),
+                Some("delta") => keep.lock().unwrap().push((
+                    "delta",
+                    v["from"].as_u64().unwrap(),
+                    version.unwrap(),
+                )),
                 Some("ping") => {
                     let _ = ws
                         .send(Message::Text(json!({"type": "pong"}).to_string().into()))
@@ -350,9 +361,9 @@ async fn recorder(
     (frames, task)
 }
 
-fn assert_continuous(frames: &[(u64, u64)], head: u64) {
+fn assert_continuous(frames: &[Frame], head: u64) {
     let mut held = 0;
-    for &(from, version) in frames {
+    for &(_, from, version) in frames {
         if from != 0 {
             assert_eq!(
                 from, held,
@@ -405,15 +416,33 @@ async fn redis_killed_back_and_restarted_empty() {
         head = toggle(&b.base(), i % 2 == 0, "Redis is back").await;
     }
     converge(&sdks, head, "through B with Redis back").await;
+    // A revert through B reaches A's streams as the compact restore frame, as it does
+    // B's own: not as a delta of every flag.
+    let before_revert = frames.lock().unwrap().len();
+    head = ok(
+        &b.base(),
+        reqwest::Method::POST,
+        "/environments/production/revert",
+        Some(json!({"version": head - 1, "reason": "back to the version before"})),
+    )
+    .await["version"]
+        .as_u64()
+        .unwrap();
+    converge(&sdks, head, "a revert through B").await;
     // The fleet never lived in Redis: the restarted one holds nothing flagd trusts.
     let f = fleet_on(&b.base(), head, 2).await;
     assert_eq!(f["connected"], 2, "{f}");
     let start = Instant::now();
-    while frames.lock().unwrap().last().map(|f| f.1) != Some(head) {
+    while frames.lock().unwrap().last().map(|f| f.2) != Some(head) {
         assert!(start.elapsed() < CONVERGE, "the recorder never got {head}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_continuous(&frames.lock().unwrap(), head);
+    let kinds: Vec<&str> = frames.lock().unwrap()[before_revert..]
+        .iter()
+        .map(|f| f.0)
+        .collect();
+    assert_eq!(kinds, ["restore"], "{:?}", frames.lock().unwrap());
     task.abort();
     for s in &sdks {
         s.close();

@@ -63,11 +63,13 @@ impl Hub {
         }
     }
 
-    /// One environment: a head newer in the store than here goes out as one delta.
+    /// One environment: a head newer in the store than here goes out as one delta (a
+    /// revert of the whole set as the compact restore frame, as from the replica that
+    /// committed it: SDKs that kept the restored version swap it in).
     pub(super) async fn follow(&self, env: &str, h: &EnvHub, wait: bool) -> ApiResult<()> {
         // A local write in progress is announced by its own commit, and must not be
         // mistaken for another replica's: wait for it to end, or look next time.
-        let _quiet = if wait {
+        let quiet = if wait {
             self.store.hold_writes().await
         } else {
             match self.store.try_hold_writes() {
@@ -87,10 +89,46 @@ impl Hub {
         if head <= cached {
             return Ok(());
         }
-        let (version, items) = self.store.items(env, Some(head)).await?;
-        let at = self.store.version_at(env, version).await?;
-        let mut c = h.cache.write().await;
-        if version <= c.version {
+        let restores = if head == cached + 1 {
+            self.store.revert_of(env, head).await?
+        } else {
+            None
+        };
+        let at = self.store.version_at(env, head).await?;
+        let mut c = if let Some(k) = restores {
+            // Sent before the set is read (10,000 flags take a while); the cache stays
+            // locked until it holds the new head, so that a connection arriving in between
+            // reads the new head rather than miss the frame.
+            let c = h.cache.write().await;
+            if c.version != cached {
+                return Ok(());
+            }
+            let _ = h.tx.send(Frame {
+                from: cached,
+                version: head,
+                text: text(&ServerMsg::Restore {
+                    from: cached,
+                    version: head,
+                    restores: k,
+                    at,
+                }),
+            });
+            c
+        } else {
+            h.cache.write().await
+        };
+        let items = match self.store.items(env, Some(head)).await {
+            Ok((_, items)) => items,
+            Err(e) => {
+                if restores.is_some() {
+                    // The SDKs were told of the head; the cache is read again when needed.
+                    c.loaded = false;
+                    c.recent.clear();
+                }
+                return Err(e.into());
+            }
+        };
+        if c.version != cached {
             // A local commit or a connection's reload got there first.
             return Ok(());
         }
@@ -106,27 +144,30 @@ impl Hub {
         let from = c.version;
         let frame = Frame {
             from,
-            version,
+            version: head,
             text: text(&ServerMsg::Delta {
                 from,
-                version,
+                version: head,
                 changes,
-                restores: None,
+                restores,
                 at,
             }),
         };
         if let Ok(mut compiled) = h.compiled.lock() {
             *compiled = None;
         }
-        let _ = h.tx.send(frame.clone());
+        if restores.is_none() {
+            let _ = h.tx.send(frame.clone());
+        }
         tracing::info!(
             env,
             from,
-            version,
+            version = head,
+            restores,
             "followed a change made through another replica"
         );
         c.document = flagd_core::document::assemble_owned(items);
-        c.version = version;
+        c.version = head;
         c.at = at;
         c.snapshot = None;
         c.recent.push_back(frame);
@@ -134,8 +175,8 @@ impl Hub {
             c.recent.pop_front();
         }
         drop(c);
-        drop(_quiet);
-        self.tell_ui_of_remote(env, from, version).await;
+        drop(quiet);
+        self.tell_ui_of_remote(env, from, head).await;
         Ok(())
     }
 

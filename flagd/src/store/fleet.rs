@@ -130,6 +130,36 @@ impl Store {
             .collect()
     }
 
+    /// The version a version restored when it is a revert of the whole set (a one-flag
+    /// restore also names the version it took the flag from, and is not one): what
+    /// another replica sends its SDKs as the compact restore frame.
+    pub async fn revert_of(&self, environment: &str, version: u64) -> StoreResult<Option<u64>> {
+        let mut conn = self.read().await?;
+        let reverted_to: Option<i64> =
+            sqlx::query("SELECT reverted_to FROM versions WHERE env = $1 AND version = $2")
+                .bind(environment)
+                .bind(to_i64(version))
+                .fetch_optional(&mut *conn)
+                .await?
+                .map(|r| r.try_get::<Option<i64>, _>(0))
+                .transpose()?
+                .flatten();
+        let Some(k) = reverted_to else {
+            return Ok(None);
+        };
+        // The version's audit entry, written in its transaction, is among the newest.
+        let action: Option<String> = sqlx::query(
+            "SELECT action FROM audit WHERE env = $1 AND version = $2 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(environment)
+        .bind(to_i64(version))
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+        Ok((action.as_deref() == Some("flagset.revert")).then(|| to_u64(k)))
+    }
+
     /// Waits for this process's writes to the store to pause, and holds them off while
     /// the guard lives (a replica reading what another replica committed).
     pub async fn hold_writes(&self) -> MutexGuard<'_, ()> {
