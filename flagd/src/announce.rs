@@ -127,13 +127,20 @@ impl Announcer {
     /// to the bus, in line and before the hub) until the announcer is dropped. A change
     /// published while Redis is down is lost to Redis, not to the other replicas: they
     /// find it in the store.
-    pub async fn publish(self: Arc<Self>) {
+    pub async fn publish(self: Arc<Self>, mut closing: tokio::sync::watch::Receiver<bool>) {
         let Some(mut queued) = self.queued.lock().ok().and_then(|mut q| q.take()) else {
             return;
         };
         let mut conn: Option<redis::aio::ConnectionManager> = None;
         let mut failing = false;
-        while let Some(text) = queued.recv().await {
+        loop {
+            let text = tokio::select! {
+                t = queued.recv() => match t {
+                    Some(t) => t,
+                    None => return,
+                },
+                _ = closing.changed() => return,
+            };
             let sent = self.publish_one(&mut conn, text).await;
             match sent {
                 Err(e) if !failing => {
@@ -210,6 +217,21 @@ impl Announcer {
                 ))
             }
         }
+    }
+
+    /// [`Announcer::publish`] on a thread of its own, until `closing` changes: a replica
+    /// fanning a change out to thousands of its own streams keeps its runtime's workers
+    /// busy, and the announcement would wait behind them.
+    pub fn publish_on_own_thread(
+        self: Arc<Self>,
+        closing: tokio::sync::watch::Receiver<bool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("flagd-announce".into())
+            .spawn(move || rt.block_on(self.publish(closing)))
     }
 
     /// Follows the other replicas' announcements until the hub closes: subscribes (again

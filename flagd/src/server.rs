@@ -274,6 +274,8 @@ pub async fn run(
     // Replicas on one PostgreSQL: follow the others' changes (announced on Redis when
     // there is one, found in the store every interval regardless), share the fleet.
     let mut replica_tasks = Vec::new();
+    let stop_announcing = tokio::sync::watch::channel(false).0;
+    let mut announcing = None;
     if clustered {
         tracing::info!(replica = options.replica, "replica of a PostgreSQL store");
         replica_tasks.push(tokio::spawn(
@@ -281,7 +283,10 @@ pub async fn run(
         ));
         replica_tasks.push(tokio::spawn(hub.clone().report_fleet()));
         if let Some(a) = &announcer {
-            replica_tasks.push(tokio::spawn(a.clone().publish()));
+            announcing = Some(
+                a.clone()
+                    .publish_on_own_thread(stop_announcing.subscribe())?,
+            );
             replica_tasks.push(tokio::spawn(a.clone().follow(hub.clone())));
         }
     }
@@ -319,6 +324,11 @@ pub async fn run(
     ui_events.abort();
     for t in replica_tasks {
         t.abort();
+    }
+    stop_announcing.send_replace(true);
+    if let Some(t) = announcing {
+        // It ends at once (between two announcements, or its Redis timeout).
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     drop((fan_out, counters, announces));
     store.close().await;

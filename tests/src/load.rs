@@ -1,4 +1,4 @@
-//! The propagation load harness's parts (benchmarks.md, sections 2 and 8), shared by
+//! The propagation load harness's parts (benchmarks.md, sections 2 and 6), shared by
 //! its two binaries: `load` (one flagd on SQLite) and `cluster-load` (replicas on
 //! PostgreSQL and Redis). Not part of the test run.
 //!
@@ -369,6 +369,13 @@ fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
 
 /// One row of the results table.
 pub fn report(scenario: &str, n: usize, run: Run) {
+    if run.first_by_replica.len() > 1 {
+        let firsts: Vec<String> = run.first_by_replica.iter().map(|d| ms(*d)).collect();
+        println!(
+            "<!-- {scenario}: first delivery per replica: {} -->",
+            firsts.join(", ")
+        );
+    }
     let (p50, p99, max) = percentiles(run.latencies);
     println!(
         "| {scenario} | {n} | {} | {} | {} | {} | {:.0} µs, {:.0} µs | {:.1} KiB |",
@@ -419,6 +426,9 @@ pub struct Run {
     pub rest: Duration,
     /// CPU time per client while the change spread (user + system, µs): flagd, clients.
     pub cpu_us_per_client: (f64, f64),
+    /// With several replicas: per replica, the first of its clients to have the change
+    /// (what the announcement adds is the difference from the first replica's).
+    pub first_by_replica: Vec<Duration>,
 }
 
 /// A scenario: `n` clients spread over the replicas, each holding `held`; then, at
@@ -514,6 +524,16 @@ pub async fn run_scenario(
         .iter()
         .map(|a| Duration::from_nanos(a.load(Ordering::SeqCst)).saturating_sub(t0))
         .collect::<Vec<Duration>>();
+    let first_by_replica = (0..urls.len())
+        .map(|r| {
+            lat.iter()
+                .skip(r)
+                .step_by(urls.len())
+                .min()
+                .copied()
+                .unwrap_or_default()
+        })
+        .collect();
     for t in tasks {
         t.abort();
     }
@@ -523,5 +543,6 @@ pub async fn run_scenario(
         kib_per_connection: per_conn,
         rest: t_rest,
         cpu_us_per_client,
+        first_by_replica,
     })
 }

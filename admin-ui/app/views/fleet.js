@@ -121,6 +121,7 @@ export function mount(root, ctx) {
     // for unreachable instances: flagd would hide a connected one until it reconnects.
     const canForget = Boolean(ctx.can.toggle) && unreachable > 0;
     const head = ['Instance', 'SDK', 'Host', 'Labels', 'Connection', 'Applied version', 'Last ack'];
+    const severalReplicas = new Set(inst.map((i) => i.replica)).size > 1;
     if (canForget) head.push('Actions');
     table.append(h('table.table.fleet-table', { aria: { label: `SDK instances in ${ctx.env}` } },
       h('thead', h('tr', head.map((t) => h('th', { scope: 'col', text: t })))),
@@ -139,7 +140,9 @@ export function mount(root, ctx) {
           h('td', { dataset: { label: 'Labels' } }, Object.entries(i.labels || {}).map(([k, v]) => h('span.label-chip', { text: `${k}=${v}` }))),
           h('td', { dataset: { label: 'Connection' } }, lost
             ? lostLine(i)
-            : h('span', 'connected ', timeEl(i.connectedSince))),
+            : h('span', 'connected ', timeEl(i.connectedSince)),
+          // With several replicas, which one it streams from (or last did).
+          severalReplicas && i.replica ? h('div.cell-sub', { text: `replica ${i.replica}` }) : null),
           h('td', { dataset: { label: 'Applied version' } },
             h('span.vnum', { text: i.appliedVersion == null ? '—' : `v${i.appliedVersion}` }), ' ', chip,
             problems.length ? h('div.cell-sub.problem-note', {

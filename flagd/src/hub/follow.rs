@@ -41,7 +41,7 @@ impl Hub {
             Err(_) => Vec::new(),
         };
         for (env, h) in envs {
-            if let Err(e) = self.follow(&env, &h, wait).await {
+            if let Err(e) = self.follow(&env, &h, wait, None).await {
                 tracing::warn!(env, error = %e, "cannot compare the head with the store");
             }
         }
@@ -58,7 +58,7 @@ impl Hub {
         if h.cache.read().await.version >= version {
             return;
         }
-        if let Err(e) = self.follow(env, &h, true).await {
+        if let Err(e) = self.follow(env, &h, true, Some(version)).await {
             tracing::warn!(env, version, error = %e, "cannot read a change another replica announced");
         }
     }
@@ -66,7 +66,13 @@ impl Hub {
     /// One environment: a head newer in the store than here goes out as one delta (a
     /// revert of the whole set as the compact restore frame, as from the replica that
     /// committed it: SDKs that kept the restored version swap it in).
-    pub(super) async fn follow(&self, env: &str, h: &EnvHub, wait: bool) -> ApiResult<()> {
+    pub(super) async fn follow(
+        &self,
+        env: &str,
+        h: &EnvHub,
+        wait: bool,
+        announced: Option<u64>,
+    ) -> ApiResult<()> {
         // A local write in progress is announced by its own commit, and must not be
         // mistaken for another replica's: wait for it to end, or look next time.
         let quiet = if wait {
@@ -85,16 +91,17 @@ impl Hub {
             }
             c.version
         };
-        let head = self.store.environment(env).await?.version;
+        // An announced version is committed: no need to ask the store for its head (a
+        // newer one is announced too, or found by the next comparison).
+        let head = match announced {
+            Some(v) => v,
+            None => self.store.environment(env).await?.version,
+        };
         if head <= cached {
             return Ok(());
         }
-        let restores = if head == cached + 1 {
-            self.store.revert_of(env, head).await?
-        } else {
-            None
-        };
-        let at = self.store.version_at(env, head).await?;
+        let (at, restored) = self.store.version_facts(env, head).await?;
+        let restores = restored.filter(|_| head == cached + 1);
         let mut c = if let Some(k) = restores {
             // Sent before the set is read (10,000 flags take a while); the cache stays
             // locked until it holds the new head, so that a connection arriving in between

@@ -130,22 +130,29 @@ impl Store {
             .collect()
     }
 
-    /// The version a version restored when it is a revert of the whole set (a one-flag
-    /// restore also names the version it took the flag from, and is not one): what
-    /// another replica sends its SDKs as the compact restore frame.
-    pub async fn revert_of(&self, environment: &str, version: u64) -> StoreResult<Option<u64>> {
+    /// When a version was committed (ms), and the version it restored when it is a
+    /// revert of the whole set (a one-flag restore also names the version it took the
+    /// flag from, and is not one): what another replica needs to send its SDKs the
+    /// version, as the compact restore frame when it can.
+    pub async fn version_facts(
+        &self,
+        environment: &str,
+        version: u64,
+    ) -> StoreResult<(Option<i64>, Option<u64>)> {
         let mut conn = self.read().await?;
-        let reverted_to: Option<i64> =
-            sqlx::query("SELECT reverted_to FROM versions WHERE env = $1 AND version = $2")
-                .bind(environment)
-                .bind(to_i64(version))
-                .fetch_optional(&mut *conn)
-                .await?
-                .map(|r| r.try_get::<Option<i64>, _>(0))
-                .transpose()?
-                .flatten();
-        let Some(k) = reverted_to else {
-            return Ok(None);
+        let Some(row) = sqlx::query(
+            "SELECT created_at, reverted_to FROM versions WHERE env = $1 AND version = $2",
+        )
+        .bind(environment)
+        .bind(to_i64(version))
+        .fetch_optional(&mut *conn)
+        .await?
+        else {
+            return Ok((None, None));
+        };
+        let at: i64 = row.try_get(0)?;
+        let Some(k) = row.try_get::<Option<i64>, _>(1)? else {
+            return Ok((Some(at), None));
         };
         // The version's audit entry, written in its transaction, is among the newest.
         let action: Option<String> = sqlx::query(
@@ -157,7 +164,10 @@ impl Store {
         .await?
         .map(|r| r.try_get(0))
         .transpose()?;
-        Ok((action.as_deref() == Some("flagset.revert")).then(|| to_u64(k)))
+        Ok((
+            Some(at),
+            (action.as_deref() == Some("flagset.revert")).then(|| to_u64(k)),
+        ))
     }
 
     /// Waits for this process's writes to the store to pause, and holds them off while

@@ -1,4 +1,4 @@
-//! Propagation across replicas (benchmarks.md section 8), not part of the test run:
+//! Propagation across replicas (benchmarks.md section 6), not part of the test run:
 //!
 //! ```text
 //! cargo run --release -p flagd-tests --bin cluster-load -- [--clients 10000] [--replicas 3]
