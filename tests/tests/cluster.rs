@@ -980,3 +980,115 @@ async fn the_example_deployment_behind_nginx() {
         s.close();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_after_an_unfollowed_remote_one_goes_out_as_one_delta() {
+    let Some(d) = Deployment::start(false).await else {
+        return;
+    };
+    // Neither replica looks at the store on its own: A learns of B's change only from
+    // its own next commit, which finds the gap.
+    let a = d.replica("ga", "1h");
+    let b = d.replica("gb", "1h");
+    let key = seed(&a.base()).await;
+    let on_a = sdk(&[a.base()], &key, "on-a").await;
+    let (frames, task) = recorder(&a.base(), &key).await;
+    let start = Instant::now();
+    while frames.lock().unwrap().is_empty() {
+        assert!(start.elapsed() < CONVERGE, "the recorder got no snapshot");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let remote = toggle(&b.base(), false, "through B, unannounced").await;
+    let local = ok(
+        &a.base(),
+        reqwest::Method::PUT,
+        "/environments/production/flags/other",
+        Some(flag("ENABLED")),
+    )
+    .await["version"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(local, remote + 1);
+    converge(
+        std::slice::from_ref(&on_a),
+        local,
+        "A's own commit after B's",
+    )
+    .await;
+    let user = EvaluationContext::new("u");
+    assert!(!on_a.enabled("new-checkout", &user), "B's change is in it");
+    assert!(on_a.enabled("other", &user), "A's change is in it");
+    let start = Instant::now();
+    while frames.lock().unwrap().last().map(|f| f.2) != Some(local) {
+        assert!(start.elapsed() < CONVERGE, "the recorder never got {local}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let frames = frames.lock().unwrap().clone();
+    assert_eq!(
+        frames[1..],
+        [("delta", remote - 1, local)],
+        "one delta over both versions, not a snapshot: {frames:?}"
+    );
+    task.abort();
+    on_a.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_out_through_one_replica_ends_the_ui_stream_on_another() {
+    let Some(d) = Deployment::start(false).await else {
+        return;
+    };
+    let a = d.replica("sa", "500ms");
+    let b = d.replica("sb", "500ms");
+    let http = reqwest::Client::new();
+    let signed_in = http
+        .post(format!("{}/api/v1/session", a.base()))
+        .json(&json!({ "token": ADMIN_TOKEN }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    let csrf = signed_in.json::<Value>().await.unwrap()["csrfToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The page's live events come from replica B.
+    let mut events = http
+        .get(format!("{}/api/v1/events", b.base()))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    // Signed out through A.
+    let out = http
+        .delete(format!("{}/api/v1/session", a.base()))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert!(out.status().is_success(), "{}", out.status());
+    let ended = tokio::time::timeout(CONVERGE, async {
+        while let Ok(Some(_)) = events.chunk().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "B kept the signed-out session's event stream open"
+    );
+    let r = http
+        .get(format!("{}/api/v1/events", b.base()))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "B refuses the ended session");
+}

@@ -248,6 +248,10 @@ async fn delete_session(
     Ok(resp)
 }
 
+/// How often an open `/events` stream of a UI session checks that the session still
+/// exists (a sign-out through another replica).
+const SESSION_RECHECK: Duration = Duration::from_secs(5);
+
 /// `GET /api/v1/events`: Server-Sent Events for the environments the caller sees.
 async fn events(caller: Caller, State(s): State<AppState>) -> ApiResult<Response> {
     caller.check(Perm::Read, None)?;
@@ -263,42 +267,62 @@ async fn events(caller: Caller, State(s): State<AppState>) -> ApiResult<Response
         let left = u64::try_from(ms.saturating_sub(crate::store::now_ms())).unwrap_or(0);
         tokio::time::Instant::now() + Duration::from_millis(left)
     });
+    // A sign-out through another replica is not announced here: the session is looked
+    // up again every few seconds.
+    let mut recheck = tokio::time::interval(SESSION_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let store = s.store.clone();
     let stream = futures_util::stream::unfold(
-        (rx, closing, revoked, caller),
-        move |(mut rx, mut closing, mut revoked, caller)| async move {
-            loop {
-                let expired = async {
-                    match until {
-                        Some(t) => tokio::time::sleep_until(t).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let ev = tokio::select! {
-                    ev = rx.recv() => ev,
-                    () = expired => return None,
-                    // flagd is stopping: end the stream so that shutdown is not held up.
-                    _ = closing.changed() => return None,
-                    // The token was revoked or the session ended: nothing more for it.
-                    r = revoked.recv() => match r {
-                        Ok(crate::hub::Revoked::Token(t)) if t == caller.token_id => return None,
-                        Ok(crate::hub::Revoked::Session(h)) if caller.session.as_deref() == Some(h.as_str()) => return None,
-                        _ => continue,
-                    },
-                };
-                let event = match ev {
-                    Ok(ev) => {
-                        if !ev.environment.as_deref().is_none_or(|e| caller.sees(e)) {
+        (rx, closing, revoked, caller, recheck),
+        move |(mut rx, mut closing, mut revoked, caller, mut recheck)| {
+            let store = store.clone();
+            async move {
+                loop {
+                    let expired = async {
+                        match until {
+                            Some(t) => tokio::time::sleep_until(t).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let ev = tokio::select! {
+                        ev = rx.recv() => ev,
+                        () = expired => return None,
+                        // flagd is stopping: end the stream so that shutdown is not held up.
+                        _ = closing.changed() => return None,
+                        // The token was revoked or the session ended: nothing more for it.
+                        r = revoked.recv() => match r {
+                            Ok(crate::hub::Revoked::Token(t)) if t == caller.token_id => return None,
+                            Ok(crate::hub::Revoked::Session(h)) if caller.session.as_deref() == Some(h.as_str()) => return None,
+                            _ => continue,
+                        },
+                        _ = recheck.tick(), if caller.session.is_some() => {
+                            let hash = caller.session.as_deref().unwrap_or_default();
+                            // Gone means signed out (or its token revoked) anywhere; a store
+                            // that cannot answer ends nothing.
+                            if matches!(store.session(hash).await, Ok(None)) {
+                                return None;
+                            }
                             continue;
                         }
-                        Event::default().event(ev.name).data(ev.data.to_string())
-                    }
-                    // Missed some: the page reloads what it shows.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        Event::default().event("resync").data("{}")
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                };
-                return Some((Ok::<_, Infallible>(event), (rx, closing, revoked, caller)));
+                    };
+                    let event = match ev {
+                        Ok(ev) => {
+                            if !ev.environment.as_deref().is_none_or(|e| caller.sees(e)) {
+                                continue;
+                            }
+                            Event::default().event(ev.name).data(ev.data.to_string())
+                        }
+                        // Missed some: the page reloads what it shows.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            Event::default().event("resync").data("{}")
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    };
+                    return Some((
+                        Ok::<_, Infallible>(event),
+                        (rx, closing, revoked, caller, recheck),
+                    ));
+                }
             }
         },
     );

@@ -83,11 +83,29 @@ impl Hub {
                 None => return Ok(()),
             }
         };
+        let followed = self.follow_held(env, h, announced).await;
+        drop(quiet);
+        if let Some((from, head)) = followed? {
+            self.tell_ui_of_remote(env, from, head).await;
+        }
+        Ok(())
+    }
+
+    /// [`Hub::follow`] once this process's writes are held off (or from inside this
+    /// process's own commit, which holds them): brings the cache and the SDKs from what
+    /// they hold to `announced` (or the store's head) with one frame. Returns the
+    /// versions it went from and to, when it did.
+    pub(super) async fn follow_held(
+        &self,
+        env: &str,
+        h: &EnvHub,
+        announced: Option<u64>,
+    ) -> ApiResult<Option<(u64, u64)>> {
         let cached = {
             let c = h.cache.read().await;
             if !c.loaded {
                 // Nobody asked for it yet: the first connection loads the head.
-                return Ok(());
+                return Ok(None);
             }
             c.version
         };
@@ -98,7 +116,7 @@ impl Hub {
             None => self.store.environment(env).await?.version,
         };
         if head <= cached {
-            return Ok(());
+            return Ok(None);
         }
         let (at, restored) = self.store.version_facts(env, head).await?;
         let restores = restored.filter(|_| head == cached + 1);
@@ -108,7 +126,7 @@ impl Hub {
             // reads the new head rather than miss the frame.
             let c = h.cache.write().await;
             if c.version != cached {
-                return Ok(());
+                return Ok(None);
             }
             let _ = h.tx.send(Frame {
                 from: cached,
@@ -137,7 +155,7 @@ impl Hub {
         };
         if c.version != cached {
             // A local commit or a connection's reload got there first.
-            return Ok(());
+            return Ok(None);
         }
         let held = flagd_core::document::items_in(&c.document);
         let changes: Vec<Change> = flagd_core::document::diff(&held, &items)
@@ -181,15 +199,12 @@ impl Hub {
         while c.recent.len() > RECENT {
             c.recent.pop_front();
         }
-        drop(c);
-        drop(quiet);
-        self.tell_ui_of_remote(env, from, head).await;
-        Ok(())
+        Ok(Some((from, head)))
     }
 
     /// Open admin UI pages on this replica learn who changed what through another one,
     /// as they do for a local change (the last [`UI_CATCH_UP`] versions of a jump).
-    async fn tell_ui_of_remote(&self, env: &str, from: u64, version: u64) {
+    pub(super) async fn tell_ui_of_remote(&self, env: &str, from: u64, version: u64) {
         let first = (from + 1).max(version.saturating_sub(UI_CATCH_UP - 1));
         for v in first..=version {
             match self.store.version(env, v).await {

@@ -291,12 +291,26 @@ impl Hub {
         }
         if committed.version != c.version + 1 {
             // This process announces in version order (the bus, under the write lock),
-            // so a gap means another replica committed in between, unannounced here:
-            // resynchronize everyone from the store's head.
+            // so a gap means another replica committed in between and this one has not
+            // followed it yet: one frame from what the SDKs hold to this version, the
+            // way a followed change goes (a delta of what differs, not a snapshot of
+            // every flag to every stream).
             drop(c);
-            let _ = self.reload(&hub, env).await;
-            if let Some(f) = self.snapshot_frame(&hub).await {
-                let _ = hub.tx.send(f);
+            match self.follow_held(env, &hub, Some(committed.version)).await {
+                // The other replica's versions, for open UI pages (this one's own goes
+                // out on the bus).
+                Ok(Some((from, _))) => {
+                    self.tell_ui_of_remote(env, from, committed.version - 1)
+                        .await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(env, error = %e, "cannot read what another replica committed; resynchronizing");
+                    let _ = self.reload(&hub, env).await;
+                    if let Some(f) = self.snapshot_frame(&hub).await {
+                        let _ = hub.tx.send(f);
+                    }
+                }
             }
             return;
         }
