@@ -498,6 +498,40 @@ test('admin UI: the whole rollback story in a real browser against a real flagd'
     assert.ok(!JSON.stringify(def).includes('@example.net'), 'the stale save changed nothing');
   });
 
+  await t.test('history: undo one change (the kill switch) and keep the later, unrelated ones', async () => {
+    const kill = (await server.api('GET', `${P}/versions?flag=new-checkout&limit=1`)).versions[0];
+    assert.equal(kill.reason, 'ci-bot: canary failed');
+    const before = (await server.api('GET', P)).version;
+    assert.ok(before > kill.version, 'beta-banner changed after the kill switch');
+    await nav('History').click();
+    // Reverting to the version before the kill would also drop the later beta-banner
+    // changes: that dialog now says so.
+    await page.getByRole('button', { name: `Revert to v${kill.version - 1}`, exact: true }).click();
+    let dlg = await visible(page.getByRole('dialog', { name: new RegExp(`Revert Production to v${kill.version - 1}\\?`) }));
+    await visible(dlg.getByText(`This also undoes every change after v${kill.version - 1}`, { exact: false }));
+    await visible(dlg.locator('.revert-drops li', { hasText: 'beta-banner' }).first());
+    await dlg.getByRole('button', { name: 'Cancel' }).click();
+    await page.getByRole('button', { name: `Undo v${kill.version}`, exact: true }).click();
+    dlg = await visible(page.getByRole('dialog', { name: new RegExp(`Undo v${kill.version} in Production`) }));
+    await visible(dlg.locator('li[data-path="flags.new-checkout"]'));
+    assert.equal(await dlg.locator('.undo-list li').count(), 1, 'only what that version changed');
+    await dlg.getByLabel(/Reason/).fill('the canary alarm was a false positive');
+    await dlg.getByLabel('I have reviewed the changes above').check();
+    await shot('09-undo');
+    await dlg.getByRole('button', { name: `Undo v${kill.version}` }).click();
+    await waitFor(() => page.url().includes(`/fleet?after=${before + 1}`), { message: 'the fleet view after the undo' });
+    const v = (await server.api('GET', `${P}/versions?limit=1`)).versions[0];
+    assert.equal(v.kind, 'undo');
+    assert.equal(v.author, 'alice');
+    assert.deepEqual(v.changedFlags, ['new-checkout']);
+    assert.equal((await server.api('GET', `${P}/flags/new-checkout`)).state, 'ENABLED');
+    assert.ok(JSON.stringify(await server.api('GET', `${P}/flags/beta-banner`)).includes('@example.org'), 'the later change stays');
+    // Back as the tests after this one expect it: the kill switch on, the flags list.
+    await server.api('POST', `${P}/flags/new-checkout/disable`, { reason: 'ci-bot: canary failed again' });
+    await nav('Flags').click();
+    await visible(page.getByRole('switch', { name: 'new-checkout disabled' }));
+  });
+
   await t.test('environment switcher: staging is not production', async () => {
     await page.getByLabel('Current environment').selectOption('staging');
     await waitFor(() => page.url().endsWith('#/staging/flags'), { message: 'the staging route' });
@@ -558,6 +592,7 @@ test('admin UI: the whole rollback story in a real browser against a real flagd'
     await nav('History').click();
     await visible(page.getByRole('table', { name: 'Versions of production' }));
     assert.equal(await page.getByRole('button', { name: /Revert to v/ }).count(), 0);
+    assert.equal(await page.getByRole('button', { name: /Undo v/ }).count(), 0);
     const def = await server.api('GET', `${P}/flags/new-checkout`);
     assert.equal(def.state, 'DISABLED', 'the forged request changed nothing');
   });

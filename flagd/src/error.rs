@@ -33,6 +33,15 @@ pub enum ApiError {
         /// The environment's head version, when the conflict is about versions.
         current_version: Option<u64>,
     },
+    /// 409: the change was based on a flag's last change (`If-Flag-Version`) that is no
+    /// longer its last.
+    #[error("{message}")]
+    FlagConflict {
+        /// What conflicts.
+        message: String,
+        /// The version that last changed the flag.
+        current_flag_version: u64,
+    },
     /// 413: the body is larger than the server accepts.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -84,7 +93,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::Csrf(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Conflict { .. } | Self::FlagConflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -99,7 +108,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::Csrf(_) => "csrf",
             Self::NotFound(_) => "not_found",
-            Self::Conflict { .. } => "conflict",
+            Self::Conflict { .. } | Self::FlagConflict { .. } => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Invalid { .. } => "invalid",
             Self::Unavailable(_) => "unavailable",
@@ -121,6 +130,13 @@ impl IntoResponse for ApiError {
         let mut error = json!({"code": self.code(), "message": message});
         if let Self::Invalid { details, .. } = &self {
             error["details"] = json!(details);
+        }
+        if let Self::FlagConflict {
+            current_flag_version,
+            ..
+        } = &self
+        {
+            error["currentFlagVersion"] = json!(current_flag_version);
         }
         if let Self::Conflict {
             current_version: Some(v),

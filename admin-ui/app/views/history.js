@@ -1,8 +1,10 @@
-// History: every version of the environment, newest first; pick two to diff; revert.
+// History: every version of the environment, newest first; pick two to diff; undo one
+// version's change, or revert to a version.
 import { api, envPath, enc, qs } from '../api.js';
 import { h, clear, icon, timeEl, nextId } from '../dom.js';
 import { errorBox, spinner, kindBadge, envBadge, emptyState } from '../ui.js';
 import { revertDialog } from './revert.js';
+import { undoDialog } from './undo.js';
 
 const PAGE = 50;
 
@@ -94,8 +96,13 @@ export function mount(root, ctx) {
         h('td', { dataset: { label: 'Flags' } }, (v.changedFlags || []).map((k) => h('a.flag-chip', { href: `#/${enc(ctx.env)}/flags/${enc(k)}`, text: k }))),
         h('td.col-actions', { dataset: { label: 'Actions' } },
           h('a.btn.btn-sm.btn-ghost', { href: `#/${enc(ctx.env)}/history/diff?from=${Math.max(0, v.version - 1)}&to=${v.version}`, aria: { label: `Show the changes of v${v.version}` }, text: 'Changes' }),
+          // Undo this row's change alone (what an incident usually needs), or make the
+          // whole set equal this version (which also drops every later change).
+          ctx.can.revert
+            ? h('button.btn.btn-sm', { type: 'button', aria: { label: `Undo v${v.version}` }, onclick: () => undo(v.version) }, icon('revert'), h('span', { text: 'Undo this change' }))
+            : null,
           ctx.can.revert && !isHead
-            ? h('button.btn.btn-sm', { type: 'button', aria: { label: `Revert to v${v.version}` }, onclick: () => revertTo(v.version) }, icon('revert'), h('span', { text: 'Revert to this version' }))
+            ? h('button.btn.btn-sm.btn-ghost', { type: 'button', aria: { label: `Revert to v${v.version}` }, onclick: () => revertTo(v.version) }, h('span', { text: 'Revert to this version' }))
             : null)));
     }
     list.append(h('table.table.history-table', { aria: { label: `Versions of ${ctx.env}` } },
@@ -105,6 +112,12 @@ export function mount(root, ctx) {
         h('th', { scope: 'col' }, h('span.sr-only', { text: 'Actions' })))),
       tbody));
     if (next !== null) more.append(h('button.btn', { type: 'button', text: 'Load older versions', onclick: () => load(false) }));
+  }
+
+  function undo(version) {
+    undoDialog(ctx, version, head).then((r) => {
+      if (r && r.changed !== false) ctx.navigate(`#/${enc(ctx.env)}/fleet?after=${r.version}`);
+    });
   }
 
   function revertTo(version) {

@@ -7,10 +7,16 @@ export async function revertDialog(ctx, version, knownHead) {
   let head = knownHead;
   let diff = null;
   let loadErr = null;
+  let dropped = [];
   try {
     const env = await api('GET', envPath(ctx.env));
     head = env.version;
     diff = await api('GET', envPath(ctx.env, `/diff${qs({ from: head, to: version })}`));
+    // The versions after the target: a revert throws every one of them away.
+    if (head > version) {
+      const r = await api('GET', envPath(ctx.env, `/versions${qs({ limit: Math.min(head - version, 20) })}`));
+      dropped = (r.versions || []).filter((v) => v.version > version);
+    }
   } catch (err) {
     loadErr = err;
   }
@@ -26,6 +32,10 @@ export async function revertDialog(ctx, version, knownHead) {
     loadErr ? errorBox(loadErr, { title: 'Could not compute the diff' }) : null,
     diff ? h('p.small', { text: n ? `${n} flag${n > 1 ? 's' : ''} will change:` : 'Nothing differs: the revert would make no new version.' }) : null,
     removesAll ? h('p.small.warn', { text: `Every change removes a flag: ${envName} may be left with no flags.` }) : null,
+    dropped.length ? h('div.warn.revert-drops',
+      h('p.small', { text: `This also undoes every change after v${version}${head - version > dropped.length ? ` (${head - version} versions; the last ${dropped.length} shown)` : ''}:` }),
+      h('ul.small', dropped.map((v) => h('li', { text: `v${v.version} by ${v.author}${v.reason ? `: ${v.reason}` : ''} (${(v.changedFlags || []).join(', ') || v.kind})` }))),
+      h('p.small', { text: 'To take back one change alone, use "Undo this change" on its row.' })) : null,
     diff ? h('div.revert-diff', diffList(diff, { emptyText: 'No flag differs between the head and this version.' })) : null);
   return reasonDialog({
     title: `Revert ${envName} to v${version}?`,

@@ -218,7 +218,7 @@ impl Client {
     }
 
     /// Calls the API. `query` pairs are added to the URL; `if_version` becomes
-    /// `If-Match`; `reason` becomes `X-Change-Reason` (RFC 8187 when not ASCII).
+    /// `If-Match`, `if_flag_version` `If-Flag-Version`; `reason` becomes `X-Change-Reason` (RFC 8187 when not ASCII).
     pub async fn call(&self, req: Request<'_>) -> Result<Answer, Failure> {
         let mut url = self.url(req.path)?;
         if !req.query.is_empty() {
@@ -230,6 +230,9 @@ impl Client {
         }
         if let Some(v) = req.if_version {
             r = r.header(header::IF_MATCH, format!("\"{v}\""));
+        }
+        if let Some(v) = req.if_flag_version {
+            r = r.header("if-flag-version", v.to_string());
         }
         if let Some(reason) = req.reason_header {
             r = r.header("x-change-reason", header_reason(reason));
@@ -372,6 +375,7 @@ pub struct Request<'a> {
     query: &'a [(&'a str, String)],
     body: Option<String>,
     if_version: Option<u64>,
+    if_flag_version: Option<u64>,
     reason_header: Option<&'a str>,
 }
 
@@ -389,6 +393,7 @@ impl<'a> Request<'a> {
             query: &[],
             body: None,
             if_version: None,
+            if_flag_version: None,
             reason_header: None,
         }
     }
@@ -414,6 +419,12 @@ impl<'a> Request<'a> {
     /// Refused with 409 unless the head is still `v`.
     pub fn if_version(mut self, v: Option<u64>) -> Self {
         self.if_version = v;
+        self
+    }
+
+    /// Refused with 409 unless the flag was last changed by version `v`.
+    pub fn if_flag_version(mut self, v: Option<u64>) -> Self {
+        self.if_flag_version = v;
         self
     }
 

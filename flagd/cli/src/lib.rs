@@ -92,6 +92,9 @@ enum Command {
     Revert(online::RevertArgs),
     /// Restore one flag as it was at an earlier version.
     Restore(online::RestoreArgs),
+    /// Undo one version's change: what version N changed goes back to how it was
+    /// before N; later, unrelated changes stay (revert --to N-1 would drop them).
+    Undo(online::UndoArgs),
     /// Print the flag set as a flagd JSON document.
     Export(online::ExportArgs),
     /// Replace the flag set with a reviewed flagd JSON document (flags as code).

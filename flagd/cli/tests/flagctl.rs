@@ -1207,3 +1207,107 @@ fn keys_with_url_characters_are_listed_read_and_disabled() {
     let list = run(&f, ADMIN, "flags list").ok().out;
     assert_eq!(list.matches("DISABLED").count(), keys.len(), "{list}");
 }
+
+/// `flagctl undo N`: the wrong row at 3 a.m. is undone alone; a conflict with a later
+/// change is refused (exit 3) naming it, shown by --dry-run, and forced on request.
+/// `--if-flag-version` guards one flag's step against changes of that flag only.
+#[test]
+fn undo_one_change_and_guard_one_flag() {
+    let f = start();
+    let flag = |percent: u64| {
+        json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+            "targeting": {"fractional": [["on", percent], ["off", 100 - percent]]}})
+    };
+    // Each import changes only what differs: one flag per version.
+    let set = |flags: Value| {
+        let file = write(&f, "set.json", &json!({ "flags": flags }));
+        run(&f, ADMIN, &format!("import {file} --reason step")).ok();
+    };
+    set(json!({"a": flag(10)})); // v1
+    set(json!({"a": flag(10), "b": flag(10)})); // v2
+    set(json!({"a": flag(50), "b": flag(10)})); // v3: the bad change
+    set(json!({"a": flag(50), "b": flag(50)})); // v4: unrelated, later
+    let plan = run(&f, ADMIN, "undo 3 --dry-run").ok();
+    assert!(
+        plan.out.contains("flags.a") && plan.out.contains("restore"),
+        "{plan:?}"
+    );
+    assert_eq!(head(&f), 4, "a dry run writes nothing");
+    let done = flagctl(
+        &f,
+        ADMIN,
+        &["undo", "3", "--reason", "v3 broke checkout", "--json"],
+    )
+    .ok();
+    assert_eq!(done.json()["version"], 5, "{done:?}");
+    assert_eq!(done.json()["changedFlags"], json!(["a"]));
+    let a = run(&f, ADMIN, "flags get a --json").ok().json();
+    assert_eq!(a["targeting"]["fractional"][0][1], 10, "{a}");
+    let b = run(&f, ADMIN, "flags get b --json").ok().json();
+    assert_eq!(
+        b["targeting"]["fractional"][0][1], 50,
+        "the later change stays: {b}"
+    );
+
+    // v2 created b; v4 changed it again.
+    let plan = run(&f, ADMIN, "undo 2 --dry-run").ok();
+    assert!(
+        plan.out.contains("flags.b was changed again by v4"),
+        "{plan:?}"
+    );
+    let refused = flagctl(&f, ADMIN, &["undo", "2", "--reason", "b was a mistake"]);
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(
+        refused.err.contains("v4") && refused.err.contains("--force"),
+        "{refused:?}"
+    );
+    assert_eq!(head(&f), 5);
+    flagctl(
+        &f,
+        ADMIN,
+        &["undo", "2", "--reason", "b was a mistake", "--force"],
+    )
+    .ok();
+    assert_eq!(run(&f, ADMIN, "flags get b").code, 4, "b is gone");
+    let usage = flagctl(&f, ADMIN, &["undo", "3"]);
+    assert_eq!(usage.code, 2, "a reason is required: {usage:?}");
+
+    // The guard: a was last changed by v5 (the undo); v6 removed b, v7 adds it back.
+    set(json!({"a": flag(10), "b": flag(20)}));
+    let step = |guard: &str| {
+        flagctl(
+            &f,
+            ADMIN,
+            &[
+                "rollout",
+                "a",
+                "--variant",
+                "on",
+                "--percent",
+                "25",
+                "--reason",
+                "canary step",
+                "--if-flag-version",
+                guard,
+            ],
+        )
+    };
+    let stale = step("3");
+    assert_eq!(stale.code, 3, "{stale:?}");
+    assert!(stale.err.contains("v5"), "{stale:?}");
+    step("5").ok();
+    let misuse = flagctl(
+        &f,
+        ADMIN,
+        &[
+            "revert",
+            "--to",
+            "1",
+            "--reason",
+            "x",
+            "--if-flag-version",
+            "1",
+        ],
+    );
+    assert_eq!(misuse.code, 2, "{misuse:?}");
+}

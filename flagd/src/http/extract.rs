@@ -116,6 +116,35 @@ pub(crate) fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     })
 }
 
+/// `If-Flag-Version: N`: the change is based on the flag as version N left it (the
+/// version that last changed this flag, `lastChange.version`), whatever happened to
+/// other flags since; refused with 409 when another version changed the flag after.
+pub(crate) async fn guard_flag(
+    tx: &mut crate::store::WriteTx<'_>,
+    headers: &HeaderMap,
+    key: &str,
+) -> ApiResult<()> {
+    let Some(h) = headers.get("if-flag-version") else {
+        return Ok(());
+    };
+    let text = h.to_str().unwrap_or_default().trim().trim_matches('"');
+    let based = text.parse::<u64>().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "If-Flag-Version must be the version that last changed the flag, such as \"12\", got {text:?}"
+        ))
+    })?;
+    let last = tx.flag_version(key).await?;
+    if last != based {
+        return Err(ApiError::FlagConflict {
+            message: format!(
+                "the change is based on flag \"{key}\" as v{based} left it, but v{last} changed it since"
+            ),
+            current_flag_version: last,
+        });
+    }
+    Ok(())
+}
+
 /// An optional reason in `X-Change-Reason`, for writes whose body is a document.
 /// Header values are ASCII, so a reason in any language comes percent-encoded as UTF-8
 /// after `UTF-8''` (RFC 8187), which browsers' `encodeURIComponent` produces.

@@ -57,6 +57,7 @@ pub(crate) async fn put_flag(
     }
     let def = Value::Object(def);
     let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
+    guard_flag(&mut tx, &headers, &key).await?;
     let evaluators = tx.evaluators().await?;
     validate_flag(&key, &def, &evaluators)?;
     let exists = tx.get(ItemKind::Flag, &key).await?.is_some();
@@ -91,6 +92,7 @@ pub(crate) async fn delete_flag(
 ) -> ApiResult<Response> {
     caller.check(Perm::EditFlags, Some(&env))?;
     let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
+    guard_flag(&mut tx, &headers, &key).await?;
     if tx.get(ItemKind::Flag, &key).await?.is_none() {
         return Err(ApiError::NotFound(format!(
             "no flag \"{key}\" in \"{env}\""
@@ -122,6 +124,7 @@ pub(crate) async fn set_state(
     caller.check(Perm::KillSwitch, Some(env))?;
     let reason = body.reason(true)?;
     let mut tx = s.store.begin_write(env, if_match(headers)?).await?;
+    guard_flag(&mut tx, headers, key).await?;
     let item = tx
         .get(ItemKind::Flag, key)
         .await?
@@ -190,6 +193,7 @@ pub(crate) async fn rollout_flag(
     let variant = variant.as_str();
     let reason = body.reason(false)?;
     let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
+    guard_flag(&mut tx, &headers, &key).await?;
     let item = tx
         .get(ItemKind::Flag, &key)
         .await?
@@ -223,6 +227,7 @@ pub(crate) async fn restore_flag(
     let version = body.version()?;
     let reason = body.reason(true)?;
     let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
+    guard_flag(&mut tx, &headers, &key).await?;
     let then = tx.at(version).await?;
     let old = then.get(&(ItemKind::Flag, key.clone()));
     tx.put(

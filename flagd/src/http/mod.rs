@@ -11,6 +11,7 @@ mod ofrep;
 mod stream;
 mod tokens;
 mod ui;
+mod undo;
 mod versions;
 
 use crate::auth::{self, Caller, Perm, Role};
@@ -34,6 +35,7 @@ use environments::*;
 use extract::*;
 use flags::*;
 use tokens::*;
+use undo::*;
 use versions::*;
 
 /// The whole router: bodies up to `max_body_bytes`; OFREP callable from the browser
@@ -75,6 +77,7 @@ pub fn router(
         )
         .route("/environments/{env}/versions", get(list_versions))
         .route("/environments/{env}/versions/{version}", get(get_version))
+        .route("/environments/{env}/versions/{version}/undo", post(undo))
         .route("/environments/{env}/diff", get(diff_versions))
         .route("/environments/{env}/revert", post(revert))
         .route("/environments/{env}/sdk-keys", post(create_sdk_key))

@@ -45,7 +45,10 @@ impl WriteTx<'_> {
                 (row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)
             }
         };
-        if !matches!(kind, ChangeKind::Toggle | ChangeKind::Revert) {
+        if !matches!(
+            kind,
+            ChangeKind::Toggle | ChangeKind::Revert | ChangeKind::Undo
+        ) {
             let max_flags = i64::try_from(flagd_core::limits::MAX_FLAGS).unwrap_or(i64::MAX);
             let max_bytes =
                 i64::try_from(flagd_core::limits::MAX_DOCUMENT_BYTES).unwrap_or(i64::MAX);

@@ -20,6 +20,7 @@ mod commit;
 mod environments;
 pub mod error;
 mod fleet;
+mod history;
 mod open;
 mod records;
 mod tokens;

@@ -47,6 +47,8 @@ pub enum ChangeKind {
     Import,
     /// The set, or one flag, was restored to an earlier version.
     Revert,
+    /// One version's change was undone (its items back to their definitions before it).
+    Undo,
 }
 
 impl ChangeKind {
@@ -60,6 +62,7 @@ impl ChangeKind {
             Self::Rollout => "rollout",
             Self::Import => "import",
             Self::Revert => "revert",
+            Self::Undo => "undo",
         }
     }
 }

@@ -154,6 +154,18 @@ impl WriteTx<'_> {
         Ok(items)
     }
 
+    /// The version that last changed a flag (0 when none did): what `If-Flag-Version`
+    /// is compared with.
+    pub async fn flag_version(&mut self, key: &str) -> StoreResult<u64> {
+        let row =
+            sqlx::query("SELECT MAX(version) FROM version_flags WHERE env = $1 AND flag_key = $2")
+                .bind(&self.env.key)
+                .bind(key)
+                .fetch_one(&mut *self.tx)
+                .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?.map_or(0, to_u64))
+    }
+
     /// One head item.
     pub async fn get(&mut self, kind: ItemKind, key: &str) -> StoreResult<Option<Item>> {
         let row = sqlx::query("SELECT position, definition FROM revisions WHERE env = $1 AND kind = $2 AND key = $3 AND valid_to = $4")

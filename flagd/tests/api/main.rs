@@ -12,6 +12,7 @@ mod ofrep;
 mod stream;
 mod support;
 mod ui;
+mod undo;
 
 use flagd_harness::BackendTest as TestFn;
 
@@ -69,6 +70,8 @@ const BOTH: &[(&str, TestFn)] = &[
     ("store_identity_resets_other_histories", |b| {
         Box::pin(limits::store_identity(b))
     }),
+    ("undo_one_change", |b| Box::pin(undo::undo_one_change(b))),
+    ("per_flag_guard", |b| Box::pin(undo::per_flag_guard(b))),
 ];
 
 /// Tests whose subject does not depend on the store.

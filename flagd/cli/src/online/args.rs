@@ -18,6 +18,11 @@ pub struct WriteOpts {
     /// pipeline never overwrites what someone changed under it.
     #[arg(long, value_name = "N")]
     pub(crate) if_version: Option<u64>,
+    /// For a change of one flag: refuse it (exit 3) unless that flag was last changed by
+    /// version N (its last change in `flags list`), whatever happened to other flags
+    /// since: a canary step is not aborted by an unrelated change elsewhere.
+    #[arg(long, value_name = "N")]
+    pub(crate) if_flag_version: Option<u64>,
     /// Return only when every SDK instance flagd knows has applied the new version;
     /// exit 6 after --timeout, naming the instances that lag. An instance whose
     /// connection was lost before it applied the version lags too.
@@ -121,6 +126,27 @@ pub struct RevertArgs {
     /// Why, for the audit log (required).
     #[arg(long)]
     pub(crate) reason: String,
+    #[command(flatten)]
+    pub(crate) write: WriteOpts,
+}
+
+/// `flagctl undo N --reason R`
+#[derive(Debug, Args)]
+pub struct UndoArgs {
+    /// The version whose change is undone: the items it changed go back to their
+    /// definitions before it; later changes to other items stay.
+    #[arg(value_name = "N")]
+    pub(crate) version: u64,
+    /// Why, for the audit log (required unless --dry-run).
+    #[arg(long, required_unless_present = "dry_run")]
+    pub(crate) reason: Option<String>,
+    /// Undo also the items a later version changed again (their later changes are
+    /// lost); without it such an undo is refused (exit 3) and the later versions named.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Only show what would change, and which later versions touched the same flags.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
     #[command(flatten)]
     pub(crate) write: WriteOpts,
 }

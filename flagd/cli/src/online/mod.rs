@@ -80,6 +80,12 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
         }
         C::Revert(a) => {
             let env = client.environment()?;
+            if a.write.if_flag_version.is_some() {
+                return Err(Failure::Usage(
+                    "--if-flag-version guards a change of one flag; a revert takes --if-version"
+                        .into(),
+                ));
+            }
             if a.to == 0 && !a.empty {
                 return Err(Failure::Usage(
                     "version 0 is the empty flag set: reverting to it removes every flag; add --empty to confirm".into(),
@@ -90,6 +96,38 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
                 env,
                 Request::new(Method::POST, &["environments", env, "revert"])
                     .json(&json!({"version": a.to, "reason": a.reason, "empty": a.empty})),
+                &a.write,
+            )
+            .await
+        }
+        C::Undo(a) => {
+            let env = client.environment()?;
+            let path = [
+                "environments",
+                env,
+                "versions",
+                &a.version.to_string(),
+                "undo",
+            ];
+            if a.write.if_flag_version.is_some() {
+                return Err(Failure::Usage(
+                    "--if-flag-version guards a change of one flag; an undo takes --if-version"
+                        .into(),
+                ));
+            }
+            if a.dry_run {
+                let req = Request::new(Method::POST, &path).json(&json!({"dryRun": true}));
+                let Some(body) = read(client, out, req).await? else {
+                    return Ok(crate::exit::OK);
+                };
+                print(&undo_plan(&body, a.version))?;
+                return Ok(crate::exit::OK);
+            }
+            out.change(
+                client,
+                env,
+                Request::new(Method::POST, &path)
+                    .json(&json!({"reason": a.reason, "force": a.force})),
                 &a.write,
             )
             .await
@@ -417,6 +455,45 @@ async fn import(client: &Client, out: &Out, a: ImportArgs) -> Done {
         &a.write,
     )
     .await
+}
+
+/// What `undo --dry-run` prints: each item and what would happen to it, then the later
+/// versions that changed the same flags.
+fn undo_plan(body: &Value, version: u64) -> String {
+    let changes = body["changes"].as_array().cloned().unwrap_or_default();
+    if changes.is_empty() {
+        return format!("v{version}: nothing to undo (what it changed is already back)\n");
+    }
+    let rows: Vec<Vec<String>> = changes
+        .iter()
+        .map(|c| {
+            let later = if c["changedLater"] == true {
+                "changed again later"
+            } else {
+                ""
+            };
+            vec![s(c, "path"), s(c, "action"), later.to_owned()]
+        })
+        .collect();
+    let mut text = format!(
+        "undo v{version} (the head is v{}) would change:\n{}",
+        body["version"],
+        table(&["ITEM", "ACTION", ""], &rows)
+    );
+    for c in body["conflicts"].as_array().into_iter().flatten() {
+        let later: Vec<String> = c["laterVersions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| format!("v{v}"))
+            .collect();
+        text.push_str(&format!(
+            "{} was changed again by {}: the undo is refused without --force, which would drop that too\n",
+            s(c, "path"),
+            if later.is_empty() { "a later version".to_owned() } else { later.join(", ") }
+        ));
+    }
+    text
 }
 
 #[cfg(test)]

@@ -132,7 +132,13 @@ impl Out {
         req: Request<'_>,
         opts: &WriteOpts,
     ) -> Done {
-        let body = client.call(req.if_version(opts.if_version)).await?.body;
+        let body = client
+            .call(
+                req.if_version(opts.if_version)
+                    .if_flag_version(opts.if_flag_version),
+            )
+            .await?
+            .body;
         let version = body.get("version").and_then(Value::as_u64).unwrap_or(0);
         let waited = if opts.wait {
             let w = client
