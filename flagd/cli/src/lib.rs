@@ -109,6 +109,10 @@ enum Command {
     /// Create, list and revoke API tokens (admin).
     #[command(subcommand)]
     Tokens(online::TokensCmd),
+    /// Trigger URLs for monitoring tools (admin): a secret URL that disables or
+    /// enables one flag when POSTed to, with no token.
+    #[command(subcommand)]
+    Triggers(online::TriggersCmd),
     /// Create SDK keys (admin).
     #[command(subcommand, name = "sdk-keys")]
     SdkKeys(online::SdkKeysCmd),

@@ -1311,3 +1311,67 @@ fn undo_one_change_and_guard_one_flag() {
     );
     assert_eq!(misuse.code, 2, "{misuse:?}");
 }
+
+/// `flagctl triggers`: a URL made for a monitoring tool fires the kill switch with no
+/// token, is listed without its secret, and stops working once revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_url_for_a_monitoring_tool() {
+    let f = start();
+    let file = write(&f, "flags.json", &flags_file());
+    run(&f, ADMIN, &format!("import {file} --reason seed")).ok();
+    let made = flagctl(
+        &f,
+        ADMIN,
+        &[
+            "triggers",
+            "create",
+            "--flag",
+            "new-checkout",
+            "--action",
+            "disable",
+            "--name",
+            "sentry",
+        ],
+    )
+    .ok();
+    let url = made.out.trim().to_owned();
+    assert!(
+        url.starts_with(&f.url) && url.contains("/api/v1/triggers/fdtr_"),
+        "{made:?}"
+    );
+    assert!(made.err.contains("shown only this once"), "{made:?}");
+    let r = reqwest::Client::new()
+        .post(&url)
+        .body(r#"{"title": "Sentry: checkout errors"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let flag = run(&f, ADMIN, "flags get new-checkout --json").ok().json();
+    assert_eq!(flag["state"], "DISABLED");
+    let list = run(&f, ADMIN, "triggers list").ok();
+    assert!(
+        list.out.contains("sentry") && !list.out.contains("never") && !list.out.contains("fdtr_"),
+        "{list:?}"
+    );
+    let id = run(&f, ADMIN, "triggers list --json").ok().json()["triggers"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    run(&f, ADMIN, &format!("triggers revoke {id}")).ok();
+    let r = reqwest::Client::new().post(&url).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let bad = flagctl(
+        &f,
+        ADMIN,
+        &[
+            "triggers",
+            "create",
+            "--flag",
+            "new-checkout",
+            "--action",
+            "delete",
+        ],
+    );
+    assert_eq!(bad.code, 2, "{bad:?}");
+}

@@ -118,11 +118,10 @@ pub(crate) async fn set_state(
     env: &str,
     key: &str,
     headers: &HeaderMap,
-    body: &Body,
+    reason: Option<String>,
     state: &str,
 ) -> ApiResult<Response> {
     caller.check(Perm::KillSwitch, Some(env))?;
-    let reason = body.reason(true)?;
     let mut tx = s.store.begin_write(env, if_match(headers)?).await?;
     guard_flag(&mut tx, headers, key).await?;
     let item = tx
@@ -159,7 +158,8 @@ pub(crate) async fn disable_flag(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    set_state(&s, &caller, &env, &key, &headers, &body, "DISABLED").await
+    let reason = body.reason(true)?;
+    set_state(&s, &caller, &env, &key, &headers, reason, "DISABLED").await
 }
 
 pub(crate) async fn enable_flag(
@@ -169,7 +169,8 @@ pub(crate) async fn enable_flag(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    set_state(&s, &caller, &env, &key, &headers, &body, "ENABLED").await
+    let reason = body.reason(true)?;
+    set_state(&s, &caller, &env, &key, &headers, reason, "ENABLED").await
 }
 
 /// `POST …/rollout`: the variant and its new share (the reason is read as for every

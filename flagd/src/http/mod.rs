@@ -10,6 +10,7 @@ mod metrics;
 mod ofrep;
 mod stream;
 mod tokens;
+mod triggers;
 mod ui;
 mod undo;
 mod versions;
@@ -35,6 +36,7 @@ use environments::*;
 use extract::*;
 use flags::*;
 use tokens::*;
+use triggers::*;
 use undo::*;
 use versions::*;
 
@@ -78,6 +80,15 @@ pub fn router(
         .route("/environments/{env}/versions", get(list_versions))
         .route("/environments/{env}/versions/{version}", get(get_version))
         .route("/environments/{env}/versions/{version}/undo", post(undo))
+        .route(
+            "/environments/{env}/triggers",
+            get(list_triggers).post(create_trigger),
+        )
+        .route(
+            "/environments/{env}/triggers/{id}",
+            axum::routing::delete(revoke_trigger),
+        )
+        .route("/triggers/{secret}", post(fire_trigger))
         .route("/environments/{env}/diff", get(diff_versions))
         .route("/environments/{env}/revert", post(revert))
         .route("/environments/{env}/sdk-keys", post(create_sdk_key))

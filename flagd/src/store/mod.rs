@@ -24,12 +24,14 @@ mod history;
 mod open;
 mod records;
 mod tokens;
+mod triggers;
 mod tx;
 mod write;
 
 pub use error::{StoreError, StoreResult};
 pub use fleet::FleetReport;
 pub use records::*;
+pub use triggers::TriggerInfo;
 pub use write::{Committed, WriteTx};
 
 // The parts of the store share their helpers (row mapping, the audit entry, the

@@ -11,6 +11,7 @@ mod metrics;
 mod ofrep;
 mod stream;
 mod support;
+mod triggers;
 mod ui;
 mod undo;
 
@@ -72,6 +73,7 @@ const BOTH: &[(&str, TestFn)] = &[
     }),
     ("undo_one_change", |b| Box::pin(undo::undo_one_change(b))),
     ("per_flag_guard", |b| Box::pin(undo::per_flag_guard(b))),
+    ("trigger_urls", |b| Box::pin(triggers::trigger_urls(b))),
 ];
 
 /// Tests whose subject does not depend on the store.

@@ -4,6 +4,7 @@
 mod admin;
 mod args;
 mod output;
+mod triggers;
 
 use super::client::{Client, Convergence, Failure, Request, is_unreachable};
 use clap::{Args, Subcommand};
@@ -18,6 +19,8 @@ use admin::*;
 pub use args::*;
 pub use output::Out;
 pub(crate) use output::*;
+pub use triggers::TriggersCmd;
+use triggers::triggers;
 
 /// Runs one command against flagd.
 pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done {
@@ -210,6 +213,7 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
             out.converged(env, &c)
         }
         C::Tokens(t) => tokens(client, out, t).await,
+        C::Triggers(t) => triggers(client, out, t).await,
         C::Audit(a) => audit(client, out, a).await,
         C::SdkKeys(SdkKeysCmd::Create { name }) => {
             let env = client.environment()?;
