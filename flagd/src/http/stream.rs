@@ -13,15 +13,32 @@ use serde_json::json;
 
 /// `GET /api/v1/stream`: the SDK stream, authenticated with an SDK key.
 pub(super) async fn stream(
-    caller: Caller,
     State(s): State<AppState>,
-    ws: WebSocketUpgrade,
+    headers: axum::http::HeaderMap,
+    // Authentication answers first (401 before "not a websocket upgrade").
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    let secret = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <SDK key>".into()))?;
+    let caller = s
+        .hub
+        .sdk_caller(secret)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
     if caller.role != Role::Sdk {
         return Err(ApiError::Forbidden(
             "the stream takes an SDK key (POST /environments/{env}/sdk-keys)".into(),
         ));
     }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
     let env = caller
         .environments
         .as_ref()

@@ -26,6 +26,13 @@ pub enum SdkKey {
     Unknown,
 }
 
+/// What a secret checked as an SDK key is.
+enum Checked {
+    Key(Caller),
+    NotAnSdkKey,
+    Unknown,
+}
+
 /// How long a compiled head is served before the store is asked whether another replica
 /// has committed since.
 pub(super) const HEAD_CHECK: Duration = Duration::from_secs(1);
@@ -37,12 +44,40 @@ impl Hub {
     /// What a secret is, for remote evaluation: an SDK key's environment comes from
     /// memory when checked in the last seconds.
     pub async fn sdk_key(&self, secret: &str) -> ApiResult<SdkKey> {
+        Ok(match self.check_sdk_key(secret).await? {
+            Checked::Key(caller) => SdkKey::Environment(
+                caller
+                    .environments
+                    .and_then(|e| e.into_iter().next())
+                    .unwrap_or_default(),
+            ),
+            Checked::NotAnSdkKey => SdkKey::NotAnSdkKey,
+            Checked::Unknown => SdkKey::Unknown,
+        })
+    }
+
+    /// The caller an SDK key makes, for the stream: from memory when checked in the last
+    /// seconds, so that thousands of SDKs failing over to this replica at once do not
+    /// each cost a store query. `None` for an unknown or revoked secret; 403 for a
+    /// credential that is not an SDK key. A revocation through any replica empties the
+    /// memory (within `--follow-interval` for another replica's).
+    pub async fn sdk_caller(&self, secret: &str) -> ApiResult<Option<Caller>> {
+        match self.check_sdk_key(secret).await? {
+            Checked::Key(caller) => Ok(Some(caller)),
+            Checked::NotAnSdkKey => Err(ApiError::Forbidden(
+                "the stream takes an SDK key (POST /environments/{env}/sdk-keys)".into(),
+            )),
+            Checked::Unknown => Ok(None),
+        }
+    }
+
+    async fn check_sdk_key(&self, secret: &str) -> ApiResult<Checked> {
         let digest = crate::auth::digest_secret(secret);
         if let Ok(keys) = self.sdk_keys.lock()
-            && let Some((env, at)) = keys.get(&digest)
+            && let Some((caller, at)) = keys.get(&digest)
             && at.elapsed() < KEY_TTL
         {
-            return Ok(SdkKey::Environment(env.clone()));
+            return Ok(Checked::Key(caller.clone()));
         }
         let hash = crate::auth::hex(&digest);
         let token = match self.store.token_by_hash(&hash).await {
@@ -54,14 +89,14 @@ impl Hub {
                     .sdk_keys
                     .lock()
                     .ok()
-                    .and_then(|k| k.get(&digest).map(|(env, _)| env.clone()));
+                    .and_then(|k| k.get(&digest).map(|(c, _)| c.clone()));
                 match held {
-                    Some(env) => {
+                    Some(caller) => {
                         tracing::debug!(
                             why,
                             "store unavailable: an SDK key checked before is trusted"
                         );
-                        return Ok(SdkKey::Environment(env));
+                        return Ok(Checked::Key(caller));
                     }
                     None => return Err(StoreError::Unavailable(why).into()),
                 }
@@ -69,21 +104,21 @@ impl Hub {
             Err(e) => return Err(e.into()),
         };
         let Some(token) = token else {
-            return Ok(SdkKey::Unknown);
+            return Ok(Checked::Unknown);
         };
-        let env = (token.role == Role::Sdk.as_str())
-            .then(|| token.environments.and_then(|e| e.into_iter().next()))
-            .flatten();
-        let Some(env) = env else {
-            return Ok(SdkKey::NotAnSdkKey);
-        };
+        let is_key = token.role == Role::Sdk.as_str()
+            && token.environments.as_ref().is_some_and(|e| !e.is_empty());
+        if !is_key {
+            return Ok(Checked::NotAnSdkKey);
+        }
+        let caller = crate::auth::caller_of(token, None)?;
         if let Ok(mut keys) = self.sdk_keys.lock() {
             if keys.len() > 10_000 {
                 keys.clear();
             }
-            keys.insert(digest, (env.clone(), std::time::Instant::now()));
+            keys.insert(digest, (caller.clone(), std::time::Instant::now()));
         }
-        Ok(SdkKey::Environment(env))
+        Ok(Checked::Key(caller))
     }
 
     /// Forgets the SDK keys held in memory (a token was revoked).

@@ -109,10 +109,10 @@ pub struct Hub {
     fleet_ttl: Duration,
     /// Revoked tokens, SDK keys and ended sessions, for the streams that use them.
     revocations: broadcast::Sender<Revoked>,
-    /// SDK key hash → (environment, when checked): remote evaluation must not cost a
-    /// store query per request.
+    /// SDK key hash → (its caller, when checked): neither remote evaluation nor a
+    /// stream's connection costs a store query each.
     sdk_keys: std::sync::Mutex<
-        HashMap<[u8; 32], (String, std::time::Instant), foldhash::fast::RandomState>,
+        HashMap<[u8; 32], (Caller, std::time::Instant), foldhash::fast::RandomState>,
     >,
     /// This replica's name among the replicas of one store.
     replica: String,
