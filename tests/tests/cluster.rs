@@ -732,6 +732,19 @@ async fn a_key_revoked_through_one_replica_is_refused_by_every_replica() {
         "revoked through A: refused by B after {refused_after:?}, its stream closed after {:?}",
         revoked.elapsed()
     );
+    // A new stream with the key is refused by B too (its memory of checked keys was
+    // emptied by the revocation).
+    {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}/api/v1/stream", b.base().replace("http://", "ws://"));
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+            other => panic!("B let the revoked key stream: {:?}", other.map(|_| ())),
+        }
+    }
     // And the fleet through A, from B's next report.
     loop {
         let f = ok(
