@@ -800,6 +800,16 @@ impl Nginx {
             conf = conf.replace(&example_port, &format!("127.0.0.1:{p}"));
         }
         let dir = tempfile::tempdir().unwrap();
+        // Its scratch files in the test's directory, not /var/lib/nginx (which only root
+        // may write): the rest of the file is the example's.
+        let d = dir.path().display();
+        conf = conf.replacen(
+            "http {",
+            &format!(
+                "http {{\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;"
+            ),
+            1,
+        );
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).unwrap();
         let child = std::process::Command::new(NGINX)
