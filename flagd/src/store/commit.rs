@@ -47,7 +47,11 @@ impl WriteTx<'_> {
         };
         if !matches!(
             kind,
-            ChangeKind::Toggle | ChangeKind::Revert | ChangeKind::Undo
+            ChangeKind::Toggle
+                | ChangeKind::Revert
+                | ChangeKind::Undo
+                | ChangeKind::AutoDisable
+                | ChangeKind::AutoRevert
         ) {
             let max_flags = i64::try_from(flagd_core::limits::MAX_FLAGS).unwrap_or(i64::MAX);
             let max_bytes =
@@ -169,7 +173,9 @@ impl WriteTx<'_> {
         // A single-item change records the item before and after; a many-item change
         // (import, revert) records each changed item, up to a hundred, and beyond that
         // the versions, whose full contents stay readable.
-        let (before, after) = if kind == ChangeKind::Toggle && self.changes.len() == 1 {
+        let (before, after) = if matches!(kind, ChangeKind::Toggle | ChangeKind::AutoDisable)
+            && self.changes.len() == 1
+        {
             // A toggle changes the state alone: that is what it records, so that a kill
             // switch costs the same in the audit log whatever the flag's size (the full
             // definitions stay readable in the versions).

@@ -49,6 +49,10 @@ pub enum ChangeKind {
     Revert,
     /// One version's change was undone (its items back to their definitions before it).
     Undo,
+    /// A flag was disabled by an alert (the Alertmanager receiver).
+    AutoDisable,
+    /// The set was reverted to its last known-good version by an alert.
+    AutoRevert,
 }
 
 impl ChangeKind {
@@ -63,6 +67,8 @@ impl ChangeKind {
             Self::Import => "import",
             Self::Revert => "revert",
             Self::Undo => "undo",
+            Self::AutoDisable => "auto-disable",
+            Self::AutoRevert => "auto-revert",
         }
     }
 }
