@@ -21,6 +21,9 @@ pub enum Role {
     Admin,
     /// An SDK key: streaming and evaluation only, one environment.
     Sdk,
+    /// Alertmanager's webhook: the alert receiver only (kill switches and reverts to
+    /// last known good, as each environment's alert policy allows).
+    Alertmanager,
 }
 
 impl Role {
@@ -33,6 +36,7 @@ impl Role {
             "ci" => Self::Ci,
             "admin" => Self::Admin,
             "sdk" => Self::Sdk,
+            "alertmanager" => Self::Alertmanager,
             _ => return None,
         })
     }
@@ -46,6 +50,7 @@ impl Role {
             Self::Ci => "ci",
             Self::Admin => "admin",
             Self::Sdk => "sdk",
+            Self::Alertmanager => "alertmanager",
         }
     }
 }
@@ -71,6 +76,8 @@ pub enum Perm {
     ManageEnvironments,
     /// Create, list and revoke tokens and SDK keys.
     ManageTokens,
+    /// Deliver alerts to the receiver, which acts on them within the alert policy.
+    ReceiveAlerts,
 }
 
 impl Perm {
@@ -85,6 +92,7 @@ impl Perm {
             Self::Revert => "revert",
             Self::ManageEnvironments => "manage environments",
             Self::ManageTokens => "manage tokens",
+            Self::ReceiveAlerts => "deliver alerts",
         }
     }
 }
@@ -98,12 +106,18 @@ pub fn allows(role: Role, perm: Perm) -> bool {
             perm,
             Read | Validate | EditFlags | Import | KillSwitch | Rollout | Revert
         ),
-        Role::Responder => matches!(perm, Read | Validate | KillSwitch | Rollout | Revert),
+        Role::Responder => matches!(
+            perm,
+            Read | Validate | KillSwitch | Rollout | Revert | ReceiveAlerts
+        ),
         // A pipeline promotes, rolls back what it promoted, and applies reviewed files;
         // it never toggles by hand or edits single flags.
         Role::Ci => matches!(perm, Read | Validate | Rollout | Revert | Import),
         Role::Viewer => matches!(perm, Read | Validate),
         Role::Sdk => false,
+        // Alertmanager cannot sign its body: whoever holds its token can deliver alerts,
+        // and nothing else, not even read.
+        Role::Alertmanager => perm == ReceiveAlerts,
     }
 }
 

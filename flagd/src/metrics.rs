@@ -90,6 +90,17 @@ pub struct ChangeLabels {
     pub kind: LabelText,
 }
 
+/// `environment`, `action`, `outcome`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    /// The environment's key (empty when the alert named none that exists).
+    pub environment: LabelText,
+    /// `disable`, `revert`, `resolved` or `none`.
+    pub action: LabelText,
+    /// `applied`, `unchanged`, `refused`, `stale`, `duplicate`, `resolved`, `failed`.
+    pub outcome: LabelText,
+}
+
 /// `environment`, `flag`, `variant`, `reason`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EvalLabels {
@@ -157,6 +168,8 @@ pub struct Metrics {
     pub connections_max: Gauge,
     /// 1 while subscribed to the other replicas' announcements on Redis.
     pub redis_subscribed: Gauge,
+    /// What the Alertmanager receiver did with each alert's request.
+    pub alert_actions: Family<AlertLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -252,7 +265,14 @@ impl Metrics {
             "1 while subscribed to the other replicas' change announcements on Redis (--redis-url); 0 without: changes made through other replicas then arrive within --follow-interval",
             redis_subscribed.clone(),
         );
+        let alert_actions = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "alert_actions",
+            "What the Alertmanager receiver did per alert and action: applied (a new version), unchanged, refused (by policy or an unknown flag or environment), stale, duplicate, resolved, failed",
+            alert_actions.clone(),
+        );
         Self {
+            alert_actions,
             registry,
             flag_set_version,
             sdk_instances,

@@ -309,13 +309,28 @@ impl FromRequestParts<AppState> for Caller {
         let value = header
             .to_str()
             .map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?;
-        let secret = value
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header must be \"Bearer <token>\"".into())
-            })?;
+        let basic;
+        let secret = match value.strip_prefix("Basic ") {
+            // Basic auth, for what can send no bearer token (Alertmanager's
+            // `basic_auth`): the password is the token, the user name anything.
+            Some(b64) => {
+                basic = basic_password(b64.trim()).ok_or_else(|| {
+                    ApiError::Unauthorized(
+                        "the Authorization header's Basic credentials are not base64 of \"user:token\"".into(),
+                    )
+                })?;
+                basic.as_str()
+            }
+            None => value
+                .strip_prefix("Bearer ")
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    ApiError::Unauthorized(
+                        "the Authorization header must be \"Bearer <token>\" (or \"Basic\" with the token as the password)".into(),
+                    )
+                })?,
+        };
         let token = state
             .store
             .token_by_hash(&hash_secret(secret))
@@ -323,4 +338,13 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
         caller_of(token, None)
     }
+}
+
+/// The password of Basic credentials (`base64("user:password")`).
+fn basic_password(b64: &str) -> Option<String> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (_, password) = text.split_once(':')?;
+    (!password.is_empty()).then(|| password.to_owned())
 }

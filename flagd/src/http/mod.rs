@@ -2,6 +2,7 @@
 //! the router, and one module per resource. Documented in `docs/api.md`. Nothing else
 //! in flagd imports from here but `server`, which serves it.
 
+mod alerts;
 mod audit;
 mod environments;
 mod extract;
@@ -31,6 +32,7 @@ use std::collections::HashMap;
 pub use crate::state::AppState;
 
 // The handlers of every resource, for the router; and what they share.
+use alerts::*;
 use audit::*;
 use environments::*;
 use extract::*;
@@ -89,6 +91,12 @@ pub fn router(
             axum::routing::delete(revoke_trigger),
         )
         .route("/triggers/{secret}", post(fire_trigger))
+        .route("/alertmanager", post(receive_alerts))
+        .route(
+            "/environments/{env}/alert-policy",
+            get(get_alert_policy).put(put_alert_policy),
+        )
+        .route("/environments/{env}/alerts", get(list_alert_episodes))
         .route("/environments/{env}/diff", get(diff_versions))
         .route("/environments/{env}/revert", post(revert))
         .route("/environments/{env}/sdk-keys", post(create_sdk_key))

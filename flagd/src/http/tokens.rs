@@ -19,7 +19,7 @@ pub(crate) async fn list_tokens(caller: Caller, State(s): State<AppState>) -> Ap
 #[derive(serde::Deserialize)]
 pub(crate) struct NewToken {
     name: String,
-    /// viewer, editor, responder, ci or admin.
+    /// viewer, editor, responder, ci, admin or alertmanager.
     role: String,
     /// The environments it is limited to; all when absent.
     environments: Option<Vec<String>>,
@@ -42,7 +42,7 @@ pub(crate) async fn create_token(
     valid_name("name", name)?;
     let role = Role::parse(&b.role)
         .filter(|r| *r != Role::Sdk)
-        .ok_or_else(|| ApiError::invalid("role", format!("\"{}\" is not a role (viewer, editor, responder, ci, admin); SDK keys are made per environment", b.role)))?;
+        .ok_or_else(|| ApiError::invalid("role", format!("\"{}\" is not a role (viewer, editor, responder, ci, admin, alertmanager); SDK keys are made per environment", b.role)))?;
     let envs = match b.environments {
         None => None,
         Some(list) => {

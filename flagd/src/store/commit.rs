@@ -221,6 +221,7 @@ impl WriteTx<'_> {
             Some(to_u64(v)),
         )
         .await?;
+        self.write_alert(v, actor).await?;
         self.tx.commit().await?;
         if let Some(o) = &self.observer {
             o.observe("write", self.started.elapsed());

@@ -107,7 +107,14 @@ impl Store {
                 current_version: Some(env.version),
             });
         }
-        for table in ["version_flags", "versions", "revisions"] {
+        for table in [
+            "version_flags",
+            "versions",
+            "revisions",
+            "alert_episodes",
+            "alert_policies",
+            "triggers",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE env = $1"))
                 .bind(key)
                 .execute(&mut *tx)
@@ -286,6 +293,7 @@ impl Store {
             backend: self.backend,
             changes: Vec::new(),
             keys_only: false,
+            alert: None,
         })
     }
 

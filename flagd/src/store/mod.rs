@@ -16,6 +16,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Row};
 use tokio::sync::{Mutex, MutexGuard};
 
+mod alerts;
 mod commit;
 mod environments;
 pub mod error;
@@ -28,6 +29,7 @@ mod triggers;
 mod tx;
 mod write;
 
+pub use alerts::{ALERT_ACTIONS, AlertEpisode, AlertPolicy, DEFAULT_LOOKBACK_SECONDS, clip_reason};
 pub use error::{StoreError, StoreResult};
 pub use fleet::FleetReport;
 pub use records::*;

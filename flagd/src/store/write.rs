@@ -44,6 +44,9 @@ pub struct WriteTx<'s> {
     pub(super) changes: Vec<Change>,
     /// The changes carry keys without definitions (a large revert).
     pub(super) keys_only: bool,
+    /// The alert firing that asked for this change: its episode, audit action and
+    /// payload, written with the version ([`WriteTx::record_alert`]).
+    pub(super) alert: Option<(AlertEpisode, String, Value)>,
 }
 
 impl Committed {

@@ -13,6 +13,7 @@ const ROLLOUT: &[&str] = &["editor", "responder", "ci", "admin"];
 const REVERT: &[&str] = &["editor", "responder", "ci", "admin"];
 const IMPORT: &[&str] = &["editor", "ci", "admin"];
 const ADMIN_ONLY: &[&str] = &["admin"];
+const ALERTS: &[&str] = &["responder", "admin", "alertmanager"];
 
 struct Route {
     method: Method,
@@ -216,6 +217,40 @@ fn routes() -> Vec<Route> {
             201,
         ),
         r(Method::DELETE, "/tokens/{T}", None, ADMIN_ONLY, false, 204),
+        r(
+            Method::POST,
+            "/alertmanager",
+            Some(
+                || json!({"version": "4", "groupKey": "{}:{alertname=\"x\"}", "status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": "x", "flagd_environment": "{E}", "flagd_flag": "{K}"}, "startsAt": "2026-01-01T00:00:00Z", "fingerprint": "{N}"}]}),
+            ),
+            ALERTS,
+            true,
+            200,
+        ),
+        r(
+            Method::GET,
+            "/environments/{E}/alert-policy",
+            None,
+            READ,
+            true,
+            200,
+        ),
+        r(
+            Method::PUT,
+            "/environments/{E}/alert-policy",
+            Some(|| json!({"actions": ["disable", "revert"]})),
+            ADMIN_ONLY,
+            true,
+            200,
+        ),
+        r(
+            Method::GET,
+            "/environments/{E}/alerts",
+            None,
+            READ,
+            true,
+            200,
+        ),
     ]
 }
 
@@ -231,7 +266,15 @@ pub(crate) async fn matrix(b: Backend) -> anyhow::Result<()> {
     let mut n = 0usize;
     let mut failures = Vec::new();
     for route in routes() {
-        for role in ["viewer", "editor", "responder", "ci", "admin", "sdk"] {
+        for role in [
+            "viewer",
+            "editor",
+            "responder",
+            "ci",
+            "admin",
+            "sdk",
+            "alertmanager",
+        ] {
             for limit in [Limit::None, Limit::ToTarget, Limit::ToOther] {
                 if role == "sdk" && matches!(limit, Limit::None) {
                     continue; // an SDK key always names one environment
@@ -319,7 +362,7 @@ pub(crate) async fn matrix(b: Backend) -> anyhow::Result<()> {
         failures.len(),
         failures.join("\n")
     );
-    anyhow::ensure!(n == routes().len() * 17, "{n} cases");
+    anyhow::ensure!(n == routes().len() * 20, "{n} cases");
     s.stop().await
 }
 

@@ -3,6 +3,7 @@
 //! (`flagd_harness::run_trials`, libtest-mimic) so that PostgreSQL starts once and is
 //! stopped at the end.
 
+mod alerts;
 mod authz;
 mod concurrency;
 mod flows;
@@ -74,6 +75,12 @@ const BOTH: &[(&str, TestFn)] = &[
     ("undo_one_change", |b| Box::pin(undo::undo_one_change(b))),
     ("per_flag_guard", |b| Box::pin(undo::per_flag_guard(b))),
     ("trigger_urls", |b| Box::pin(triggers::trigger_urls(b))),
+    ("alertmanager_kills_flags", |b| {
+        Box::pin(alerts::alertmanager_kills_flags(b))
+    }),
+    ("alert_policy_and_last_good", |b| {
+        Box::pin(alerts::alert_policy_and_last_good(b))
+    }),
 ];
 
 /// Tests whose subject does not depend on the store.
