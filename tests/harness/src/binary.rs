@@ -38,17 +38,32 @@ pub fn flagctl_binary() -> PathBuf {
 }
 
 fn workspace_binary(package: &str, name: &str) -> PathBuf {
+    built(package, "--bin", name, Path::new(name))
+}
+
+/// An example of this workspace (`target/<profile>/examples/<name>`), built once when
+/// missing, as [`flagd_binary`] is.
+pub(crate) fn workspace_example(package: &str, name: &str) -> PathBuf {
+    built(
+        package,
+        "--example",
+        name,
+        &Path::new("examples").join(name),
+    )
+}
+
+fn built(package: &str, kind: &str, name: &str, at: &Path) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     // target/<profile>/deps/<test> -> target/<profile>
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("the test binary is in target/<profile>/deps");
-    let bin = dir.join(name);
+    let bin = dir.join(at);
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.args(["build", "-p", package, "--bin", name]);
+        build.args(["build", "-p", package, kind, name]);
         if let Some(profile) = dir.file_name().filter(|p| *p != "debug") {
             build.arg("--profile").arg(profile);
         }

@@ -18,10 +18,10 @@
 //! Both ways serve a new SQLite file ([`SqliteFile`]) unless given a database URL, and
 //! create the admin token [`ADMIN_TOKEN`].
 //!
-//! # Not here yet
-//! The SDK example service (`examples/checkout-service`), which the end-to-end tests
-//! will need, has no launcher yet, on purpose (none is faked): it goes beside [`Binary`]
-//! (a module `example`), built and found as [`flagd_binary`] finds flagd.
+//! Beside flagd: a real PostgreSQL ([`Postgres`]), Redis ([`Redis`]), Prometheus
+//! ([`Prometheus`]) and Alertmanager ([`Alertmanager`]) from Debian's packages, and the
+//! SDK example service ([`CheckoutService`], `examples/checkout-service`), each on
+//! loopback in a temporary directory.
 #![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -67,12 +67,14 @@ macro_rules! endpoint {
 mod backend;
 mod binary;
 mod in_process;
+mod monitoring;
 mod postgres;
 mod redis;
 
 pub use backend::{Backend, BackendTest, run_trials};
 pub use binary::{Binary, FlagdProcess, flagctl_binary, flagd_binary};
 pub use in_process::{InProcess, Server, ThreadServer};
+pub use monitoring::{Alertmanager, CheckoutService, Prometheus, checkout_service_binary};
 pub use postgres::Postgres;
 pub use redis::Redis;
 

@@ -262,7 +262,8 @@ pub enum TokensCmd {
         /// A name: the author of everything the token changes.
         #[arg(long)]
         name: String,
-        /// viewer, editor, responder, ci or admin.
+        /// viewer, editor, responder, ci, admin, or alertmanager (Alertmanager's
+        /// webhook: it may deliver alerts and nothing else).
         #[arg(long)]
         role: String,
         /// Limit the token to these environments; by default to --env / FLAGD_ENV if
