@@ -60,8 +60,13 @@ export function stateBadge(state) {
   return h(`span.badge.${on ? 'badge-on' : 'badge-off'}`, h('span.dot'), on ? 'Enabled' : 'Disabled');
 }
 
+/** Kinds made by an alert (the Alertmanager receiver), not by a person. */
+const AUTOMATIC = { 'auto-disable': 'An alert disabled this flag', 'auto-revert': 'An alert reverted to the last known-good version' };
+
 export function kindBadge(kind) {
-  return h(`span.kind.kind-${kind || 'other'}`, { text: kind || '—' });
+  const badge = h(`span.kind.kind-${kind || 'other'}`, { text: kind || '—' });
+  if (!AUTOMATIC[kind]) return badge;
+  return h('span.kind-wrap', badge, h('span.chip.chip-auto', { text: 'alert', title: AUTOMATIC[kind] }));
 }
 
 export function envBadge(env) {

@@ -532,6 +532,29 @@ test('admin UI: the whole rollback story in a real browser against a real flagd'
     await visible(page.getByRole('switch', { name: 'new-checkout disabled' }));
   });
 
+  await t.test('history: a kill switch from an Alertmanager alert, badged, with the alert as its reason', async () => {
+    await server.api('POST', `${P}/flags/new-checkout/enable`, { reason: 'the fix is out' });
+    const hook = {
+      version: '4', groupKey: '{}:{alertname="NewCheckoutFailing"}', status: 'firing', receiver: 'flagd',
+      alerts: [{
+        status: 'firing', fingerprint: 'ui-1', startsAt: new Date().toISOString(), generatorURL: 'http://prometheus.example/graph',
+        labels: { alertname: 'NewCheckoutFailing', flagd_environment: 'production', flagd_flag: 'new-checkout' },
+        annotations: { summary: 'The new checkout is failing' },
+      }],
+    };
+    const r = await server.api('POST', '/alertmanager', hook);
+    assert.equal(r.results[0].outcome, 'applied', JSON.stringify(r));
+    await nav('History').click();
+    const row = page.locator('tr', { has: page.locator('.kind-auto-disable') }).first();
+    await visible(row.locator('.chip-auto', { hasText: 'alert' }));
+    await visible(row.getByText('alert NewCheckoutFailing: The new checkout is failing', { exact: false }));
+    await shot('09-auto-disable');
+    // The same firing delivered again acts no more.
+    assert.equal((await server.api('POST', '/alertmanager', hook)).results[0].outcome, 'duplicate');
+    await nav('Flags').click();
+    await visible(page.getByRole('switch', { name: 'new-checkout disabled' }));
+  });
+
   await t.test('environment switcher: staging is not production', async () => {
     await page.getByLabel('Current environment').selectOption('staging');
     await waitFor(() => page.url().endsWith('#/staging/flags'), { message: 'the staging route' });
