@@ -113,6 +113,10 @@ enum Command {
     /// enables one flag when POSTed to, with no token.
     #[command(subcommand)]
     Triggers(online::TriggersCmd),
+    /// Alerts from Alertmanager: what they did to --env, and what they may do (its
+    /// alert policy).
+    #[command(subcommand)]
+    Alerts(online::AlertsCmd),
     /// Create SDK keys (admin).
     #[command(subcommand, name = "sdk-keys")]
     SdkKeys(online::SdkKeysCmd),

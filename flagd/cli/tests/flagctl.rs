@@ -1375,3 +1375,62 @@ async fn a_trigger_url_for_a_monitoring_tool() {
     );
     assert_eq!(bad.code, 2, "{bad:?}");
 }
+
+/// An admin allows alerts to revert production, a token for Alertmanager is made, and
+/// what its alert did is listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_policy_and_what_alerts_did() {
+    let f = start();
+    let file = write(&f, "flags.json", &flags_file());
+    run(&f, ADMIN, &format!("import {file} --reason seed")).ok();
+    let shown = run(&f, ADMIN, "alerts policy").ok();
+    assert!(
+        shown.out.contains("actions: disable") && shown.out.contains("the defaults"),
+        "{shown:?}"
+    );
+    let set = run(
+        &f,
+        ADMIN,
+        "alerts set-policy --actions disable,revert --flags new-checkout --lookback 5m",
+    )
+    .ok();
+    assert!(
+        set.out.contains("actions: disable, revert") && set.out.contains("lookback: 300s"),
+        "{set:?}"
+    );
+    let policy = run(&f, ADMIN, "alerts policy --json").ok().json();
+    assert_eq!(policy["policy"]["flags"], json!(["new-checkout"]));
+    assert_eq!(policy["policy"]["updatedBy"], "admin");
+    let bad = run(&f, ADMIN, "alerts set-policy --actions delete");
+    assert_eq!(bad.code, 2, "{bad:?}");
+    let token = run(
+        &f,
+        ADMIN,
+        "tokens create --name alertmanager --role alertmanager --limit-env production",
+    )
+    .ok()
+    .out
+    .trim()
+    .to_owned();
+    let hook = json!({"version": "4", "groupKey": "{}:{}", "status": "firing", "alerts": [{
+        "status": "firing", "labels": {"alertname": "NewCheckoutFailing",
+        "flagd_environment": "production", "flagd_flag": "new-checkout"},
+        "startsAt": "2026-12-01T10:00:00Z", "fingerprint": "abc"}]});
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/alertmanager", f.url))
+        .bearer_auth(&token)
+        .json(&hook)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let list = run(&f, ADMIN, "alerts list").ok();
+    assert!(
+        list.out.contains("NewCheckoutFailing")
+            && list.out.contains("applied")
+            && list.out.contains("new-checkout"),
+        "{list:?}"
+    );
+    let flag = run(&f, ADMIN, "flags get new-checkout --json").ok().json();
+    assert_eq!(flag["state"], "DISABLED");
+}

@@ -2,6 +2,7 @@
 //! changing flags, reverting, flags as code, tokens, and waiting for the fleet.
 
 mod admin;
+mod alerts;
 mod args;
 mod output;
 mod triggers;
@@ -16,6 +17,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use admin::*;
+pub use alerts::AlertsCmd;
+use alerts::alerts;
 pub use args::*;
 pub use output::Out;
 pub(crate) use output::*;
@@ -214,6 +217,7 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
         }
         C::Tokens(t) => tokens(client, out, t).await,
         C::Triggers(t) => triggers(client, out, t).await,
+        C::Alerts(a) => alerts(client, out, a).await,
         C::Audit(a) => audit(client, out, a).await,
         C::SdkKeys(SdkKeysCmd::Create { name }) => {
             let env = client.environment()?;
