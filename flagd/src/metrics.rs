@@ -97,7 +97,7 @@ pub struct AlertLabels {
     pub environment: LabelText,
     /// `disable`, `revert`, `resolved` or `none`.
     pub action: LabelText,
-    /// `applied`, `unchanged`, `refused`, `stale`, `duplicate`, `resolved`, `failed`.
+    /// `applied`, `unchanged`, `duplicate`, `refused`, `stale`, `resolved`, `rejected`.
     pub outcome: LabelText,
 }
 
@@ -268,7 +268,7 @@ impl Metrics {
         let alert_actions = Family::<AlertLabels, Counter>::default();
         registry.register(
             "alert_actions",
-            "What the Alertmanager receiver did per alert and action: applied (a new version), unchanged, refused (by policy or an unknown flag or environment), stale, duplicate, resolved, failed",
+            "What the Alertmanager receiver did per alert and action: applied (a new version), unchanged, duplicate, refused (by the policy, or an unknown flag), stale, resolved, rejected (no or an unknown environment)",
             alert_actions.clone(),
         );
         Self {
