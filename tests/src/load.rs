@@ -188,6 +188,27 @@ pub fn toggle_change(head: u64) -> String {
     format!("/environments/toggle/flags/flag-00000/{action}")
 }
 
+/// An Alertmanager webhook (payload version 4) whose one firing alert kills `flag` of
+/// `env`: a new firing (fingerprint) per call, so that each acts.
+pub fn alert_kill(env: &str, flag: &str, firing: usize) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"LoadTest\"}",
+        "status": "firing",
+        "receiver": "flagd",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "LoadTest", "flagd_environment": env, "flagd_flag": flag},
+            "annotations": {"summary": "load harness"},
+            "startsAt": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "fingerprint": format!("load-{firing}-{now}"),
+        }],
+    })
+}
+
 /// The table's header.
 pub fn header() {
     println!(

@@ -7,7 +7,9 @@
 //! Starts flagd on SQLite in a separate process (this binary re-executed as `serve`),
 //! connects N stream clients from this process, makes a change through the REST API,
 //! and records for every client the time from the REST call until its stream delivered
-//! the new version. Scenarios: a one-flag toggle, and a revert of a 10,000-flag set.
+//! the new version. Scenarios: a one-flag toggle, the same kill switch made by an
+//! Alertmanager webhook (`POST /api/v1/alertmanager`: from the webhook's arrival to N/N
+//! clients), and a revert of a 10,000-flag set.
 //! Also reports how long the REST call took, the CPU time flagd and the clients spent
 //! per client while the change spread (from /proc, 10 ms ticks: coarse at N = 1,000),
 //! and flagd's resident memory per idle connection (measured after the first client
@@ -17,8 +19,8 @@
 
 use flagd_harness::SqliteFile;
 use flagd_tests::load::{
-    Api, FlagdChild, Scenario, client_runtime, head, header, report, run_scenario, seed, serve,
-    toggle_change,
+    Api, FlagdChild, Scenario, alert_kill, client_runtime, head, header, report, run_scenario,
+    seed, serve, toggle_change,
 };
 use serde_json::json;
 
@@ -53,6 +55,29 @@ async fn orchestrate(clients: &[usize]) -> anyhow::Result<()> {
         };
         report(
             "one-flag toggle",
+            n,
+            run_scenario(&api, &bases, &pids, s, || {}).await?,
+        );
+        // The kill switch again, made by an alert: the flag is turned on first.
+        let held = head(&api, "toggle").await?;
+        if toggle_change(held).ends_with("/enable") {
+            api.call(
+                reqwest::Method::POST,
+                &toggle_change(held),
+                json!({"reason": "load"}),
+            )
+            .await?;
+        }
+        let held = head(&api, "toggle").await?;
+        let s = Scenario {
+            env: "toggle",
+            key: &toggle_key,
+            n,
+            held,
+            change: ("/alertmanager", alert_kill("toggle", "flag-00000", n)),
+        };
+        report(
+            "kill switch by an Alertmanager webhook",
             n,
             run_scenario(&api, &bases, &pids, s, || {}).await?,
         );
