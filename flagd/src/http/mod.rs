@@ -3,6 +3,7 @@
 //! in flagd imports from here but `server`, which serves it.
 
 mod audit;
+mod channels;
 mod environments;
 mod extract;
 mod flags;
@@ -32,6 +33,7 @@ pub use crate::state::AppState;
 
 // The handlers of every resource, for the router; and what they share.
 use audit::*;
+use channels::*;
 use environments::*;
 use extract::*;
 use flags::*;
@@ -89,6 +91,21 @@ pub fn router(
             axum::routing::delete(revoke_trigger),
         )
         .route("/triggers/{secret}", post(fire_trigger))
+        .route(
+            "/environments/{env}/channels",
+            get(list_channels).post(create_channel),
+        )
+        .route(
+            "/environments/{env}/channels/{id}",
+            get(get_channel)
+                .patch(update_channel)
+                .delete(delete_channel),
+        )
+        .route("/environments/{env}/channels/{id}/test", post(test_channel))
+        .route(
+            "/environments/{env}/channels/{id}/deliveries",
+            get(list_deliveries),
+        )
         .route("/environments/{env}/diff", get(diff_versions))
         .route("/environments/{env}/revert", post(revert))
         .route("/environments/{env}/sdk-keys", post(create_sdk_key))

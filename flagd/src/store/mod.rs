@@ -21,6 +21,7 @@ mod environments;
 pub mod error;
 mod fleet;
 mod history;
+mod notify;
 mod open;
 mod records;
 mod tokens;
@@ -30,6 +31,7 @@ mod write;
 
 pub use error::{StoreError, StoreResult};
 pub use fleet::FleetReport;
+pub use notify::*;
 pub use records::*;
 pub use triggers::TriggerInfo;
 pub use write::{Committed, WriteTx};
