@@ -113,6 +113,10 @@ enum Command {
     /// enables one flag when POSTed to, with no token.
     #[command(subcommand)]
     Triggers(online::TriggersCmd),
+    /// Notification channels (admin): Slack, Teams, Feishu, DingTalk, WeCom or a signed
+    /// webhook told of the changes of --env; a test message; the delivery history.
+    #[command(subcommand)]
+    Channels(online::ChannelsCmd),
     /// Create SDK keys (admin).
     #[command(subcommand, name = "sdk-keys")]
     SdkKeys(online::SdkKeysCmd),

@@ -3,6 +3,7 @@
 
 mod admin;
 mod args;
+mod channels;
 mod output;
 mod triggers;
 
@@ -17,6 +18,8 @@ use std::time::Duration;
 
 use admin::*;
 pub use args::*;
+pub use channels::ChannelsCmd;
+use channels::channels;
 pub use output::Out;
 pub(crate) use output::*;
 pub use triggers::TriggersCmd;
@@ -214,6 +217,7 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
         }
         C::Tokens(t) => tokens(client, out, t).await,
         C::Triggers(t) => triggers(client, out, t).await,
+        C::Channels(c) => channels(client, out, c).await,
         C::Audit(a) => audit(client, out, a).await,
         C::SdkKeys(SdkKeysCmd::Create { name }) => {
             let env = client.environment()?;
