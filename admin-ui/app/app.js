@@ -9,6 +9,7 @@ import * as historyView from './views/history.js';
 import * as diffView from './views/diff.js';
 import * as fleetView from './views/fleet.js';
 import * as auditView from './views/audit.js';
+import * as notificationsView from './views/notifications.js';
 
 const root = document.getElementById('app');
 
@@ -26,6 +27,7 @@ const NAV = [
   { id: 'flags', label: 'Flags', icon: 'flag' },
   { id: 'history', label: 'History', icon: 'history' },
   { id: 'fleet', label: 'Fleet', icon: 'fleet' },
+  { id: 'notifications', label: 'Notifications', icon: 'bell', admin: true },
   { id: 'audit', label: 'Audit', icon: 'audit' },
 ];
 
@@ -41,7 +43,7 @@ export function parseHash(hash) {
   const section = parts[1] || 'flags';
   if (section === 'flags' && parts[2]) return { view: 'flag', env, key: parts.slice(2).join('/'), query };
   if (section === 'history' && parts[2] === 'diff') return { view: 'diff', env, query };
-  if (['flags', 'history', 'fleet'].includes(section)) return { view: section, env, query };
+  if (['flags', 'history', 'fleet', 'notifications'].includes(section)) return { view: section, env, query };
   return { view: 'flags', env, query };
 }
 
@@ -290,6 +292,7 @@ function renderNav() {
   clear(sh.nav);
   const env = (r && r.env) || defaultEnv();
   for (const n of NAV) {
+    if (n.admin && !(state.session && state.session.can && state.session.can.admin)) continue;
     const href = n.id === 'audit' ? `#/audit${env ? `?environment=${encodeURIComponent(env)}` : ''}` : `#/${encodeURIComponent(env)}/${n.id}`;
     const active = r && (r.view === n.id || (n.id === 'flags' && r.view === 'flag') || (n.id === 'history' && r.view === 'diff'));
     sh.nav.append(h('a.navlink', { href, aria: { current: active ? 'page' : undefined } }, icon(n.icon), h('span', { text: n.label })));
@@ -328,7 +331,7 @@ function onLiveChange(evt) {
 
 // ---- views ------------------------------------------------------------------------
 
-const VIEWS = { flags: flagsView, flag: flagView, history: historyView, diff: diffView, fleet: fleetView, audit: auditView };
+const VIEWS = { flags: flagsView, flag: flagView, history: historyView, diff: diffView, fleet: fleetView, notifications: notificationsView, audit: auditView };
 
 function route() {
   if (!state.session || !state.shell) return;

@@ -146,6 +146,7 @@ const ICONS = {
   flag: 'M4 21V4m0 0h11l-1.5 4L15 12H4',
   history: 'M3 12a9 9 0 1 0 3-6.7M3 4v5h5M12 7v5l3 2',
   fleet: 'M4 6h16v5H4zM4 13h16v5H4zM7 8.5h.01M7 15.5h.01',
+  bell: 'M6 16V11a6 6 0 1 1 12 0v5l2 2H4zM10 20a2 2 0 0 0 4 0',
   audit: 'M9 4h6l1 2h3v15H5V6h3zM9 11h6M9 15h6',
   search: 'M11 18a7 7 0 1 0 0-14 7 7 0 0 0 0 14zm9 3-4.5-4.5',
   plus: 'M12 5v14M5 12h14',

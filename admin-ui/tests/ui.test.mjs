@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { createServer } from 'node:http';
 import { startFlagd, startSdk, launchBrowser, screenshotDir, waitFor } from './harness.mjs';
 
 const T = 15000; // generous per-step timeout for auto-waiting
@@ -111,7 +112,7 @@ before(async () => {
   shots = await screenshotDir();
   // Three silent 200 ms heartbeats close a half-open SDK stream: a frozen instance is
   // unreachable within a second.
-  server = await startFlagd({ args: ['--stream-heartbeat', '200ms'] });
+  server = await startFlagd({ args: ['--stream-heartbeat', '200ms', '--notify-allow-private-addresses'] });
   editor = await server.api('POST', '/tokens', { name: 'alice', role: 'editor' });
   viewer = await server.api('POST', '/tokens', { name: 'victor', role: 'viewer' });
   sdkKey = (await server.api('POST', '/environments/production/sdk-keys', { name: 'checkout-service' })).secret;
@@ -618,6 +619,45 @@ test('admin UI: the whole rollback story in a real browser against a real flagd'
     assert.equal(await page.getByRole('button', { name: /Undo v/ }).count(), 0);
     const def = await server.api('GET', `${P}/flags/new-checkout`);
     assert.equal(def.state, 'DISABLED', 'the forged request changed nothing');
+  });
+
+  await t.test('notifications: admins only; a Slack channel made, tested, its deliveries shown, no secret', async () => {
+    assert.equal(await nav('Notifications').count(), 0, 'a viewer has no Notifications view');
+    // A Slack receiver on loopback that takes every message.
+    const received = [];
+    const slack = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => { body += c; });
+      req.on('end', () => {
+        received.push(JSON.parse(body));
+        res.end('ok');
+      });
+    });
+    await new Promise((r) => slack.listen(0, '127.0.0.1', r));
+    try {
+      await page.getByRole('button', { name: 'Sign out victor' }).click();
+      await signIn(server.adminToken);
+      await nav('Notifications').click();
+      await visible(page.getByRole('heading', { name: 'Notifications' }));
+      await visible(page.getByText('No channel'));
+      assert.deepEqual(await unlabeledControls(), [], 'every control of the view has a label');
+      const url = `http://127.0.0.1:${slack.address().port}/services/T0/B0/uisecret9876`;
+      await page.getByLabel('Webhook URL').fill(url);
+      await page.getByLabel('Name').fill('incidents');
+      await page.getByRole('button', { name: 'Create channel' }).click();
+      const row = await visible(page.locator('.channels-table tr', { hasText: 'incidents' }));
+      assert.match(await row.innerText(), /…9876/);
+      assert.doesNotMatch(await page.locator('main').innerText(), /uisecret/, 'the URL is never shown');
+      await page.getByRole('button', { name: 'Send a test to incidents' }).click();
+      await visible(page.getByText('Test delivered to incidents', { exact: false }));
+      await waitFor(() => received.length === 1, { message: 'the receiver got the test' });
+      assert.match(received[0].text, /test message from flagd/);
+      const d = await visible(page.locator('.deliveries-table tr', { hasText: 'test' }));
+      assert.match(await d.innerText(), /delivered/);
+      await shot('12-notifications');
+    } finally {
+      slack.close();
+    }
   });
 
   await t.test('no console errors and no CSP violations during the run', async () => {

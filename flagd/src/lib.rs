@@ -8,6 +8,8 @@
 //! - `hub`: live push of every change to connected SDKs, the fleet, flagd's heads.
 //! - `bus`: the one path out of every committed change.
 //! - `metrics`: the Prometheus registry.
+//! - `notify`: outgoing notifications (Slack, Teams, Feishu, DingTalk, WeCom, signed
+//!   webhooks) from the store's outbox, off the commit path.
 //! - `auth`, `error`, `conn`: roles and permissions, the JSON error shape, the accept
 //!   loop.
 //! - `store`: environments, versioned flag sets, tokens and the audit log on SQLite or
@@ -25,6 +27,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod notify;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -112,6 +112,17 @@ struct Options {
         global = true
     )]
     cors_allowed_origins: Vec<String>,
+    /// Where flagd is reached from outside (`https://flags.example.com`): notifications
+    /// link to the admin UI's diff there; without it they carry the API's path.
+    #[arg(long, env = "FLAGD_PUBLIC_URL", value_parser = public_url, global = true)]
+    public_url: Option<String>,
+    /// Let notifications be sent to loopback, private, link-local and unique-local
+    /// addresses (refused by default: a channel's URL must not reach flagd's neighbours).
+    #[arg(long, env = "FLAGD_NOTIFY_ALLOW_PRIVATE_ADDRESSES", global = true)]
+    notify_allow_private_addresses: bool,
+    /// How long one request to a notification receiver may take.
+    #[arg(long, env = "FLAGD_NOTIFY_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
+    notify_request_timeout: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -149,6 +160,15 @@ fn redis_url(s: &str) -> Result<String, String> {
     redis::Client::open(s)
         .map(|_| s.to_owned())
         .map_err(|e| format!("not a Redis URL (redis://host:6379): {e}"))
+}
+
+/// `--public-url`: an http(s) URL, kept without its trailing slash.
+fn public_url(s: &str) -> Result<String, String> {
+    let t = s.trim().trim_end_matches('/');
+    if !(t.starts_with("https://") || t.starts_with("http://")) || t.len() <= "https://".len() {
+        return Err("an http:// or https:// URL, e.g. https://flags.example.com".into());
+    }
+    Ok(t.to_owned())
 }
 
 /// `--replica-name`: 1–64 printable characters.
@@ -285,6 +305,12 @@ async fn run() -> anyhow::Result<()> {
                     .replica_name
                     .clone()
                     .unwrap_or_else(server::random_replica_name),
+                notify: flagd::notify::Options {
+                    public_url: o.public_url.clone(),
+                    allow_private_addresses: o.notify_allow_private_addresses,
+                    request_timeout: o.notify_request_timeout,
+                    ..flagd::notify::Options::default()
+                },
             };
             server::run(listener, store, options, server::shutdown_signal()).await?;
             tracing::info!("stopped");

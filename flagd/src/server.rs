@@ -146,6 +146,9 @@ pub struct Options {
     pub redis_url: Option<String>,
     /// This replica's name in the fleet of the deployment (random by default).
     pub replica: String,
+    /// Outgoing notifications: the public URL messages link to, whether private
+    /// addresses may be sent to, timeouts and retries.
+    pub notify: crate::notify::Options,
 }
 
 impl Default for Options {
@@ -169,6 +172,7 @@ impl Default for Options {
             follow_interval: Duration::from_secs(1),
             redis_url: None,
             replica: random_replica_name(),
+            notify: crate::notify::Options::default(),
         }
     }
 }
@@ -290,10 +294,19 @@ pub async fn run(
             replica_tasks.push(tokio::spawn(a.clone().follow(hub.clone())));
         }
     }
+    // Notifications read what to send from the store (the versions, the outbox), so
+    // the bus only wakes them: nothing of theirs is on the commit path.
+    let notifier = Arc::new(crate::notify::Notifier::new(
+        store.clone(),
+        hub.clone(),
+        options.notify.clone(),
+    )?);
+    let notifying = tokio::spawn(notifier.clone().run(options.bus.listen()));
     let app = http::router(
         AppState {
             store: store.clone(),
             hub: hub.clone(),
+            notifier,
         },
         options.max_body_bytes,
         &options.cors_origins,
@@ -322,6 +335,8 @@ pub async fn run(
     crate::conn::serve(listener, app, limits, metrics.connections.clone(), shutdown).await;
     // The forwarder holds the hub, and so the store: stopped, it lets them go.
     ui_events.abort();
+    // A message being sent is left claimed; its lease expires and it is sent again.
+    notifying.abort();
     for t in replica_tasks {
         t.abort();
     }

@@ -548,7 +548,60 @@ async fn a_reason_over_the_limit_is_invalid(b: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `Notifier::refused` (what the Alertmanager receiver calls): one durable message for
+/// each channel of the environment sent `refused`, none for the others.
+async fn refused_actions_are_queued_for_subscribed_channels(b: Backend) -> anyhow::Result<()> {
+    use flagd::store::ChannelFields;
+    let f = Fixture::open(&b).await?;
+    let channel = |events: &[&str]| ChannelFields {
+        name: Some(format!("c-{}", events.join("-"))),
+        kind: Some("slack".into()),
+        url: Some("https://hooks.example.com/services/x".into()),
+        secret: None,
+        events: Some(events.iter().map(|e| (*e).to_owned()).collect()),
+        converge_timeout: Some(std::time::Duration::from_secs(30)),
+    };
+    let wants = f
+        .store
+        .create_channel(ACTOR, "c1", ENV, &channel(&["refused", "kill-switch"]))
+        .await?;
+    f.store
+        .create_channel(ACTOR, "c2", ENV, &channel(&["kill-switch"]))
+        .await?;
+    let hub = Arc::new(flagd::hub::Hub::new(
+        f.store.clone(),
+        Arc::new(flagd::metrics::Metrics::new()),
+        std::time::Duration::from_secs(15),
+        std::time::Duration::from_secs(600),
+    ));
+    let notifier =
+        flagd::notify::Notifier::new(f.store.clone(), hub, flagd::notify::Options::default())?;
+    let n = notifier
+        .refused(
+            ENV,
+            "auto-revert of production refused",
+            "the last known-good version is older than the limit",
+            Some("https://alerts.example.com/a/1"),
+        )
+        .await?;
+    assert_eq!(n, 1);
+    let d = f.store.deliveries(ENV, &wants.id, None, 10).await?;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].event, "refused");
+    assert_eq!(d[0].status, "pending");
+    assert_eq!(
+        d[0].payload["title"],
+        "[production] Automatic action refused: auto-revert of production refused"
+    );
+    assert_eq!(d[0].payload["link"], "https://alerts.example.com/a/1");
+    assert!(f.store.deliveries(ENV, "c2", None, 10).await?.is_empty());
+    Ok(())
+}
+
 const TESTS: &[(&str, BackendTest)] = &[
+    ("refused_actions_are_queued_for_subscribed_channels", |b| {
+        Box::pin(refused_actions_are_queued_for_subscribed_channels(b))
+    }),
     ("a_write_makes_a_version_with_its_audit_entry", |b| {
         Box::pin(a_write_makes_a_version_with_its_audit_entry(b))
     }),

@@ -5,7 +5,9 @@
 //! environment to its last known-good version); every SDK converges; the errors stop; the
 //! alert resolves and nothing is undone. The example files run as a user copies them,
 //! with only addresses, the token file and intervals changed (each change must match the
-//! file exactly once, so an edited example fails here rather than going stale).
+//! file exactly once, so an edited example fails here rather than going stale). A Slack
+//! channel (a receiver on loopback) hears of the automatic action, of the refused one,
+//! and how many SDK instances applied the change.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -72,6 +74,8 @@ struct Loop {
     prometheus: Prometheus,
     alertmanager: Alertmanager,
     sdks: Vec<Client>,
+    /// What the environment's Slack channel received (the `text` of each message).
+    slack: Arc<Mutex<Vec<String>>>,
     /// (SDK index, version, when it had it in ms since 1970).
     applied: Arc<Mutex<Vec<(usize, u64, i64)>>>,
     /// (when sent in ms, status, flag set version the service answered with).
@@ -82,7 +86,24 @@ impl Loop {
     /// flagd with `new-checkout` as `flag` in production, the alert policy `policy`, and
     /// the rest started around it.
     async fn start(flag: Value, policy: Value) -> Option<Self> {
-        let flagd = Binary::new().start();
+        // Notifications go to a receiver on loopback.
+        let flagd = Binary::new()
+            .arg("--notify-allow-private-addresses")
+            .start();
+        let slack = Arc::new(Mutex::new(Vec::new()));
+        let heard = slack.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let slack_url = format!("http://{}/services/T0/B0/x", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/services/T0/B0/x",
+            axum::routing::post(move |body: axum::Json<Value>| async move {
+                if let Ok(mut h) = heard.lock() {
+                    h.push(body["text"].as_str().unwrap_or_default().to_owned());
+                }
+                "ok"
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
         call(
             &flagd,
             reqwest::Method::PUT,
@@ -95,6 +116,13 @@ impl Loop {
             reqwest::Method::PUT,
             "/environments/production/alert-policy",
             Some(policy),
+        )
+        .await;
+        call(
+            &flagd,
+            reqwest::Method::POST,
+            "/environments/production/channels",
+            Some(json!({"kind": "slack", "url": slack_url, "name": "incidents"})),
         )
         .await;
         let key = call(
@@ -204,6 +232,7 @@ impl Loop {
             prometheus,
             alertmanager,
             sdks,
+            slack,
             applied,
             answers,
         })
@@ -329,6 +358,23 @@ impl Loop {
         }
     }
 
+    /// Waits for a Slack message that contains every one of `words`.
+    async fn slack_says(&self, words: &[&str]) -> String {
+        let start = Instant::now();
+        loop {
+            let heard = self.slack.lock().map(|h| h.clone()).unwrap_or_default();
+            if let Some(m) = heard.iter().find(|m| words.iter().all(|w| m.contains(w))) {
+                return m.clone();
+            }
+            assert!(
+                start.elapsed() < LOOP,
+                "no Slack message with {words:?} in {heard:#?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn errors_seen(&self) -> usize {
         self.answers
             .lock()
@@ -401,6 +447,12 @@ async fn an_alert_kills_the_failing_flag() {
             .contains("does not allow \"revert\""),
         "{refused}"
     );
+    // The people on the channel hear of it: the kill, the refusal, and N/N.
+    l.slack_says(&["new-checkout", "disabled automatically"])
+        .await;
+    l.slack_says(&["Refused", "CheckoutErrorRatio"]).await;
+    l.slack_says(&[&format!("v{version} applied by {}/{}", SDKS + 1, SDKS + 1)])
+        .await;
     // The errors are gone, so the alert resolves, and nothing is undone.
     l.episode("the resolution of NewCheckoutFailing", |e| {
         e["alertname"] == "NewCheckoutFailing" && e["outcome"] == "resolved"
@@ -503,6 +555,9 @@ async fn an_alert_reverts_to_the_last_good_version() {
         e["alertname"] == "NewCheckoutFailing" && e["outcome"] == "refused"
     })
     .await;
+    l.slack_says(&["reverted automatically", &format!("v{good}")])
+        .await;
+    l.slack_says(&["Refused", "NewCheckoutFailing"]).await;
     l.episode("the resolution of CheckoutErrorRatio", |e| {
         e["alertname"] == "CheckoutErrorRatio" && e["outcome"] == "resolved"
     })

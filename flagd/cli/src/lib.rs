@@ -117,6 +117,10 @@ enum Command {
     /// alert policy).
     #[command(subcommand)]
     Alerts(online::AlertsCmd),
+    /// Notification channels (admin): Slack, Teams, Feishu, DingTalk, WeCom or a signed
+    /// webhook told of the changes of --env; a test message; the delivery history.
+    #[command(subcommand)]
+    Channels(online::ChannelsCmd),
     /// Create SDK keys (admin).
     #[command(subcommand, name = "sdk-keys")]
     SdkKeys(online::SdkKeysCmd),

@@ -1434,3 +1434,140 @@ async fn alert_policy_and_what_alerts_did() {
     let flag = run(&f, ADMIN, "flags get new-checkout --json").ok().json();
     assert_eq!(flag["state"], "DISABLED");
 }
+
+/// A receiver on loopback that answers every request `200 ok` and keeps the bodies.
+async fn receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then Content-Length bytes of body.
+                loop {
+                    let n = conn.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            keep.lock().unwrap().push(text[end + 4..].to_owned());
+                            let _ = conn
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+/// `flagctl channels`: a Slack channel made, listed without its secret, tested, told of
+/// a kill switch, its history read, deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notification_channels() {
+    let mut options = flagd::server::Options::default();
+    options.notify.allow_private_addresses = true;
+    options.notify.poll_interval = std::time::Duration::from_millis(100);
+    let f = start_with(options);
+    let file = write(&f, "flags.json", &flags_file());
+    run(&f, ADMIN, &format!("import {file} --reason seed")).ok();
+    let (port, got) = receiver().await;
+    let url = format!("http://127.0.0.1:{port}/services/T0/B0/secretpart1234");
+    let id = flagctl(
+        &f,
+        ADMIN,
+        &[
+            "channels",
+            "create",
+            "--kind",
+            "slack",
+            "--webhook-url",
+            &url,
+            "-q",
+        ],
+    )
+    .ok()
+    .out
+    .trim()
+    .to_owned();
+    let list = run(&f, ADMIN, "channels list").ok();
+    assert!(
+        list.out.contains(&id) && list.out.contains("…1234") && !list.out.contains("secretpart"),
+        "{list:?}"
+    );
+    assert!(list.out.contains("kill-switch,revert"), "{list:?}");
+    let t = run(&f, ADMIN, &format!("channels test {id}")).ok();
+    assert!(t.out.contains("delivered"), "{t:?}");
+    run(&f, ADMIN, "disable new-checkout --reason incident").ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !got
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|b| b.contains("new-checkout disabled"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            got.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let d = run(&f, ADMIN, &format!("channels deliveries {id} --json"))
+            .ok()
+            .json();
+        let statuses: Vec<&str> = d["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["status"].as_str().unwrap())
+            .collect();
+        if statuses == ["delivered", "delivered"] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{d}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let text = run(&f, ADMIN, &format!("channels deliveries {id}")).ok();
+    assert!(
+        text.out.contains("kill-switch") && text.out.contains("test"),
+        "{text:?}"
+    );
+    let bad = flagctl(
+        &f,
+        ADMIN,
+        &[
+            "channels",
+            "create",
+            "--kind",
+            "feishu",
+            "--webhook-url",
+            &url,
+        ],
+    );
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.err.contains("secret"), "{bad:?}");
+    run(&f, ADMIN, &format!("channels delete {id}")).ok();
+    assert!(!run(&f, ADMIN, "channels list").ok().out.contains(&id));
+}

@@ -4,6 +4,7 @@
 
 mod alerts;
 mod audit;
+mod channels;
 mod environments;
 mod extract;
 mod flags;
@@ -34,6 +35,7 @@ pub use crate::state::AppState;
 // The handlers of every resource, for the router; and what they share.
 use alerts::*;
 use audit::*;
+use channels::*;
 use environments::*;
 use extract::*;
 use flags::*;
@@ -97,6 +99,21 @@ pub fn router(
             get(get_alert_policy).put(put_alert_policy),
         )
         .route("/environments/{env}/alerts", get(list_alert_episodes))
+        .route(
+            "/environments/{env}/channels",
+            get(list_channels).post(create_channel),
+        )
+        .route(
+            "/environments/{env}/channels/{id}",
+            get(get_channel)
+                .patch(update_channel)
+                .delete(delete_channel),
+        )
+        .route("/environments/{env}/channels/{id}/test", post(test_channel))
+        .route(
+            "/environments/{env}/channels/{id}/deliveries",
+            get(list_deliveries),
+        )
         .route("/environments/{env}/diff", get(diff_versions))
         .route("/environments/{env}/revert", post(revert))
         .route("/environments/{env}/sdk-keys", post(create_sdk_key))

@@ -9,6 +9,7 @@ mod concurrency;
 mod flows;
 mod limits;
 mod metrics;
+mod notify;
 mod ofrep;
 mod stream;
 mod support;
@@ -81,6 +82,21 @@ const BOTH: &[(&str, TestFn)] = &[
     ("alert_policy_and_last_good", |b| {
         Box::pin(alerts::alert_policy_and_last_good(b))
     }),
+    ("notifications_to_every_vendor", |b| {
+        Box::pin(notify::every_vendor(b))
+    }),
+    ("notification_of_a_large_revert_is_one_message", |b| {
+        Box::pin(notify::large_revert_is_one_message(b))
+    }),
+    ("notifications_are_retried", |b| {
+        Box::pin(notify::retries(b))
+    }),
+    ("notification_outbox_survives_a_restart", |b| {
+        Box::pin(notify::outbox_survives_a_restart(b))
+    }),
+    ("notification_follow_up_counts_the_fleet", |b| {
+        Box::pin(notify::follow_up_counts_the_fleet(b))
+    }),
 ];
 
 /// Tests whose subject does not depend on the store.
@@ -95,6 +111,10 @@ const SQLITE_ONLY: &[(&str, TestFn)] = &[
         Box::pin(authz::limited_admin(b))
     }),
     ("body_limit", |b| Box::pin(flows::body_limit(b))),
+    // The guard is the same code whatever the store.
+    ("notifications_to_private_addresses_are_refused", |b| {
+        Box::pin(notify::private_addresses_are_refused(b))
+    }),
     ("ofrep_cors", |b| Box::pin(ofrep::cors(b))),
     ("ui_files_and_security_headers", |b| {
         Box::pin(ui::files_and_headers(b))

@@ -65,6 +65,23 @@ impl Server {
         })
     }
 
+    /// Serves this database (one that outlives the server: a restart).
+    pub(crate) async fn start_on(
+        url: &str,
+        options: flagd::server::Options,
+    ) -> anyhow::Result<Self> {
+        let server = InProcess::new()
+            .options(options)
+            .database_url(url)
+            .try_start()
+            .await?;
+        Ok(Self {
+            base: server.url("/api/v1"),
+            http: reqwest::Client::new(),
+            server,
+        })
+    }
+
     pub(crate) async fn call(
         &self,
         method: Method,

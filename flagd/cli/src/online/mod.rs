@@ -4,6 +4,7 @@
 mod admin;
 mod alerts;
 mod args;
+mod channels;
 mod output;
 mod triggers;
 
@@ -20,6 +21,8 @@ use admin::*;
 pub use alerts::AlertsCmd;
 use alerts::alerts;
 pub use args::*;
+pub use channels::ChannelsCmd;
+use channels::channels;
 pub use output::Out;
 pub(crate) use output::*;
 pub use triggers::TriggersCmd;
@@ -218,6 +221,7 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
         C::Tokens(t) => tokens(client, out, t).await,
         C::Triggers(t) => triggers(client, out, t).await,
         C::Alerts(a) => alerts(client, out, a).await,
+        C::Channels(c) => channels(client, out, c).await,
         C::Audit(a) => audit(client, out, a).await,
         C::SdkKeys(SdkKeysCmd::Create { name }) => {
             let env = client.environment()?;

@@ -1,0 +1,569 @@
+//! Outgoing notifications: each environment's channels (Slack, Teams, Feishu, DingTalk,
+//! WeCom, a Standard Webhooks endpoint) are told of the changes they asked for, and,
+//! in a follow-up, how many SDK instances applied them.
+//!
+//! Nothing here is on the commit path. A channel remembers the last version it was
+//! considered for (`notified_version`); [`Notifier::run`] turns the versions after it
+//! into messages in the outbox, in the transaction that moves it, so that a version
+//! committed while no flagd ran is announced at the next start and none twice (with
+//! several replicas, the conditional move lets one win). Messages are sent from the
+//! outbox by whichever replica claims them (a lease), retried with exponential backoff
+//! (`Retry-After` honoured), one channel's in order and paced to the vendor's rate
+//! limit; a burst of versions found at once is one message.
+
+mod guard;
+pub mod message;
+pub mod vendors;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::hub::Hub;
+use crate::store::{
+    self, AttemptOutcome, ChannelTarget, Committed, NewMessage, OutboxMessage, Store, StoreResult,
+};
+pub use guard::forbidden;
+pub use message::{DEFAULT_EVENTS, EVENTS, Message};
+pub use vendors::KINDS;
+
+/// How notifications are sent.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where flagd is reached from outside (`https://flags.example.com`): messages link
+    /// to the admin UI's diff there; without it they carry the API's path.
+    pub public_url: Option<String>,
+    /// Send to loopback, private and link-local addresses too (tests, closed networks).
+    pub allow_private_addresses: bool,
+    /// How long one request to a receiver may take.
+    pub request_timeout: Duration,
+    /// The first retry's delay; each later one doubles it, up to [`MAX_BACKOFF`].
+    pub retry_base: Duration,
+    /// Attempts at one message before it is given up.
+    pub max_attempts: u32,
+    /// How often the outbox and the channels are looked at when nothing wakes them.
+    pub poll_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            allow_private_addresses: false,
+            request_timeout: Duration::from_secs(10),
+            retry_base: Duration::from_secs(1),
+            // About an hour of retries with the default base.
+            max_attempts: 15,
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The longest wait between two attempts, `Retry-After` included.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// A channel's follow-up timeout when none is given.
+pub const DEFAULT_CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Versions turned into messages at most per look at a channel (one message).
+const VERSIONS_PER_SCAN: u64 = 1_000;
+
+/// The most of a receiver's answer kept in the history.
+const ANSWER_BYTES: usize = 2048;
+
+/// What this replica remembers between two looks: nothing that must survive it.
+#[derive(Debug, Default)]
+struct Local {
+    /// Channels with a request in flight from here: one at a time per channel.
+    in_flight: HashSet<String>,
+    /// When each channel was last sent to, and last scanned, for pacing.
+    last_sent: HashMap<String, Instant>,
+    last_scan: HashMap<String, Instant>,
+}
+
+/// Sends the notifications of every environment (see the module's documentation).
+#[derive(Debug)]
+pub struct Notifier {
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    client: reqwest::Client,
+    options: Options,
+    wake: tokio::sync::Notify,
+    local: Mutex<Local>,
+}
+
+/// The result of one attempt, before it is recorded.
+struct Tried {
+    outcome: AttemptOutcome,
+    /// The receiver will not take it however often it is sent.
+    permanent: bool,
+    retry_after: Option<Duration>,
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn ms_of_rfc3339(t: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339_weak(t).ok()?;
+    i64::try_from(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()
+}
+
+fn to_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Notifier {
+    /// A notifier for the channels in `store`, watching `hub`'s fleet for follow-ups.
+    pub fn new(store: Arc<Store>, hub: Arc<Hub>, options: Options) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(guard::Guard {
+                allow_private: options.allow_private_addresses,
+            }))
+            // A redirect could lead anywhere, a private address included; a proxy
+            // would resolve the name itself, past the guard.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(options.request_timeout)
+            .user_agent(concat!("flagd/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            store,
+            hub,
+            client,
+            options,
+            wake: tokio::sync::Notify::new(),
+            local: Mutex::new(Local::default()),
+        })
+    }
+
+    /// The options it sends with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Until the hub closes: turns new versions into messages, watches the fleet for
+    /// follow-ups, sends what is due. `changes` (the bus) wakes it at once after a
+    /// commit here; changes through other replicas are found within the poll interval.
+    pub async fn run(self: Arc<Self>, mut changes: broadcast::Receiver<Arc<Committed>>) {
+        let mut closing = self.hub.closing();
+        let mut failing = false;
+        loop {
+            let result = self.look().await;
+            match result {
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "notifications: cannot read or write the outbox; retrying");
+                }
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("notifications: the outbox is reachable again");
+                }
+                _ => {}
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.options.poll_interval) => {}
+                () = self.wake.notified() => {}
+                r = changes.recv() => {
+                    if matches!(r, Err(broadcast::error::RecvError::Closed)) {
+                        // No more commits from here; keep polling the store.
+                        changes = broadcast::channel(1).1;
+                    }
+                }
+                _ = closing.changed() => return,
+            }
+        }
+    }
+
+    async fn look(self: &Arc<Self>) -> StoreResult<()> {
+        self.scan().await?;
+        self.watch().await?;
+        self.send_due().await
+    }
+
+    fn paced(
+        &self,
+        which: fn(&mut Local) -> &mut HashMap<String, Instant>,
+        t: &str,
+        kind: &str,
+    ) -> bool {
+        let Ok(mut l) = self.local.lock() else {
+            return true;
+        };
+        let map = which(&mut l);
+        match map.get(t) {
+            Some(at) if at.elapsed() < vendors::min_interval(kind) => false,
+            _ => {
+                map.insert(t.to_owned(), Instant::now());
+                true
+            }
+        }
+    }
+
+    /// Turns the versions each channel has not been considered for into (at most) one
+    /// message and its follow-up.
+    async fn scan(&self) -> StoreResult<()> {
+        for (t, head) in self.store.channels_behind().await? {
+            // Within the vendor's interval of the last look, the versions wait and are
+            // announced together at the next.
+            if !self.paced(|l| &mut l.last_scan, &t.id, &t.kind) {
+                continue;
+            }
+            let upto = head.min(t.notified_version + VERSIONS_PER_SCAN);
+            let versions = self
+                .store
+                .versions_between(&t.environment, t.notified_version, upto)
+                .await?;
+            let wanted: Vec<_> = versions
+                .into_iter()
+                .filter(|(v, _)| {
+                    let e = message::event_of(&v.kind);
+                    t.events.iter().any(|w| w == e)
+                })
+                .collect();
+            let mut messages = Vec::new();
+            if let Some(m) =
+                message::for_versions(&t.environment, &wanted, self.options.public_url.as_deref())
+            {
+                let last = wanted.last().map(|(v, _)| v);
+                let watch = message::Watch {
+                    environment: t.environment.clone(),
+                    version: m.to_version.unwrap_or(upto),
+                    committed_at: last
+                        .and_then(|v| ms_of_rfc3339(&v.created_at))
+                        .unwrap_or_else(store::now_ms),
+                    since: store::now_ms(),
+                    link: m.link.clone(),
+                };
+                messages.push(NewMessage {
+                    id: new_id()?,
+                    event: m.event.clone(),
+                    payload: json_of(&m)?,
+                    watch: None,
+                });
+                messages.push(NewMessage {
+                    id: new_id()?,
+                    event: "applied".into(),
+                    payload: json_of(&watch)?,
+                    watch: Some((
+                        watch.version,
+                        store::now_ms().saturating_add(to_ms(t.converge_timeout)),
+                    )),
+                });
+            }
+            self.store
+                .advance_channel(&t.id, t.notified_version, upto, &messages)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Follow-ups: once every instance of the fleet applied the version, "applied by
+    /// N/N"; at the deadline, the laggards (for channels sent `not-converged`).
+    async fn watch(&self) -> StoreResult<()> {
+        for w in self.store.watching_messages().await? {
+            let Ok(watch) = serde_json::from_value::<message::Watch>(w.payload.clone()) else {
+                self.store.finish_watch(w.seq, None).await?;
+                continue;
+            };
+            let fleet = match self.hub.cluster_fleet(&watch.environment).await {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::debug!(error = %e, "notifications: cannot read the fleet");
+                    continue;
+                }
+            };
+            let now = store::now_ms();
+            if fleet.is_empty() {
+                // No SDK instance: nothing was applied, nothing to say.
+                self.store.finish_watch(w.seq, None).await?;
+                continue;
+            }
+            let lagging: Vec<String> = fleet
+                .iter()
+                .filter(|i| i.applied_version.is_none_or(|v| v < watch.version))
+                .map(|i| {
+                    let on = i
+                        .applied_version
+                        .map_or_else(|| "nothing applied".to_owned(), |v| format!("on v{v}"));
+                    if i.state == "unreachable" {
+                        format!("{} (unreachable, {on})", i.instance)
+                    } else {
+                        format!("{} ({on})", i.instance)
+                    }
+                })
+                .collect();
+            if lagging.is_empty() {
+                let seconds = (now - watch.committed_at).max(0) as f64 / 1000.0;
+                let m = message::applied(&watch, fleet.len(), seconds);
+                self.store
+                    .finish_watch(w.seq, Some(("applied", &json_of(&m)?)))
+                    .await?;
+                self.wake.notify_one();
+            } else if now >= w.next_attempt_at {
+                let wants = self
+                    .store
+                    .channel_target(&w.channel_id)
+                    .await?
+                    .is_some_and(|t| t.events.iter().any(|e| e == "not-converged"));
+                if wants {
+                    let after = Duration::from_millis(
+                        u64::try_from(w.next_attempt_at - watch.since).unwrap_or(0),
+                    );
+                    let m = message::not_converged(&watch, after, &lagging, fleet.len());
+                    self.store
+                        .finish_watch(w.seq, Some(("not-converged", &json_of(&m)?)))
+                        .await?;
+                    self.wake.notify_one();
+                } else {
+                    self.store.finish_watch(w.seq, None).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims and sends each channel's next message when it is due and the channel is
+    /// neither busy nor within its vendor's interval.
+    async fn send_due(self: &Arc<Self>) -> StoreResult<()> {
+        let now = store::now_ms();
+        for m in self.store.next_messages().await? {
+            if m.next_attempt_at > now {
+                continue;
+            }
+            let busy = self
+                .local
+                .lock()
+                .map_or(true, |l| l.in_flight.contains(&m.channel_id));
+            if busy {
+                continue;
+            }
+            let Some(t) = self.store.channel_target(&m.channel_id).await? else {
+                continue;
+            };
+            if !self.paced(|l| &mut l.last_sent, &t.id, &t.kind) {
+                continue;
+            }
+            let lease = now + to_ms(self.options.request_timeout) + 30_000;
+            if !self.store.claim_message(m.seq, lease).await? {
+                continue;
+            }
+            if let Ok(mut l) = self.local.lock() {
+                l.in_flight.insert(t.id.clone());
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.deliver(&t, &m, true).await {
+                    tracing::warn!(channel = t.id, error = %e, "notifications: cannot record a delivery");
+                }
+                if let Ok(mut l) = me.local.lock() {
+                    l.in_flight.remove(&t.id);
+                }
+                me.wake.notify_one();
+            });
+        }
+        Ok(())
+    }
+
+    /// One attempt at a claimed message, recorded; with `retry`, a failure is tried
+    /// again later unless the receiver can never take it.
+    async fn deliver(
+        &self,
+        t: &ChannelTarget,
+        m: &OutboxMessage,
+        retry: bool,
+    ) -> StoreResult<AttemptOutcome> {
+        let tried = self.attempt(t, m).await;
+        let mut outcome = tried.outcome;
+        if !outcome.ok && retry && !tried.permanent && m.attempts + 1 < self.options.max_attempts {
+            let backoff = self
+                .options
+                .retry_base
+                .saturating_mul(2u32.saturating_pow(m.attempts.min(20)));
+            let wait = tried.retry_after.unwrap_or(backoff).min(MAX_BACKOFF);
+            outcome.retry_at = Some(store::now_ms().saturating_add(to_ms(wait)));
+        }
+        if let Ok(mut l) = self.local.lock() {
+            l.last_sent.insert(t.id.clone(), Instant::now());
+        }
+        self.store.record_attempt(m, &outcome).await?;
+        Ok(outcome)
+    }
+
+    async fn attempt(&self, t: &ChannelTarget, m: &OutboxMessage) -> Tried {
+        let failed = |error: String, permanent: bool| Tried {
+            outcome: AttemptOutcome {
+                ok: false,
+                status: None,
+                body: None,
+                error: Some(error),
+                retry_at: None,
+            },
+            permanent,
+            retry_after: None,
+        };
+        let msg: Message = match serde_json::from_value(m.payload.clone()) {
+            Ok(msg) => msg,
+            Err(e) => return failed(format!("the message cannot be read: {e}"), true),
+        };
+        let out = match vendors::render(
+            &t.kind,
+            &t.url,
+            t.secret.as_deref(),
+            &m.id,
+            &msg,
+            store::now_ms(),
+        ) {
+            Ok(o) => o,
+            Err(e) => return failed(e, true),
+        };
+        let url = match reqwest::Url::parse(&out.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+            Ok(u) => return failed(format!("{} URLs are not sent to", u.scheme()), true),
+            Err(e) => return failed(format!("the URL is invalid: {e}"), true),
+        };
+        if let Some(ip) = guard::literal_ip(&url)
+            && !self.options.allow_private_addresses
+            && guard::forbidden(ip)
+        {
+            return failed(guard::refusal(&ip.to_string(), ip), true);
+        }
+        let mut req = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(out.body);
+        for (k, v) in out.headers {
+            req = req.header(k, v);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let text = error_chain(&e);
+                // The guard's refusal will not change by retrying.
+                let permanent = text.contains("--notify-allow-private-addresses");
+                return failed(text, permanent);
+            }
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = read_answer(resp).await;
+        let verdict = if status.is_success() {
+            vendors::judge(&t.kind, &body)
+        } else {
+            Err(format!("the receiver answered {status}"))
+        };
+        let code = status.as_u16();
+        let permanent = status.is_client_error() && !matches!(code, 408 | 425 | 429);
+        Tried {
+            outcome: AttemptOutcome {
+                ok: verdict.is_ok(),
+                status: Some(code),
+                body: Some(body),
+                error: verdict.err(),
+                retry_at: None,
+            },
+            permanent,
+            retry_after: if matches!(code, 429 | 503) {
+                retry_after
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Sends a test message to a channel now, records it in its history, and returns
+    /// what the receiver answered (no retry).
+    pub async fn test(&self, env: &str, channel: &str) -> StoreResult<(String, AttemptOutcome)> {
+        self.store.channel(env, channel).await?;
+        let Some(t) = self.store.channel_target(channel).await? else {
+            return Err(store::StoreError::NotFound(format!(
+                "no channel with id \"{channel}\" in \"{env}\""
+            )));
+        };
+        let msg = message::plain(
+            "test",
+            env,
+            "a test message from flagd",
+            "This channel receives the notifications of this environment.",
+            None,
+        );
+        let lease = store::now_ms() + to_ms(self.options.request_timeout) + 30_000;
+        let m = self
+            .store
+            .enqueue_claimed(
+                channel,
+                &NewMessage {
+                    id: new_id()?,
+                    event: "test".into(),
+                    payload: json_of(&msg)?,
+                    watch: None,
+                },
+                lease,
+            )
+            .await?;
+        let outcome = self.deliver(&t, &m, false).await?;
+        Ok((m.id, outcome))
+    }
+
+    /// Announces that an automatic action was refused (the Alertmanager receiver calls
+    /// it): a message to every channel of `env` sent `refused`, durable and delivered
+    /// like the others. `title` is one line (what was refused), `text` why, `link` where
+    /// to see more. Returns how many channels it was queued for.
+    pub async fn refused(
+        &self,
+        env: &str,
+        title: &str,
+        text: &str,
+        link: Option<&str>,
+    ) -> StoreResult<usize> {
+        let msg = message::plain("refused", env, title, text, link);
+        let n = self
+            .store
+            .enqueue(env, "refused", &json_of(&msg)?, new_id)
+            .await?;
+        if n > 0 {
+            self.wake.notify_one();
+        }
+        Ok(n)
+    }
+}
+
+/// At most [`ANSWER_BYTES`] of an answer, as text.
+async fn read_answer(mut resp: reqwest::Response) -> String {
+    let mut buf: Vec<u8> = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= ANSWER_BYTES {
+            buf.truncate(ANSWER_BYTES);
+            break;
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn new_id() -> StoreResult<String> {
+    crate::auth::new_id().map_err(store::StoreError::Internal)
+}
+
+fn json_of<T: serde::Serialize>(v: &T) -> StoreResult<Value> {
+    serde_json::to_value(v).map_err(|e| store::StoreError::Internal(e.into()))
+}
