@@ -113,15 +113,11 @@ fn reason_of(body: &[u8], name: &str) -> String {
             .iter()
             .find_map(|k| v.get(k).and_then(Value::as_str).map(str::to_owned))
     });
-    let mut reason = match said.filter(|r| !r.trim().is_empty()) {
+    let reason = match said.filter(|r| !r.trim().is_empty()) {
         Some(r) => format!("trigger {name}: {r}"),
         None => format!("trigger {name} fired"),
     };
-    // Within the audit log's limit on reasons.
-    if reason.chars().count() > 1000 {
-        reason = reason.chars().take(997).collect::<String>() + "...";
-    }
-    reason
+    store::clip_reason(&reason)
 }
 
 /// `POST /api/v1/triggers/{secret}`: does the trigger's one action. Idempotent: a flag
