@@ -251,6 +251,16 @@ async fn run() -> anyhow::Result<()> {
                 humantime::format_duration(o.idle_timeout),
                 o.max_connections
             );
+            println!(
+                "public url: {}\nnotify private addresses: {}\nnotify request timeout: {}",
+                o.public_url.as_deref().unwrap_or("none"),
+                if o.notify_allow_private_addresses {
+                    "allowed"
+                } else {
+                    "refused"
+                },
+                humantime::format_duration(o.notify_request_timeout)
+            );
             match ready {
                 Ok(()) => println!("store: reachable, migrations applied"),
                 Err(e) => println!(

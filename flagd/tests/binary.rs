@@ -135,6 +135,23 @@ fn migrate_and_check_config() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("store: reachable, migrations applied"));
     let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
+        .args(["--database-url", &db, "check-config"])
+        .args([
+            "--notify-allow-private-addresses",
+            "--notify-request-timeout",
+            "3s",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "public url: none",
+        "notify private addresses: allowed",
+        "notify request timeout: 3s",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in {stdout}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_flagd"))
         .args(["--database-url", "mysql://x", "check-config"])
         .output()
         .unwrap();

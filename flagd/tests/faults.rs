@@ -451,3 +451,181 @@ async fn a_locked_store_is_refused_until_released() {
     assert_eq!(ready(&c, &base).await, 200);
     flagd.terminate();
 }
+
+/// Every body a loopback receiver got, answered as DingTalk answers a success.
+#[derive(Clone, Default)]
+struct Receiver(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Receiver {
+    async fn serve(&self, port: u16) {
+        let got = self.0.clone();
+        let app = axum::Router::new().fallback(move |body: String| {
+            let got = got.clone();
+            async move {
+                got.lock().unwrap().push(body);
+                r#"{"errcode":0,"errmsg":"ok"}"#
+            }
+        });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+
+    fn got(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn api(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = c.request(method, url).bearer_auth(ADMIN);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits (30 s at most) until the channel's history satisfies `ok`.
+async fn history_until(
+    c: &reqwest::Client,
+    base: &str,
+    channel: &str,
+    ok: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = api(
+            c,
+            reqwest::Method::GET,
+            format!("{base}/api/v1/environments/production/channels/{channel}/deliveries"),
+            None,
+        )
+        .await;
+        let d = body["deliveries"].as_array().cloned().unwrap_or_default();
+        if ok(&d) {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "history never got there: {d:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// kill -9 loses no notification. A message whose receiver was down (attempted, failed,
+/// pending) is sent once after the restart, its history keeping the failed attempts;
+/// and a version committed just before the kill, that no message was made of yet, is
+/// announced after the restart too: the channel's cursor, not the process, remembers
+/// what is left to announce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_survive_kill_9() {
+    let file = flagd_harness::SqliteFile::new();
+    let db = file.url();
+    let port = free_port();
+    // Nothing listens there until the receiver starts: connection refused.
+    let down = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let env = format!("{base}/api/v1/environments/production");
+    let c = reqwest::Client::new();
+    let start = || {
+        binary(&db, port)
+            .arg("--notify-allow-private-addresses")
+            .start()
+    };
+    let flagd = start();
+    assert_eq!(put(&c, &base, "checkout", "x").await, 201);
+    // DingTalk: flagd looks at such a channel at most once in 3 s (its rate limit), so
+    // a version committed right after one it announced waits for the next look.
+    let (status, body) = api(
+        &c,
+        reqwest::Method::POST,
+        format!("{env}/channels"),
+        Some(json!({"kind": "dingtalk", "url": format!("http://127.0.0.1:{down}/robot/send?access_token=t"),
+                    "secret": "SECsigning-secret"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let channel = body["channel"]["id"].as_str().unwrap().to_owned();
+    let toggle = |action: &'static str| {
+        let c = c.clone();
+        let url = format!("{env}/flags/checkout/{action}");
+        async move {
+            let (status, body) = api(
+                &c,
+                reqwest::Method::POST,
+                url,
+                Some(json!({"reason": format!("{action} before the crash")})),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body["version"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(toggle("disable").await, 2);
+    history_until(&c, &base, &channel, |d| {
+        d.first().is_some_and(|m| {
+            m["status"] == "pending" && m["attempts"].as_u64().is_some_and(|a| a >= 1)
+        })
+    })
+    .await;
+    assert_eq!(toggle("enable").await, 3);
+    flagd.kill();
+
+    // What the crash left in the file: v3 committed, and the channel not moved past v2
+    // (no message of v3 in the outbox), or this test would not test the cursor.
+    let store = flagd::store::Store::connect(&db).await.unwrap();
+    let behind: Vec<(u64, u64)> = store
+        .channels_behind()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(t, head)| (t.notified_version, *head))
+        .collect();
+    store.close().await;
+    drop(store);
+    assert_eq!(
+        behind,
+        [(2, 3)],
+        "the channel's cursor and the head at the crash"
+    );
+
+    let r = Receiver::default();
+    r.serve(down).await;
+    let flagd = start();
+    let d = history_until(&c, &base, &channel, |d| {
+        d.len() == 2 && d.iter().all(|m| m["status"] == "delivered")
+    })
+    .await;
+    // Nothing is left to send: what the receiver has is all it will get.
+    let got = r.got();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(
+        got[0].contains("v1 → v2") && got[0].contains("disable before the crash"),
+        "{got:#?}"
+    );
+    assert!(
+        got[1].contains("v2 → v3") && got[1].contains("enable before the crash"),
+        "{got:#?}"
+    );
+    // Newest first: v3's message, sent at its first attempt; v2's, failed before the
+    // crash and delivered after it.
+    let log = d[1]["attemptLog"].as_array().unwrap();
+    assert!(log.len() >= 2, "{log:?}");
+    assert!(
+        log[..log.len() - 1]
+            .iter()
+            .all(|a| a["ok"] == false && a["error"].as_str().is_some_and(|e| e.contains("onnect"))),
+        "{log:?}"
+    );
+    assert_eq!(log[log.len() - 1]["ok"], true, "{log:?}");
+    let log = d[0]["attemptLog"].as_array().unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["ok"], true, "{log:?}");
+    flagd.terminate();
+}

@@ -598,7 +598,111 @@ async fn refused_actions_are_queued_for_subscribed_channels(b: Backend) -> anyho
     Ok(())
 }
 
+/// Two replicas reading the outbox at once: one claims the message and fails to send
+/// it (a retry is due later); the other, from its earlier read, may not claim it (before,
+/// it could: it sent at once past the backoff, then could not record its attempt under
+/// the number taken, and the message stayed pending to be sent again).
+async fn a_message_attempted_since_it_was_read_is_not_claimed(b: Backend) -> anyhow::Result<()> {
+    use flagd::store::{AttemptOutcome, ChannelFields};
+    let f = Fixture::open(&b).await?;
+    let fields = ChannelFields {
+        name: Some("c".into()),
+        kind: Some("slack".into()),
+        url: Some("https://hooks.example.com/services/x".into()),
+        secret: None,
+        events: Some(vec!["refused".into()]),
+        converge_timeout: Some(std::time::Duration::from_secs(30)),
+    };
+    f.store.create_channel(ACTOR, "c1", ENV, &fields).await?;
+    let mut n = 0;
+    let queued = f
+        .store
+        .enqueue(ENV, "refused", &json!({"title": "t"}), || {
+            n += 1;
+            Ok(format!("m{n}"))
+        })
+        .await?;
+    assert_eq!(queued, 1);
+    let lease = flagd::store::now_ms() + 60_000;
+    let early = f.store.next_messages().await?;
+    let fresh = f.store.next_messages().await?;
+    assert_eq!((early.len(), fresh.len()), (1, 1));
+    assert!(f.store.claim_message(&fresh[0], lease).await?);
+    let retry_at = flagd::store::now_ms() + 60_000;
+    f.store
+        .record_attempt(
+            &fresh[0],
+            &AttemptOutcome {
+                ok: false,
+                status: Some(503),
+                body: None,
+                error: Some("the receiver answered 503".into()),
+                retry_at: Some(retry_at),
+            },
+        )
+        .await?;
+    assert!(
+        !f.store.claim_message(&early[0], lease).await?,
+        "claimed from a read older than its last attempt"
+    );
+    // Read again, it is the retry, due later.
+    let again = f.store.next_messages().await?;
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].attempts, again[0].next_attempt_at), (1, retry_at));
+    Ok(())
+}
+
+/// Two replicas turning the same versions into messages: the first moves the channel's
+/// cursor and queues its message; the second, moving from the same cursor, is refused
+/// and queues nothing (each version is announced once).
+async fn a_channel_moves_past_a_version_once(b: Backend) -> anyhow::Result<()> {
+    use flagd::store::{ChannelFields, NewMessage};
+    let f = Fixture::open(&b).await?;
+    let fields = ChannelFields {
+        name: Some("c".into()),
+        kind: Some("slack".into()),
+        url: Some("https://hooks.example.com/services/x".into()),
+        secret: None,
+        events: Some(vec!["kill-switch".into()]),
+        converge_timeout: Some(std::time::Duration::from_secs(30)),
+    };
+    let c = f.store.create_channel(ACTOR, "c1", ENV, &fields).await?;
+    let from = f
+        .store
+        .channel_target(&c.id)
+        .await?
+        .map(|t| t.notified_version)
+        .unwrap_or_default();
+    let message = |id: &str| NewMessage {
+        id: id.to_owned(),
+        event: "kill-switch".into(),
+        payload: json!({"title": id}),
+        watch: None,
+    };
+    assert!(
+        f.store
+            .advance_channel(&c.id, from, from + 1, &[message("first")])
+            .await?
+    );
+    assert!(
+        !f.store
+            .advance_channel(&c.id, from, from + 1, &[message("second")])
+            .await?
+    );
+    let d = f.store.deliveries(ENV, &c.id, None, 10).await?;
+    let ids: Vec<&str> = d.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["first"]);
+    Ok(())
+}
+
 const TESTS: &[(&str, BackendTest)] = &[
+    ("a_channel_moves_past_a_version_once", |b| {
+        Box::pin(a_channel_moves_past_a_version_once(b))
+    }),
+    (
+        "a_message_attempted_since_it_was_read_is_not_claimed",
+        |b| Box::pin(a_message_attempted_since_it_was_read_is_not_claimed(b)),
+    ),
     ("refused_actions_are_queued_for_subscribed_channels", |b| {
         Box::pin(refused_actions_are_queued_for_subscribed_channels(b))
     }),

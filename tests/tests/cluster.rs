@@ -35,12 +35,15 @@ impl Deployment {
 
     /// A replica named `name`, comparing its heads with the store's every `follow`.
     fn replica(&self, name: &str, follow: &str) -> FlagdProcess {
-        let mut b = Binary::new().database_url(self.db.clone()).args([
-            "--replica-name",
-            name,
-            "--follow-interval",
-            follow,
-        ]);
+        self.replica_with(name, follow, &[])
+    }
+
+    /// [`Deployment::replica`] with more arguments.
+    fn replica_with(&self, name: &str, follow: &str, args: &[&str]) -> FlagdProcess {
+        let mut b = Binary::new()
+            .database_url(self.db.clone())
+            .args(["--replica-name", name, "--follow-interval", follow])
+            .args(args);
         if let Some(r) = &self.redis {
             b = b.args(["--redis-url", &r.url()]);
         }
@@ -1114,4 +1117,148 @@ async fn a_sign_out_through_one_replica_ends_the_ui_stream_on_another() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "B refuses the ended session");
+}
+
+/// What a Standard Webhooks receiver got: each request's `webhook-id` (one per outbox
+/// message, the same on a retry) and its JSON body, as it arrived.
+type Webhooks = Arc<std::sync::Mutex<Vec<(String, Value)>>>;
+
+async fn webhook_receiver() -> (String, Webhooks) {
+    let got = Webhooks::default();
+    let keep = got.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: String| {
+        let keep = keep.clone();
+        async move {
+            let id = headers
+                .get("webhook-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body = serde_json::from_str(&body).unwrap_or(Value::Null);
+            keep.lock().unwrap().push((id, body));
+            // Slower than a replica's poll of the outbox (500 ms): while one replica
+            // sends, the other looks at least once, and must leave it alone.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+/// Two replicas, each sending notifications, on one PostgreSQL: changes made through
+/// both, alternately, are announced once in all (each version in exactly one message,
+/// no message sent twice), and each message's follow-up ("applied by N/N") once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_announce_each_version_once() {
+    const CHANGES: u64 = 6;
+    let Some(d) = Deployment::start(false).await else {
+        return;
+    };
+    let replicas: Vec<FlagdProcess> = ["r1", "r2"]
+        .iter()
+        .map(|n| d.replica_with(n, "200ms", &["--notify-allow-private-addresses"]))
+        .collect();
+    let bases: Vec<String> = replicas.iter().map(FlagdProcess::base).collect();
+    let key = seed(&bases[0]).await;
+    // An SDK on each replica: the follow-up counts the instances of both.
+    let mut sdks = Vec::new();
+    for (i, b) in bases.iter().enumerate() {
+        sdks.push(sdk(std::slice::from_ref(b), &key, &format!("app-{i}")).await);
+    }
+    let (url, got) = webhook_receiver().await;
+    ok(
+        &bases[0],
+        reqwest::Method::POST,
+        "/environments/production/channels",
+        Some(json!({"kind": "webhook", "url": url, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})),
+    )
+    .await;
+    let mut versions = Vec::new();
+    for i in 0..CHANGES {
+        let through = &bases[usize::from(i % 2 == 1)];
+        let v = toggle(through, i % 2 == 1, &format!("change {i}")).await;
+        versions.push(v);
+        converge(&sdks, v, &format!("change {i}")).await;
+    }
+    let last = *versions.last().unwrap();
+
+    // Until the last version is announced and followed up.
+    let announced = |got: &[(String, Value)]| -> Vec<(u64, u64)> {
+        got.iter()
+            .filter(|(_, b)| b["type"] == "flagd.kill-switch")
+            .map(|(_, b)| {
+                (
+                    b["data"]["fromVersion"].as_u64().unwrap_or(0),
+                    b["data"]["toVersion"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let followed = |got: &[(String, Value)]| -> Vec<u64> {
+        got.iter()
+            .filter(|(_, b)| b["type"] == "flagd.applied")
+            .map(|(_, b)| b["data"]["toVersion"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    let start = Instant::now();
+    loop {
+        let g = got.lock().unwrap().clone();
+        if announced(&g).iter().any(|(_, to)| *to == last) && followed(&g).contains(&last) {
+            break;
+        }
+        assert!(
+            start.elapsed() < CONVERGE,
+            "v{last} never announced and followed up: {g:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Nothing more comes, for a few seconds more (longer than both replicas' poll
+    // interval and a retry's backoff): a duplicate would arrive within that.
+    let settled = got.lock().unwrap().len();
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(4) {
+        let n = got.lock().unwrap().len();
+        assert_eq!(n, settled, "more came: {:#?}", got.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let g = got.lock().unwrap().clone();
+    let mut ids: Vec<&str> = g.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), g.len(), "a message was sent twice: {g:#?}");
+    // Every version in exactly one message: the messages' ranges, in order, tile
+    // (first - 1, last] with no gap and no overlap.
+    let mut ranges = announced(&g);
+    ranges.sort_unstable();
+    let mut at = versions[0] - 1;
+    for (from, to) in &ranges {
+        assert_eq!(
+            *from, at,
+            "versions {at}..{from} missing or repeated: {ranges:?}"
+        );
+        assert!(to > from, "{ranges:?}");
+        at = *to;
+    }
+    assert_eq!(at, last, "{ranges:?}");
+    // One follow-up per message, naming its last version, and counting both SDKs.
+    let mut follow_ups = followed(&g);
+    follow_ups.sort_unstable();
+    let tos: Vec<u64> = ranges.iter().map(|(_, to)| *to).collect();
+    assert_eq!(follow_ups, tos, "{g:#?}");
+    for (_, b) in g.iter().filter(|(_, b)| b["type"] == "flagd.applied") {
+        let title = b["data"]["title"].as_str().unwrap_or_default();
+        assert!(title.contains("applied by 2/2 SDK instances"), "{b}");
+    }
+    assert_eq!(g.len(), 2 * ranges.len(), "{g:#?}");
+    println!(
+        "{CHANGES} changes through two replicas: {} messages ({ranges:?}), each with its follow-up",
+        ranges.len()
+    );
+    for s in &sdks {
+        s.close();
+    }
 }

@@ -358,7 +358,7 @@ impl Notifier {
                 continue;
             }
             let lease = now + to_ms(self.options.request_timeout) + 30_000;
-            if !self.store.claim_message(m.seq, lease).await? {
+            if !self.store.claim_message(&m, lease).await? {
                 continue;
             }
             if let Ok(mut l) = self.local.lock() {

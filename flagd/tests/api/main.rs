@@ -97,6 +97,9 @@ const BOTH: &[(&str, TestFn)] = &[
     ("notification_follow_up_counts_the_fleet", |b| {
         Box::pin(notify::follow_up_counts_the_fleet(b))
     }),
+    ("notification_follow_up_names_the_laggards", |b| {
+        Box::pin(notify::follow_up_names_the_laggards(b))
+    }),
 ];
 
 /// Tests whose subject does not depend on the store.

@@ -743,3 +743,72 @@ pub(crate) async fn follow_up_counts_the_fleet(b: Backend) -> anyhow::Result<()>
     sdk.close();
     s.stop().await
 }
+
+/// One SDK applies the kill switch, one instance (a raw stream client that reads every
+/// frame and never acknowledges) does not: past the channel's `convergeTimeout`, the
+/// follow-up names the laggard, not the instance that applied it.
+pub(crate) async fn follow_up_names_the_laggards(b: Backend) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+
+    let s = Server::start_with(&b, options()).await?;
+    let r = Receiver::default();
+    let port = r.serve(0).await;
+    s.put(&format!("{P}/flags/checkout"), rollout_flag(50))
+        .await
+        .expect(201);
+    let key = sdk_key(&s, "production").await;
+    let root = s.base.trim_end_matches("/api/v1").to_owned();
+    let sdk = flagd_sdk::Client::builder(root, key.clone())
+        .host("web-1")
+        .build()
+        .await?;
+    let mut frozen = crate::stream::connect(&s, &key).await?;
+    crate::stream::hello(&mut frozen, "frozen-1", None).await?;
+    assert_eq!(crate::stream::next(&mut frozen).await?["type"], "snapshot");
+    crate::stream::ack(&mut frozen, 1).await?;
+    // Read on, so that flagd never drops it as a stalled client: it stays connected,
+    // just never acknowledges.
+    let reader = tokio::spawn(async move { while let Some(Ok(_)) = frozen.next().await {} });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let f = s.get(&format!("{P}/fleet")).await.expect(200).body;
+        if f["total"] == 2 && f["onVersion"] == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{f}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = channel(
+        &s,
+        json!({"kind": "slack", "url": format!("http://127.0.0.1:{port}/slack"),
+               "events": ["kill-switch", "not-converged"], "convergeTimeout": "1s"}),
+    )
+    .await;
+    kill(&s, crate::support::ADMIN).await;
+
+    let got = r.wait_for("/slack", 2).await;
+    let first = got[0].json()["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let second = got[1].json()["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(first.contains("Kill switch"), "{first}");
+    assert!(
+        second.contains("after 1s, 1 of 2 SDK instances have not applied v2"),
+        "{second}"
+    );
+    assert!(second.contains("frozen-1 (on v1)"), "{second}");
+    assert!(!second.contains("web-1"), "web-1 applied v2: {second}");
+    let d = history_until(&s, &id, |d| {
+        d.len() == 2 && d.iter().all(|m| m["status"] == "delivered")
+    })
+    .await;
+    assert_eq!(d[0]["event"], "not-converged", "{d:#?}");
+    assert_eq!(d[1]["event"], "kill-switch", "{d:#?}");
+    reader.abort();
+    sdk.close();
+    s.stop().await
+}

@@ -155,13 +155,19 @@ impl Store {
         rows.iter().map(outbox_of).collect()
     }
 
-    /// Claims a pending message until `lease_until` (ms): `false` when another replica
-    /// holds it, or it is no longer pending.
-    pub async fn claim_message(&self, seq: i64, lease_until: i64) -> StoreResult<bool> {
+    /// Claims a pending message, as [`Store::next_messages`] read it, until
+    /// `lease_until` (ms): `false` when another replica holds it, it is no longer
+    /// pending, or it was attempted since it was read. The attempt count matters: a
+    /// replica whose read predates another's failed attempt would otherwise send it at
+    /// once, past its backoff, and then fail to record the attempt under the number
+    /// already taken, leaving it leased and pending, to be sent again (twice, if the
+    /// receiver took it).
+    pub async fn claim_message(&self, m: &OutboxMessage, lease_until: i64) -> StoreResult<bool> {
         let mut conn = self.acquire().await?;
-        let n = sqlx::query("UPDATE notify_outbox SET lease_until = $1 WHERE seq = $2 AND status = 'pending' AND (lease_until IS NULL OR lease_until < $3)")
+        let n = sqlx::query("UPDATE notify_outbox SET lease_until = $1 WHERE seq = $2 AND status = 'pending' AND attempts = $3 AND (lease_until IS NULL OR lease_until < $4)")
             .bind(lease_until)
-            .bind(seq)
+            .bind(m.seq)
+            .bind(i64::from(m.attempts))
             .bind(now_ms())
             .execute(&mut *conn)
             .await?
