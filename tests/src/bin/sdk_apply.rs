@@ -1,0 +1,162 @@
+//! What a change costs in an application process (benchmarks.md section 8), not part of
+//! the test run:
+//!
+//! ```text
+//! cargo run --release -p flagd-tests --bin sdk-apply -- [--flags 10,10000] [--sdks 1] [--changes 200]
+//! ```
+//!
+//! Starts flagd on SQLite in a separate process (this binary re-executed as `serve`),
+//! connects `--sdks` real SDK clients (`flagd-sdk`: each decodes the frame, applies the
+//! change to what it holds and compiles the snapshot it then serves) in this process to
+//! an environment of `--flags` flags, and toggles one flag `--changes` times. Per change
+//! and SDK: the time from the REST call until that SDK serves the new version
+//! (`Client::version`), and the REST call alone; p50, p99 and max over all of them. The
+//! difference between the two environment sizes is what the size of the set costs the
+//! SDK per change.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flagd_harness::SqliteFile;
+use flagd_sdk::Client;
+use flagd_tests::load::{Api, FlagdChild, flags, serve};
+use serde_json::json;
+
+fn list(args: &[String], name: &str, default: &[usize]) -> anyhow::Result<Vec<usize>> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => Ok(args
+            .get(i + 1)
+            .with_context(|| format!("{name} needs a list"))?
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<_, _>>()?),
+        None => Ok(default.to_vec()),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("serve") {
+        return serve(&args[2..]);
+    }
+    let sizes = list(&args, "--flags", &[10, 10_000])?;
+    let sdks = list(&args, "--sdks", &[1])?;
+    let changes = list(&args, "--changes", &[200])?[0];
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(&sizes, &sdks, changes))
+}
+
+fn pct(v: &mut [Duration]) -> (Duration, Duration, Duration) {
+    v.sort();
+    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.5), at(0.99), v[v.len() - 1])
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn run(sizes: &[usize], sdks: &[usize], changes: usize) -> anyhow::Result<()> {
+    println!(
+        "| flags | SDKs | changes | REST call → SDK serves it: p50 | p99 | max | REST call p50 |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for &n in sizes {
+        for &m in sdks {
+            let db = SqliteFile::new();
+            let flagd = FlagdChild::start(&db.url(), None)?;
+            let api = Api {
+                base: flagd.base.clone(),
+                http: reqwest::Client::new(),
+            };
+            api.call(
+                reqwest::Method::POST,
+                "/environments",
+                json!({"key": "apply"}),
+            )
+            .await?;
+            api.call(
+                reqwest::Method::PUT,
+                "/environments/apply/flags",
+                flags(n, 50),
+            )
+            .await?;
+            let key = api
+                .call(
+                    reqwest::Method::POST,
+                    "/environments/apply/sdk-keys",
+                    json!({}),
+                )
+                .await?["secret"]
+                .as_str()
+                .context("an SDK key")?
+                .to_owned();
+            let mut clients = Vec::with_capacity(m);
+            for i in 0..m {
+                clients.push(
+                    Client::builder(flagd.base.clone(), &key)
+                        .host(format!("app-{i}"))
+                        .build()
+                        .await?,
+                );
+            }
+            let clients: Arc<[Client]> = clients.into();
+            let mut spread = Vec::with_capacity(changes * m);
+            let mut rest = Vec::with_capacity(changes);
+            for c in 0..changes {
+                let action = if c % 2 == 0 { "disable" } else { "enable" };
+                let mut watching: Vec<_> = clients.iter().map(Client::subscribe).collect();
+                for w in &mut watching {
+                    w.mark_unchanged();
+                }
+                // The only writer: the change makes the next version. The SDKs are
+                // watched while the call is in flight, since they may serve the change
+                // before its answer arrives.
+                let v = clients[0].version() + 1;
+                let start = Instant::now();
+                let call = {
+                    let api = Api {
+                        base: api.base.clone(),
+                        http: api.http.clone(),
+                    };
+                    let path = format!("/environments/apply/flags/flag-00000/{action}");
+                    tokio::spawn(async move {
+                        let r = api
+                            .call(reqwest::Method::POST, &path, json!({"reason": "sdk-apply"}))
+                            .await;
+                        (r, start.elapsed())
+                    })
+                };
+                for (sdk, w) in clients.iter().zip(watching.iter_mut()) {
+                    while sdk.version() < v {
+                        tokio::time::timeout(Duration::from_secs(30), w.changed())
+                            .await
+                            .context("an SDK did not apply the change within 30 s")??;
+                    }
+                    spread.push(start.elapsed());
+                }
+                let (answer, took) = call.await?;
+                anyhow::ensure!(
+                    answer?["version"].as_u64() == Some(v),
+                    "the change did not make version {v}"
+                );
+                rest.push(took);
+            }
+            let (p50, p99, max) = pct(&mut spread);
+            let (rest50, _, _) = pct(&mut rest);
+            println!(
+                "| {n} | {m} | {changes} | {} | {} | {} | {} |",
+                ms(p50),
+                ms(p99),
+                ms(max),
+                ms(rest50)
+            );
+            drop(clients);
+            drop(flagd);
+        }
+    }
+    Ok(())
+}
