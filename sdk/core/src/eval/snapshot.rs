@@ -1,6 +1,8 @@
 //! Compiling a flag set into a [`Snapshot`], and evaluating it.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
@@ -11,6 +13,7 @@ use crate::limits::MAX_COMPILED_SIZE;
 use crate::logic::{self, CompileCx, Env, Outcome, Val};
 use crate::model::{FlagSet, FlagState, Strictness};
 use crate::problem::{Problem, ValidationErrors};
+use crate::wire::{Change, ItemKind};
 
 /// A flag set compiled for evaluation: immutable, shareable across threads, and the only
 /// thing evaluation reads. Compiling is the only way to get one.
@@ -31,6 +34,8 @@ pub struct Snapshot {
     version: u64,
     flags: FlagTable,
     set_metadata: Map<String, Json>,
+    /// The set's `$evaluators`, for compiling a changed flag ([`Snapshot::with_changes`]).
+    evaluators: Arc<Map<String, Json>>,
     empty_metadata: Map<String, Json>,
     problems: Vec<Problem>,
 }
@@ -55,99 +60,179 @@ impl Snapshot {
     /// served as usual. Each `$evaluators` entry is compiled once and shared by every
     /// reference to it.
     pub fn compile(set: &FlagSet, version: u64) -> Self {
-        let mut flags = Vec::with_capacity(set.flags.len() + set.broken().len());
-        let mut problems: Vec<Problem> = set.problems().to_vec();
-        let shared = logic::Shared::default();
-        for (key, flag) in &set.flags {
-            let variants = Variants::new(&flag.variants);
-            let mut broken: Option<String> = None;
-            let default_variant = match &flag.default_variant {
-                None => None,
-                Some(d) => {
-                    let found = variants.find(d);
-                    if found.is_none() {
-                        broken = Some(format!(
-                            "default variant \"{d}\" is not one of the flag's variants"
-                        ));
-                    }
-                    found
-                }
-            };
-            let targeting = match (broken, flag.effective_targeting()) {
-                (Some(msg), _) => Targeting::Invalid(msg.into()),
-                (None, None) => Targeting::None,
-                (None, Some(rule))
-                    if logic::rule_size(rule, &set.evaluators, &shared, MAX_COMPILED_SIZE)
-                        > MAX_COMPILED_SIZE =>
-                {
-                    Targeting::Invalid(
-                        format!("targeting compiles to more than {MAX_COMPILED_SIZE} nodes").into(),
-                    )
-                }
-                (None, Some(rule)) => {
-                    let cx = CompileCx {
-                        flag_key: Some(key),
-                        evaluators: &set.evaluators,
-                        shared: &shared,
-                    };
-                    match logic::compile(rule, &cx) {
-                        Ok(mut e) => {
-                            logic::resolve_variants(&mut e, &|name| variants.find(name));
-                            match e.into_fractional() {
-                                Ok(f) => Targeting::Split(f),
-                                Err(e) => Targeting::Rule(e),
-                            }
-                        }
-                        Err(e) => Targeting::Invalid(e.0.into()),
-                    }
-                }
-            };
-            if let Targeting::Invalid(msg) = &targeting {
-                problems.push(Problem {
-                    path: crate::path::Path::root().key("flags").key(key).to_string(),
-                    message: msg.to_string(),
-                });
-            }
-            let mut metadata = set.metadata.clone();
-            if let Some(m) = &flag.metadata {
-                for (k, v) in m {
-                    if !v.is_null() {
-                        metadata.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-            flags.push(CompiledFlag {
-                key: key.as_str().into(),
-                key_tag: Tag::of(key),
-                disabled: flag.state == FlagState::Disabled,
-                variants,
-                default_variant,
-                targeting,
-                metadata: Box::new(metadata),
-            });
-        }
-        for (key, message) in set.broken() {
-            if set.flags.contains_key(key) {
-                continue;
-            }
-            flags.push(CompiledFlag {
-                key: key.as_str().into(),
-                key_tag: Tag::of(key),
-                disabled: false,
-                variants: Variants::new(&Map::new()),
-                default_variant: None,
-                targeting: Targeting::Invalid(message.as_str().into()),
-                metadata: Box::new(set.metadata.clone()),
-            });
-        }
+        let (flags, mut problems) = compile_flags(set);
         problems.sort_by(|a, b| a.path.cmp(&b.path));
         Self {
             version,
             flags: FlagTable::new(flags),
             set_metadata: set.metadata.clone(),
+            evaluators: Arc::new(set.evaluators.clone()),
             empty_metadata: Map::new(),
             problems,
         }
+    }
+
+    /// This snapshot with `changes` applied (flagd's delta frame), as `version`: only
+    /// the flags that changed are read and compiled, with the flags whose targeting
+    /// names a changed `$evaluators` entry (directly or through another entry); every
+    /// other compiled flag is shared with this snapshot. The result evaluates exactly as
+    /// [`Snapshot::load`] of the document with the changes applied would.
+    ///
+    /// `definition` gives a flag's definition in that document (needed for the flags
+    /// an evaluator change recompiles). `None` when the change is one only a whole load
+    /// can apply (the flag-set `metadata`, which every flag's metadata merges); the
+    /// caller then loads the document.
+    ///
+    /// ```
+    /// use flagd_core::{EvaluationContext, Snapshot, wire::{Change, ItemKind}};
+    /// let v1 = Snapshot::from_json_str(r#"{"flags": {"a": {"state": "ENABLED",
+    ///     "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}"#, 1).unwrap();
+    /// let off = Change { kind: ItemKind::Flag, key: "a".into(), definition: Some(serde_json::json!(
+    ///     {"state": "DISABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"})) };
+    /// let v2 = v1.with_changes(&[off], 2, |_| None).unwrap();
+    /// assert!(!v2.enabled("a", &EvaluationContext::default()));
+    /// assert_eq!(v2.version(), 2);
+    /// ```
+    pub fn with_changes<'d>(
+        &self,
+        changes: &[Change],
+        version: u64,
+        definition: impl Fn(&str) -> Option<&'d Json>,
+    ) -> Option<Self> {
+        // Per flag, its last change in the list.
+        let mut flag_changes: indexmap::IndexMap<&str, Option<&Json>> = Default::default();
+        let mut evaluators: Option<Map<String, Json>> = None;
+        let mut changed_evaluators: Vec<&str> = Vec::new();
+        for c in changes {
+            match c.kind {
+                ItemKind::Flag => {
+                    flag_changes.insert(&c.key, c.definition.as_ref());
+                }
+                ItemKind::Evaluator => {
+                    let e = evaluators.get_or_insert_with(|| (*self.evaluators).clone());
+                    match &c.definition {
+                        Some(d) => {
+                            e.insert(c.key.clone(), d.clone());
+                        }
+                        None => {
+                            e.shift_remove(&c.key);
+                        }
+                    }
+                    changed_evaluators.push(&c.key);
+                }
+                // Other top-level keys (`$schema`, …) change nothing that is evaluated;
+                // the set's metadata changes every flag's.
+                ItemKind::Top if c.key == "metadata" => return None,
+                ItemKind::Top => {}
+            }
+        }
+        let evaluators = match evaluators {
+            Some(e) => Arc::new(e),
+            None => self.evaluators.clone(),
+        };
+        // Every entry that names a changed one, transitively.
+        let mut dirty: HashSet<&str> = changed_evaluators.iter().copied().collect();
+        loop {
+            let before = dirty.len();
+            for (name, body) in evaluators.iter() {
+                if !dirty.contains(name.as_str()) {
+                    let mut r = Vec::new();
+                    refs_of(body, &mut r);
+                    if r.iter().any(|n| dirty.contains(&**n)) {
+                        dirty.insert(name);
+                    }
+                }
+            }
+            if dirty.len() == before {
+                break;
+            }
+        }
+        let changed: HashSet<&str> = flag_changes.keys().copied().collect();
+        let mut recompile: Map<String, Json> = Map::new();
+        for (key, def) in &flag_changes {
+            if let Some(d) = def {
+                recompile.insert((*key).to_owned(), (*d).clone());
+            }
+        }
+        if !dirty.is_empty() {
+            for f in &self.flags.flags {
+                if !changed.contains(&*f.key) && f.refs.iter().any(|r| dirty.contains(&**r)) {
+                    recompile.insert(f.key.to_string(), definition(&f.key)?.clone());
+                }
+            }
+        }
+        // The changed flags read and compiled as a set of their own, with the whole
+        // set's evaluators and metadata: the same reading and compiling as a whole load.
+        let mut part = Map::new();
+        if !evaluators.is_empty() {
+            part.insert("$evaluators".into(), Json::Object((*evaluators).clone()));
+        }
+        if !self.set_metadata.is_empty() {
+            part.insert("metadata".into(), Json::Object(self.set_metadata.clone()));
+        }
+        part.insert("flags".into(), Json::Object(recompile));
+        let set = FlagSet::parse_isolated(&Json::Object(part)).ok()?;
+        let (compiled, part_problems) = compile_flags(&set);
+
+        let mut flags = self.flags.flags.clone();
+        let mut gone = vec![false; flags.len()];
+        for (key, def) in &flag_changes {
+            if def.is_none()
+                && let Some(i) = self.flags.index_of(key)
+            {
+                gone[i] = true;
+            }
+        }
+        for f in compiled {
+            match self.flags.index_of(&f.key) {
+                Some(i) => {
+                    flags[i] = f;
+                    gone[i] = false;
+                }
+                None => flags.push(f),
+            }
+        }
+        gone.resize(flags.len(), false);
+        let mut keep = gone.iter().map(|g| !g);
+        flags.retain(|_| keep.next().unwrap_or(true));
+
+        // The problems of every flag read again, and of the evaluators, are replaced
+        // by what reading them again found.
+        let redone_keys: HashSet<&str> = changed
+            .iter()
+            .copied()
+            .chain(set.flags.keys().map(String::as_str))
+            .chain(set.broken().keys().map(String::as_str))
+            .collect();
+        let quoted: Vec<String> = redone_keys
+            .iter()
+            .map(|k| crate::path::Path::root().key("flags").key(k).to_string())
+            .filter(|p| !p.starts_with("flags."))
+            .collect();
+        let redone = |path: &str| {
+            path.starts_with("$evaluators")
+                || plain_owner(path).is_some_and(|k| redone_keys.contains(k))
+                || quoted.iter().any(|q| {
+                    path.strip_prefix(q.as_str())
+                        .is_some_and(|r| r.is_empty() || r.starts_with(['.', '[']))
+                })
+        };
+        let mut problems: Vec<Problem> = self
+            .problems
+            .iter()
+            .filter(|p| !redone(&p.path))
+            .cloned()
+            .chain(part_problems)
+            .collect();
+        problems.sort_by(|a, b| a.path.cmp(&b.path));
+        Some(Self {
+            version,
+            flags: FlagTable::new(flags),
+            set_metadata: self.set_metadata.clone(),
+            evaluators,
+            empty_metadata: Map::new(),
+            problems,
+        })
     }
 
     /// Loads a document for evaluation, as the SDK does: leniently (as flagd loads
@@ -397,4 +482,127 @@ impl Snapshot {
             _ => default,
         }
     }
+}
+
+/// Every flag of a set compiled (see [`Snapshot::compile`]), and the set's problems with
+/// those of compiling.
+fn compile_flags(set: &FlagSet) -> (Vec<Arc<CompiledFlag>>, Vec<Problem>) {
+    let mut flags = Vec::with_capacity(set.flags.len() + set.broken().len());
+    let mut problems: Vec<Problem> = set.problems().to_vec();
+    let shared = logic::Shared::default();
+    for (key, flag) in &set.flags {
+        let variants = Variants::new(&flag.variants);
+        let mut broken: Option<String> = None;
+        let default_variant = match &flag.default_variant {
+            None => None,
+            Some(d) => {
+                let found = variants.find(d);
+                if found.is_none() {
+                    broken = Some(format!(
+                        "default variant \"{d}\" is not one of the flag's variants"
+                    ));
+                }
+                found
+            }
+        };
+        let mut refs = Vec::new();
+        if let Some(rule) = flag.effective_targeting() {
+            refs_of(rule, &mut refs);
+        }
+        let targeting = match (broken, flag.effective_targeting()) {
+            (Some(msg), _) => Targeting::Invalid(msg.into()),
+            (None, None) => Targeting::None,
+            (None, Some(rule))
+                if logic::rule_size(rule, &set.evaluators, &shared, MAX_COMPILED_SIZE)
+                    > MAX_COMPILED_SIZE =>
+            {
+                Targeting::Invalid(
+                    format!("targeting compiles to more than {MAX_COMPILED_SIZE} nodes").into(),
+                )
+            }
+            (None, Some(rule)) => {
+                let cx = CompileCx {
+                    flag_key: Some(key),
+                    evaluators: &set.evaluators,
+                    shared: &shared,
+                };
+                match logic::compile(rule, &cx) {
+                    Ok(mut e) => {
+                        logic::resolve_variants(&mut e, &|name| variants.find(name));
+                        match e.into_fractional() {
+                            Ok(f) => Targeting::Split(f),
+                            Err(e) => Targeting::Rule(e),
+                        }
+                    }
+                    Err(e) => Targeting::Invalid(e.0.into()),
+                }
+            }
+        };
+        if let Targeting::Invalid(msg) = &targeting {
+            problems.push(Problem {
+                path: crate::path::Path::root().key("flags").key(key).to_string(),
+                message: msg.to_string(),
+            });
+        }
+        let mut metadata = set.metadata.clone();
+        if let Some(m) = &flag.metadata {
+            for (k, v) in m {
+                if !v.is_null() {
+                    metadata.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        flags.push(Arc::new(CompiledFlag {
+            key: key.as_str().into(),
+            key_tag: Tag::of(key),
+            disabled: flag.state == FlagState::Disabled,
+            variants,
+            default_variant,
+            targeting,
+            metadata: Box::new(metadata),
+            refs: refs.into(),
+        }));
+    }
+    for (key, message) in set.broken() {
+        if set.flags.contains_key(key) {
+            continue;
+        }
+        flags.push(Arc::new(CompiledFlag {
+            key: key.as_str().into(),
+            key_tag: Tag::of(key),
+            disabled: false,
+            variants: Variants::new(&Map::new()),
+            default_variant: None,
+            targeting: Targeting::Invalid(message.as_str().into()),
+            metadata: Box::new(set.metadata.clone()),
+            refs: Box::new([]),
+        }));
+    }
+    (flags, problems)
+}
+
+/// The `$evaluators` names a rule refers to with `{"$ref": name}`.
+fn refs_of(rule: &Json, out: &mut Vec<Box<str>>) {
+    match rule {
+        Json::Object(m) => {
+            if let Some(Json::String(name)) = m.get("$ref")
+                && !out.iter().any(|r| **r == **name)
+            {
+                out.push(name.as_str().into());
+            }
+            for v in m.values() {
+                refs_of(v, out);
+            }
+        }
+        Json::Array(a) => a.iter().for_each(|v| refs_of(v, out)),
+        _ => {}
+    }
+}
+
+/// The flag a problem's path is about, when its key is written plainly
+/// (`flags.<key>…`; a key with other characters is written `flags["…"]`).
+fn plain_owner(path: &str) -> Option<&str> {
+    let r = path.strip_prefix("flags.")?;
+    let end = r.find(['.', '[']).unwrap_or(r.len());
+    Some(&r[..end])
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
@@ -73,6 +74,9 @@ pub(super) struct CompiledFlag {
     pub(super) key: Box<str>,
     /// Boxed: only its address is needed on the hot path.
     pub(super) metadata: Box<Map<String, Json>>,
+    /// The `$evaluators` its targeting names with `$ref`: it is compiled again when one
+    /// of them (or one they name) changes.
+    pub(super) refs: Box<[Box<str>]>,
 }
 
 /// Hashes a key's bytes with one `write`, without the length or terminator that `str`'s
@@ -87,17 +91,19 @@ impl std::hash::Hash for KeyBytes<'_> {
 }
 
 /// Flags by key: open addressing over full 64-bit hashes, so a lookup touches one
-/// slot array and compares a key only when its whole hash matches.
+/// slot array and compares a key only when its whole hash matches. Each compiled flag
+/// is shared: a snapshot made from another by a change shares every flag the change
+/// did not touch.
 #[derive(Debug)]
 pub(super) struct FlagTable {
     hasher: foldhash::fast::FixedState,
     /// `(hash, index + 1)`; index 0 marks an empty slot.
     slots: Box<[(u64, u32)]>,
-    pub(super) flags: Vec<CompiledFlag>,
+    pub(super) flags: Vec<Arc<CompiledFlag>>,
 }
 
 impl FlagTable {
-    pub(super) fn new(flags: Vec<CompiledFlag>) -> Self {
+    pub(super) fn new(flags: Vec<Arc<CompiledFlag>>) -> Self {
         let seed = foldhash::fast::RandomState::default().hash_one(flags.len());
         let hasher = foldhash::fast::FixedState::with_seed(seed);
         // Load factor at most one half keeps probe sequences short.
@@ -120,6 +126,12 @@ impl FlagTable {
 
     #[inline]
     pub(super) fn get(&self, key: &str) -> Option<&CompiledFlag> {
+        self.index_of(key).map(|i| &*self.flags[i])
+    }
+
+    /// Where the flag is in `flags`.
+    #[inline]
+    pub(super) fn index_of(&self, key: &str) -> Option<usize> {
         let h = self.hasher.hash_one(KeyBytes(key));
         let mask = self.slots.len() - 1;
         let mut at = (h as usize) & mask;
@@ -129,9 +141,10 @@ impl FlagTable {
                 return None;
             }
             if sh == h {
-                let f = &self.flags[ix as usize - 1];
+                let i = ix as usize - 1;
+                let f = &self.flags[i];
                 if Tag::of(key).same(key, f.key_tag, &f.key) {
-                    return Some(f);
+                    return Some(i);
                 }
             }
             at = (at + 1) & mask;
