@@ -9,6 +9,7 @@ use flagd_core::{Detail, EvaluationContext};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::doc::Doc;
 use crate::shared::{ChangeEvent, Config, Current, Inner, Status, compile};
 
 /// The client could not be built.
@@ -196,7 +197,7 @@ fn initial(cache: Option<&Path>, bootstrap: Option<&Path>) -> Result<Current, Bu
                     return Ok(Current {
                         snapshot: Arc::new(snap),
                         version,
-                        document: Arc::new(doc.clone()),
+                        document: Arc::new(Doc::from_value(doc.clone())),
                         store: v.get("store").and_then(Value::as_str).map(str::to_owned),
                         at: v.get("at").and_then(Value::as_i64),
                     });
@@ -224,7 +225,7 @@ fn initial(cache: Option<&Path>, bootstrap: Option<&Path>) -> Result<Current, Bu
         return Ok(Current {
             snapshot: Arc::new(snap),
             version: 0,
-            document: Arc::new(doc),
+            document: Arc::new(Doc::from_value(doc)),
             store: None,
             at: None,
         });
@@ -237,7 +238,7 @@ fn initial(cache: Option<&Path>, bootstrap: Option<&Path>) -> Result<Current, Bu
     Ok(Current {
         snapshot: Arc::new(snap),
         version: 0,
-        document: Arc::new(doc),
+        document: Arc::new(Doc::from_value(doc)),
         store: None,
         at: None,
     })

@@ -20,6 +20,7 @@
 //! - `shared`: what the client and the stream task share: the served snapshot,
 //!   [`Status`], [`ChangeEvent`], the settings.
 //! - `client`: [`Client`] and its builder; starts the stream task.
+//! - `doc`: the document as flagd sent it, its items shared between versions.
 //! - `state`: what the stream task holds, and the rules that apply flagd's frames to it
 //!   (snapshots, deltas, reverts, store resets, acks): pure, tested without a network.
 //! - `sync`: the stream connection's transport: connect, hello, frames in and replies
@@ -32,6 +33,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod client;
+mod doc;
 #[cfg(feature = "openfeature")]
 pub mod openfeature;
 mod shared;

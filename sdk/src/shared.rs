@@ -18,7 +18,7 @@ use tokio::sync::watch;
 pub(crate) struct Current {
     pub(crate) snapshot: Arc<Snapshot>,
     pub(crate) version: u64,
-    pub(crate) document: Arc<Value>,
+    pub(crate) document: Arc<crate::doc::Doc>,
     /// The identity of the store the version came from, and when it was committed.
     pub(crate) store: Option<String>,
     pub(crate) at: Option<i64>,

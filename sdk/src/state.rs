@@ -10,11 +10,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use flagd_core::document::apply_changes;
 use flagd_core::wire::{Change, ClientMsg, ItemKind, ServerMsg};
 use flagd_core::{Problem, Snapshot};
 use serde_json::Value;
 
+use crate::doc::Doc;
 use crate::shared::{ChangeEvent, Config, Current, Status, compile};
 
 /// How many applied snapshots are kept, so that a revert to one of them is a swap.
@@ -30,7 +30,7 @@ const REPORTED_CHARS: usize = 500;
 struct Kept {
     version: u64,
     snapshot: Arc<Snapshot>,
-    document: Arc<Value>,
+    document: Arc<Doc>,
 }
 
 /// What the stream task holds across connections: the version it serves and the
@@ -276,7 +276,7 @@ impl State {
         let next = Current {
             snapshot: snap,
             version,
-            document: Arc::new(document),
+            document: Arc::new(Doc::from_value(document)),
             store,
             at,
         };
@@ -320,9 +320,14 @@ impl State {
             let notes = vec![Note::RevertFromKept { version, restores }];
             return self.install(next(snap, doc), flags, notes);
         }
-        let mut doc = (*cur.document).clone();
-        apply_changes(&mut doc, changes);
-        match compile(&doc, version) {
+        // Only what changed is copied and compiled; the rest of the document and of
+        // the snapshot is shared with the version held.
+        let doc = cur.document.with_changes(changes);
+        let snapshot = match cur.snapshot.with_changes(changes, version, |k| doc.flag(k)) {
+            Some(s) => Ok(s),
+            None => compile(&doc.to_value(), version),
+        };
+        match snapshot {
             Ok(s) => self.install(next(Arc::new(s), Arc::new(doc)), flags, Vec::new()),
             Err(e) => Step::unloadable(Vec::new(), e),
         }
@@ -336,7 +341,7 @@ impl State {
         match self.kept(restores) {
             // P9: a revert to a snapshot still kept is a swap, with no recompiling.
             Some((snap, doc)) if from == cur.version => {
-                let flags = changed_flag_keys(&cur.document, &doc);
+                let flags = cur.document.changed_flags(&doc);
                 let next = Current {
                     snapshot: snap,
                     version,
@@ -354,7 +359,7 @@ impl State {
         }
     }
 
-    fn kept(&self, version: u64) -> Option<(Arc<Snapshot>, Arc<Value>)> {
+    fn kept(&self, version: u64) -> Option<(Arc<Snapshot>, Arc<Doc>)> {
         self.kept
             .iter()
             .find(|k| k.version == version)
@@ -413,22 +418,6 @@ pub(crate) fn disconnected(status: &mut Status, version: u64, since: SystemTime)
     } else {
         false
     }
-}
-
-/// The flag keys whose definitions differ between two documents.
-fn changed_flag_keys(a: &Value, b: &Value) -> Vec<String> {
-    let empty = serde_json::Map::new();
-    let fa = a.get("flags").and_then(Value::as_object).unwrap_or(&empty);
-    let fb = b.get("flags").and_then(Value::as_object).unwrap_or(&empty);
-    let mut keys: Vec<String> = fa
-        .keys()
-        .chain(fb.keys())
-        .filter(|k| fa.get(*k) != fb.get(*k))
-        .cloned()
-        .collect();
-    keys.sort();
-    keys.dedup();
-    keys
 }
 
 /// A message cut to [`REPORTED_CHARS`] characters.

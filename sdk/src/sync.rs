@@ -256,9 +256,25 @@ fn write_cache(config: &Config, cur: &Current) {
     let Some(path) = &config.cache_file else {
         return;
     };
-    let body = serde_json::json!({"version": cur.version, "document": &*cur.document, "store": cur.store, "at": cur.at});
+    // Written from the items as they are shared, never assembled into one document.
+    #[derive(serde::Serialize)]
+    struct CacheFile<'a> {
+        version: u64,
+        document: &'a crate::doc::Doc,
+        store: &'a Option<String>,
+        at: Option<i64>,
+    }
+    let file = CacheFile {
+        version: cur.version,
+        document: &cur.document,
+        store: &cur.store,
+        at: cur.at,
+    };
     let tmp = path.with_extension("tmp");
-    let result = std::fs::write(&tmp, body.to_string()).and_then(|()| std::fs::rename(&tmp, path));
+    let result = serde_json::to_vec(&file)
+        .map_err(std::io::Error::other)
+        .and_then(|body| std::fs::write(&tmp, body))
+        .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         tracing::warn!(file = %path.display(), error = %e, "cannot write the cache file");
     }

@@ -182,7 +182,7 @@ fn a_delta_compiles_to_what_a_whole_load_gives() {
 }
 
 #[test]
-fn set_metadata_changes_need_a_whole_load_and_other_top_level_keys_do_not() {
+fn set_metadata_and_whole_sections_need_a_whole_load_and_other_top_level_keys_do_not() {
     let doc = json!({"metadata": {"team": "a"}, "flags": {"f": {"state": "ENABLED",
         "variants": {"on": true}, "defaultVariant": "on", "metadata": {"owner": "x"}}}});
     let s = Snapshot::load(&doc, 1).unwrap();
@@ -192,6 +192,14 @@ fn set_metadata_changes_need_a_whole_load_and_other_top_level_keys_do_not() {
         definition: Some(json!({"team": "b"})),
     };
     assert!(s.with_changes(&[meta], 2, |_| None).is_none());
+    for section in ["flags", "$evaluators"] {
+        let whole = Change {
+            kind: ItemKind::Top,
+            key: section.into(),
+            definition: Some(json!({})),
+        };
+        assert!(s.with_changes(&[whole], 2, |_| None).is_none(), "{section}");
+    }
     let schema = Change {
         kind: ItemKind::Top,
         key: "$schema".into(),

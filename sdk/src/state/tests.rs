@@ -14,7 +14,7 @@ fn empty() -> State {
     State::new(Arc::new(Current {
         snapshot: Arc::new(compile(&doc, 0).unwrap()),
         version: 0,
-        document: Arc::new(doc),
+        document: Arc::new(Doc::from_value(doc)),
         store: None,
         at: None,
     }))
@@ -172,7 +172,7 @@ fn a_snapshot_then_deltas_apply_in_order() {
     // A delta keeps the store it follows, and carries its own commit time.
     assert_eq!((cur.store.as_deref(), cur.at), (Some("s1"), Some(200)));
     assert_eq!(
-        *cur.document,
+        cur.document.to_value(),
         json!({"flags": {"b": flag(true), "c": flag(true)}})
     );
     assert!(!on(&s, "a") && on(&s, "b") && on(&s, "c"));
@@ -188,7 +188,10 @@ fn a_snapshot_then_deltas_apply_in_order() {
     ));
     applied(&step, 2, 3, &[]);
     assert_eq!(step.reply, ack(3));
-    assert_eq!(s.current().document["metadata"], json!({"team": "x"}));
+    assert_eq!(
+        s.current().document.to_value()["metadata"],
+        json!({"team": "x"})
+    );
 }
 
 #[test]

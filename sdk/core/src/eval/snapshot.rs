@@ -80,8 +80,9 @@ impl Snapshot {
     ///
     /// `definition` gives a flag's definition in that document (needed for the flags
     /// an evaluator change recompiles). `None` when the change is one only a whole load
-    /// can apply (the flag-set `metadata`, which every flag's metadata merges); the
-    /// caller then loads the document.
+    /// can apply (the flag-set `metadata`, which every flag's metadata merges, or
+    /// `flags` or `$evaluators` replaced as one item); the caller then loads the
+    /// document.
     ///
     /// ```
     /// use flagd_core::{EvaluationContext, Snapshot, wire::{Change, ItemKind}};
@@ -121,8 +122,11 @@ impl Snapshot {
                     changed_evaluators.push(&c.key);
                 }
                 // Other top-level keys (`$schema`, …) change nothing that is evaluated;
-                // the set's metadata changes every flag's.
-                ItemKind::Top if c.key == "metadata" => return None,
+                // the set's metadata changes every flag's, and a whole section as one
+                // item is a whole new set.
+                ItemKind::Top if matches!(c.key.as_str(), "metadata" | "flags" | "$evaluators") => {
+                    return None;
+                }
                 ItemKind::Top => {}
             }
         }
@@ -175,12 +179,14 @@ impl Snapshot {
         let (compiled, part_problems) = compile_flags(&set);
 
         let mut flags = self.flags.flags.clone();
+        let mut reshaped = false;
         let mut gone = vec![false; flags.len()];
         for (key, def) in &flag_changes {
             if def.is_none()
                 && let Some(i) = self.flags.index_of(key)
             {
                 gone[i] = true;
+                reshaped = true;
             }
         }
         for f in compiled {
@@ -189,12 +195,20 @@ impl Snapshot {
                     flags[i] = f;
                     gone[i] = false;
                 }
-                None => flags.push(f),
+                None => {
+                    flags.push(f);
+                    reshaped = true;
+                }
             }
         }
-        gone.resize(flags.len(), false);
-        let mut keep = gone.iter().map(|g| !g);
-        flags.retain(|_| keep.next().unwrap_or(true));
+        let table = if reshaped || gone.iter().any(|g| *g) {
+            gone.resize(flags.len(), false);
+            let mut keep = gone.iter().map(|g| !g);
+            flags.retain(|_| keep.next().unwrap_or(true));
+            FlagTable::new(flags)
+        } else {
+            self.flags.with_flags(flags)
+        };
 
         // The problems of every flag read again, and of the evaluators, are replaced
         // by what reading them again found.
@@ -227,7 +241,7 @@ impl Snapshot {
         problems.sort_by(|a, b| a.path.cmp(&b.path));
         Some(Self {
             version,
-            flags: FlagTable::new(flags),
+            flags: table,
             set_metadata: self.set_metadata.clone(),
             evaluators,
             empty_metadata: Map::new(),

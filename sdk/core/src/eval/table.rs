@@ -124,6 +124,17 @@ impl FlagTable {
         }
     }
 
+    /// The same keys at the same places with other compiled flags (a change that
+    /// replaced flags and added or removed none): the slots are copied, not rebuilt.
+    pub(super) fn with_flags(&self, flags: Vec<Arc<CompiledFlag>>) -> Self {
+        debug_assert_eq!(flags.len(), self.flags.len());
+        Self {
+            hasher: self.hasher.clone(),
+            slots: self.slots.clone(),
+            flags,
+        }
+    }
+
     #[inline]
     pub(super) fn get(&self, key: &str) -> Option<&CompiledFlag> {
         self.index_of(key).map(|i| &*self.flags[i])
