@@ -15,6 +15,41 @@ pub struct Compiled {
     checked: std::time::Instant,
 }
 
+impl Compiled {
+    /// This head with `changes` applied as `version` (`document` is the head with them),
+    /// compiling only what changed ([`flagd_core::Snapshot::with_changes`]); `None` when
+    /// only a whole compile can apply them.
+    pub(super) fn advance(
+        &self,
+        changes: &[flagd_core::wire::Change],
+        version: u64,
+        document: &Value,
+    ) -> Option<Arc<Self>> {
+        let flags = document.get("flags").and_then(Value::as_object);
+        let snapshot = self
+            .snapshot
+            .with_changes(changes, version, |k| flags.and_then(|f| f.get(k)))?;
+        // The sorted keys stay unless a flag came or went.
+        let same_keys = snapshot.len() == self.snapshot.len()
+            && changes
+                .iter()
+                .filter(|c| c.kind == flagd_core::wire::ItemKind::Flag)
+                .all(|c| self.snapshot.contains(&c.key) && snapshot.contains(&c.key));
+        let sorted_keys = if same_keys {
+            self.sorted_keys.clone()
+        } else {
+            let mut keys: Vec<Box<str>> = snapshot.keys().map(Box::from).collect();
+            keys.sort_unstable();
+            keys.into()
+        };
+        Some(Arc::new(Self {
+            snapshot: Arc::new(snapshot),
+            sorted_keys,
+            checked: std::time::Instant::now(),
+        }))
+    }
+}
+
 /// What a secret presented for remote evaluation is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SdkKey {

@@ -258,9 +258,8 @@ impl Hub {
         }
         let env = &committed.environment;
         let hub = self.env(env).await;
-        if let Ok(mut c) = hub.compiled.lock() {
-            *c = None;
-        }
+        // Taken out: whatever happens below, the compiled head is no longer this.
+        let compiled = hub.compiled.lock().ok().and_then(|mut c| c.take());
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         hub.last_commit_ns
             .store(now, std::sync::atomic::Ordering::Relaxed);
@@ -363,6 +362,15 @@ impl Hub {
             let _ = hub.tx.send(full.clone());
         }
         flagd_core::document::apply_changes(&mut c.document, changes);
+        // Remote evaluation's compiled head follows at the cost of what changed (the
+        // SDKs have the frame already), rather than a whole compile on the next call.
+        if let Some(old) = compiled
+            && old.snapshot.version() == from
+            && let Some(next) = old.advance(changes, committed.version, &c.document)
+            && let Ok(mut slot) = hub.compiled.lock()
+        {
+            *slot = Some(next);
+        }
         c.version = committed.version;
         c.at = Some(committed.at);
         c.snapshot = None;

@@ -273,6 +273,40 @@ pub(crate) async fn evaluation(b: Backend) -> anyhow::Result<()> {
         (400, json!("INVALID_CONTEXT"))
     );
 
+    // A flag that comes and goes is what the next evaluation sees too: the compiled
+    // head follows each change (only what changed is compiled).
+    s.put(
+        &format!("{P}/flags/fresh"),
+        json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}),
+    )
+    .await
+    .expect(201);
+    let (st, r) = o.eval("fresh", &sdk, json!({})).await;
+    assert_eq!((st, r["value"].clone()), (200, json!(true)), "{r}");
+    let (_, r, _) = o
+        .post("flags", &[("authorization", &auth)], Some(ctx.clone()))
+        .await;
+    assert_eq!(r["flags"].as_array().map(Vec::len), Some(9), "{r}");
+    s.call(
+        Method::DELETE,
+        &format!("{P}/flags/fresh"),
+        Some(ADMIN),
+        None,
+        &[],
+    )
+    .await
+    .expect(200);
+    let (st, r) = o.eval("fresh", &sdk, json!({})).await;
+    assert_eq!(
+        (st, r["errorCode"].clone()),
+        (404, json!("FLAG_NOT_FOUND")),
+        "{r}"
+    );
+    let (_, r, _) = o
+        .post("flags", &[("authorization", &auth)], Some(ctx.clone()))
+        .await;
+    assert_eq!(r["flags"].as_array().map(Vec::len), Some(8), "{r}");
+
     // A revoked SDK key stops working at once on this replica.
     let keys = s.get("/tokens").await.expect(200).body;
     let id = keys["tokens"]

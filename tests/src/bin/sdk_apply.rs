@@ -12,7 +12,8 @@
 //! and SDK: the time from the REST call until that SDK serves the new version
 //! (`Client::version`), and the REST call alone; p50, p99 and max over all of them. The
 //! difference between the two environment sizes is what the size of the set costs the
-//! SDK per change.
+//! SDK per change. And the first remote (OFREP) evaluation after each change, which
+//! flagd answers from its own compiled head.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,9 +62,9 @@ fn ms(d: Duration) -> String {
 
 async fn run(sizes: &[usize], sdks: &[usize], changes: usize) -> anyhow::Result<()> {
     println!(
-        "| flags | SDKs | changes | REST call → SDK serves it: p50 | p99 | max | REST call p50 |"
+        "| flags | SDKs | changes | REST call → SDK serves it: p50 | p99 | max | REST call p50 | first OFREP call after it: p50 | p99 |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in sizes {
         for &m in sdks {
             let db = SqliteFile::new();
@@ -106,6 +107,8 @@ async fn run(sizes: &[usize], sdks: &[usize], changes: usize) -> anyhow::Result<
             let clients: Arc<[Client]> = clients.into();
             let mut spread = Vec::with_capacity(changes * m);
             let mut rest = Vec::with_capacity(changes);
+            let mut ofrep = Vec::with_capacity(changes);
+            let ofrep_url = format!("{}/ofrep/v1/evaluate/flags/flag-00001", flagd.base);
             for c in 0..changes {
                 let action = if c % 2 == 0 { "disable" } else { "enable" };
                 let mut watching: Vec<_> = clients.iter().map(Client::subscribe).collect();
@@ -144,15 +147,29 @@ async fn run(sizes: &[usize], sdks: &[usize], changes: usize) -> anyhow::Result<
                     "the change did not make version {v}"
                 );
                 rest.push(took);
+                let asked = Instant::now();
+                let r = api
+                    .http
+                    .post(&ofrep_url)
+                    .bearer_auth(&key)
+                    .body(r#"{"context": {"targetingKey": "u"}}"#)
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status().is_success(), "OFREP answered {}", r.status());
+                r.bytes().await?;
+                ofrep.push(asked.elapsed());
             }
             let (p50, p99, max) = pct(&mut spread);
             let (rest50, _, _) = pct(&mut rest);
+            let (o50, o99, _) = pct(&mut ofrep);
             println!(
-                "| {n} | {m} | {changes} | {} | {} | {} | {} |",
+                "| {n} | {m} | {changes} | {} | {} | {} | {} | {} | {} |",
                 ms(p50),
                 ms(p99),
                 ms(max),
-                ms(rest50)
+                ms(rest50),
+                ms(o50),
+                ms(o99)
             );
             drop(clients);
             drop(flagd);
