@@ -98,6 +98,8 @@ pub(crate) struct Config {
     pub(crate) labels: serde_json::Map<String, Value>,
     pub(crate) max_backoff: Duration,
     pub(crate) heartbeat: Duration,
+    /// Applied versions kept for reverts.
+    pub(crate) keep_versions: usize,
 }
 
 /// Loads a document with every flag isolated: a flag that cannot be loaded evaluates

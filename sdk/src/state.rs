@@ -17,7 +17,8 @@ use serde_json::Value;
 use crate::doc::Doc;
 use crate::shared::{ChangeEvent, Config, Current, Status, compile};
 
-/// How many applied snapshots are kept, so that a revert to one of them is a swap.
+/// How many applied snapshots are kept by default, so that a revert to one of them is
+/// a swap (`ClientBuilder::keep_versions`).
 pub(crate) const KEPT: usize = 4;
 
 /// flagd closes a stream whose message exceeds 64 KiB (P5): what is reported is kept well
@@ -40,6 +41,7 @@ struct Kept {
 pub(crate) struct State {
     current: Arc<Current>,
     kept: VecDeque<Kept>,
+    keep: usize,
 }
 
 /// What applying one frame asks the stream task to do, in this order: publish, log the
@@ -180,10 +182,17 @@ impl Step {
 impl State {
     /// Starts from what the client serves before flagd answers (cache, bootstrap or
     /// nothing); nothing is kept for reverts yet.
+    #[cfg(test)]
     pub(crate) fn new(current: Arc<Current>) -> Self {
+        Self::keeping(current, KEPT)
+    }
+
+    /// [`State::new`], keeping `keep` applied versions.
+    pub(crate) fn keeping(current: Arc<Current>, keep: usize) -> Self {
         Self {
             current,
             kept: VecDeque::new(),
+            keep: keep.max(1),
         }
     }
 
@@ -377,7 +386,7 @@ impl State {
             snapshot: snapshot.clone(),
             document: next.document.clone(),
         });
-        while self.kept.len() > KEPT {
+        while self.kept.len() > self.keep {
             self.kept.pop_front();
         }
         self.current = Arc::new(next);

@@ -49,7 +49,7 @@ enum Ended {
 pub(crate) async fn run(inner: Arc<Inner>) {
     let config = inner.config.clone();
     let mut stop = inner.stop.subscribe();
-    let mut state = State::new(inner.current.load_full());
+    let mut state = State::keeping(inner.current.load_full(), inner.config.keep_versions);
     let weak = Arc::downgrade(&inner);
     drop(inner);
     let mut backoff = Duration::from_millis(100);

@@ -296,6 +296,41 @@ fn a_restore_to_a_version_not_kept_reconnects() {
     assert!(on(&s, "a"));
 }
 
+/// More versions kept (`keep_versions`): a revert nine versions back is a swap, and the
+/// kept versions share the flags they have in common.
+#[test]
+fn more_kept_versions_make_older_reverts_swaps() {
+    let mut s = State::keeping(empty().current().clone(), 12);
+    s.apply(snapshot(
+        1,
+        json!({"a": flag(true), "b": flag(true)}),
+        "s1",
+        10,
+    ));
+    let v1 = s.current().clone();
+    for v in 2..=10 {
+        s.apply(delta(v - 1, v, vec![set("a", v % 2 == 1)]));
+    }
+    let step = s.apply(restore(10, 11, 1));
+    let cur = applied(&step, 10, 11, &["a"]);
+    assert!(
+        Arc::ptr_eq(&cur.snapshot, &v1.snapshot),
+        "swapped in, not compiled"
+    );
+    assert_eq!(
+        step.notes[0],
+        Note::RevertFromKept {
+            version: 11,
+            restores: 1
+        }
+    );
+    // Flag b never changed: one definition for all eleven versions.
+    assert!(std::ptr::eq(
+        cur.document.flag("b").unwrap(),
+        v1.document.flag("b").unwrap()
+    ));
+}
+
 #[test]
 fn a_reset_snapshot_replaces_a_newer_version_and_drops_what_is_kept() {
     let mut s = at_v3();
@@ -540,6 +575,7 @@ fn the_hello_names_the_held_version_and_its_store() {
         labels: serde_json::Map::from_iter([("service".to_owned(), json!("checkout"))]),
         max_backoff: Duration::from_secs(1),
         heartbeat: Duration::from_secs(1),
+        keep_versions: KEPT,
     };
     let hello = |version, store: Option<&str>, at| ClientMsg::Hello {
         instance: "i-1".into(),
@@ -591,4 +627,93 @@ fn reports_stay_under_flagds_message_limit() {
     assert!(text.len() < 64 * 1024, "{}", text.len());
     assert!(text.contains("and 9950 more flags"));
     assert_eq!(clip("short"), "short");
+}
+
+/// What one more kept version costs at 10,000 flags, counted by the allocator on this
+/// test's thread: a version made by a one-flag change shares every other flag's
+/// definition and compiled form, so it costs its indexes, far below a whole copy.
+#[test]
+fn a_kept_version_costs_its_indexes_not_a_copy() {
+    let flags: serde_json::Map<String, Value> = (0..10_000)
+        .map(|i| {
+            (
+                format!("flag-{i:05}"),
+                json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+                       "targeting": {"fractional": [["on", 50], ["off", 50]]}}),
+            )
+        })
+        .collect();
+    let kept = 20;
+    let (whole, mut s) = counting::measure(|| {
+        let mut s = State::keeping(empty().current().clone(), kept);
+        s.apply(snapshot(1, Value::Object(flags), "s1", 10));
+        s
+    });
+    let (more, ()) = counting::measure(|| {
+        for v in 2..=(kept as u64) {
+            s.apply(delta(v - 1, v, vec![set("flag-00007", v % 2 == 1)]));
+        }
+    });
+    let per_version = more / (kept as isize - 1);
+    println!(
+        "10,000 flags: the first version {} KiB, each further kept version {} KiB ({} bytes per flag)",
+        whole / 1024,
+        per_version / 1024,
+        per_version / 10_000
+    );
+    assert!(
+        per_version * 5 < whole,
+        "a kept version costs {per_version} bytes, the whole set {whole}"
+    );
+    drop(s);
+}
+
+/// An allocator that counts the bytes live on the thread measuring (so that tests
+/// running beside it on other threads are not counted).
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ON: Cell<bool> = const { Cell::new(false) };
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+    }
+
+    struct Counting;
+
+    fn count(delta: isize) {
+        let _ = ON.try_with(|on| {
+            if on.get() {
+                let _ = LIVE.try_with(|l| l.set(l.get() + delta));
+            }
+        });
+    }
+
+    // SAFETY: every call is passed on to the system allocator unchanged; the counting
+    // touches only const-initialized thread-locals, which never allocate.
+    #[allow(unsafe_code)]
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count(isize::try_from(layout.size()).unwrap_or(0));
+            // SAFETY: the caller's layout, as GlobalAlloc requires.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            count(-isize::try_from(layout.size()).unwrap_or(0));
+            // SAFETY: allocated by System with this layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOC: Counting = Counting;
+
+    /// Runs `f`, returning the bytes it left allocated and what it returned.
+    pub(super) fn measure<T>(f: impl FnOnce() -> T) -> (isize, T) {
+        LIVE.with(|l| l.set(0));
+        ON.with(|o| o.set(true));
+        let out = f();
+        ON.with(|o| o.set(false));
+        (LIVE.with(Cell::get), out)
+    }
 }
