@@ -1,8 +1,10 @@
 //! Compiled snapshots and evaluation: the hot path.
 //!
-//! `detail` (what an evaluation answers), `table` (the compiled flags, found by key) and
-//! `snapshot` (compiling a flag set, and evaluating it).
+//! `detail` (what an evaluation answers), `table` (the compiled flags, found by key),
+//! `compile` (compiling each flag) and `snapshot` (a compiled flag set: made whole or
+//! from another by a change, and evaluated).
 
+mod compile;
 mod detail;
 mod snapshot;
 mod table;
