@@ -71,6 +71,9 @@ pub const DEFAULT_CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Versions turned into messages at most per look at a channel (one message).
 const VERSIONS_PER_SCAN: u64 = 1_000;
 
+/// Beyond one report interval, how long another replica's report may take to land.
+const SETTLE_MS: i64 = 250;
+
 /// The most of a receiver's answer kept in the history.
 const ANSWER_BYTES: usize = 2048;
 
@@ -306,8 +309,23 @@ impl Notifier {
                     }
                 })
                 .collect();
+            // With replicas on PostgreSQL, another replica's SDK instances are known
+            // here from its report, written every REPORT_EVERY: "N/N" is said only
+            // once every replica has reported since the commit, so that an instance
+            // connected to another replica is never left out of the count.
+            let settled = self.store.backend() == store::Backend::Sqlite
+                || now >= watch.committed_at + to_ms(crate::hub::REPORT_EVERY) + SETTLE_MS;
+            if lagging.is_empty() && !settled {
+                continue;
+            }
             if lagging.is_empty() {
-                let seconds = (now - watch.committed_at).max(0) as f64 / 1000.0;
+                // Measured to the last acknowledgement, not to when it was seen here.
+                let last_ack = fleet
+                    .iter()
+                    .filter_map(|i| i.last_ack.as_deref().and_then(ms_of_rfc3339))
+                    .max()
+                    .unwrap_or(now);
+                let seconds = (last_ack - watch.committed_at).max(0) as f64 / 1000.0;
                 let m = message::applied(&watch, fleet.len(), seconds);
                 self.store
                     .finish_watch(w.seq, Some(("applied", &json_of(&m)?)))
