@@ -420,7 +420,13 @@ async fn redis_killed_back_and_restarted_empty() {
     }
     converge(&sdks, head, "through B with Redis back").await;
     // A revert through B reaches A's streams as the compact restore frame, as it does
-    // B's own: not as a delta of every flag.
+    // B's own: not as a delta of every flag. The recorder is a stream of its own: it
+    // has the last toggle before the revert is counted from there.
+    let start = Instant::now();
+    while frames.lock().unwrap().last().map(|f| f.2) != Some(head) {
+        assert!(start.elapsed() < CONVERGE, "the recorder never got {head}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let before_revert = frames.lock().unwrap().len();
     head = ok(
         &b.base(),
