@@ -100,17 +100,22 @@ pub fn serve(args: &[String]) -> anyhow::Result<()> {
     })
 }
 
-/// `--clients 1000,10000` in `args`, else `default`.
-pub fn clients(args: &[String], default: &[usize]) -> anyhow::Result<Vec<usize>> {
-    match args.iter().position(|a| a == "--clients") {
+/// The numbers after `name` in `args` (`--clients 1000,10000`), or `default`.
+pub fn list_arg(args: &[String], name: &str, default: &[usize]) -> anyhow::Result<Vec<usize>> {
+    match args.iter().position(|a| a == name) {
         Some(i) => Ok(args
             .get(i + 1)
-            .context("--clients needs a list")?
+            .with_context(|| format!("{name} needs a list"))?
             .split(',')
             .map(str::parse)
             .collect::<Result<_, _>>()?),
         None => Ok(default.to_vec()),
     }
+}
+
+/// `--clients N,M` in `args`, or `default`.
+pub fn clients(args: &[String], default: &[usize]) -> anyhow::Result<Vec<usize>> {
+    list_arg(args, "--clients", default)
 }
 
 /// The clients' runtime: `--client-threads N` in `args`, else every core (on 2 cores,
@@ -382,7 +387,8 @@ async fn connection(
     Ok(())
 }
 
-fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+/// p50, p99 and the maximum.
+pub fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
     v.sort();
     let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
     (at(0.5), at(0.99), v[v.len() - 1])
@@ -410,7 +416,8 @@ pub fn report(scenario: &str, n: usize, run: Run) {
     );
 }
 
-fn ms(d: Duration) -> String {
+/// A duration in milliseconds, as the tables show it.
+pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 

@@ -112,6 +112,25 @@ pub(crate) async fn delete_flag(
     Ok(committed(&c))
 }
 
+/// Sets a flag's `state` (`ENABLED` or `DISABLED`) in a change, the rest of its
+/// definition as it is: what a kill switch writes, whoever throws it (a person, a
+/// trigger URL, an alert). `false` when there is no such flag.
+pub(crate) async fn put_state(
+    tx: &mut store::WriteTx<'_>,
+    key: &str,
+    state: &str,
+) -> ApiResult<bool> {
+    let Some(item) = tx.get(ItemKind::Flag, key).await? else {
+        return Ok(false);
+    };
+    let mut def = item.definition;
+    if let Value::Object(o) = &mut def {
+        o.insert("state".into(), Value::String(state.into()));
+    }
+    tx.put(ItemKind::Flag, key, Some(def), None).await?;
+    Ok(true)
+}
+
 pub(crate) async fn set_state(
     s: &AppState,
     caller: &Caller,
@@ -124,15 +143,11 @@ pub(crate) async fn set_state(
     caller.check(Perm::KillSwitch, Some(env))?;
     let mut tx = s.store.begin_write(env, if_match(headers)?).await?;
     guard_flag(&mut tx, headers, key).await?;
-    let item = tx
-        .get(ItemKind::Flag, key)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no flag \"{key}\" in \"{env}\"")))?;
-    let mut def = item.definition;
-    if let Value::Object(o) = &mut def {
-        o.insert("state".into(), Value::String(state.into()));
+    if !put_state(&mut tx, key, state).await? {
+        return Err(ApiError::NotFound(format!(
+            "no flag \"{key}\" in \"{env}\""
+        )));
     }
-    tx.put(ItemKind::Flag, key, Some(def), None).await?;
     let action = if state == "DISABLED" {
         "flag.disable"
     } else {

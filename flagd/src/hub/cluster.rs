@@ -36,7 +36,9 @@ fn better(a: &Instance, b: &Instance) -> bool {
 }
 
 impl Hub {
-    fn clustered(&self) -> bool {
+    /// Whether other replicas may share the store (PostgreSQL): their SDK instances are
+    /// known here from their fleet reports.
+    pub fn clustered(&self) -> bool {
         self.store.backend() == store::Backend::Postgres
     }
 

@@ -362,21 +362,23 @@ impl Hub {
             let _ = hub.tx.send(full.clone());
         }
         flagd_core::document::apply_changes(&mut c.document, changes);
-        // Remote evaluation's compiled head follows at the cost of what changed (the
-        // SDKs have the frame already), rather than a whole compile on the next call.
-        if let Some(old) = compiled
-            && old.snapshot.version() == from
-            && let Some(next) = old.advance(changes, committed.version, &c.document)
-            && let Ok(mut slot) = hub.compiled.lock()
-        {
-            *slot = Some(next);
-        }
         c.version = committed.version;
         c.at = Some(committed.at);
         c.snapshot = None;
         c.recent.push_back(full);
         while c.recent.len() > RECENT {
             c.recent.pop_front();
+        }
+        // Remote evaluation's compiled head follows at the cost of what changed, rather
+        // than a whole compile on the next call; under the read lock only, so that new
+        // connections are not held up (the SDKs have the frame already).
+        let c = c.downgrade();
+        if let Some(old) = compiled
+            && old.snapshot.version() == from
+            && let Some(next) = old.advance(changes, committed.version, &c.document)
+            && let Ok(mut slot) = hub.compiled.lock()
+        {
+            *slot = Some(next);
         }
     }
 

@@ -313,7 +313,7 @@ impl Notifier {
             // here from its report, written every REPORT_EVERY: "N/N" is said only
             // once every replica has reported since the commit, so that an instance
             // connected to another replica is never left out of the count.
-            let settled = self.store.backend() == store::Backend::Sqlite
+            let settled = !self.hub.clustered()
                 || now >= watch.committed_at + to_ms(crate::hub::REPORT_EVERY) + SETTLE_MS;
             if lagging.is_empty() && !settled {
                 continue;

@@ -17,35 +17,21 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use flagd_harness::SqliteFile;
 use flagd_sdk::{Client, EvaluationContext};
-use flagd_tests::load::{Api, FlagdChild, flags, serve};
+use flagd_tests::load::{Api, FlagdChild, flags, list_arg, ms, serve};
 use serde_json::json;
-
-fn arg(args: &[String], name: &str, default: usize) -> anyhow::Result<usize> {
-    match args.iter().position(|a| a == name) {
-        Some(i) => Ok(args
-            .get(i + 1)
-            .with_context(|| format!("{name} needs a number"))?
-            .parse()?),
-        None => Ok(default),
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("serve") {
         return serve(&args[2..]);
     }
-    let n = arg(&args, "--flags", 10_000)?;
-    let versions = arg(&args, "--versions", 1_000)?;
-    let runs = arg(&args, "--runs", 5)?;
+    let n = list_arg(&args, "--flags", &[10_000])?[0];
+    let versions = list_arg(&args, "--versions", &[1_000])?[0];
+    let runs = list_arg(&args, "--runs", &[5])?[0];
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(run(n, versions, runs))
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -21,43 +21,21 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use flagd_harness::SqliteFile;
 use flagd_sdk::Client;
-use flagd_tests::load::{Api, FlagdChild, flags, serve};
+use flagd_tests::load::{Api, FlagdChild, flags, list_arg, ms, percentiles, serve};
 use serde_json::json;
-
-fn list(args: &[String], name: &str, default: &[usize]) -> anyhow::Result<Vec<usize>> {
-    match args.iter().position(|a| a == name) {
-        Some(i) => Ok(args
-            .get(i + 1)
-            .with_context(|| format!("{name} needs a list"))?
-            .split(',')
-            .map(str::parse)
-            .collect::<Result<_, _>>()?),
-        None => Ok(default.to_vec()),
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("serve") {
         return serve(&args[2..]);
     }
-    let sizes = list(&args, "--flags", &[10, 10_000])?;
-    let sdks = list(&args, "--sdks", &[1])?;
-    let changes = list(&args, "--changes", &[200])?[0];
+    let sizes = list_arg(&args, "--flags", &[10, 10_000])?;
+    let sdks = list_arg(&args, "--sdks", &[1])?;
+    let changes = list_arg(&args, "--changes", &[200])?[0];
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(run(&sizes, &sdks, changes))
-}
-
-fn pct(v: &mut [Duration]) -> (Duration, Duration, Duration) {
-    v.sort();
-    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
-    (at(0.5), at(0.99), v[v.len() - 1])
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
 async fn run(sizes: &[usize], sdks: &[usize], changes: usize) -> anyhow::Result<()> {
@@ -159,9 +137,9 @@ async fn run(sizes: &[usize], sdks: &[usize], changes: usize) -> anyhow::Result<
                 r.bytes().await?;
                 ofrep.push(asked.elapsed());
             }
-            let (p50, p99, max) = pct(&mut spread);
-            let (rest50, _, _) = pct(&mut rest);
-            let (o50, o99, _) = pct(&mut ofrep);
+            let (p50, p99, max) = percentiles(spread);
+            let (rest50, _, _) = percentiles(rest);
+            let (o50, o99, _) = percentiles(ofrep);
             println!(
                 "| {n} | {m} | {changes} | {} | {} | {} | {} | {} | {} |",
                 ms(p50),

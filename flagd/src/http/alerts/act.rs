@@ -109,7 +109,7 @@ pub(super) async fn disable(
             Rejection::None,
         ));
     }
-    let Some(item) = tx.get(ItemKind::Flag, &flag).await? else {
+    if !put_state(&mut tx, &flag, "DISABLED").await? {
         drop(tx);
         e.outcome = "refused".into();
         e.detail = format!(
@@ -125,12 +125,7 @@ pub(super) async fn disable(
             },
             Rejection::NotFound,
         ));
-    };
-    let mut def = item.definition;
-    if let Value::Object(o) = &mut def {
-        o.insert("state".into(), Value::String("DISABLED".into()));
     }
-    tx.put(ItemKind::Flag, &flag, Some(def), None).await?;
     e.detail = format!("alert \"{}\" disabled \"{flag}\"", f.name);
     tx.record_alert(e.clone(), "alert.disable", f.payload.clone());
     let c = tx

@@ -167,8 +167,17 @@ impl Snapshot {
         }
         // The changed flags read and compiled as a set of their own, with the whole
         // set's evaluators and metadata: the same reading and compiling as a whole load.
+        // The evaluators go along only when they changed or a flag read again names
+        // one: a toggle of a flag without `$ref` does not copy them (an allow list may
+        // be large), and their problems then stay as they were.
+        let with_evaluators = !changed_evaluators.is_empty()
+            || recompile.values().any(|d| {
+                let mut r = Vec::new();
+                refs_of(d, &mut r);
+                !r.is_empty()
+            });
         let mut part = Map::new();
-        if !evaluators.is_empty() {
+        if with_evaluators && !evaluators.is_empty() {
             part.insert("$evaluators".into(), Json::Object((*evaluators).clone()));
         }
         if !self.set_metadata.is_empty() {
@@ -224,7 +233,7 @@ impl Snapshot {
             .filter(|p| !p.starts_with("flags."))
             .collect();
         let redone = |path: &str| {
-            path.starts_with("$evaluators")
+            (with_evaluators && path.starts_with("$evaluators"))
                 || plain_owner(path).is_some_and(|k| redone_keys.contains(k))
                 || quoted.iter().any(|q| {
                     path.strip_prefix(q.as_str())
