@@ -386,7 +386,8 @@ async fn a_read_only_store_is_refused_until_writable_again() {
     for f in ["flagd.db", "flagd.db-wal", "flagd.db-shm"] {
         mode(&dir.path().join(f), 0o644);
     }
-    assert_eq!(put_answer(&c, &base, "b").await.0, 201);
+    let (status, body) = put_answer(&c, &base, "b").await;
+    assert_eq!(status, 201, "{body}");
     assert_eq!(ready(&c, &base).await, 200);
     flagd.terminate();
     let flagd = as_user(binary(&db, port), uid).start();
@@ -447,7 +448,8 @@ async fn a_locked_store_is_refused_until_released() {
     assert_eq!(ready(&c, &base).await, 503);
     drop(holder.stdin.take());
     holder.wait().unwrap();
-    assert_eq!(put_answer(&c, &base, "b").await.0, 201);
+    let (status, body) = put_answer(&c, &base, "b").await;
+    assert_eq!(status, 201, "{body}");
     assert_eq!(ready(&c, &base).await, 200);
     flagd.terminate();
 }

@@ -61,7 +61,17 @@ impl Store {
             .acquire_timeout(options.timeout);
         let busy_ms = options.timeout.as_millis().clamp(1, i32::MAX as u128);
         if backend == Backend::Sqlite {
+            let read_only =
+                sqlite_file(url).map(|f| std::sync::Arc::new(ReadOnlyConnections::new(f)));
+            let seen = read_only.clone();
+            if let Some(read_only) = read_only {
+                opts = opts.before_acquire(move |conn, _| {
+                    let read_only = read_only.clone();
+                    Box::pin(async move { read_only.keep(conn).await })
+                });
+            }
             opts = opts.after_connect(move |conn, _| {
+                let seen = seen.clone();
                 Box::pin(async move {
                     // WAL lets readers run during a write; FULL sync keeps every
                     // acknowledged write across a power cut.
@@ -77,7 +87,10 @@ impl Store {
                     sqlx::query("PRAGMA foreign_keys = ON")
                         .execute(&mut *conn)
                         .await?;
-                    Ok(())
+                    match seen {
+                        Some(seen) => seen.note_open(conn).await,
+                        None => Ok(()),
+                    }
                 })
             });
         }
@@ -308,26 +321,9 @@ impl Store {
         Ok(())
     }
 
-    /// SQLite: which of the database's files this process cannot open for writing
-    /// (SQLite gives the -wal and -shm files the database's own mode, so making only the
-    /// database writable again is not enough).
+    /// SQLite: which of the database's files this process cannot open for writing.
     pub(super) fn unwritable_files(&self) -> Option<String> {
-        let (path, _, _) = self.file.as_ref()?;
-        let mut names = vec![path.clone()];
-        for suffix in ["-wal", "-shm"] {
-            let mut p = path.clone().into_os_string();
-            p.push(suffix);
-            names.push(p.into());
-        }
-        let unwritable: Vec<String> = names
-            .iter()
-            .filter(|p| p.exists())
-            .filter_map(|p| match std::fs::OpenOptions::new().write(true).open(p) {
-                Ok(_) => None,
-                Err(e) => Some(format!("{} ({e})", p.display())),
-            })
-            .collect();
-        (!unwritable.is_empty()).then(|| unwritable.join(", "))
+        unwritable_files(&self.file.as_ref()?.0)
     }
 
     /// Closes the pool after in-flight queries finish.
@@ -354,5 +350,84 @@ impl Store {
     /// between its COMMIT and its announcement.
     pub fn try_hold_writes(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         self.write_lock.try_lock().ok()
+    }
+}
+
+/// Which of a SQLite database's files this process cannot open for writing (SQLite gives
+/// the -wal and -shm files the database's own mode, so making only the database
+/// writable again is not enough).
+fn unwritable_files(path: &std::path::Path) -> Option<String> {
+    let mut names = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut p = path.to_path_buf().into_os_string();
+        p.push(suffix);
+        names.push(p.into());
+    }
+    let unwritable: Vec<String> = names
+        .iter()
+        .filter(|p| p.exists())
+        .filter_map(|p| match std::fs::OpenOptions::new().write(true).open(p) {
+            Ok(_) => None,
+            Err(e) => Some(format!("{} ({e})", p.display())),
+        })
+        .collect();
+    (!unwritable.is_empty()).then(|| unwritable.join(", "))
+}
+
+/// SQLite opens a file it may not write read-only, without an error, and such a
+/// connection stays read-only after the file is writable again: pooled, it would refuse
+/// the first writes after the store is fixed. Such a connection is marked (a table of its
+/// own temporary schema) and dropped at its next use once the file is writable.
+struct ReadOnlyConnections {
+    path: std::path::PathBuf,
+    /// How many marked connections may still be in the pool (0: nothing to check).
+    marked: std::sync::atomic::AtomicUsize,
+}
+
+impl ReadOnlyConnections {
+    const MARK: &str = "flagd_opened_read_only";
+
+    fn new(path: std::path::PathBuf) -> Self {
+        Self {
+            path,
+            marked: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// A connection was just opened: marks it if it is read-only.
+    async fn note_open(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        if unwritable_files(&self.path).is_some() {
+            sqlx::query(&format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {} (x)",
+                Self::MARK
+            ))
+            .execute(&mut *conn)
+            .await?;
+            self.marked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Whether a pooled connection may be used: not when it was opened read-only and
+    /// the file is writable now (while the file still is not, it is as good as a new one).
+    async fn keep(&self, conn: &mut AnyConnection) -> Result<bool, sqlx::Error> {
+        use std::sync::atomic::Ordering;
+        if self.marked.load(Ordering::Relaxed) == 0 || unwritable_files(&self.path).is_some() {
+            return Ok(true);
+        }
+        let marked = sqlx::query(&format!(
+            "SELECT 1 FROM temp.sqlite_master WHERE name = '{}'",
+            Self::MARK
+        ))
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+        if marked {
+            let _ = self
+                .marked
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+        Ok(!marked)
     }
 }
