@@ -203,7 +203,7 @@ fn initial(cache: Option<&Path>, bootstrap: Option<&Path>) -> Result<Current, Bu
     if let Some(c) = cache {
         match std::fs::read_to_string(c)
             .ok()
-            .and_then(|t| flagd_core::limits::from_slice_deep::<Value>(t.as_bytes()).ok())
+            .and_then(|t| flagd_core::limits::value_from_slice_deep(t.as_bytes()).ok())
         {
             Some(v) => {
                 let version = v.get("version").and_then(Value::as_u64).unwrap_or(0);
@@ -229,12 +229,13 @@ fn initial(cache: Option<&Path>, bootstrap: Option<&Path>) -> Result<Current, Bu
             path: b.to_owned(),
             message: e.to_string(),
         })?;
-        let doc: Value = flagd_core::limits::from_slice_deep(text.as_bytes()).map_err(|e| {
-            BuildError::Bootstrap {
-                path: b.to_owned(),
-                message: e,
-            }
-        })?;
+        let doc: Value =
+            flagd_core::limits::value_from_slice_deep(text.as_bytes()).map_err(|e| {
+                BuildError::Bootstrap {
+                    path: b.to_owned(),
+                    message: e,
+                }
+            })?;
         let snap = compile(&doc, 0).map_err(|message| BuildError::Bootstrap {
             path: b.to_owned(),
             message,

@@ -174,6 +174,18 @@ pub fn from_slice_deep<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T,
     Ok(v)
 }
 
+/// [`from_slice_deep`] into a JSON value, the members of a large object parsed on the
+/// machine's cores: what a 10,000-flag bootstrap or cache file is read with. The same
+/// value, and for text that is not JSON the same error.
+pub fn value_from_slice_deep(text: &[u8]) -> Result<Value, String> {
+    if text_depth(text, MAX_DECODE_DEPTH) <= MAX_DECODE_DEPTH
+        && let Some(v) = crate::parallel::parse_large(text)
+    {
+        return Ok(v);
+    }
+    from_slice_deep(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

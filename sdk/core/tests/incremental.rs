@@ -3,11 +3,12 @@
 //! the same answer for every flag and context. Checked over every flag-set document of
 //! the committed fuzz corpus (the testbed's files and what fuzzing grew from them), each
 //! with changes of every kind: a flag changed, removed, added, an evaluator changed or
-//! removed.
+//! removed. And a load that reads the document in place (what the SDK and flagd do)
+//! evaluates exactly as compiling the [`FlagSet`] read from it.
 
 use flagd_core::document::apply_changes;
 use flagd_core::wire::{Change, ItemKind};
-use flagd_core::{EvaluationContext, Snapshot};
+use flagd_core::{EvaluationContext, FlagSet, Snapshot};
 use serde_json::{Value, json};
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/flag_set");
@@ -126,22 +127,56 @@ fn change_lists(doc: &Value) -> Vec<Vec<Change>> {
     lists
 }
 
-#[test]
-fn a_delta_compiles_to_what_a_whole_load_gives() {
-    let ctxs = contexts();
-    let mut checked = 0;
+/// Every JSON document of the corpus, with its file.
+fn corpus() -> Vec<(std::path::PathBuf, Value)> {
     let mut entries: Vec<_> = std::fs::read_dir(CORPUS)
         .expect("the corpus")
         .filter_map(Result::ok)
         .map(|e| e.path())
         .collect();
     entries.sort();
-    for path in entries {
-        let bytes = std::fs::read(&path).unwrap();
-        let doc_bytes = bytes.split(|b| *b == 0).next().unwrap_or_default();
-        let Ok(doc) = serde_json::from_slice::<Value>(doc_bytes) else {
-            continue;
-        };
+    entries
+        .into_iter()
+        .filter_map(|path| {
+            let bytes = std::fs::read(&path).unwrap();
+            let doc_bytes = bytes.split(|b| *b == 0).next().unwrap_or_default();
+            let doc = serde_json::from_slice::<Value>(doc_bytes).ok()?;
+            Some((path, doc))
+        })
+        .collect()
+}
+
+#[test]
+fn a_load_read_in_place_evaluates_as_its_flag_set_compiled() {
+    let ctxs = contexts();
+    let mut checked = 0;
+    for (path, doc) in corpus() {
+        let in_place = Snapshot::load(&doc, 1);
+        let set = FlagSet::parse_isolated(&doc);
+        match (in_place, set) {
+            (Ok(s), Ok(set)) => {
+                let compiled = Snapshot::compile(&set, 1);
+                assert_eq!(
+                    answers(&s, &ctxs),
+                    answers(&compiled, &ctxs),
+                    "{}",
+                    path.display()
+                );
+                assert_eq!(s.metadata(), compiled.metadata(), "{}", path.display());
+                checked += 1;
+            }
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => panic!("{}: {a:?} but {b:?}", path.display()),
+        }
+    }
+    assert!(checked > 100, "only {checked} documents checked");
+}
+
+#[test]
+fn a_delta_compiles_to_what_a_whole_load_gives() {
+    let ctxs = contexts();
+    let mut checked = 0;
+    for (path, doc) in corpus() {
         // Deltas come from flagd, whose documents have flags as an object.
         if !doc.get("flags").is_some_and(Value::is_object) {
             continue;
@@ -211,4 +246,100 @@ fn set_metadata_and_whole_sections_need_a_whole_load_and_other_top_level_keys_do
         answers(&s2, &contexts())["flags"],
         answers(&s, &contexts())["flags"]
     );
+}
+
+/// A document large enough to be parsed, read and compiled on several cores: good
+/// flags, broken ones, flags naming evaluators (one of them broken), keys that need
+/// escaping, and a key written twice.
+fn large_document() -> String {
+    let mut flags = Vec::new();
+    for i in 0..6_000 {
+        let key = match i % 7 {
+            0 => format!("\"fl\\u00e4g-{i}\""),
+            1 => format!("\"flag.\\\"{i}\\\"\""),
+            _ => format!("\"flag-{i}\""),
+        };
+        let body = match i % 5 {
+            0 => r#"{"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "nope"}"#.to_owned(),
+            1 => r#"{"state": "DISABLED", "variants": {"a": "x", "b": "y"}, "defaultVariant": "a", "targeting": {"$ref": "gold"}}"#.to_owned(),
+            2 => r#"{"state": "ENABLED", "variants": {"a": 1, "b": 2}, "defaultVariant": "a", "targeting": {"$ref": "broken"}}"#.to_owned(),
+            3 => format!(r#"{{"state": "ENABLED", "variants": {{"on": true, "off": false}}, "defaultVariant": "off", "metadata": {{"n": {i}}}, "targeting": {{"fractional": [["on", {p}], ["off", {q}]]}}}}"#, p = i % 100, q = 100 - i % 100),
+            _ => r#"{"state": 7, "variants": []}"#.to_owned(),
+        };
+        flags.push(format!("{key}: {body}"));
+    }
+    // Written twice: the first place, the last value.
+    flags.push(
+        r#""flag-2": {"state": "ENABLED", "variants": {"z": "last"}, "defaultVariant": "z"}"#
+            .to_owned(),
+    );
+    format!(
+        r#"{{"$schema": "x", "metadata": {{"team": "t"}}, "$evaluators": {{"gold": {{"if": [{{"==": [{{"var": "tier"}}, "gold"]}}, "b", null]}}, "broken": {{}}}}, "flags": {{{}}}}}"#,
+        flags.join(",\n")
+    )
+}
+
+#[test]
+fn a_large_document_parses_as_on_one_thread() {
+    let text = large_document();
+    assert!(text.len() > 512 * 1024, "large enough for parts");
+    let parsed = flagd_core::limits::value_from_slice_deep(text.as_bytes()).unwrap();
+    let whole: Value = flagd_core::limits::from_slice_deep(text.as_bytes()).unwrap();
+    // Compared as text: the order of keys counts.
+    assert_eq!(parsed.to_string(), whole.to_string());
+    assert_eq!(parsed["flags"]["flag-2"]["variants"], json!({"z": "last"}));
+    let keys: Vec<&String> = parsed["flags"].as_object().unwrap().keys().collect();
+    assert_eq!(keys[2], "flag-2", "a repeated key keeps its first place");
+    // Not JSON: the same error as a whole parse.
+    let broken = format!("{}, \"tail\": [1,}}", &text[..text.len() - 1]);
+    assert_eq!(
+        flagd_core::limits::value_from_slice_deep(broken.as_bytes()),
+        flagd_core::limits::from_slice_deep::<Value>(broken.as_bytes())
+    );
+    assert!(flagd_core::limits::value_from_slice_deep(broken.as_bytes()).is_err());
+}
+
+#[test]
+fn a_large_document_loads_as_its_parts_do() {
+    let doc: Value = serde_json::from_str(&large_document()).unwrap();
+    let whole = Snapshot::load(&doc, 1).unwrap();
+    assert_eq!(whole.len(), 6_000);
+    let ctxs = contexts();
+    // The oracle: the same flags loaded in documents small enough for one thread.
+    let flags = doc["flags"].as_object().unwrap();
+    let keys: Vec<&String> = flags.keys().collect();
+    let mut expected_flags = Vec::new();
+    let mut expected_problems = std::collections::BTreeSet::new();
+    for part in keys.chunks(500) {
+        let mut small = doc.clone();
+        small["flags"] = Value::Object(
+            part.iter()
+                .map(|k| ((*k).clone(), flags[*k].clone()))
+                .collect(),
+        );
+        let s = Snapshot::load(&small, 1).unwrap();
+        let a = answers(&s, &ctxs);
+        expected_flags.extend(a["flags"].as_array().unwrap().iter().cloned());
+        expected_problems.extend(
+            a["problems"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(Value::to_string),
+        );
+    }
+    expected_flags.sort_by_key(|f| f[0].as_str().unwrap_or_default().to_owned());
+    let got = answers(&whole, &ctxs);
+    assert_eq!(got["flags"], Value::Array(expected_flags));
+    let got_problems: std::collections::BTreeSet<String> = got["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    assert_eq!(got_problems, expected_problems);
+    assert!(got_problems.len() > 3_000, "broken flags are reported");
+    // And as its flag set compiled.
+    let set = FlagSet::parse_isolated(&doc).unwrap();
+    assert_eq!(answers(&Snapshot::compile(&set, 1), &ctxs), got);
 }

@@ -9,19 +9,64 @@ use super::table::{CompiledFlag, Targeting, Variants};
 use crate::context::Tag;
 use crate::limits::MAX_COMPILED_SIZE;
 use crate::logic::{self, CompileCx};
-use crate::model::{FlagSet, FlagState};
+use crate::model::{FlagRef, FlagState, SetRef};
 use crate::problem::Problem;
 
 /// Every flag of a set compiled (see [`Snapshot::compile`]), and the set's problems with
-/// those of compiling.
-pub(super) fn compile_flags(set: &FlagSet) -> (Vec<Arc<CompiledFlag>>, Vec<Problem>) {
-    let mut flags = Vec::with_capacity(set.flags.len() + set.broken().len());
-    let mut problems: Vec<Problem> = set.problems().to_vec();
+/// those of compiling. A large set is compiled on the machine's cores, in parts of
+/// [`PART`] flags or more: an SDK starting from a 10,000-flag file evaluates its first
+/// flag after that (benchmarks.md section 9).
+pub(super) fn compile_flags(set: &SetRef<'_>) -> (Vec<Arc<CompiledFlag>>, Vec<Problem>) {
+    let mut flags = Vec::with_capacity(set.flags.len() + set.broken.len());
+    let mut problems: Vec<Problem> = set.problems.clone();
+    let entries: Vec<(&str, &FlagRef<'_>)> = set.flags.iter().map(|(k, f)| (*k, f)).collect();
+    let done = crate::parallel::map_parts(
+        &entries,
+        crate::parallel::parts(entries.len(), PART),
+        |part| {
+            let (mut f, mut p) = (Vec::with_capacity(part.len()), Vec::new());
+            compile_part(set, part, &mut f, &mut p);
+            (f, p)
+        },
+    );
+    for (f, p) in done {
+        flags.extend(f);
+        problems.extend(p);
+    }
+    for (key, message) in &set.broken {
+        if set.flags.contains_key(key.as_str()) {
+            continue;
+        }
+        flags.push(Arc::new(CompiledFlag {
+            key: key.as_str().into(),
+            key_tag: Tag::of(key),
+            disabled: false,
+            variants: Variants::new(&Map::new()),
+            default_variant: None,
+            targeting: Targeting::Invalid(message.as_str().into()),
+            metadata: Box::new(set.metadata().clone()),
+            refs: Box::new([]),
+        }));
+    }
+    (flags, problems)
+}
+
+/// Below this many flags a set is compiled on one thread: starting threads costs more.
+const PART: usize = 2_000;
+
+/// Compiles `part` of a set's flags into `flags`, their problems into `problems`. Each
+/// part compiles the `$evaluators` it uses once.
+fn compile_part(
+    set: &SetRef<'_>,
+    part: &[(&str, &FlagRef<'_>)],
+    flags: &mut Vec<Arc<CompiledFlag>>,
+    problems: &mut Vec<Problem>,
+) {
     let shared = logic::Shared::default();
-    for (key, flag) in &set.flags {
-        let variants = Variants::new(&flag.variants);
+    for &(key, flag) in part {
+        let variants = Variants::new(flag.variants());
         let mut broken: Option<String> = None;
-        let default_variant = match &flag.default_variant {
+        let default_variant = match flag.default_variant {
             None => None,
             Some(d) => {
                 let found = variants.find(d);
@@ -72,8 +117,8 @@ pub(super) fn compile_flags(set: &FlagSet) -> (Vec<Arc<CompiledFlag>>, Vec<Probl
                 message: msg.to_string(),
             });
         }
-        let mut metadata = set.metadata.clone();
-        if let Some(m) = &flag.metadata {
+        let mut metadata = set.metadata().clone();
+        if let Some(m) = flag.metadata {
             for (k, v) in m {
                 if !v.is_null() {
                     metadata.insert(k.clone(), v.clone());
@@ -81,7 +126,7 @@ pub(super) fn compile_flags(set: &FlagSet) -> (Vec<Arc<CompiledFlag>>, Vec<Probl
             }
         }
         flags.push(Arc::new(CompiledFlag {
-            key: key.as_str().into(),
+            key: (*key).into(),
             key_tag: Tag::of(key),
             disabled: flag.state == FlagState::Disabled,
             variants,
@@ -91,22 +136,6 @@ pub(super) fn compile_flags(set: &FlagSet) -> (Vec<Arc<CompiledFlag>>, Vec<Probl
             refs: refs.into(),
         }));
     }
-    for (key, message) in set.broken() {
-        if set.flags.contains_key(key) {
-            continue;
-        }
-        flags.push(Arc::new(CompiledFlag {
-            key: key.as_str().into(),
-            key_tag: Tag::of(key),
-            disabled: false,
-            variants: Variants::new(&Map::new()),
-            default_variant: None,
-            targeting: Targeting::Invalid(message.as_str().into()),
-            metadata: Box::new(set.metadata.clone()),
-            refs: Box::new([]),
-        }));
-    }
-    (flags, problems)
 }
 
 /// The `$evaluators` names a rule refers to with `{"$ref": name}`.

@@ -10,9 +10,11 @@ mod flag_set;
 mod read;
 #[cfg(test)]
 mod tests;
+mod view;
 
 pub use crate::problem::{Problem, ValidationErrors};
 pub use flag::{Flag, FlagState, VariantType};
 pub use flag_set::FlagSet;
 pub use read::Strictness;
-pub(crate) use read::read_set;
+pub(crate) use read::{read_isolated, read_set};
+pub(crate) use view::{FlagRef, SetRef};

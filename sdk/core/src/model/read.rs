@@ -2,8 +2,9 @@
 
 use serde_json::{Map, Value};
 
-use super::flag::{Flag, FlagState};
+use super::flag::FlagState;
 use super::flag_set::FlagSet;
+use super::view::{Evaluators, FlagRef, Order, SetRef};
 use crate::context::json_type;
 use crate::limits;
 use crate::path::Path;
@@ -31,18 +32,24 @@ impl FlagSet {
     /// compile). Fails only when the document as a whole is unusable: not an object, or
     /// `flags` or `$evaluators` of the wrong type.
     pub fn parse_isolated(json: &Value) -> Result<Self, ValidationErrors> {
-        let mut ck = Checker {
-            strict: false,
-            isolate: true,
-            problems: Vec::new(),
-        };
-        match read_set(json, &mut ck) {
-            Some(mut set) if ck.problems.is_empty() => {
-                set.problems.sort_by(|a, b| a.path.cmp(&b.path));
-                Ok(set)
-            }
-            _ => Err(ValidationErrors(ck.problems)),
+        read_isolated(json).map(|set| set.to_set())
+    }
+}
+
+/// [`FlagSet::parse_isolated`], borrowed from the document: what loading for evaluation
+/// compiles, without copying the document first.
+pub(crate) fn read_isolated(json: &Value) -> Result<SetRef<'_>, ValidationErrors> {
+    let mut ck = Checker {
+        strict: false,
+        isolate: true,
+        problems: Vec::new(),
+    };
+    match read_view(json, &mut ck) {
+        Some(mut set) if ck.problems.is_empty() => {
+            set.problems.sort_by(|a, b| a.path.cmp(&b.path));
+            Ok(set)
         }
+        _ => Err(ValidationErrors(ck.problems)),
     }
 }
 
@@ -60,10 +67,18 @@ impl<'de> serde::Deserialize<'de> for FlagSet {
     }
 }
 
+/// Below this many flags a set is read on one thread.
+const READ_PART: usize = 2_000;
+
 /// Reads a document's structure into a flag set, with the schema checks that go with
 /// reading it (soft ones count only when `ck.strict`). The strict checks of the whole
 /// (limits, targeting rules) are not made here but by `validate`, which runs after this.
 pub(crate) fn read_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
+    read_view(json, ck).map(|set| set.to_set())
+}
+
+/// [`read_set`], borrowed from `json`.
+fn read_view<'a>(json: &'a Value, ck: &mut Checker) -> Option<SetRef<'a>> {
     let root = Path::root();
     let Value::Object(obj) = json else {
         ck.hard(
@@ -75,21 +90,19 @@ pub(crate) fn read_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
         );
         return None;
     };
-    let mut set = FlagSet {
-        order: obj.keys().cloned().collect(),
-        nulls: ["$evaluators", "metadata"]
+    let mut set = SetRef::empty(
+        obj.keys().map(String::as_str).collect(),
+        ["$evaluators", "metadata"]
             .into_iter()
             .filter(|k| obj.get(*k).is_some_and(Value::is_null))
-            .map(str::to_owned)
             .collect(),
-        ..FlagSet::default()
-    };
+    );
 
     if let Some(ev) = obj.get("$evaluators") {
         let path = root.key("$evaluators");
         match ev {
             Value::Object(m) => {
-                let mut evaluators = m.clone();
+                let mut evaluators = Evaluators::Borrowed(m);
                 for (name, body) in m {
                     let p = path.key(name);
                     let before = ck.problems.len();
@@ -106,7 +119,12 @@ pub(crate) fn read_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
                     }
                     if ck.isolate && ck.problems.len() > before {
                         set.problems.extend(ck.problems.drain(before..));
-                        evaluators.shift_remove(name);
+                        if let Evaluators::Borrowed(m) = evaluators {
+                            evaluators = Evaluators::Owned(m.clone());
+                        }
+                        if let Evaluators::Owned(e) = &mut evaluators {
+                            e.shift_remove(name);
+                        }
                     }
                 }
                 set.evaluators = evaluators;
@@ -125,27 +143,47 @@ pub(crate) fn read_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
     if let Some(md) = obj.get("metadata") {
         let path = root.key("metadata");
         if let Some(m) = parse_metadata(md, &path, ck) {
-            set.metadata = m;
+            set.metadata = Some(m);
         }
     }
 
     match obj.get("flags") {
         None => ck.hard(&root.key("flags"), "is required"),
         Some(Value::Object(flags)) => {
-            for (key, flag) in flags {
-                let p = root.key("flags").key(key);
+            // Each flag is read on its own, so a large set is read on several cores;
+            // what was found is then taken in document order, as on one thread.
+            let entries: Vec<(&String, &Value)> = flags.iter().collect();
+            let (strict, isolate) = (ck.strict, ck.isolate);
+            let parts = crate::parallel::parts(entries.len(), READ_PART);
+            let read = crate::parallel::map_parts(&entries, parts, |part| {
+                let mut ck = Checker {
+                    strict,
+                    isolate,
+                    problems: Vec::new(),
+                };
+                let flags_path = root.key("flags");
+                part.iter()
+                    .map(|&(key, flag)| {
+                        let p = flags_path.key(key);
+                        if ck.strict
+                            && let Err(e) = limits::check_key(key)
+                        {
+                            ck.hard(&p, format!("a flag key {e}"));
+                        }
+                        let parsed = parse_flag(flag, &p, &mut ck, false);
+                        (key.as_str(), parsed, std::mem::take(&mut ck.problems))
+                    })
+                    .collect::<Vec<_>>()
+            });
+            set.flags.reserve(entries.len());
+            for (key, parsed, found) in read.into_iter().flatten() {
                 let before = ck.problems.len();
-                if ck.strict
-                    && let Err(e) = limits::check_key(key)
-                {
-                    ck.hard(&p, format!("a flag key {e}"));
-                }
-                let parsed = parse_flag(flag, &p, ck, false);
+                ck.problems.extend(found);
                 if ck.isolate && set_aside(&mut set, key, ck, before) {
                     continue;
                 }
                 if let Some(f) = parsed {
-                    set.flags.insert(key.clone(), f);
+                    set.flags.insert(key, f);
                 }
             }
         }
@@ -154,7 +192,7 @@ pub(crate) fn read_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
             for (i, flag) in flags.iter().enumerate() {
                 let p = root.key("flags").index(i);
                 let key = match flag.get("key") {
-                    Some(Value::String(k)) if !k.is_empty() => k.clone(),
+                    Some(Value::String(k)) if !k.is_empty() => k.as_str(),
                     Some(Value::String(_)) => {
                         ck.hard(&p.key("key"), "a flag key must not be empty");
                         continue;
@@ -171,18 +209,18 @@ pub(crate) fn read_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
                         continue;
                     }
                 };
-                if set.flags.contains_key(&key) {
+                if set.flags.contains_key(key) {
                     ck.hard(&p.key("key"), format!("duplicate flag key \"{key}\""));
                     continue;
                 }
                 let before = ck.problems.len();
                 if ck.strict
-                    && let Err(e) = limits::check_key(&key)
+                    && let Err(e) = limits::check_key(key)
                 {
                     ck.hard(&p.key("key"), format!("a flag key {e}"));
                 }
                 let parsed = parse_flag(flag, &p, ck, true);
-                if ck.isolate && set_aside(&mut set, &key, ck, before) {
+                if ck.isolate && set_aside(&mut set, key, ck, before) {
                     continue;
                 }
                 if let Some(f) = parsed {
@@ -201,7 +239,7 @@ pub(crate) fn read_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
 
     for (k, v) in obj {
         if !matches!(k.as_str(), "flags" | "$evaluators" | "metadata") {
-            set.extra.insert(k.clone(), v.clone());
+            set.extra.push((k, v));
         }
     }
 
@@ -210,7 +248,7 @@ pub(crate) fn read_set(json: &Value, ck: &mut Checker) -> Option<FlagSet> {
 
 /// Isolating load: moves the problems found since `before` to the set's list and marks
 /// the flag broken. Returns whether it was.
-fn set_aside(set: &mut FlagSet, key: &str, ck: &mut Checker, before: usize) -> bool {
+fn set_aside(set: &mut SetRef<'_>, key: &str, ck: &mut Checker, before: usize) -> bool {
     if ck.problems.len() == before {
         return false;
     }
@@ -225,7 +263,11 @@ fn set_aside(set: &mut FlagSet, key: &str, ck: &mut Checker, before: usize) -> b
     true
 }
 
-fn parse_metadata(md: &Value, path: &Path, ck: &mut Checker) -> Option<Map<String, Value>> {
+fn parse_metadata<'a>(
+    md: &'a Value,
+    path: &Path,
+    ck: &mut Checker,
+) -> Option<&'a Map<String, Value>> {
     match md {
         Value::Object(m) => {
             for (k, v) in m {
@@ -244,7 +286,7 @@ fn parse_metadata(md: &Value, path: &Path, ck: &mut Checker) -> Option<Map<Strin
                     );
                 }
             }
-            Some(m.clone())
+            Some(m)
         }
         Value::Null => None,
         other => {
@@ -257,7 +299,12 @@ fn parse_metadata(md: &Value, path: &Path, ck: &mut Checker) -> Option<Map<Strin
     }
 }
 
-fn parse_flag(json: &Value, path: &Path, ck: &mut Checker, array_form: bool) -> Option<Flag> {
+fn parse_flag<'a>(
+    json: &'a Value,
+    path: &Path,
+    ck: &mut Checker,
+    array_form: bool,
+) -> Option<FlagRef<'a>> {
     let Value::Object(obj) = json else {
         ck.hard(
             path,
@@ -332,11 +379,11 @@ fn parse_flag(json: &Value, path: &Path, ck: &mut Checker, array_form: bool) -> 
                     Some(_) => {}
                 }
             }
-            v.clone()
+            Some(v)
         }
         None | Some(Value::Null) => {
             ck.soft(&path.key("variants"), "is required");
-            Map::new()
+            None
         }
         Some(other) => {
             ck.hard(
@@ -346,7 +393,7 @@ fn parse_flag(json: &Value, path: &Path, ck: &mut Checker, array_form: bool) -> 
                     json_type(other)
                 ),
             );
-            Map::new()
+            None
         }
     };
 
@@ -354,20 +401,21 @@ fn parse_flag(json: &Value, path: &Path, ck: &mut Checker, array_form: bool) -> 
         None => (None, false),
         Some(Value::Null) => (None, true),
         Some(Value::String(d)) => {
-            if !variants.contains_key(d) {
+            if !variants.is_some_and(|v| v.contains_key(d)) {
                 ck.hard(
                     &path.key("defaultVariant"),
                     format!(
                         "\"{d}\" is not a variant ({})",
                         variants
-                            .keys()
+                            .into_iter()
+                            .flat_map(|v| v.keys())
                             .map(String::as_str)
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
                 );
             }
-            (Some(d.clone()), false)
+            (Some(d.as_str()), false)
         }
         Some(other) => {
             ck.hard(
@@ -390,7 +438,7 @@ fn parse_flag(json: &Value, path: &Path, ck: &mut Checker, array_form: bool) -> 
                     ),
                 );
             }
-            Some(t.clone())
+            Some(t)
         }
     };
 
@@ -398,7 +446,7 @@ fn parse_flag(json: &Value, path: &Path, ck: &mut Checker, array_form: bool) -> 
         .get("metadata")
         .and_then(|m| parse_metadata(m, &path.key("metadata"), ck));
 
-    let mut extra = Map::new();
+    let mut extra = Vec::new();
     for (k, v) in obj {
         match k.as_str() {
             "state" | "variants" | "defaultVariant" | "targeting" | "metadata" => {}
@@ -408,7 +456,7 @@ fn parse_flag(json: &Value, path: &Path, ck: &mut Checker, array_form: bool) -> 
                     &path.key(k),
                     "is not a flag property (state, variants, defaultVariant, targeting, metadata)",
                 );
-                extra.insert(k.clone(), v.clone());
+                extra.push((k.as_str(), v));
             }
         }
     }
@@ -416,15 +464,15 @@ fn parse_flag(json: &Value, path: &Path, ck: &mut Checker, array_form: bool) -> 
     if !ck.strict && ck.problems.len() > before {
         return None;
     }
-    Some(Flag {
+    Some(FlagRef {
         state,
         variants,
         default_variant,
+        default_variant_null,
         targeting,
         metadata,
-        default_variant_null,
         metadata_null: obj.get("metadata").is_some_and(Value::is_null),
         extra,
-        order: obj.keys().cloned().collect(),
+        order: Order::Json(obj),
     })
 }
