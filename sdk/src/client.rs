@@ -170,6 +170,8 @@ impl ClientBuilder {
         let (stop, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             current: ArcSwap::from_pointee(start),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            id: crate::shared::next_client_id(),
             status,
             changes,
             config: Config {
@@ -315,7 +317,7 @@ impl Client {
     /// ```
     #[inline]
     pub fn enabled(&self, key: &str, ctx: &EvaluationContext) -> bool {
-        self.inner.current.load().snapshot.enabled(key, ctx)
+        self.inner.with_snapshot(|s| s.enabled(key, ctx))
     }
 
     /// The flag's boolean value, or `default`.
@@ -327,10 +329,7 @@ impl Client {
     /// ```
     pub fn bool_value(&self, key: &str, ctx: &EvaluationContext, default: bool) -> bool {
         self.inner
-            .current
-            .load()
-            .snapshot
-            .bool_value(key, ctx, default)
+            .with_snapshot(|s| s.bool_value(key, ctx, default))
     }
 
     /// The flag's integer value, or `default`.
@@ -341,11 +340,7 @@ impl Client {
     /// # }
     /// ```
     pub fn int_value(&self, key: &str, ctx: &EvaluationContext, default: i64) -> i64 {
-        self.inner
-            .current
-            .load()
-            .snapshot
-            .int_value(key, ctx, default)
+        self.inner.with_snapshot(|s| s.int_value(key, ctx, default))
     }
 
     /// The flag's numeric value, or `default`.
@@ -357,10 +352,7 @@ impl Client {
     /// ```
     pub fn float_value(&self, key: &str, ctx: &EvaluationContext, default: f64) -> f64 {
         self.inner
-            .current
-            .load()
-            .snapshot
-            .float_value(key, ctx, default)
+            .with_snapshot(|s| s.float_value(key, ctx, default))
     }
 
     /// The flag's string value, or `default` (the one getter that allocates: it returns
@@ -373,11 +365,7 @@ impl Client {
     /// ```
     pub fn string_value(&self, key: &str, ctx: &EvaluationContext, default: &str) -> String {
         self.inner
-            .current
-            .load()
-            .snapshot
-            .string_value(key, ctx, default)
-            .to_owned()
+            .with_snapshot(|s| s.string_value(key, ctx, default).to_owned())
     }
 
     /// The flag's object value, or `default`.
@@ -389,10 +377,7 @@ impl Client {
     /// ```
     pub fn json_value(&self, key: &str, ctx: &EvaluationContext, default: Value) -> Value {
         self.inner
-            .current
-            .load()
-            .snapshot
-            .json_value(key, ctx, default)
+            .with_snapshot(|s| s.json_value(key, ctx, default))
     }
 
     /// Full details of an evaluation (value, variant, reason, error, metadata and the

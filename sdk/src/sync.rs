@@ -244,7 +244,7 @@ fn publish_to(inner: &Inner, publish: Publish) -> Arc<Current> {
         status,
         change,
     } = publish;
-    inner.current.store(current.clone());
+    inner.serve(current.clone());
     inner.status.send_replace(status);
     inner.changes.send_replace(change);
     current

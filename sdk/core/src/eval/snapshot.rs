@@ -330,6 +330,7 @@ impl Snapshot {
 
     /// Evaluates a flag with full details. Never fails and never panics: problems are
     /// reported as reason `ERROR` with an error code.
+    #[inline]
     pub fn evaluate<'a>(&'a self, key: &str, ctx: &EvaluationContext) -> Detail<'a> {
         let Some(flag) = self.flags.get(key) else {
             return Detail {
@@ -368,6 +369,7 @@ impl Snapshot {
         d
     }
 
+    #[inline]
     fn evaluate_flag<'a>(&'a self, flag: &'a CompiledFlag, ctx: &EvaluationContext) -> Detail<'a> {
         let mut d = Detail {
             value: None,
