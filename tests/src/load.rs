@@ -7,8 +7,8 @@
 //! replica when a connection ends, resuming from the version held. They hold the head
 //! when they connect, as SDKs that were already running do, and keep the version a
 //! revert restores (P9), so a revert is applied by swapping; they do not compile flag
-//! sets, which the SDK does on its own core and is measured by the evaluation
-//! benchmarks.
+//! sets. With `--real-sdks` the clients are real SDK clients instead (`load/sdk.rs`),
+//! which do: what a change costs in every application process is then in the figures.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +22,8 @@ use serde_json::{Map, Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+mod sdk;
 
 /// A flagd process: this binary re-executed as `serve DB PORT [REDIS_URL NAME]`, flagd's
 /// server in-process on the store at 127.0.0.1:PORT. Killed (SIGKILL) when dropped.
@@ -474,6 +476,8 @@ pub struct Scenario<'a> {
     pub held: u64,
     /// The change: a path and its body, POSTed.
     pub change: (&'a str, Value),
+    /// Real SDK clients (`flagd_sdk::Client`) instead of protocol clients.
+    pub real_sdks: bool,
 }
 
 /// Runs a scenario against replicas (`bases`, with their process ids `pids`), the
@@ -497,14 +501,19 @@ pub async fn run_scenario(
     });
     let mut tasks = Vec::with_capacity(n);
     let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let bases: Arc<[String]> = bases.iter().cloned().collect();
     let spawn = |i: usize| {
         let (urls, key, fleet, gate) = (urls.clone(), key.to_owned(), fleet.clone(), gate.clone());
+        let (bases, real) = (bases.clone(), s.real_sdks);
         tokio::spawn(async move {
             // Bounded concurrency while connecting, as a fleet of SDKs ramps up.
             let Ok(permit) = gate.acquire_owned().await else {
                 return;
             };
-            client(i, urls, key, held, fleet, permit).await;
+            match real {
+                true => sdk::sdk_client(i, bases, key, fleet, permit).await,
+                false => client(i, urls, key, held, fleet, permit).await,
+            }
         })
     };
     let rss = || -> anyhow::Result<u64> { pids.iter().map(|p| rss_kib(*p)).sum() };

@@ -90,6 +90,7 @@ impl Deployment {
             n,
             held,
             change: (&path, json!({"reason": "load"})),
+            real_sdks: false,
         };
         let run = run_scenario(&self.api, &self.bases(), &self.pids(), s, before).await?;
         report(label, n, run);
@@ -107,6 +108,7 @@ impl Deployment {
                 "/environments/revert/revert",
                 json!({"version": held - 1, "reason": "load"}),
             ),
+            real_sdks: false,
         };
         let run = run_scenario(&self.api, &self.bases(), &self.pids(), s, || {}).await?;
         report(label, n, run);
@@ -159,6 +161,7 @@ async fn orchestrate(clients: &[usize], replicas: usize) -> anyhow::Result<()> {
             n,
             held,
             change: (&path, json!({"reason": "load"})),
+            real_sdks: false,
         };
         let run = run_scenario(&many.api, &bases, &pids, s, || victim.kill()).await?;
         report(

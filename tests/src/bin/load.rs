@@ -1,7 +1,7 @@
 //! Propagation load harness (benchmarks.md section 2), not part of the test run:
 //!
 //! ```text
-//! cargo run --release -p flagd-tests --bin load -- [--clients 1000,10000] [--client-threads 1]
+//! cargo run --release -p flagd-tests --bin load -- [--clients 1000,10000] [--client-threads 1] [--real-sdks]
 //! ```
 //!
 //! Starts flagd on SQLite in a separate process (this binary re-executed as `serve`),
@@ -15,7 +15,9 @@
 //! and flagd's resident memory per idle connection (measured after the first client
 //! has made flagd load the environment).
 //!
-//! The clients are described in `flagd_tests::load`.
+//! The clients are described in `flagd_tests::load`. With `--real-sdks` they are real
+//! SDK clients (`flagd-sdk`), which compile what they receive; the revert is then left
+//! out, since every one of N SDKs would hold its own 10,000-flag set.
 
 use flagd_harness::SqliteFile;
 use flagd_tests::load::{
@@ -30,10 +32,12 @@ fn main() -> anyhow::Result<()> {
         return serve(&args[2..]);
     }
     let clients = flagd_tests::load::clients(&args, &[1000, 10_000])?;
-    client_runtime(&args)?.block_on(orchestrate(&clients))
+    let real = args.iter().any(|a| a == "--real-sdks");
+    client_runtime(&args)?.block_on(orchestrate(&clients, real))
 }
 
-async fn orchestrate(clients: &[usize]) -> anyhow::Result<()> {
+async fn orchestrate(clients: &[usize], real_sdks: bool) -> anyhow::Result<()> {
+    let kind = if real_sdks { " (real SDKs)" } else { "" };
     let db = SqliteFile::new();
     let flagd = FlagdChild::start(&db.url(), None)?;
     let api = Api {
@@ -52,9 +56,10 @@ async fn orchestrate(clients: &[usize]) -> anyhow::Result<()> {
             n,
             held,
             change: (&change.0, change.1),
+            real_sdks,
         };
         report(
-            "one-flag toggle",
+            &format!("one-flag toggle{kind}"),
             n,
             run_scenario(&api, &bases, &pids, s, || {}).await?,
         );
@@ -75,12 +80,16 @@ async fn orchestrate(clients: &[usize]) -> anyhow::Result<()> {
             n,
             held,
             change: ("/alertmanager", alert_kill("toggle", "flag-00000", n)),
+            real_sdks,
         };
         report(
-            "kill switch by an Alertmanager webhook",
+            &format!("kill switch by an Alertmanager webhook{kind}"),
             n,
             run_scenario(&api, &bases, &pids, s, || {}).await?,
         );
+        if real_sdks {
+            continue;
+        }
         let held = head(&api, "revert").await?;
         let s = Scenario {
             env: "revert",
@@ -91,6 +100,7 @@ async fn orchestrate(clients: &[usize]) -> anyhow::Result<()> {
                 "/environments/revert/revert",
                 json!({"version": held - 1, "reason": "load"}),
             ),
+            real_sdks,
         };
         report(
             "revert of 10,000 flags",
