@@ -380,54 +380,66 @@ impl Snapshot {
             flag_metadata: &flag.metadata,
             version: self.version,
         };
+        match self.decide(flag, ctx) {
+            Decision::Chosen(reason, variant) => {
+                d.reason = reason;
+                if let Some(i) = variant {
+                    d.variant = Some(&flag.variants.names[i]);
+                    d.value = Some(&flag.variants.values[i]);
+                }
+            }
+            Decision::Failed(code, message) => {
+                d.reason = Reason::Error;
+                d.error_code = Some(code);
+                d.error_message = Some(message);
+            }
+        }
+        d
+    }
+
+    /// The value a flag evaluates to (`None`: the caller's default), as
+    /// [`Snapshot::evaluate`] gives it, without the rest of the detail: what the typed
+    /// getters need.
+    #[inline]
+    fn value_of<'a>(&'a self, key: &str, ctx: &EvaluationContext) -> Option<&'a Json> {
+        let flag = self.flags.get(key)?;
+        match self.decide(flag, ctx) {
+            Decision::Chosen(_, Some(i)) => Some(&flag.variants.values[i]),
+            _ => None,
+        }
+    }
+
+    /// Why a flag evaluates as it does, and to which of its variants.
+    #[inline]
+    fn decide<'a>(&'a self, flag: &'a CompiledFlag, ctx: &EvaluationContext) -> Decision<'a> {
         if flag.disabled {
-            d.reason = Reason::Disabled;
-            return d;
+            return Decision::Chosen(Reason::Disabled, None);
         }
         let env = Env::new(ctx, &flag.key);
         let outcome = match &flag.targeting {
             Targeting::None => {
-                if let Some(i) = flag.default_variant {
-                    d.reason = Reason::Static;
-                    d.variant = Some(&flag.variants.names[i]);
-                    d.value = Some(&flag.variants.values[i]);
-                }
-                return d;
+                return match flag.default_variant {
+                    Some(i) => Decision::Chosen(Reason::Static, Some(i)),
+                    None => Decision::Chosen(Reason::Default, None),
+                };
             }
             Targeting::Invalid(msg) => {
-                d.reason = Reason::Error;
-                d.error_code = Some(ErrorCode::ParseError);
-                d.error_message = Some(Cow::Borrowed(msg));
-                return d;
+                return Decision::Failed(ErrorCode::ParseError, Cow::Borrowed(msg));
             }
             Targeting::Split(f) => f.outcome(&env),
             Targeting::Rule(e) => e.eval_outcome(&env),
         };
         // Where flagd's engine would have failed part-way (e.g. `cat` of a boolean).
         if let Some(why) = env.fault.get() {
-            d.reason = Reason::Error;
-            d.error_code = Some(ErrorCode::ParseError);
-            d.error_message = Some(Cow::Borrowed(why));
-            return d;
+            return Decision::Failed(ErrorCode::ParseError, Cow::Borrowed(why));
         }
         let result = match outcome {
-            Outcome::Variant(i) => {
-                d.reason = Reason::TargetingMatch;
-                d.variant = Some(&flag.variants.names[i]);
-                d.value = Some(&flag.variants.values[i]);
-                return d;
-            }
+            Outcome::Variant(i) => return Decision::Chosen(Reason::TargetingMatch, Some(i)),
             Outcome::Value(v) => v,
         };
         let num_key: String;
         let key: &str = match &result {
-            Val::Null => {
-                if let Some(i) = flag.default_variant {
-                    d.variant = Some(&flag.variants.names[i]);
-                    d.value = Some(&flag.variants.values[i]);
-                }
-                return d;
-            }
+            Val::Null => return Decision::Chosen(Reason::Default, flag.default_variant),
             Val::Bool(true) => "true",
             Val::Bool(false) => "false",
             Val::Num(n) => {
@@ -437,43 +449,36 @@ impl Snapshot {
             other => match other.as_str() {
                 Some(s) => s,
                 None => {
-                    d.reason = Reason::Error;
-                    d.error_code = Some(ErrorCode::General);
-                    d.error_message = Some(Cow::Borrowed(
-                        "targeting returned an array or object instead of a variant name",
-                    ));
-                    return d;
+                    return Decision::Failed(
+                        ErrorCode::General,
+                        Cow::Borrowed(
+                            "targeting returned an array or object instead of a variant name",
+                        ),
+                    );
                 }
             },
         };
         match flag.variants.find(key) {
-            Some(i) => {
-                d.reason = Reason::TargetingMatch;
-                d.variant = Some(&flag.variants.names[i]);
-                d.value = Some(&flag.variants.values[i]);
-            }
-            None => {
-                d.reason = Reason::Error;
-                d.error_code = Some(ErrorCode::General);
-                d.error_message = Some(Cow::Owned(format!(
+            Some(i) => Decision::Chosen(Reason::TargetingMatch, Some(i)),
+            None => Decision::Failed(
+                ErrorCode::General,
+                Cow::Owned(format!(
                     "targeting returned \"{key}\", which is not a variant of this flag"
-                )));
-            }
+                )),
+            ),
         }
-        d
     }
 
     /// `true` only when the flag evaluates to the boolean `true`; anything else (missing
     /// flag, disabled, error, another type) is `false`.
     #[inline]
     pub fn enabled(&self, key: &str, ctx: &EvaluationContext) -> bool {
-        matches!(self.evaluate(key, ctx).value, Some(Json::Bool(true)))
+        matches!(self.value_of(key, ctx), Some(Json::Bool(true)))
     }
 
     /// The flag's boolean value, or `default`.
     pub fn bool_value(&self, key: &str, ctx: &EvaluationContext, default: bool) -> bool {
-        self.evaluate(key, ctx)
-            .value
+        self.value_of(key, ctx)
             .and_then(Json::as_bool)
             .unwrap_or(default)
     }
@@ -485,33 +490,37 @@ impl Snapshot {
         ctx: &EvaluationContext,
         default: &'a str,
     ) -> &'a str {
-        self.evaluate(key, ctx)
-            .value
+        self.value_of(key, ctx)
             .and_then(Json::as_str)
             .unwrap_or(default)
     }
 
     /// The flag's integer value, or `default` (also when the value is not a whole number).
     pub fn int_value(&self, key: &str, ctx: &EvaluationContext, default: i64) -> i64 {
-        self.evaluate(key, ctx)
-            .value
+        self.value_of(key, ctx)
             .and_then(integer_of)
             .unwrap_or(default)
     }
 
     /// The flag's numeric value, or `default`.
     pub fn float_value(&self, key: &str, ctx: &EvaluationContext, default: f64) -> f64 {
-        self.evaluate(key, ctx)
-            .value
+        self.value_of(key, ctx)
             .and_then(Json::as_f64)
             .unwrap_or(default)
     }
 
     /// The flag's object value, or `default`.
     pub fn json_value(&self, key: &str, ctx: &EvaluationContext, default: Json) -> Json {
-        match self.evaluate(key, ctx).value {
+        match self.value_of(key, ctx) {
             Some(v @ Json::Object(_)) => v.clone(),
             _ => default,
         }
     }
+}
+
+/// How a flag evaluated: a reason and the variant chosen (`None`: the caller's default),
+/// or an error.
+enum Decision<'a> {
+    Chosen(Reason, Option<usize>),
+    Failed(ErrorCode, Cow<'a, str>),
 }
