@@ -72,9 +72,12 @@ impl<'a> Expr {
         match (self, scope) {
             (Expr::Var(VarPath::Segments(segs), None), Scope::Root) if segs.len() == 1 => {
                 let seg = &segs[0];
-                env.ctx
-                    .get_tagged(seg.tag, &seg.name)
-                    .map_or(Val::Null, Val::of)
+                // A `match`, not `map_or(Val::Null, …)`: the unused default would be
+                // dropped through `Val`'s (out-of-line, recursive) drop glue every call.
+                match env.ctx.get_tagged(seg.tag, &seg.name) {
+                    Some(v) => Val::of(v),
+                    None => Val::Null,
+                }
             }
             (Expr::Lit(v), _) => Val::of(v),
             _ => self.eval_in(env, scope),
@@ -95,14 +98,17 @@ impl<'a> Expr {
                     Some(s) => tag.same(lit, Tag::of(s), s),
                     None => loose_eq(&v, &Val::Str(lit)),
                 };
+                v.release();
                 eq != *negate
             }
             Expr::InSet(needle, set, lits) => {
                 let n = needle.eval_operand(env, scope);
-                match n.as_str() {
+                let found = match n.as_str() {
                     Some(s) => set.contains(s),
                     None => contains(&Val::Arr(lits), &n),
-                }
+                };
+                n.release();
+                found
             }
             Expr::Ref(inner) => inner.eval_bool(env, scope),
             other => truthy(&other.eval_in(env, scope)),

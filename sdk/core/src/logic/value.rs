@@ -20,6 +20,16 @@ pub(crate) enum Val<'a> {
 }
 
 impl<'a> Val<'a> {
+    /// Drops the value, inline for the variants that own nothing: `Val`'s drop glue is
+    /// out of line (the type is recursive), a call on every operand of every condition.
+    #[inline(always)]
+    pub(crate) fn release(self) {
+        match self {
+            owned @ (Self::String(_) | Self::List(_) | Self::Owned(_)) => drop(owned),
+            borrowed => std::mem::forget(borrowed),
+        }
+    }
+
     #[inline]
     pub(crate) fn of(v: &'a Value) -> Self {
         match v {
