@@ -137,43 +137,15 @@ pub fn client_runtime(args: &[String]) -> anyhow::Result<tokio::runtime::Runtime
 /// Sets up the two environments every run uses: `toggle` (10 flags) and `revert`
 /// (10,000 flags, two versions), and returns their SDK keys.
 pub async fn seed(api: &Api) -> anyhow::Result<(String, String)> {
-    for env in ["toggle", "revert"] {
-        api.call(
-            reqwest::Method::POST,
-            "/environments",
-            json!({ "key": env }),
-        )
-        .await?;
-    }
+    api.environment("toggle", flags(10, 5)).await?;
+    api.environment("revert", flags(10_000, 5)).await?;
     api.call(
         reqwest::Method::PUT,
-        "/environments/toggle/flags",
-        flags(10, 5),
+        "/environments/revert/flags",
+        flags(10_000, 50),
     )
     .await?;
-    for percent in [5, 50] {
-        api.call(
-            reqwest::Method::PUT,
-            "/environments/revert/flags",
-            flags(10_000, percent),
-        )
-        .await?;
-    }
-    let mut keys = Vec::new();
-    for env in ["toggle", "revert"] {
-        let key = api
-            .call(
-                reqwest::Method::POST,
-                &format!("/environments/{env}/sdk-keys"),
-                json!({}),
-            )
-            .await?["secret"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        keys.push(key);
-    }
-    Ok((keys.remove(0), keys.remove(0)))
+    Ok((api.sdk_key("toggle").await?, api.sdk_key("revert").await?))
 }
 
 /// The head of an environment.
@@ -252,7 +224,7 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// flagd's REST API as the admin.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Api {
     /// `http://127.0.0.1:port`.
     pub base: String,
@@ -261,6 +233,45 @@ pub struct Api {
 }
 
 impl Api {
+    /// The API of the flagd at `base`.
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Creates environment `env` holding `flags` (a flag-set document).
+    pub async fn environment(&self, env: &str, flags: Value) -> anyhow::Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            "/environments",
+            json!({ "key": env }),
+        )
+        .await?;
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/environments/{env}/flags"),
+            flags,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A new SDK key of `env`.
+    pub async fn sdk_key(&self, env: &str) -> anyhow::Result<String> {
+        Ok(self
+            .call(
+                reqwest::Method::POST,
+                &format!("/environments/{env}/sdk-keys"),
+                json!({}),
+            )
+            .await?["secret"]
+            .as_str()
+            .context("an SDK key")?
+            .to_owned())
+    }
+
     /// One call; an error unless it answered 2xx.
     pub async fn call(
         &self,

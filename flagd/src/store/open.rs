@@ -57,7 +57,11 @@ impl Store {
             anyhow::bail!("--database-url must start with sqlite: or postgres://, got {url:?}");
         };
         let mut opts = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .max_connections(if backend == Backend::Sqlite {
+                SQLITE_POOL as u32
+            } else {
+                16
+            })
             .acquire_timeout(options.timeout);
         let busy_ms = options.timeout.as_millis().clamp(1, i32::MAX as u128);
         if backend == Backend::Sqlite {
@@ -374,23 +378,31 @@ fn unwritable_files(path: &std::path::Path) -> Option<String> {
     (!unwritable.is_empty()).then(|| unwritable.join(", "))
 }
 
+/// Connections to a SQLite file (one writer at a time; readers beside it in WAL mode).
+const SQLITE_POOL: usize = 4;
+
 /// SQLite opens a file it may not write read-only, without an error, and such a
 /// connection stays read-only after the file is writable again: pooled, it would refuse
 /// the first writes after the store is fixed. Such a connection is marked (a table of its
 /// own temporary schema) and dropped at its next use once the file is writable.
 struct ReadOnlyConnections {
     path: std::path::PathBuf,
-    /// How many marked connections may still be in the pool (0: nothing to check).
-    marked: std::sync::atomic::AtomicUsize,
+    /// How many more connections to check for the mark once the file is writable (0:
+    /// nothing to check). A count of marked connections would not do: one closed after a
+    /// failed write is never seen again, and every later acquire would keep checking.
+    /// Twice the pool's size of acquisitions goes round the whole idle queue.
+    checks: std::sync::atomic::AtomicUsize,
 }
 
 impl ReadOnlyConnections {
     const MARK: &str = "flagd_opened_read_only";
+    /// Twice the SQLite pool's size.
+    const CHECKS: usize = 2 * SQLITE_POOL;
 
     fn new(path: std::path::PathBuf) -> Self {
         Self {
             path,
-            marked: std::sync::atomic::AtomicUsize::new(0),
+            checks: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -403,8 +415,8 @@ impl ReadOnlyConnections {
             ))
             .execute(&mut *conn)
             .await?;
-            self.marked
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.checks
+                .store(Self::CHECKS, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }
@@ -413,9 +425,12 @@ impl ReadOnlyConnections {
     /// the file is writable now (while the file still is not, it is as good as a new one).
     async fn keep(&self, conn: &mut AnyConnection) -> Result<bool, sqlx::Error> {
         use std::sync::atomic::Ordering;
-        if self.marked.load(Ordering::Relaxed) == 0 || unwritable_files(&self.path).is_some() {
+        if self.checks.load(Ordering::Relaxed) == 0 || unwritable_files(&self.path).is_some() {
             return Ok(true);
         }
+        let _ = self
+            .checks
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         let marked = sqlx::query(&format!(
             "SELECT 1 FROM temp.sqlite_master WHERE name = '{}'",
             Self::MARK
@@ -423,11 +438,6 @@ impl ReadOnlyConnections {
         .fetch_optional(&mut *conn)
         .await?
         .is_some();
-        if marked {
-            let _ = self
-                .marked
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        }
         Ok(!marked)
     }
 }

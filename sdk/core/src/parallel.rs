@@ -29,10 +29,16 @@ pub fn on_this_thread<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether loads may use other threads here: several cores, and not inside
+/// [`on_this_thread`].
+fn may_split() -> bool {
+    cores() > 1 && !ONE_THREAD.with(std::cell::Cell::get)
+}
+
 /// How many parts `n` items are worth splitting into, given that a part below `least`
 /// items is not worth a thread.
 pub(crate) fn parts(n: usize, least: usize) -> usize {
-    if ONE_THREAD.with(std::cell::Cell::get) {
+    if !may_split() {
         return 1;
     }
     cores().min(n / least.max(1)).max(1)
@@ -77,7 +83,7 @@ const PARALLEL_BYTES: usize = 256 * 1024;
 /// reports any error as a whole parse does.
 pub(crate) fn parse_large(text: &[u8]) -> Option<Value> {
     let text = std::str::from_utf8(text).ok()?;
-    if text.len() < PARALLEL_BYTES || parts(2, 1) < 2 {
+    if text.len() < PARALLEL_BYTES || !may_split() {
         return None;
     }
     parse_object(text)

@@ -59,10 +59,7 @@ impl Deployment {
                 )
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let api = Api {
-            base: flagds[0].base.clone(),
-            http: reqwest::Client::new(),
-        };
+        let api = Api::new(&flagds[0].base);
         let (toggle_key, revert_key) = seed(&api).await?;
         Ok(Self {
             api,

@@ -14,7 +14,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use flagd_harness::SqliteFile;
 use flagd_sdk::{Client, EvaluationContext};
 use flagd_tests::load::{Api, FlagdChild, flags, list_arg, ms, serve};
@@ -66,22 +65,8 @@ async fn run(n: usize, versions: usize, runs: usize) -> anyhow::Result<()> {
     let key;
     {
         let flagd = FlagdChild::start(&db.url(), None)?;
-        let api = Api {
-            base: flagd.base.clone(),
-            http: reqwest::Client::new(),
-        };
-        api.call(
-            reqwest::Method::POST,
-            "/environments",
-            json!({"key": "cold"}),
-        )
-        .await?;
-        api.call(
-            reqwest::Method::PUT,
-            "/environments/cold/flags",
-            flags(n, 50),
-        )
-        .await?;
+        let api = Api::new(&flagd.base);
+        api.environment("cold", flags(n, 50)).await?;
         for v in 2..=versions {
             let action = if v % 2 == 0 { "disable" } else { "enable" };
             api.call(
@@ -91,16 +76,7 @@ async fn run(n: usize, versions: usize, runs: usize) -> anyhow::Result<()> {
             )
             .await?;
         }
-        key = api
-            .call(
-                reqwest::Method::POST,
-                "/environments/cold/sdk-keys",
-                json!({}),
-            )
-            .await?["secret"]
-            .as_str()
-            .context("an SDK key")?
-            .to_owned();
+        key = api.sdk_key("cold").await?;
     }
     let http = reqwest::Client::new();
     let (mut ready, mut ofrep, mut snapshot) = (Vec::new(), Vec::new(), Vec::new());

@@ -40,10 +40,7 @@ async fn orchestrate(clients: &[usize], real_sdks: bool) -> anyhow::Result<()> {
     let kind = if real_sdks { " (real SDKs)" } else { "" };
     let db = SqliteFile::new();
     let flagd = FlagdChild::start(&db.url(), None)?;
-    let api = Api {
-        base: flagd.base.clone(),
-        http: reqwest::Client::new(),
-    };
+    let api = Api::new(&flagd.base);
     let (toggle_key, revert_key) = seed(&api).await?;
     let (bases, pids) = ([flagd.base.clone()], [flagd.pid()]);
     header();

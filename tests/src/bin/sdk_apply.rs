@@ -47,32 +47,9 @@ async fn run(sizes: &[usize], sdks: &[usize], changes: usize) -> anyhow::Result<
         for &m in sdks {
             let db = SqliteFile::new();
             let flagd = FlagdChild::start(&db.url(), None)?;
-            let api = Api {
-                base: flagd.base.clone(),
-                http: reqwest::Client::new(),
-            };
-            api.call(
-                reqwest::Method::POST,
-                "/environments",
-                json!({"key": "apply"}),
-            )
-            .await?;
-            api.call(
-                reqwest::Method::PUT,
-                "/environments/apply/flags",
-                flags(n, 50),
-            )
-            .await?;
-            let key = api
-                .call(
-                    reqwest::Method::POST,
-                    "/environments/apply/sdk-keys",
-                    json!({}),
-                )
-                .await?["secret"]
-                .as_str()
-                .context("an SDK key")?
-                .to_owned();
+            let api = Api::new(&flagd.base);
+            api.environment("apply", flags(n, 50)).await?;
+            let key = api.sdk_key("apply").await?;
             let mut clients = Vec::with_capacity(m);
             for i in 0..m {
                 clients.push(
@@ -99,10 +76,7 @@ async fn run(sizes: &[usize], sdks: &[usize], changes: usize) -> anyhow::Result<
                 let v = clients[0].version() + 1;
                 let start = Instant::now();
                 let call = {
-                    let api = Api {
-                        base: api.base.clone(),
-                        http: api.http.clone(),
-                    };
+                    let api = api.clone();
                     let path = format!("/environments/apply/flags/flag-00000/{action}");
                     tokio::spawn(async move {
                         let r = api

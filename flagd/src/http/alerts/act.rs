@@ -69,6 +69,34 @@ pub(super) struct Done {
     pub(super) version: Option<u64>,
 }
 
+impl Done {
+    /// An outcome that made no version.
+    fn without_version(outcome: &str, detail: String) -> Self {
+        Self {
+            outcome: outcome.into(),
+            detail,
+            version: None,
+        }
+    }
+
+    /// Another delivery of the same firing acted first (under the write lock).
+    fn duplicate() -> Self {
+        Self::without_version(
+            "duplicate",
+            "a delivery of this firing arrived at the same time and acted".into(),
+        )
+    }
+
+    /// The action made `version`.
+    fn applied(detail: &str, version: u64) -> Self {
+        Self {
+            outcome: "applied".into(),
+            detail: format!("{detail} in v{version}"),
+            version: Some(version),
+        }
+    }
+}
+
 async fn unchanged(
     s: &AppState,
     caller: &Caller,
@@ -81,11 +109,7 @@ async fn unchanged(
         .record_alert_episode(&e, &caller.name, None, None)
         .await?;
     Ok((
-        Done {
-            outcome: "unchanged".into(),
-            detail: e.detail,
-            version: None,
-        },
+        Done::without_version("unchanged", e.detail),
         Rejection::None,
     ))
 }
@@ -100,14 +124,7 @@ pub(super) async fn disable(
     let flag = e.target.clone();
     let mut tx = s.store.begin_write(&env, None).await?;
     if tx.alert_episode_seen(&e.key).await? {
-        return Ok((
-            Done {
-                outcome: "duplicate".into(),
-                detail: "a delivery of this firing arrived at the same time and acted".into(),
-                version: None,
-            },
-            Rejection::None,
-        ));
+        return Ok((Done::duplicate(), Rejection::None));
     }
     if !put_state(&mut tx, &flag, "DISABLED").await? {
         drop(tx);
@@ -118,11 +135,7 @@ pub(super) async fn disable(
         );
         refuse(s, caller, &e, f).await?;
         return Ok((
-            Done {
-                outcome: "refused".into(),
-                detail: e.detail,
-                version: None,
-            },
+            Done::without_version("refused", e.detail),
             Rejection::NotFound,
         ));
     }
@@ -142,14 +155,7 @@ pub(super) async fn disable(
         let detail = format!("\"{flag}\" was disabled already (v{})", c.version);
         return unchanged(s, caller, e, detail).await;
     }
-    Ok((
-        Done {
-            outcome: "applied".into(),
-            detail: format!("{} in v{}", e.detail, c.version),
-            version: Some(c.version),
-        },
-        Rejection::None,
-    ))
+    Ok((Done::applied(&e.detail, c.version), Rejection::None))
 }
 
 /// "Last known good": the head at the alert's `startsAt` minus the policy's lookback,
@@ -169,14 +175,7 @@ pub(super) async fn revert_to_last_good(
     let at = f.starts_ms.saturating_sub(lookback_ms);
     let mut tx = s.store.begin_write(&env, None).await?;
     if tx.alert_episode_seen(&e.key).await? {
-        return Ok((
-            Done {
-                outcome: "duplicate".into(),
-                detail: "a delivery of this firing arrived at the same time and acted".into(),
-                version: None,
-            },
-            Rejection::None,
-        ));
+        return Ok((Done::duplicate(), Rejection::None));
     }
     let head = tx.base_version();
     let window = format!(
@@ -203,14 +202,7 @@ pub(super) async fn revert_to_last_good(
             e.outcome = "refused".into();
             e.detail = detail;
             refuse(s, caller, &e, f).await?;
-            return Ok((
-                Done {
-                    outcome: "refused".into(),
-                    detail: e.detail,
-                    version: None,
-                },
-                Rejection::None,
-            ));
+            return Ok((Done::without_version("refused", e.detail), Rejection::None));
         }
     };
     let (good, why) = match tx.auto_revert_after(good).await? {
@@ -256,12 +248,5 @@ pub(super) async fn revert_to_last_good(
         );
         return unchanged(s, caller, e, detail).await;
     }
-    Ok((
-        Done {
-            outcome: "applied".into(),
-            detail: format!("{} in v{}", e.detail, c.version),
-            version: Some(c.version),
-        },
-        Rejection::None,
-    ))
+    Ok((Done::applied(&e.detail, c.version), Rejection::None))
 }

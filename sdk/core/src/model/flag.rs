@@ -102,11 +102,7 @@ impl Flag {
 
     /// The flag's targeting rule, unless it is absent or `{}`.
     pub fn effective_targeting(&self) -> Option<&Value> {
-        match &self.targeting {
-            Some(Value::Object(m)) if m.is_empty() => None,
-            Some(Value::Null) | None => None,
-            Some(t) => Some(t),
-        }
+        effective(self.targeting.as_ref())
     }
 
     /// The JSON type of the variants.
@@ -178,5 +174,14 @@ impl Flag {
             put(&mut out, name);
         }
         Value::Object(out)
+    }
+}
+
+/// A targeting rule, unless it is absent, `null` or `{}` (no targeting).
+pub(super) fn effective(targeting: Option<&Value>) -> Option<&Value> {
+    match targeting {
+        Some(Value::Object(m)) if m.is_empty() => None,
+        Some(Value::Null) | None => None,
+        Some(t) => Some(t),
     }
 }

@@ -14,7 +14,8 @@ use super::flag::{Flag, FlagState};
 use super::flag_set::FlagSet;
 use crate::problem::Problem;
 
-static NO_VARIANTS: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+/// What `variants` and `metadata` are when a flag or set has none.
+static EMPTY: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
 
 /// The property names of a flag, in document order.
 #[derive(Clone, Copy, Debug)]
@@ -41,16 +42,12 @@ pub(crate) struct FlagRef<'a> {
 impl<'a> FlagRef<'a> {
     /// Variant name to value, in document order.
     pub(crate) fn variants(&self) -> &'a Map<String, Value> {
-        self.variants.unwrap_or(&NO_VARIANTS)
+        self.variants.unwrap_or(&EMPTY)
     }
 
     /// The flag's targeting rule, unless it is absent or `{}` ([`Flag::effective_targeting`]).
     pub(crate) fn effective_targeting(&self) -> Option<&'a Value> {
-        match self.targeting {
-            Some(Value::Object(m)) if m.is_empty() => None,
-            Some(Value::Null) | None => None,
-            Some(t) => Some(t),
-        }
+        super::flag::effective(self.targeting)
     }
 
     pub(crate) fn to_flag(&self) -> Flag {
@@ -140,7 +137,7 @@ impl<'a> SetRef<'a> {
 
     /// Flag-set metadata (empty when there is none).
     pub(crate) fn metadata(&self) -> &'a Map<String, Value> {
-        self.metadata.unwrap_or(&NO_VARIANTS)
+        self.metadata.unwrap_or(&EMPTY)
     }
 
     pub(crate) fn to_set(&self) -> FlagSet {
