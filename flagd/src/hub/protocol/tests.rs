@@ -234,12 +234,16 @@ async fn an_sdk_holding_the_head_gets_nothing_to_catch_up_and_a_goodbye_forgets_
     let at = store.version_at("production", v1).await.unwrap();
     let (mut client, task) = connect(&hub);
     client.send(&hello_from(Some(v1), Some((identity, at))));
-    // Once it is in the fleet, flagd has read its hello.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while hub.fleet("production").await.is_empty() {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    // flagd reads a ping only once it has caught the stream up, and answers in order:
+    // a pong first means it sent nothing to catch up. (Waiting for the fleet entry
+    // raced: the entry is made before the catch-up, so a change committed in between
+    // was sent as a snapshot.)
+    client.send(&ClientMsg::Ping);
+    match client.next().await {
+        ServerMsg::Pong => {}
+        other => panic!("expected nothing before the pong, got {other:?}"),
     }
+    assert_eq!(hub.fleet("production").await.len(), 1);
     // Up to date: the next thing it hears of is the next change.
     let v2 = put(&store, "a", "DISABLED").await;
     match client.next().await {
