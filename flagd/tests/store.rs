@@ -423,6 +423,127 @@ async fn every_version_reads_back(b: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The content of every version as a model holds it: (kind, key) → definition.
+type Content = std::collections::BTreeMap<(ItemKind, String), Value>;
+
+/// A long mixed history (one-item writes, many-item imports through `apply`, deletes,
+/// evaluators, and reverts to any earlier version, reverts of reverts included) checked
+/// against a model: each commit changes what the model says and reports those flags,
+/// a write or revert that changes nothing makes no version, and at the end every
+/// version reads back as the model holds it, and each flag's history lists the
+/// versions that changed it.
+async fn every_version_reads_back_through_reverts_of_reverts(b: Backend) -> anyhow::Result<()> {
+    let f = Fixture::open(&b).await?;
+    let mut history: Vec<Content> = vec![Content::new()];
+    // xorshift: the same history every run.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let definition = |pick: u64| {
+        let state = if pick & 1 == 0 { "ENABLED" } else { "DISABLED" };
+        let variant = if pick & 2 == 0 { "on" } else { "off" };
+        json!({"state": state, "variants": {"on": true, "off": false}, "defaultVariant": variant})
+    };
+    for step in 0..120 {
+        let head = history.last().cloned().unwrap_or_default();
+        let op = next(20);
+        let mut tx = f.store.begin_write(ENV, None).await?;
+        let (wanted, restores) = if op < 6 {
+            // Revert to any version, the head and version 0 included.
+            let n = next(history.len() as u64);
+            tx.revert_to(n).await?;
+            (history[n as usize].clone(), Some(n))
+        } else if op < 9 {
+            // An import: several items at once, some deleted.
+            let mut content = head.clone();
+            let mut batch = Vec::new();
+            for _ in 0..1 + next(5) {
+                let key = format!("k{}", next(8));
+                let value = (next(5) != 0).then(|| definition(next(4)));
+                match &value {
+                    Some(v) => content.insert((ItemKind::Flag, key.clone()), v.clone()),
+                    None => content.remove(&(ItemKind::Flag, key.clone())),
+                };
+                batch.retain(
+                    |(_, k, _, _): &(ItemKind, String, Option<Value>, Option<i64>)| *k != key,
+                );
+                batch.push((ItemKind::Flag, key, value, None));
+            }
+            let items = tx.head().await?;
+            tx.apply(&items, batch).await?;
+            (content, None)
+        } else {
+            let kind = if op == 9 {
+                ItemKind::Evaluator
+            } else {
+                ItemKind::Flag
+            };
+            let key = format!("k{}", next(8));
+            let value = (next(4) != 0).then(|| definition(next(4)));
+            tx.put(kind, &key, value.clone(), None).await?;
+            let mut content = head.clone();
+            match value {
+                Some(v) => content.insert((kind, key), v),
+                None => content.remove(&(kind, key)),
+            };
+            (content, None)
+        };
+        let c = tx
+            .commit(
+                ChangeKind::Update,
+                ACTOR,
+                None,
+                "flagset.import",
+                ENV,
+                restores,
+            )
+            .await?;
+        let mut changed: Vec<String> = head
+            .keys()
+            .chain(wanted.keys())
+            .filter(|k| k.0 == ItemKind::Flag && head.get(*k) != wanted.get(*k))
+            .map(|k| k.1.clone())
+            .collect();
+        changed.sort();
+        changed.dedup();
+        assert_eq!(c.changed, wanted != head, "step {step}: whether it changed");
+        assert_eq!(c.changed_flags, changed, "step {step}: the changed flags");
+        if c.changed {
+            history.push(wanted);
+            assert_eq!(c.version, history.len() as u64 - 1, "step {step}");
+        }
+        let (_, now) = f.store.items(ENV, None).await?;
+        let now: Content = now.into_iter().map(|(k, i)| (k, i.definition)).collect();
+        assert_eq!(&now, history.last().unwrap(), "step {step}: the head");
+    }
+    for (v, content) in (0u64..).zip(&history) {
+        let (_, items) = f.store.items(ENV, Some(v)).await?;
+        let read: Content = items.into_iter().map(|(k, i)| (k, i.definition)).collect();
+        assert_eq!(&read, content, "version {v}");
+    }
+    for k in 0..8 {
+        let key = format!("k{k}");
+        let id = (ItemKind::Flag, key.clone());
+        let mut expected: Vec<u64> = (1..history.len())
+            .filter(|&v| history[v].get(&id) != history[v - 1].get(&id))
+            .map(|v| v as u64)
+            .rev()
+            .collect();
+        expected.truncate(100);
+        assert_eq!(
+            f.versions(Some(&key)).await?,
+            expected,
+            "the history of {key}"
+        );
+    }
+    assert!(history.len() > 40, "{} versions", history.len());
+    Ok(())
+}
+
 /// The `CommitListener` of `StoreOptions::listener` hears every commit that changed
 /// something exactly once, in version order per environment, concurrent writers
 /// included. A commit that changes nothing answers `changed == false` on the head
@@ -718,6 +839,9 @@ const TESTS: &[(&str, BackendTest)] = &[
     ),
     ("every_version_reads_back", |b| {
         Box::pin(every_version_reads_back(b))
+    }),
+    ("every_version_reads_back_through_reverts_of_reverts", |b| {
+        Box::pin(every_version_reads_back_through_reverts_of_reverts(b))
     }),
     (
         "the_listener_hears_each_commit_once_in_version_order",

@@ -27,6 +27,9 @@ impl WriteTx<'_> {
                 }
                 (flags, bytes)
             }
+            _ if self.keys_only && self.keys_only_size.is_some() => {
+                self.keys_only_size.unwrap_or_default()
+            }
             _ => {
                 let len = match self.backend {
                     Backend::Sqlite => {
@@ -34,12 +37,21 @@ impl WriteTx<'_> {
                     }
                     Backend::Postgres => "OCTET_LENGTH(definition) + OCTET_LENGTH(key)",
                 };
-                let row = sqlx::query(&format!(
+                let head = content(
+                    "r.kind, r.key, r.definition",
+                    "TRUE",
+                    At::Head,
+                    [2, 3, 4, 5],
+                );
+                let sql = format!(
                     "SELECT COALESCE(SUM(CASE WHEN kind = 'flag' THEN 1 ELSE 0 END), 0), \
-                     COALESCE(SUM({len} + 4), 0) FROM revisions WHERE env = $1 AND valid_to = $2"
-                ))
-                .bind(&self.env.key)
-                .bind(OPEN)
+                     COALESCE(SUM({len} + 4), 0) FROM ({head}) c"
+                );
+                let row = bind_line(
+                    sqlx::query(&sql).bind(&self.env.key),
+                    self.line,
+                    self.new_version(),
+                )
                 .fetch_one(&mut *self.tx)
                 .await?;
                 (row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)
@@ -134,30 +146,17 @@ impl WriteTx<'_> {
             .bind(reverted_to.map(to_i64))
             .execute(&mut *self.tx)
             .await?;
-        if self.keys_only {
-            // Set-based: no 10,000 binds.
-            sqlx::query(
-                "INSERT INTO version_flags (env, flag_key, version) SELECT DISTINCT env, key, $2 \
-                 FROM revisions WHERE env = $1 AND kind = 'flag' AND (valid_to = $2 OR valid_from = $2)",
-            )
-            .bind(&env)
-            .bind(v)
-            .execute(&mut *self.tx)
-            .await?;
-        } else {
-            for chunk in flags.chunks(300) {
-                let rows = (0..chunk.len())
-                    .map(|r| format!("(${}, ${}, ${})", r * 3 + 1, r * 3 + 2, r * 3 + 3))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql =
-                    format!("INSERT INTO version_flags (env, flag_key, version) VALUES {rows}");
-                let mut q = sqlx::query(&sql);
-                for f in chunk {
-                    q = q.bind(&env).bind(f).bind(v);
-                }
-                q.execute(&mut *self.tx).await?;
+        for chunk in flags.chunks(300) {
+            let rows = (0..chunk.len())
+                .map(|r| format!("(${}, ${}, ${})", r * 3 + 1, r * 3 + 2, r * 3 + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("INSERT INTO version_flags (env, flag_key, version) VALUES {rows}");
+            let mut q = sqlx::query(&sql);
+            for f in chunk {
+                q = q.bind(&env).bind(f).bind(v);
             }
+            q.execute(&mut *self.tx).await?;
         }
         let (head_flags, head_bytes) = self.new_head_size(kind).await?;
         sqlx::query("UPDATE environments SET head_version = $1, next_position = $2, head_flags = $3, head_bytes = $4 WHERE key = $5")

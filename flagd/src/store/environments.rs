@@ -91,14 +91,9 @@ impl Store {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.begin_tx().await?;
         let env = lock_env(&mut tx, self.backend, key).await?;
-        let flags: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM revisions WHERE env = $1 AND kind = 'flag' AND valid_to = $2",
-        )
-        .bind(key)
-        .bind(OPEN)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
+        let head = to_i64(env.version);
+        let line = line_at(&mut tx, key, head).await?;
+        let flags = head_flag_count(&mut tx, key, line, head).await?;
         if flags > 0 && !force {
             return Err(StoreError::Conflict {
                 message: format!(
@@ -111,6 +106,7 @@ impl Store {
             "version_flags",
             "versions",
             "revisions",
+            "lines",
             "alert_episodes",
             "alert_policies",
             "triggers",
@@ -158,7 +154,7 @@ impl Store {
             Some(v) => v,
         };
         let mut conn = self.read().await?;
-        let items = read_items(&mut *conn, env, v).await?;
+        let items = read_items(&mut conn, env, v).await?;
         Ok((v, items))
     }
 
@@ -281,6 +277,7 @@ impl Store {
             (Some(f), Some(b)) => Some((f, b)),
             _ => None,
         };
+        let line = line_at(&mut tx, env, to_i64(e.version)).await?;
         Ok(WriteTx {
             _guard: guard,
             started,
@@ -292,6 +289,8 @@ impl Store {
             head_size,
             backend: self.backend,
             changes: Vec::new(),
+            line,
+            keys_only_size: None,
             keys_only: false,
             alert: None,
         })
@@ -408,34 +407,4 @@ pub(super) async fn lock_env(tx: &mut Tx, backend: Backend, env: &str) -> StoreR
         Some(r) => env_of(&r),
         None => Err(StoreError::NotFound(format!("no environment \"{env}\""))),
     }
-}
-
-pub(super) async fn read_items<'e, E: sqlx::Executor<'e, Database = Any>>(
-    ex: E,
-    env: &str,
-    version: u64,
-) -> StoreResult<Items> {
-    let v = to_i64(version);
-    let rows = sqlx::query("SELECT kind, key, position, definition FROM revisions WHERE env = $1 AND valid_to > $2 AND valid_from <= $2")
-        .bind(env)
-        .bind(v)
-        .fetch_all(ex)
-        .await?;
-    let mut items = Items::new();
-    for r in rows {
-        let kind = parse_kind(&r.try_get::<String, _>("kind")?)?;
-        let key: String = r.try_get("key")?;
-        let def: String = r.try_get("definition")?;
-        let definition = serde_json::from_str(&def).map_err(|e| StoreError::Internal(e.into()))?;
-        items.insert(
-            (kind, key.clone()),
-            Item {
-                kind,
-                key,
-                position: r.try_get("position")?,
-                definition,
-            },
-        );
-    }
-    Ok(items)
 }

@@ -22,6 +22,7 @@ mod environments;
 pub mod error;
 mod fleet;
 mod history;
+mod lines;
 mod notify;
 mod open;
 mod records;
@@ -41,6 +42,7 @@ pub use write::{Committed, WriteTx};
 // The parts of the store share their helpers (row mapping, the audit entry, the
 // transaction) inside the module; only what is `pub` leaves it.
 use environments::*;
+use lines::*;
 use tx::*;
 use write::*;
 

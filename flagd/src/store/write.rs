@@ -44,6 +44,11 @@ pub struct WriteTx<'s> {
     pub(super) changes: Vec<Change>,
     /// The changes carry keys without definitions (a large revert).
     pub(super) keys_only: bool,
+    /// The head's line (`lines.rs`): the new version's, once a revert started one.
+    pub(super) line: Line,
+    /// The flag count and bytes after a large revert, from the lengths of what it
+    /// changed, when the head's were known.
+    pub(super) keys_only_size: Option<(i64, i64)>,
     /// The alert firing that asked for this change: its episode, audit action and
     /// payload, written with the version ([`WriteTx::record_alert`]).
     pub(super) alert: Option<(AlertEpisode, String, Value)>,
@@ -117,7 +122,7 @@ impl WriteTx<'_> {
 
     /// The head items.
     pub async fn head(&mut self) -> StoreResult<Items> {
-        read_items(&mut *self.tx, &self.env.key, self.env.version).await
+        read_items(&mut self.tx, &self.env.key, self.env.version).await
     }
 
     /// The items at an earlier version.
@@ -128,16 +133,24 @@ impl WriteTx<'_> {
                 self.env.key, self.env.version
             )));
         }
-        read_items(&mut *self.tx, &self.env.key, version).await
+        read_items(&mut self.tx, &self.env.key, version).await
     }
 
     /// The head evaluators (what validating one flag needs), without reading the flags.
     pub async fn evaluators(&mut self) -> StoreResult<Items> {
-        let rows = sqlx::query("SELECT key, position, definition FROM revisions WHERE env = $1 AND kind = 'evaluator' AND valid_to = $2")
-            .bind(&self.env.key)
-            .bind(OPEN)
-            .fetch_all(&mut *self.tx)
-            .await?;
+        let sql = content(
+            "r.key, r.position, r.definition",
+            "r.kind = 'evaluator'",
+            At::Head,
+            [2, 3, 4, 5],
+        );
+        let rows = bind_line(
+            sqlx::query(&sql).bind(&self.env.key),
+            self.line,
+            self.new_version(),
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
         let mut items = Items::new();
         for r in rows {
             let key: String = r.try_get("key")?;
@@ -171,13 +184,22 @@ impl WriteTx<'_> {
 
     /// One head item.
     pub async fn get(&mut self, kind: ItemKind, key: &str) -> StoreResult<Option<Item>> {
-        let row = sqlx::query("SELECT position, definition FROM revisions WHERE env = $1 AND kind = $2 AND key = $3 AND valid_to = $4")
-            .bind(&self.env.key)
-            .bind(kind_str(kind))
-            .bind(key)
-            .bind(OPEN)
-            .fetch_optional(&mut *self.tx)
-            .await?;
+        let sql = content(
+            "r.position, r.definition",
+            "r.kind = $6 AND r.key = $7",
+            At::Head,
+            [2, 3, 4, 5],
+        );
+        // Read at the version being written: what this write put is current.
+        let row = bind_line(
+            sqlx::query(&sql).bind(&self.env.key),
+            self.line,
+            self.new_version(),
+        )
+        .bind(kind_str(kind))
+        .bind(key)
+        .fetch_optional(&mut *self.tx)
+        .await?;
         let Some(r) = row else { return Ok(None) };
         let def: String = r.try_get("definition")?;
         Ok(Some(Item {
@@ -207,17 +229,22 @@ impl WriteTx<'_> {
             return Ok(());
         }
         let v = self.new_version();
-        if current.is_some() {
-            sqlx::query("UPDATE revisions SET valid_to = $1 WHERE env = $2 AND kind = $3 AND key = $4 AND valid_to = $5")
+        // A line with a base may hold a row without a definition for an item it
+        // deleted; an item it inherits has no row of the line to close.
+        if current.is_some() || self.line.base.is_some() {
+            sqlx::query("UPDATE revisions SET valid_to = $1 WHERE env = $2 AND line = $6 AND kind = $3 AND key = $4 AND valid_to = $5")
                 .bind(v)
                 .bind(&self.env.key)
                 .bind(kind_str(kind))
                 .bind(key)
                 .bind(OPEN)
+                .bind(self.line.id)
                 .execute(&mut *self.tx)
                 .await?;
         }
-        if let Some(def) = &value {
+        // A deletion in a line with a base is a row without a definition, so that the
+        // base's row of the item is not current again.
+        if value.is_some() || self.line.base.is_some() {
             let position = match (position, &current) {
                 (Some(p), _) => p,
                 (None, Some(c)) => c.position,
@@ -226,14 +253,15 @@ impl WriteTx<'_> {
                     self.next_position - 1
                 }
             };
-            sqlx::query("INSERT INTO revisions (env, kind, key, valid_from, valid_to, position, definition) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            sqlx::query("INSERT INTO revisions (env, line, kind, key, valid_from, valid_to, position, definition) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(&self.env.key)
+                .bind(self.line.id)
                 .bind(kind_str(kind))
                 .bind(key)
                 .bind(v)
                 .bind(OPEN)
                 .bind(position)
-                .bind(def.to_string())
+                .bind(value.as_ref().map(Value::to_string))
                 .execute(&mut *self.tx)
                 .await?;
         }
@@ -241,101 +269,9 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    /// Makes the content of version `n` the head, in the database: closes the current
-    /// rows that differ from `n`, copies `n`'s rows for the items that are then not
-    /// current. Only the items that differ are written, and none travel to this process.
-    /// How many flags the set held at version `n`.
-    pub async fn flag_count_at(&mut self, n: u64) -> StoreResult<u64> {
-        let count: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM revisions WHERE env = $1 AND kind = 'flag' AND valid_from <= $2 AND valid_to > $2",
-        )
-        .bind(&self.env.key)
-        .bind(to_i64(n))
-        .fetch_one(&mut *self.tx)
-        .await?
-        .try_get(0)?;
-        Ok(to_u64(count))
-    }
-
     /// The head version this write is based on.
     pub fn base_version(&self) -> u64 {
         self.env.version
-    }
-
-    pub async fn revert_to(&mut self, n: u64) -> StoreResult<()> {
-        if n > self.env.version {
-            return Err(StoreError::NotFound(format!(
-                "environment \"{}\" has no version {n} (head is {})",
-                self.env.key, self.env.version
-            )));
-        }
-        let (v, n) = (self.new_version(), to_i64(n));
-        let same_at_n = "SELECT 1 FROM revisions t WHERE t.env = h.env AND t.kind = h.kind AND t.key = h.key \
-                         AND t.valid_from <= $3 AND t.valid_to > $3 AND t.definition = h.definition";
-        sqlx::query(&format!("UPDATE revisions SET valid_to = $1 WHERE env = $2 AND valid_to = $4 AND NOT EXISTS ({})", same_at_n.replace(" h.", " revisions.")))
-            .bind(v)
-            .bind(&self.env.key)
-            .bind(n)
-            .bind(OPEN)
-            .execute(&mut *self.tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO revisions (env, kind, key, valid_from, valid_to, position, definition) \
-             SELECT t.env, t.kind, t.key, $1, $4, t.position, t.definition FROM revisions t \
-             WHERE t.env = $2 AND t.valid_from <= $3 AND t.valid_to > $3 \
-             AND NOT EXISTS (SELECT 1 FROM revisions h WHERE h.env = t.env AND h.kind = t.kind AND h.key = t.key AND h.valid_to = $4)",
-        )
-        .bind(v)
-        .bind(&self.env.key)
-        .bind(n)
-        .bind(OPEN)
-        .execute(&mut *self.tx)
-        .await?;
-        // What changed: the rows just closed (before) and just opened (after). A large
-        // revert reads only the keys: the stream announces it as a restore (P9) and
-        // flagd's cache reloads the head, so 10,000 definitions need not be parsed here
-        // while every SDK waits. Both sides are indexed: closed rows by (env, valid_to),
-        // opened rows by (env, valid_from).
-        let touched = "FROM revisions WHERE env = $1 AND (valid_to = $2 OR valid_from = $2)";
-        let keys = sqlx::query(&format!("SELECT kind, key {touched}"))
-            .bind(&self.env.key)
-            .bind(v)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        let with_definitions = keys.len() <= 2 * DETAILED_CHANGES;
-        let rows = if with_definitions {
-            sqlx::query(&format!("SELECT kind, key, definition, valid_to {touched}"))
-                .bind(&self.env.key)
-                .bind(v)
-                .fetch_all(&mut *self.tx)
-                .await?
-        } else {
-            keys
-        };
-        let mut changed: BTreeMap<(ItemKind, String), (Option<Value>, Option<Value>)> =
-            BTreeMap::new();
-        for r in rows {
-            let kind = parse_kind(&r.try_get::<String, _>("kind")?)?;
-            let key: String = r.try_get("key")?;
-            let slot = changed.entry((kind, key)).or_default();
-            if !with_definitions {
-                continue;
-            }
-            let def: Value = serde_json::from_str(&r.try_get::<String, _>("definition")?)
-                .map_err(|e| StoreError::Internal(e.into()))?;
-            if r.try_get::<i64, _>("valid_to")? == v {
-                slot.0 = Some(def);
-            } else {
-                slot.1 = Some(def);
-            }
-        }
-        self.keys_only |= !with_definitions;
-        self.changes.extend(
-            changed
-                .into_iter()
-                .map(|((kind, key), (before, after))| (kind, key, before, after)),
-        );
-        Ok(())
     }
 
     /// Sets many items at once given the head: only those that differ are written, in
@@ -348,17 +284,18 @@ impl WriteTx<'_> {
     ) -> StoreResult<()> {
         let v = self.new_version();
         let mut close: BTreeMap<ItemKind, Vec<String>> = BTreeMap::new();
-        let mut insert: Vec<(ItemKind, String, i64, String)> = Vec::new();
+        let mut insert: Vec<(ItemKind, String, i64, Option<String>)> = Vec::new();
         for (kind, key, value, position) in wanted {
             let current = head.get(&(kind, key.clone()));
             let before = current.map(|c| c.definition.clone());
             if before == value {
                 continue;
             }
-            if current.is_some() {
+            if current.is_some() || self.line.base.is_some() {
                 close.entry(kind).or_default().push(key.clone());
             }
-            if let Some(def) = &value {
+            // As in `put`: a deletion in a line with a base is a row without a definition.
+            if value.is_some() || self.line.base.is_some() {
                 let position = match (position, current) {
                     (Some(p), _) => p,
                     (None, Some(c)) => c.position,
@@ -367,24 +304,30 @@ impl WriteTx<'_> {
                         self.next_position - 1
                     }
                 };
-                insert.push((kind, key.clone(), position, def.to_string()));
+                insert.push((
+                    kind,
+                    key.clone(),
+                    position,
+                    value.as_ref().map(Value::to_string),
+                ));
             }
             self.changes.push((kind, key, before, value));
         }
         for (kind, keys) in close {
             for chunk in keys.chunks(500) {
                 let list = (0..chunk.len())
-                    .map(|i| format!("${}", i + 5))
+                    .map(|i| format!("${}", i + 6))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!(
-                    "UPDATE revisions SET valid_to = $1 WHERE env = $2 AND kind = $3 AND valid_to = $4 AND key IN ({list})"
+                    "UPDATE revisions SET valid_to = $1 WHERE env = $2 AND line = $5 AND kind = $3 AND valid_to = $4 AND key IN ({list})"
                 );
                 let mut q = sqlx::query(&sql)
                     .bind(v)
                     .bind(&self.env.key)
                     .bind(kind_str(kind))
-                    .bind(OPEN);
+                    .bind(OPEN)
+                    .bind(self.line.id);
                 for k in chunk {
                     q = q.bind(k);
                 }
@@ -394,33 +337,26 @@ impl WriteTx<'_> {
         for chunk in insert.chunks(100) {
             let rows = (0..chunk.len())
                 .map(|r| {
-                    let b = r * 7;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6,
-                        b + 7
-                    )
+                    let b = r * 8;
+                    let p: Vec<String> = (1..=8).map(|i| format!("${}", b + i)).collect();
+                    format!("({})", p.join(", "))
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "INSERT INTO revisions (env, kind, key, valid_from, valid_to, position, definition) VALUES {rows}"
+                "INSERT INTO revisions (env, line, kind, key, valid_from, valid_to, position, definition) VALUES {rows}"
             );
             let mut q = sqlx::query(&sql);
             for (kind, key, position, def) in chunk {
                 q = q
                     .bind(&self.env.key)
+                    .bind(self.line.id)
                     .bind(kind_str(*kind))
                     .bind(key)
                     .bind(v)
                     .bind(OPEN)
                     .bind(*position)
-                    .bind(def);
+                    .bind(def.clone());
             }
             q.execute(&mut *self.tx).await?;
         }

@@ -1,0 +1,342 @@
+//! Lines of history: what makes a revert cost what it changes rather than the size of
+//! the set (`migrations/*/0009_lines.sql`).
+//!
+//! An environment's versions are one numbered history cut into lines. A revert at
+//! version V starts line V, whose content begins as the content of the version it
+//! restores (its base): one row, where a copy would close and write a row per item.
+//! The set at version V is the rows of V's line current at V, plus the base's rows
+//! for the items the line has no row of; a line deletes an item of its base with a
+//! row without a definition. A line's base is always in a line without a base, so any
+//! version reads with two index scans.
+
+use super::*;
+
+/// The line a version belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Line {
+    /// Its first version (0 for the original line).
+    pub id: i64,
+    /// The base: its line (which has no base) and version; `None` when the line holds
+    /// every item itself.
+    pub base: Option<(i64, i64)>,
+}
+
+impl Line {
+    /// The base as bound into [`content`]: a line without one binds a line that
+    /// cannot exist, so that every read is the same statement.
+    fn base_binds(self) -> (i64, i64) {
+        self.base.unwrap_or((-1, -1))
+    }
+}
+
+/// The line of version `v` of `env`.
+pub(super) async fn line_at(conn: &mut AnyConnection, env: &str, v: i64) -> StoreResult<Line> {
+    let row = sqlx::query(
+        "SELECT line, base_line, base FROM lines WHERE env = $1 AND line <= $2 ORDER BY line DESC LIMIT 1",
+    )
+    .bind(env)
+    .bind(v)
+    .fetch_optional(conn)
+    .await?;
+    let Some(r) = row else {
+        return Ok(Line { id: 0, base: None });
+    };
+    let base = match (
+        r.try_get::<Option<i64>, _>("base_line")?,
+        r.try_get::<Option<i64>, _>("base")?,
+    ) {
+        (Some(l), Some(b)) => Some((l, b)),
+        _ => None,
+    };
+    Ok(Line {
+        id: r.try_get("line")?,
+        base,
+    })
+}
+
+/// Which versions of a line a read asks for.
+#[derive(Clone, Copy)]
+pub(super) enum At {
+    /// The head: a line's current rows are its open ones (a key lookup).
+    Head,
+    /// Any version.
+    Version,
+}
+
+/// A query for the items of one version: `cols` of `r` (a revisions row) for every
+/// item, restricted by `filter` (on `r`, `TRUE` for none). Parameters: `$1` the
+/// environment, then `p[0]..p[3]` the line, the version, the base's line and version,
+/// bound by [`bind_line`].
+pub(super) fn content(cols: &str, filter: &str, at: At, p: [usize; 4]) -> String {
+    let [l, v, bl, bv] = p;
+    let current = |t: &str| match at {
+        // (Every row current at the head started by then: the condition only names the
+        // head, so that both forms bind the same parameters.)
+        At::Head => format!("{t}.valid_to = {OPEN} AND {t}.valid_from <= ${v}"),
+        At::Version => format!("{t}.valid_to > ${v} AND {t}.valid_from <= ${v}"),
+    };
+    format!(
+        "SELECT {cols} FROM revisions r WHERE r.env = $1 AND r.line = ${l} AND {own} \
+         AND r.definition IS NOT NULL AND {filter} \
+         UNION ALL \
+         SELECT {cols} FROM revisions r WHERE r.env = $1 AND r.line = ${bl} \
+         AND r.valid_to > ${bv} AND r.valid_from <= ${bv} AND r.definition IS NOT NULL AND {filter} \
+         AND NOT EXISTS (SELECT 1 FROM revisions o WHERE o.env = $1 AND o.line = ${l} \
+         AND o.kind = r.kind AND o.key = r.key AND {own_o})",
+        own = current("r"),
+        own_o = current("o"),
+    )
+}
+
+/// Binds what [`content`] reads of one version, in parameter order.
+pub(super) fn bind_line<'q>(
+    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    line: Line,
+    v: i64,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    let (bl, bv) = line.base_binds();
+    q.bind(line.id).bind(v).bind(bl).bind(bv)
+}
+
+/// Reads every item of `env` at `version`.
+pub(super) async fn read_items(
+    conn: &mut AnyConnection,
+    env: &str,
+    version: u64,
+) -> StoreResult<Items> {
+    let v = to_i64(version);
+    let line = line_at(conn, env, v).await?;
+    let sql = content(
+        "r.kind, r.key, r.position, r.definition",
+        "TRUE",
+        At::Version,
+        [2, 3, 4, 5],
+    );
+    let rows = bind_line(sqlx::query(&sql).bind(env), line, v)
+        .fetch_all(conn)
+        .await?;
+    let mut items = Items::new();
+    for r in rows {
+        let kind = parse_kind(&r.try_get::<String, _>("kind")?)?;
+        let key: String = r.try_get("key")?;
+        let def: String = r.try_get("definition")?;
+        let definition = serde_json::from_str(&def).map_err(|e| StoreError::Internal(e.into()))?;
+        items.insert(
+            (kind, key.clone()),
+            Item {
+                kind,
+                key,
+                position: r.try_get("position")?,
+                definition,
+            },
+        );
+    }
+    Ok(items)
+}
+
+/// How many flags `env` holds at its head, version `head` of `line`.
+pub(super) async fn head_flag_count(
+    conn: &mut AnyConnection,
+    env: &str,
+    line: Line,
+    head: i64,
+) -> StoreResult<i64> {
+    let sql = format!(
+        "SELECT COUNT(*) FROM ({}) c",
+        content("r.key", "r.kind = 'flag'", At::Head, [2, 3, 4, 5])
+    );
+    let count = bind_line(sqlx::query(&sql).bind(env), line, head)
+        .fetch_one(conn)
+        .await?
+        .try_get(0)?;
+    Ok(count)
+}
+
+impl WriteTx<'_> {
+    /// How many flags the set held at version `n`.
+    pub async fn flag_count_at(&mut self, n: u64) -> StoreResult<u64> {
+        let n = to_i64(n);
+        let line = line_at(&mut self.tx, &self.env.key, n).await?;
+        let sql = format!(
+            "SELECT COUNT(*) FROM ({}) c",
+            content("r.key", "r.kind = 'flag'", At::Version, [2, 3, 4, 5])
+        );
+        let count: i64 = bind_line(sqlx::query(&sql).bind(&self.env.key), line, n)
+            .fetch_one(&mut *self.tx)
+            .await?
+            .try_get(0)?;
+        Ok(to_u64(count))
+    }
+
+    /// Makes the content of version `n` the head: a new line whose base is `n`'s
+    /// content, so that nothing is copied when `n`'s line has no base. When it has one,
+    /// the new line shares that base and copies the rows `n`'s line had of its own at
+    /// `n` (what changed since that line's revert), or, when those are most of the set,
+    /// copies the whole set and has no base, so that later reverts to it copy nothing.
+    /// What changed is found by comparing the two versions' stored definitions, parsed
+    /// only for a change small enough to carry to the SDKs.
+    pub async fn revert_to(&mut self, n: u64) -> StoreResult<()> {
+        if n > self.env.version {
+            return Err(StoreError::NotFound(format!(
+                "environment \"{}\" has no version {n} (head is {})",
+                self.env.key, self.env.version
+            )));
+        }
+        let (v, n, h) = (self.new_version(), to_i64(n), to_i64(self.env.version));
+        let target = line_at(&mut self.tx, &self.env.key, n).await?;
+        // Both sides are read whole and compared here: two scans whatever the plan,
+        // where a comparison in SQL was planned as a nested loop of key lookups (slow
+        // on PostgreSQL's collated text keys) or of scans (SQLite, for a join).
+        let mut there = self.definitions(target, n, At::Version).await?;
+        let mut rows: Vec<(ItemKind, String, Option<String>, Option<String>)> = Vec::new();
+        for ((kind, key), before) in self.definitions(self.line, h, At::Head).await? {
+            match there.remove(&(kind, key.clone())) {
+                Some(after) if after == before => {}
+                after => rows.push((kind, key, Some(before), after)),
+            }
+        }
+        rows.extend(
+            there
+                .into_iter()
+                .map(|((kind, key), after)| (kind, key, None, Some(after))),
+        );
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let line = match target.base {
+            None => Line {
+                id: v,
+                base: Some((target.id, n)),
+            },
+            Some(base) => self.copy_own_rows(target, n, base, v).await?,
+        };
+        let (bl, bv) = (line.base.map(|b| b.0), line.base.map(|b| b.1));
+        sqlx::query("INSERT INTO lines (env, line, base_line, base) VALUES ($1, $2, $3, $4)")
+            .bind(&self.env.key)
+            .bind(v)
+            .bind(bl)
+            .bind(bv)
+            .execute(&mut *self.tx)
+            .await?;
+        self.line = line;
+
+        let with_definitions = rows.len() <= 2 * DETAILED_CHANGES;
+        let mut size = self.head_size;
+        let mut changed: BTreeMap<(ItemKind, String), (Option<Value>, Option<Value>)> =
+            BTreeMap::new();
+        for (kind, key, before, after) in rows {
+            // Kept up to date from the stored definitions' lengths, as the store counts
+            // them (`new_head_size`), without parsing 10,000 of them.
+            if let Some((flags, bytes)) = &mut size {
+                let item = |d: &str| i64::try_from(d.len() + key.len() + 4).unwrap_or(i64::MAX);
+                let is_flag = i64::from(kind == ItemKind::Flag);
+                if let Some(b) = &before {
+                    *bytes -= item(b);
+                    *flags -= is_flag;
+                }
+                if let Some(a) = &after {
+                    *bytes += item(a);
+                    *flags += is_flag;
+                }
+            }
+            let parse = |d: Option<String>| -> StoreResult<Option<Value>> {
+                match d {
+                    Some(d) if with_definitions => serde_json::from_str(&d)
+                        .map(Some)
+                        .map_err(|e| StoreError::Internal(e.into())),
+                    _ => Ok(None),
+                }
+            };
+            changed.insert((kind, key), (parse(before)?, parse(after)?));
+        }
+        self.keys_only |= !with_definitions;
+        if !with_definitions {
+            self.keys_only_size = size;
+        }
+        self.changes.extend(
+            changed
+                .into_iter()
+                .map(|((kind, key), (before, after))| (kind, key, before, after)),
+        );
+        Ok(())
+    }
+
+    /// The stored definition of every item at version `v` of `line`.
+    async fn definitions(
+        &mut self,
+        line: Line,
+        v: i64,
+        at: At,
+    ) -> StoreResult<HashMap<(ItemKind, String), String>> {
+        let sql = content("r.kind, r.key, r.definition", "TRUE", at, [2, 3, 4, 5]);
+        let rows = bind_line(sqlx::query(&sql).bind(&self.env.key), line, v)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let kind = parse_kind(&r.try_get::<String, _>("kind")?)?;
+            out.insert((kind, r.try_get("key")?), r.try_get("definition")?);
+        }
+        Ok(out)
+    }
+
+    /// The new line `v` for a revert to version `n` of the based line `target`: it
+    /// copies `target`'s own rows at `n` and shares its base, or copies the whole set
+    /// when those rows are more than half of it.
+    async fn copy_own_rows(
+        &mut self,
+        target: Line,
+        n: i64,
+        base: (i64, i64),
+        v: i64,
+    ) -> StoreResult<Line> {
+        let own: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM revisions WHERE env = $1 AND line = $2 AND valid_to > $3 AND valid_from <= $3",
+        )
+        .bind(&self.env.key)
+        .bind(target.id)
+        .bind(n)
+        .fetch_one(&mut *self.tx)
+        .await?
+        .try_get(0)?;
+        let all = format!(
+            "SELECT COUNT(*) FROM ({}) c",
+            content("r.key", "TRUE", At::Version, [2, 3, 4, 5])
+        );
+        let total: i64 = bind_line(sqlx::query(&all).bind(&self.env.key), target, n)
+            .fetch_one(&mut *self.tx)
+            .await?
+            .try_get(0)?;
+        let insert = "INSERT INTO revisions (env, line, kind, key, valid_from, valid_to, position, definition)";
+        if own * 2 <= total {
+            sqlx::query(&format!(
+                "{insert} SELECT env, $4, kind, key, $4, {OPEN}, position, definition FROM revisions \
+                 WHERE env = $1 AND line = $2 AND valid_to > $3 AND valid_from <= $3"
+            ))
+            .bind(&self.env.key)
+            .bind(target.id)
+            .bind(n)
+            .bind(v)
+            .execute(&mut *self.tx)
+            .await?;
+            return Ok(Line {
+                id: v,
+                base: Some(base),
+            });
+        }
+        let source = content(
+            "r.kind, r.key, r.position, r.definition",
+            "TRUE",
+            At::Version,
+            [2, 3, 4, 5],
+        );
+        let sql = format!(
+            "{insert} SELECT $1, $6, c.kind, c.key, $6, {OPEN}, c.position, c.definition FROM ({source}) c"
+        );
+        bind_line(sqlx::query(&sql).bind(&self.env.key), target, n)
+            .bind(v)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(Line { id: v, base: None })
+    }
+}
