@@ -69,22 +69,29 @@ pub(super) enum At {
 /// bound by [`bind_line`].
 pub(super) fn content(cols: &str, filter: &str, at: At, p: [usize; 4]) -> String {
     let [l, v, bl, bv] = p;
-    let current = |t: &str| match at {
+    let own = match at {
         // (Every row current at the head started by then: the condition only names the
         // head, so that both forms bind the same parameters.)
-        At::Head => format!("{t}.valid_to = {OPEN} AND {t}.valid_from <= ${v}"),
-        At::Version => format!("{t}.valid_to > ${v} AND {t}.valid_from <= ${v}"),
+        At::Head => format!("r.valid_to = {OPEN} AND r.valid_from <= ${v}"),
+        At::Version => format!("r.valid_to > ${v} AND r.valid_from <= ${v}"),
     };
+    // The line's rows current at the version and the base's current at its version,
+    // each one index scan; of an item in both, the line's row is kept (`pick`), and a
+    // row without a definition then means deleted. A numbering rather than a NOT
+    // EXISTS: PostgreSQL, with statistics from before a large import, planned that as
+    // a nested loop over both scans (50 million comparisons, 4 s for 10,000 flags).
+    // With a filter (one kind, one key) the base's rows are found through the primary
+    // key: the unary plus keeps SQLite from choosing the version index for the range
+    // on `valid_to`, which would scan every row of the base current then.
+    let to = if filter == "TRUE" { "" } else { "+" };
     format!(
-        "SELECT {cols} FROM revisions r WHERE r.env = $1 AND r.line = ${l} AND {own} \
-         AND r.definition IS NOT NULL AND {filter} \
+        "SELECT {cols} FROM (SELECT u.*, ROW_NUMBER() OVER (PARTITION BY u.kind, u.key ORDER BY u.base) AS pick FROM ( \
+         SELECT r.kind, r.key, r.position, r.definition, 0 AS base FROM revisions r \
+         WHERE r.env = $1 AND r.line = ${l} AND {own} AND {filter} \
          UNION ALL \
-         SELECT {cols} FROM revisions r WHERE r.env = $1 AND r.line = ${bl} \
-         AND r.valid_to > ${bv} AND r.valid_from <= ${bv} AND r.definition IS NOT NULL AND {filter} \
-         AND NOT EXISTS (SELECT 1 FROM revisions o WHERE o.env = $1 AND o.line = ${l} \
-         AND o.kind = r.kind AND o.key = r.key AND {own_o})",
-        own = current("r"),
-        own_o = current("o"),
+         SELECT r.kind, r.key, r.position, r.definition, 1 AS base FROM revisions r \
+         WHERE r.env = $1 AND r.line = ${bl} AND {to}r.valid_to > ${bv} AND r.valid_from <= ${bv} AND {filter}) u) r \
+         WHERE r.pick = 1 AND r.definition IS NOT NULL"
     )
 }
 

@@ -3,9 +3,11 @@
 //!
 //! A flag set is stored as items (each flag, each shared evaluator, each other
 //! top-level key such as `metadata`) with the range of versions each definition was
-//! current: the set at version V is every item with `valid_from <= V < valid_to`, read
-//! with one indexed query. A one-flag change closes one row and inserts one, whatever
-//! the number of flags; a revert writes only the items that differ.
+//! current: the set at version V is every item of V's line with `valid_from <= V <
+//! valid_to`, plus what the line inherits from its base (`lines.rs`), read with one
+//! query of two index scans. A one-flag change closes one row and inserts one, whatever
+//! the number of flags; a revert starts a line that points at the content it restores,
+//! and writes no row per item.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
