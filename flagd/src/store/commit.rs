@@ -38,6 +38,7 @@ impl WriteTx<'_> {
                     Backend::Postgres => "OCTET_LENGTH(definition) + OCTET_LENGTH(key)",
                 };
                 let head = content(
+                    self.line,
                     "r.kind, r.key, r.definition",
                     "TRUE",
                     At::Head,

@@ -66,8 +66,9 @@ pub(super) enum At {
 /// A query for the items of one version: `cols` of `r` (a revisions row) for every
 /// item, restricted by `filter` (on `r`, `TRUE` for none). Parameters: `$1` the
 /// environment, then `p[0]..p[3]` the line, the version, the base's line and version,
-/// bound by [`bind_line`].
-pub(super) fn content(cols: &str, filter: &str, at: At, p: [usize; 4]) -> String {
+/// bound by [`bind_line`]. `line` is the one bound: whether it has a base decides the
+/// statement's form.
+pub(super) fn content(line: Line, cols: &str, filter: &str, at: At, p: [usize; 4]) -> String {
     let [l, v, bl, bv] = p;
     let own = match at {
         // (Every row current at the head started by then: the condition only names the
@@ -84,6 +85,18 @@ pub(super) fn content(cols: &str, filter: &str, at: At, p: [usize; 4]) -> String
     // key: the unary plus keeps SQLite from choosing the version index for the range
     // on `valid_to`, which would scan every row of the base current then.
     let to = if filter == "TRUE" { "" } else { "+" };
+    if line.base.is_none() {
+        // Nothing to inherit: the line's rows alone, and the base's scan (bound to a
+        // line that cannot exist) finds nothing, so that both forms bind the same
+        // parameters.
+        return format!(
+            "SELECT {cols} FROM revisions r WHERE r.env = $1 AND r.line = ${l} AND {own} \
+             AND r.definition IS NOT NULL AND {filter} \
+             UNION ALL \
+             SELECT {cols} FROM revisions r WHERE r.env = $1 AND r.line = ${bl} \
+             AND {to}r.valid_to > ${bv} AND r.valid_from <= ${bv} AND r.definition IS NOT NULL AND {filter}"
+        );
+    }
     format!(
         "SELECT {cols} FROM (SELECT u.*, ROW_NUMBER() OVER (PARTITION BY u.kind, u.key ORDER BY u.base) AS pick FROM ( \
          SELECT r.kind, r.key, r.position, r.definition, 0 AS base FROM revisions r \
@@ -114,6 +127,7 @@ pub(super) async fn read_items(
     let v = to_i64(version);
     let line = line_at(conn, env, v).await?;
     let sql = content(
+        line,
         "r.kind, r.key, r.position, r.definition",
         "TRUE",
         At::Version,
@@ -150,7 +164,7 @@ pub(super) async fn head_flag_count(
 ) -> StoreResult<i64> {
     let sql = format!(
         "SELECT COUNT(*) FROM ({}) c",
-        content("r.key", "r.kind = 'flag'", At::Head, [2, 3, 4, 5])
+        content(line, "r.key", "r.kind = 'flag'", At::Head, [2, 3, 4, 5])
     );
     let count = bind_line(sqlx::query(&sql).bind(env), line, head)
         .fetch_one(conn)
@@ -166,7 +180,7 @@ impl WriteTx<'_> {
         let line = line_at(&mut self.tx, &self.env.key, n).await?;
         let sql = format!(
             "SELECT COUNT(*) FROM ({}) c",
-            content("r.key", "r.kind = 'flag'", At::Version, [2, 3, 4, 5])
+            content(line, "r.key", "r.kind = 'flag'", At::Version, [2, 3, 4, 5])
         );
         let count: i64 = bind_line(sqlx::query(&sql).bind(&self.env.key), line, n)
             .fetch_one(&mut *self.tx)
@@ -275,7 +289,13 @@ impl WriteTx<'_> {
         v: i64,
         at: At,
     ) -> StoreResult<HashMap<(ItemKind, String), String>> {
-        let sql = content("r.kind, r.key, r.definition", "TRUE", at, [2, 3, 4, 5]);
+        let sql = content(
+            line,
+            "r.kind, r.key, r.definition",
+            "TRUE",
+            at,
+            [2, 3, 4, 5],
+        );
         let rows = bind_line(sqlx::query(&sql).bind(&self.env.key), line, v)
             .fetch_all(&mut *self.tx)
             .await?;
@@ -308,7 +328,7 @@ impl WriteTx<'_> {
         .try_get(0)?;
         let all = format!(
             "SELECT COUNT(*) FROM ({}) c",
-            content("r.key", "TRUE", At::Version, [2, 3, 4, 5])
+            content(target, "r.key", "TRUE", At::Version, [2, 3, 4, 5])
         );
         let total: i64 = bind_line(sqlx::query(&all).bind(&self.env.key), target, n)
             .fetch_one(&mut *self.tx)
@@ -332,6 +352,7 @@ impl WriteTx<'_> {
             });
         }
         let source = content(
+            target,
             "r.kind, r.key, r.position, r.definition",
             "TRUE",
             At::Version,

@@ -139,6 +139,7 @@ impl WriteTx<'_> {
     /// The head evaluators (what validating one flag needs), without reading the flags.
     pub async fn evaluators(&mut self) -> StoreResult<Items> {
         let sql = content(
+            self.line,
             "r.key, r.position, r.definition",
             "r.kind = 'evaluator'",
             At::Head,
@@ -185,6 +186,7 @@ impl WriteTx<'_> {
     /// One head item.
     pub async fn get(&mut self, kind: ItemKind, key: &str) -> StoreResult<Option<Item>> {
         let sql = content(
+            self.line,
             "r.position, r.definition",
             "r.kind = $6 AND r.key = $7",
             At::Head,
