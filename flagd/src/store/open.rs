@@ -237,6 +237,15 @@ impl Store {
 
     /// A connection for reads.
     pub(super) async fn read(&self) -> StoreResult<sqlx::pool::PoolConnection<Any>> {
+        // A file replaced under flagd (another file at its path): a new connection would
+        // open that file with the original's WAL, and fail as corrupt (a 500 where the
+        // write it authenticates for is refused with 503). Deleted, the open
+        // connections still read the original.
+        if let Err(e) = self.check_file()
+            && self.file.as_ref().is_some_and(|(path, _, _)| path.exists())
+        {
+            return Err(e);
+        }
         self.acquire().await
     }
 
