@@ -18,7 +18,7 @@ CREATE TABLE lines (
 
 CREATE TABLE revisions_in_lines (
     env        TEXT    NOT NULL REFERENCES environments(key) ON DELETE CASCADE,
-    line       INTEGER NOT NULL,
+    line       INTEGER NOT NULL DEFAULT 0,
     kind       TEXT    NOT NULL,
     key        TEXT    NOT NULL,
     valid_from INTEGER NOT NULL,

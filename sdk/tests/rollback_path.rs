@@ -91,10 +91,12 @@ env = 'production'
 open_ = 9223372036854775807
 v, pos = c.execute("SELECT head_version, next_position FROM environments WHERE key = ?", (env,)).fetchone()
 v += 1
+# The head's line of history (flagd/src/store/lines.rs): 0 until the first revert.
+line = c.execute("SELECT COALESCE(MAX(line), 0) FROM lines WHERE env = ?", (env,)).fetchone()[0]
 flags = []
 for kind, key, definition in items:
-    c.execute("UPDATE revisions SET valid_to = ? WHERE env = ? AND kind = ? AND key = ? AND valid_to = ?", (v, env, kind, key, open_))
-    c.execute("INSERT INTO revisions (env, kind, key, valid_from, valid_to, position, definition) VALUES (?, ?, ?, ?, ?, ?, ?)", (env, kind, key, v, open_, pos, json.dumps(definition)))
+    c.execute("UPDATE revisions SET valid_to = ? WHERE env = ? AND line = ? AND kind = ? AND key = ? AND valid_to = ?", (v, env, line, kind, key, open_))
+    c.execute("INSERT INTO revisions (env, line, kind, key, valid_from, valid_to, position, definition) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (env, line, kind, key, v, open_, pos, json.dumps(definition)))
     pos += 1
     if kind == 'flag':
         flags.append(key)

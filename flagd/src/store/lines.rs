@@ -23,7 +23,7 @@ pub(super) struct Line {
 
 impl Line {
     /// The base as bound into [`content`]: a line without one binds a line that
-    /// cannot exist, so that every read is the same statement.
+    /// cannot exist, so that both forms of the statement take the same parameters.
     fn base_binds(self) -> (i64, i64) {
         self.base.unwrap_or((-1, -1))
     }
