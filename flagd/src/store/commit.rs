@@ -37,24 +37,14 @@ impl WriteTx<'_> {
                     }
                     Backend::Postgres => "OCTET_LENGTH(definition) + OCTET_LENGTH(key)",
                 };
-                let head = content(
-                    self.line,
-                    "r.kind, r.key, r.definition",
-                    "TRUE",
-                    At::Head,
-                    [2, 3, 4, 5],
-                );
+                let head = content(self.line, "r.kind, r.key, r.definition", None, At::Head);
                 let sql = format!(
                     "SELECT COALESCE(SUM(CASE WHEN kind = 'flag' THEN 1 ELSE 0 END), 0), \
                      COALESCE(SUM({len} + 4), 0) FROM ({head}) c"
                 );
-                let row = bind_line(
-                    sqlx::query(&sql).bind(&self.env.key),
-                    self.line,
-                    self.new_version(),
-                )
-                .fetch_one(&mut *self.tx)
-                .await?;
+                let row = query_at(&sql, &self.env.key, self.line, self.new_version())
+                    .fetch_one(&mut *self.tx)
+                    .await?;
                 (row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)
             }
         };

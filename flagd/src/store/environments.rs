@@ -93,7 +93,13 @@ impl Store {
         let env = lock_env(&mut tx, self.backend, key).await?;
         let head = to_i64(env.version);
         let line = line_at(&mut tx, key, head).await?;
-        let flags = head_flag_count(&mut tx, key, line, head).await?;
+        let flags = count_at(
+            &mut tx,
+            key,
+            (line, head, At::Head),
+            Some("r.kind = 'flag'"),
+        )
+        .await?;
         if flags > 0 && !force {
             return Err(StoreError::Conflict {
                 message: format!(

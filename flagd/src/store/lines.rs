@@ -22,7 +22,7 @@ pub(super) struct Line {
 }
 
 impl Line {
-    /// The base as bound into [`content`]: a line without one binds a line that
+    /// The base as bound into [`content`] ([`query_at`]): a line without one binds a line that
     /// cannot exist, so that both forms of the statement take the same parameters.
     fn base_binds(self) -> (i64, i64) {
         self.base.unwrap_or((-1, -1))
@@ -64,58 +64,83 @@ pub(super) enum At {
 }
 
 /// A query for the items of one version: `cols` of `r` (a revisions row) for every
-/// item, restricted by `filter` (on `r`, `TRUE` for none). Parameters: `$1` the
-/// environment, then `p[0]..p[3]` the line, the version, the base's line and version,
-/// bound by [`bind_line`]. `line` is the one bound: whether it has a base decides the
+/// item, restricted by `filter` (a condition on `r`; its parameters from `$6`).
+/// Parameters `$1` to `$5` (the environment, the line, the version, the base's line and
+/// version) are bound by [`query_at`]; whether `line` has a base decides the
 /// statement's form.
-pub(super) fn content(line: Line, cols: &str, filter: &str, at: At, p: [usize; 4]) -> String {
-    let [l, v, bl, bv] = p;
+pub(super) fn content(line: Line, cols: &str, filter: Option<&str>, at: At) -> String {
     let own = match at {
         // (Every row current at the head started by then: the condition only names the
         // head, so that both forms bind the same parameters.)
-        At::Head => format!("r.valid_to = {OPEN} AND r.valid_from <= ${v}"),
-        At::Version => format!("r.valid_to > ${v} AND r.valid_from <= ${v}"),
+        At::Head => format!("r.valid_to = {OPEN} AND r.valid_from <= $3"),
+        At::Version => "r.valid_to > $3 AND r.valid_from <= $3".to_owned(),
     };
-    // The line's rows current at the version and the base's current at its version,
-    // each one index scan; of an item in both, the line's row is kept (`pick`), and a
-    // row without a definition then means deleted. A numbering rather than a NOT
-    // EXISTS: PostgreSQL, with statistics from before a large import, planned that as
-    // a nested loop over both scans (50 million comparisons, 4 s for 10,000 flags).
     // With a filter (one kind, one key) the base's rows are found through the primary
     // key: the unary plus keeps SQLite from choosing the version index for the range
     // on `valid_to`, which would scan every row of the base current then.
-    let to = if filter == "TRUE" { "" } else { "+" };
+    let (filter, to) = filter.map_or(("TRUE", ""), |f| (f, "+"));
+    let base = format!(
+        "r.env = $1 AND r.line = $4 AND {to}r.valid_to > $5 AND r.valid_from <= $5 AND {filter}"
+    );
     if line.base.is_none() {
         // Nothing to inherit: the line's rows alone, and the base's scan (bound to a
         // line that cannot exist) finds nothing, so that both forms bind the same
         // parameters.
         return format!(
-            "SELECT {cols} FROM revisions r WHERE r.env = $1 AND r.line = ${l} AND {own} \
+            "SELECT {cols} FROM revisions r WHERE r.env = $1 AND r.line = $2 AND {own} \
              AND r.definition IS NOT NULL AND {filter} \
              UNION ALL \
-             SELECT {cols} FROM revisions r WHERE r.env = $1 AND r.line = ${bl} \
-             AND {to}r.valid_to > ${bv} AND r.valid_from <= ${bv} AND r.definition IS NOT NULL AND {filter}"
+             SELECT {cols} FROM revisions r WHERE {base} AND r.definition IS NOT NULL"
         );
     }
+    // The line's rows current at the version and the base's current at its version,
+    // each one index scan; of an item in both, the line's row is kept (`pick`), and a
+    // row without a definition then means deleted. A numbering rather than a NOT
+    // EXISTS: PostgreSQL, with statistics from before a large import, planned that as
+    // a nested loop over both scans (50 million comparisons, 4 s for 10,000 flags).
     format!(
         "SELECT {cols} FROM (SELECT u.*, ROW_NUMBER() OVER (PARTITION BY u.kind, u.key ORDER BY u.base) AS pick FROM ( \
          SELECT r.kind, r.key, r.position, r.definition, 0 AS base FROM revisions r \
-         WHERE r.env = $1 AND r.line = ${l} AND {own} AND {filter} \
+         WHERE r.env = $1 AND r.line = $2 AND {own} AND {filter} \
          UNION ALL \
          SELECT r.kind, r.key, r.position, r.definition, 1 AS base FROM revisions r \
-         WHERE r.env = $1 AND r.line = ${bl} AND {to}r.valid_to > ${bv} AND r.valid_from <= ${bv} AND {filter}) u) r \
+         WHERE {base}) u) r \
          WHERE r.pick = 1 AND r.definition IS NOT NULL"
     )
 }
 
-/// Binds what [`content`] reads of one version, in parameter order.
-pub(super) fn bind_line<'q>(
-    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+/// A [`content`] statement of `env` at version `v` of `line`, its first five
+/// parameters bound.
+pub(super) fn query_at<'q>(
+    sql: &'q str,
+    env: &'q str,
     line: Line,
     v: i64,
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
     let (bl, bv) = line.base_binds();
-    q.bind(line.id).bind(v).bind(bl).bind(bv)
+    sqlx::query(sql)
+        .bind(env)
+        .bind(line.id)
+        .bind(v)
+        .bind(bl)
+        .bind(bv)
+}
+
+/// How many items of `env` (those `filter` keeps) version `v` of `line` holds.
+pub(super) async fn count_at(
+    conn: &mut AnyConnection,
+    env: &str,
+    (line, v, at): (Line, i64, At),
+    filter: Option<&str>,
+) -> StoreResult<i64> {
+    let sql = format!(
+        "SELECT COUNT(*) FROM ({}) c",
+        content(line, "r.key", filter, at)
+    );
+    Ok(query_at(&sql, env, line, v)
+        .fetch_one(conn)
+        .await?
+        .try_get(0)?)
 }
 
 /// Reads every item of `env` at `version`.
@@ -129,13 +154,14 @@ pub(super) async fn read_items(
     let sql = content(
         line,
         "r.kind, r.key, r.position, r.definition",
-        "TRUE",
+        None,
         At::Version,
-        [2, 3, 4, 5],
     );
-    let rows = bind_line(sqlx::query(&sql).bind(env), line, v)
-        .fetch_all(conn)
-        .await?;
+    items_from(query_at(&sql, env, line, v).fetch_all(conn).await?)
+}
+
+/// Items from rows of `kind`, `key`, `position` and `definition`.
+pub(super) fn items_from(rows: Vec<AnyRow>) -> StoreResult<Items> {
     let mut items = Items::new();
     for r in rows {
         let kind = parse_kind(&r.try_get::<String, _>("kind")?)?;
@@ -155,37 +181,18 @@ pub(super) async fn read_items(
     Ok(items)
 }
 
-/// How many flags `env` holds at its head, version `head` of `line`.
-pub(super) async fn head_flag_count(
-    conn: &mut AnyConnection,
-    env: &str,
-    line: Line,
-    head: i64,
-) -> StoreResult<i64> {
-    let sql = format!(
-        "SELECT COUNT(*) FROM ({}) c",
-        content(line, "r.key", "r.kind = 'flag'", At::Head, [2, 3, 4, 5])
-    );
-    let count = bind_line(sqlx::query(&sql).bind(env), line, head)
-        .fetch_one(conn)
-        .await?
-        .try_get(0)?;
-    Ok(count)
-}
-
 impl WriteTx<'_> {
     /// How many flags the set held at version `n`.
     pub async fn flag_count_at(&mut self, n: u64) -> StoreResult<u64> {
         let n = to_i64(n);
         let line = line_at(&mut self.tx, &self.env.key, n).await?;
-        let sql = format!(
-            "SELECT COUNT(*) FROM ({}) c",
-            content(line, "r.key", "r.kind = 'flag'", At::Version, [2, 3, 4, 5])
-        );
-        let count: i64 = bind_line(sqlx::query(&sql).bind(&self.env.key), line, n)
-            .fetch_one(&mut *self.tx)
-            .await?
-            .try_get(0)?;
+        let count = count_at(
+            &mut self.tx,
+            &self.env.key,
+            (line, n, At::Version),
+            Some("r.kind = 'flag'"),
+        )
+        .await?;
         Ok(to_u64(count))
     }
 
@@ -289,14 +296,8 @@ impl WriteTx<'_> {
         v: i64,
         at: At,
     ) -> StoreResult<HashMap<(ItemKind, String), String>> {
-        let sql = content(
-            line,
-            "r.kind, r.key, r.definition",
-            "TRUE",
-            at,
-            [2, 3, 4, 5],
-        );
-        let rows = bind_line(sqlx::query(&sql).bind(&self.env.key), line, v)
+        let sql = content(line, "r.kind, r.key, r.definition", None, at);
+        let rows = query_at(&sql, &self.env.key, line, v)
             .fetch_all(&mut *self.tx)
             .await?;
         let mut out = HashMap::with_capacity(rows.len());
@@ -326,14 +327,7 @@ impl WriteTx<'_> {
         .fetch_one(&mut *self.tx)
         .await?
         .try_get(0)?;
-        let all = format!(
-            "SELECT COUNT(*) FROM ({}) c",
-            content(target, "r.key", "TRUE", At::Version, [2, 3, 4, 5])
-        );
-        let total: i64 = bind_line(sqlx::query(&all).bind(&self.env.key), target, n)
-            .fetch_one(&mut *self.tx)
-            .await?
-            .try_get(0)?;
+        let total = count_at(&mut self.tx, &self.env.key, (target, n, At::Version), None).await?;
         let insert = "INSERT INTO revisions (env, line, kind, key, valid_from, valid_to, position, definition)";
         if own * 2 <= total {
             sqlx::query(&format!(
@@ -354,14 +348,13 @@ impl WriteTx<'_> {
         let source = content(
             target,
             "r.kind, r.key, r.position, r.definition",
-            "TRUE",
+            None,
             At::Version,
-            [2, 3, 4, 5],
         );
         let sql = format!(
             "{insert} SELECT $1, $6, c.kind, c.key, $6, {OPEN}, c.position, c.definition FROM ({source}) c"
         );
-        bind_line(sqlx::query(&sql).bind(&self.env.key), target, n)
+        query_at(&sql, &self.env.key, target, n)
             .bind(v)
             .execute(&mut *self.tx)
             .await?;

@@ -14,6 +14,15 @@ pub(super) fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
         .then(|| std::path::PathBuf::from(path))
 }
 
+/// How the store's SQLite file may have left its path, for `Store::check_file_is`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FileGone {
+    /// Another file is at the path.
+    Replaced,
+    /// Replaced, or deleted.
+    Either,
+}
+
 /// A file's device and inode: its identity, whatever its path.
 pub(super) fn file_id(path: &std::path::Path) -> anyhow::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -241,11 +250,7 @@ impl Store {
         // open that file with the original's WAL, and fail as corrupt (a 500 where the
         // write it authenticates for is refused with 503). Deleted, the open
         // connections still read the original.
-        if let Err(e) = self.check_file()
-            && self.file.as_ref().is_some_and(|(path, _, _)| path.exists())
-        {
-            return Err(e);
-        }
+        self.check_file_is(FileGone::Replaced)?;
         self.acquire().await
     }
 
@@ -266,11 +271,17 @@ impl Store {
     /// SQLite: refuses (503) when the file flagd opened was deleted or replaced under it:
     /// writes would go to an unlinked file and be lost at the next start.
     pub(super) fn check_file(&self) -> StoreResult<()> {
+        self.check_file_is(FileGone::Either)
+    }
+
+    /// [`Store::check_file`], refusing only for the ways of going named.
+    fn check_file_is(&self, refuse: FileGone) -> StoreResult<()> {
         let Some((path, dev, ino)) = &self.file else {
             return Ok(());
         };
         match file_id(path) {
             Ok(id) if id == (*dev, *ino) => Ok(()),
+            Err(_) if refuse == FileGone::Replaced => Ok(()),
             Ok(_) => Err(StoreError::Unavailable(format!(
                 "the store's SQLite file {} was replaced while flagd ran: flagd takes no writes into the old one; put the original back, or restart flagd to serve the new one",
                 path.display()

@@ -140,35 +140,14 @@ impl WriteTx<'_> {
     pub async fn evaluators(&mut self) -> StoreResult<Items> {
         let sql = content(
             self.line,
-            "r.key, r.position, r.definition",
-            "r.kind = 'evaluator'",
+            "r.kind, r.key, r.position, r.definition",
+            Some("r.kind = 'evaluator'"),
             At::Head,
-            [2, 3, 4, 5],
         );
-        let rows = bind_line(
-            sqlx::query(&sql).bind(&self.env.key),
-            self.line,
-            self.new_version(),
-        )
-        .fetch_all(&mut *self.tx)
-        .await?;
-        let mut items = Items::new();
-        for r in rows {
-            let key: String = r.try_get("key")?;
-            let def: String = r.try_get("definition")?;
-            let definition =
-                serde_json::from_str(&def).map_err(|e| StoreError::Internal(e.into()))?;
-            items.insert(
-                (ItemKind::Evaluator, key.clone()),
-                Item {
-                    kind: ItemKind::Evaluator,
-                    key,
-                    position: r.try_get("position")?,
-                    definition,
-                },
-            );
-        }
-        Ok(items)
+        let rows = query_at(&sql, &self.env.key, self.line, self.new_version())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        items_from(rows)
     }
 
     /// The version that last changed a flag (0 when none did): what `If-Flag-Version`
@@ -188,20 +167,15 @@ impl WriteTx<'_> {
         let sql = content(
             self.line,
             "r.position, r.definition",
-            "r.kind = $6 AND r.key = $7",
+            Some("r.kind = $6 AND r.key = $7"),
             At::Head,
-            [2, 3, 4, 5],
         );
         // Read at the version being written: what this write put is current.
-        let row = bind_line(
-            sqlx::query(&sql).bind(&self.env.key),
-            self.line,
-            self.new_version(),
-        )
-        .bind(kind_str(kind))
-        .bind(key)
-        .fetch_optional(&mut *self.tx)
-        .await?;
+        let row = query_at(&sql, &self.env.key, self.line, self.new_version())
+            .bind(kind_str(kind))
+            .bind(key)
+            .fetch_optional(&mut *self.tx)
+            .await?;
         let Some(r) = row else { return Ok(None) };
         let def: String = r.try_get("definition")?;
         Ok(Some(Item {
