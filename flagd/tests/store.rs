@@ -48,6 +48,7 @@ impl CommitListener for Recorder {
 struct Fixture {
     store: Arc<Store>,
     listener: Arc<Recorder>,
+    url: String,
     _sqlite: Option<SqliteFile>,
 }
 
@@ -70,6 +71,7 @@ impl Fixture {
         Ok(Self {
             store: Arc::new(store),
             listener,
+            url,
             _sqlite: sqlite,
         })
     }
@@ -86,6 +88,18 @@ impl Fixture {
         puts: &[(&str, Option<Value>)],
     ) -> Result<Committed, StoreError> {
         write(&self.store, ENV, Some(base), puts).await
+    }
+
+    /// The head's flag count and size in bytes as the store keeps them for its limits
+    /// (read from its own row: no API returns them).
+    async fn head_size(&self) -> anyhow::Result<(i64, i64)> {
+        use sqlx::{Connection, Row};
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await?;
+        let row = sqlx::query("SELECT head_flags, head_bytes FROM environments WHERE key = $1")
+            .bind(ENV)
+            .fetch_one(&mut conn)
+            .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
     /// Everything the listener heard so far, in order.
@@ -544,6 +558,91 @@ async fn every_version_reads_back_through_reverts_of_reverts(b: Backend) -> anyh
     Ok(())
 }
 
+/// A revert that changes more items than are carried to the SDKs one by one (over 200)
+/// is found and recorded in the store alone: the changed flags (deleted, added and
+/// rewritten ones), every flag's history, and the head's size for the limits, which
+/// must equal what the store counted when that content was first written.
+async fn a_large_revert_lists_what_it_changed_and_keeps_the_size(b: Backend) -> anyhow::Result<()> {
+    let f = Fixture::open(&b).await?;
+    let import = |content: &[(String, Value)]| {
+        let store = f.store.clone();
+        let content = content.to_vec();
+        async move {
+            let mut tx = store.begin_write(ENV, None).await?;
+            let head = tx.head().await?;
+            let mut batch: Vec<(ItemKind, String, Option<Value>, Option<i64>)> = head
+                .keys()
+                .filter(|k| !content.iter().any(|(c, _)| *c == k.1))
+                .map(|k| (k.0, k.1.clone(), None, None))
+                .collect();
+            batch.extend(
+                content
+                    .into_iter()
+                    .map(|(k, v)| (ItemKind::Flag, k, Some(v), None)),
+            );
+            tx.apply(&head, batch).await?;
+            Ok::<_, anyhow::Error>(
+                tx.commit(ChangeKind::Update, ACTOR, None, "flagset.import", ENV, None)
+                    .await?,
+            )
+        }
+    };
+    // v1: f000..f299; v2: f000..f049 kept, f050..f269 rewritten, f270..f299 deleted,
+    // g000..g029 added.
+    let one: Vec<(String, Value)> = (0..300).map(|i| (format!("f{i:03}"), flag("on"))).collect();
+    let mut two: Vec<(String, Value)> = (0..50).map(|i| (format!("f{i:03}"), flag("on"))).collect();
+    two.extend((50..270).map(|i| (format!("f{i:03}"), flag("off"))));
+    two.extend((0..30).map(|i| {
+        (
+            format!("g{i:03}"),
+            json!({"state": "ENABLED", "variants": {"a": "x"}, "defaultVariant": "a"}),
+        )
+    }));
+    import(&one).await?;
+    let size_one = f.head_size().await?;
+    import(&two).await?;
+    let size_two = f.head_size().await?;
+    assert_eq!(size_one.0, 300);
+    assert_eq!(size_two.0, 300);
+    let mut changed: Vec<String> = (50..300).map(|i| format!("f{i:03}")).collect();
+    changed.extend((0..30).map(|i| format!("g{i:03}")));
+    changed.sort();
+    for (to, size) in [(1, size_one), (2, size_two), (1, size_one)] {
+        let mut tx = f.store.begin_write(ENV, None).await?;
+        tx.revert_to(to).await?;
+        let c = tx
+            .commit(
+                ChangeKind::Revert,
+                ACTOR,
+                None,
+                "flagset.revert",
+                ENV,
+                Some(to),
+            )
+            .await?;
+        assert_eq!(c.changed_flags, changed, "the revert to v{to}");
+        assert!(
+            c.changes.is_none(),
+            "{} changes are carried as keys",
+            changed.len()
+        );
+        assert_eq!(
+            f.head_size().await?,
+            size,
+            "the head's size after the revert to v{to}"
+        );
+        let (_, now) = f.store.items(ENV, None).await?;
+        let (_, then) = f.store.items(ENV, Some(to)).await?;
+        assert_eq!(now, then, "the head is v{to}'s content");
+    }
+    // Each changed flag's history lists the two imports and the three reverts; a kept
+    // one lists its first import alone.
+    assert_eq!(f.versions(Some("f100")).await?, vec![5, 4, 3, 2, 1]);
+    assert_eq!(f.versions(Some("g007")).await?, vec![5, 4, 3, 2]);
+    assert_eq!(f.versions(Some("f010")).await?, vec![1]);
+    Ok(())
+}
+
 /// The `CommitListener` of `StoreOptions::listener` hears every commit that changed
 /// something exactly once, in version order per environment, concurrent writers
 /// included. A commit that changes nothing answers `changed == false` on the head
@@ -840,6 +939,10 @@ const TESTS: &[(&str, BackendTest)] = &[
     ("every_version_reads_back", |b| {
         Box::pin(every_version_reads_back(b))
     }),
+    (
+        "a_large_revert_lists_what_it_changed_and_keeps_the_size",
+        |b| Box::pin(a_large_revert_lists_what_it_changed_and_keeps_the_size(b)),
+    ),
     ("every_version_reads_back_through_reverts_of_reverts", |b| {
         Box::pin(every_version_reads_back_through_reverts_of_reverts(b))
     }),

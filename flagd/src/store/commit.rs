@@ -137,18 +137,20 @@ impl WriteTx<'_> {
             .bind(reverted_to.map(to_i64))
             .execute(&mut *self.tx)
             .await?;
-        for chunk in flags.chunks(300) {
-            let rows = (0..chunk.len())
-                .map(|r| format!("(${}, ${}, ${})", r * 3 + 1, r * 3 + 2, r * 3 + 3))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!("INSERT INTO version_flags (env, flag_key, version) VALUES {rows}");
-            let mut q = sqlx::query(&sql);
-            for f in chunk {
-                q = q.bind(&env).bind(f).bind(v);
-            }
-            q.execute(&mut *self.tx).await?;
-        }
+        // The flags' history rows come from the version's own list of changed flags, in
+        // the store: one statement whatever their number, nothing bound per flag.
+        let each = match self.backend {
+            Backend::Sqlite => "json_each(v.changed) j",
+            Backend::Postgres => "jsonb_array_elements_text(v.changed::jsonb) j(value)",
+        };
+        sqlx::query(&format!(
+            "INSERT INTO version_flags (env, flag_key, version) SELECT v.env, j.value, v.version \
+             FROM versions v, {each} WHERE v.env = $1 AND v.version = $2"
+        ))
+        .bind(&env)
+        .bind(v)
+        .execute(&mut *self.tx)
+        .await?;
         let (head_flags, head_bytes) = self.new_head_size(kind).await?;
         sqlx::query("UPDATE environments SET head_version = $1, next_position = $2, head_flags = $3, head_bytes = $4 WHERE key = $5")
             .bind(v)

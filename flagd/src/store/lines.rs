@@ -69,25 +69,32 @@ pub(super) enum At {
 /// version) are bound by [`query_at`]; whether `line` has a base decides the
 /// statement's form.
 pub(super) fn content(line: Line, cols: &str, filter: Option<&str>, at: At) -> String {
+    content_from(line, cols, filter, at, 1)
+}
+
+/// [`content`] with its five parameters numbered from `$first`, so that two versions'
+/// contents can be compared in one statement (the second numbered from `$6`).
+fn content_from(line: Line, cols: &str, filter: Option<&str>, at: At, first: usize) -> String {
+    let [env, id, v, base_line, base_v] = [0, 1, 2, 3, 4].map(|i| format!("${}", first + i));
     let own = match at {
         // (Every row current at the head started by then: the condition only names the
         // head, so that both forms bind the same parameters.)
-        At::Head => format!("r.valid_to = {OPEN} AND r.valid_from <= $3"),
-        At::Version => "r.valid_to > $3 AND r.valid_from <= $3".to_owned(),
+        At::Head => format!("r.valid_to = {OPEN} AND r.valid_from <= {v}"),
+        At::Version => format!("r.valid_to > {v} AND r.valid_from <= {v}"),
     };
     // With a filter (one kind, one key) the base's rows are found through the primary
     // key: the unary plus keeps SQLite from choosing the version index for the range
     // on `valid_to`, which would scan every row of the base current then.
     let (filter, to) = filter.map_or(("TRUE", ""), |f| (f, "+"));
     let base = format!(
-        "r.env = $1 AND r.line = $4 AND {to}r.valid_to > $5 AND r.valid_from <= $5 AND {filter}"
+        "r.env = {env} AND r.line = {base_line} AND {to}r.valid_to > {base_v} AND r.valid_from <= {base_v} AND {filter}"
     );
     if line.base.is_none() {
         // Nothing to inherit: the line's rows alone, and the base's scan (bound to a
         // line that cannot exist) finds nothing, so that both forms bind the same
         // parameters.
         return format!(
-            "SELECT {cols} FROM revisions r WHERE r.env = $1 AND r.line = $2 AND {own} \
+            "SELECT {cols} FROM revisions r WHERE r.env = {env} AND r.line = {id} AND {own} \
              AND r.definition IS NOT NULL AND {filter} \
              UNION ALL \
              SELECT {cols} FROM revisions r WHERE {base} AND r.definition IS NOT NULL"
@@ -101,7 +108,7 @@ pub(super) fn content(line: Line, cols: &str, filter: Option<&str>, at: At) -> S
     format!(
         "SELECT {cols} FROM (SELECT u.*, ROW_NUMBER() OVER (PARTITION BY u.kind, u.key ORDER BY u.base) AS pick FROM ( \
          SELECT r.kind, r.key, r.position, r.definition, 0 AS base FROM revisions r \
-         WHERE r.env = $1 AND r.line = $2 AND {own} AND {filter} \
+         WHERE r.env = {env} AND r.line = {id} AND {own} AND {filter} \
          UNION ALL \
          SELECT r.kind, r.key, r.position, r.definition, 1 AS base FROM revisions r \
          WHERE {base}) u) r \
@@ -181,6 +188,15 @@ pub(super) fn items_from(rows: Vec<AnyRow>) -> StoreResult<Items> {
     Ok(items)
 }
 
+/// An item that differs between two versions, with its stored definition's length in
+/// bytes in each (`None` where it is absent).
+struct Changed {
+    kind: ItemKind,
+    key: String,
+    before_len: Option<i64>,
+    after_len: Option<i64>,
+}
+
 impl WriteTx<'_> {
     /// How many flags the set held at version `n`.
     pub async fn flag_count_at(&mut self, n: u64) -> StoreResult<u64> {
@@ -201,8 +217,8 @@ impl WriteTx<'_> {
     /// the new line shares that base and copies the rows `n`'s line had of its own at
     /// `n` (what changed since that line's revert), or, when those are most of the set,
     /// copies the whole set and has no base, so that later reverts to it copy nothing.
-    /// What changed is found by comparing the two versions' stored definitions, parsed
-    /// only for a change small enough to carry to the SDKs.
+    /// What changed is found in the store, which returns only the changed keys; their
+    /// definitions are read only for a change small enough to carry to the SDKs.
     pub async fn revert_to(&mut self, n: u64) -> StoreResult<()> {
         if n > self.env.version {
             return Err(StoreError::NotFound(format!(
@@ -212,25 +228,21 @@ impl WriteTx<'_> {
         }
         let (v, n, h) = (self.new_version(), to_i64(n), to_i64(self.env.version));
         let target = line_at(&mut self.tx, &self.env.key, n).await?;
-        // Both sides are read whole and compared here: two scans whatever the plan,
-        // where a comparison in SQL was planned as a nested loop of key lookups (slow
-        // on PostgreSQL's collated text keys) or of scans (SQLite, for a join).
-        let mut there = self.definitions(target, n, At::Version).await?;
-        let mut rows: Vec<(ItemKind, String, Option<String>, Option<String>)> = Vec::new();
-        for ((kind, key), before) in self.definitions(self.line, h, At::Head).await? {
-            match there.remove(&(kind, key.clone())) {
-                Some(after) if after == before => {}
-                after => rows.push((kind, key, Some(before), after)),
-            }
-        }
-        rows.extend(
-            there
-                .into_iter()
-                .map(|((kind, key), after)| (kind, key, None, Some(after))),
-        );
-        if rows.is_empty() {
+        let changed = self.changed_between(target, n, h).await?;
+        if changed.is_empty() {
             return Ok(());
         }
+        let with_definitions = changed.len() <= 2 * DETAILED_CHANGES;
+        let (mut before, mut after) = if with_definitions {
+            let items: Vec<(ItemKind, String)> =
+                changed.iter().map(|c| (c.kind, c.key.clone())).collect();
+            (
+                self.definitions_of(self.line, h, At::Head, &items).await?,
+                self.definitions_of(target, n, At::Version, &items).await?,
+            )
+        } else {
+            (HashMap::new(), HashMap::new())
+        };
         let line = match target.base {
             None => Line {
                 id: v,
@@ -247,63 +259,139 @@ impl WriteTx<'_> {
             .execute(&mut *self.tx)
             .await?;
         self.line = line;
-
-        let with_definitions = rows.len() <= 2 * DETAILED_CHANGES;
-        let mut size = self.head_size;
-        let mut changed: BTreeMap<(ItemKind, String), (Option<Value>, Option<Value>)> =
-            BTreeMap::new();
-        for (kind, key, before, after) in rows {
-            // Kept up to date from the stored definitions' lengths, as the store counts
-            // them (`new_head_size`), without parsing 10,000 of them.
+        let parse = |d: Option<String>| -> StoreResult<Option<Value>> {
+            d.map(|d| serde_json::from_str(&d).map_err(|e| StoreError::Internal(e.into())))
+                .transpose()
+        };
+        // A large revert carries keys alone, and the head's size follows from the
+        // stored lengths of what changed, as the store counts them (`new_head_size`).
+        let mut size = self.head_size.filter(|_| !with_definitions);
+        let mut changes = Vec::with_capacity(changed.len());
+        for c in changed {
             if let Some((flags, bytes)) = &mut size {
-                let item = |d: &str| i64::try_from(d.len() + key.len() + 4).unwrap_or(i64::MAX);
-                let is_flag = i64::from(kind == ItemKind::Flag);
-                if let Some(b) = &before {
-                    *bytes -= item(b);
+                let is_flag = i64::from(c.kind == ItemKind::Flag);
+                let key = i64::try_from(c.key.len() + 4).unwrap_or(i64::MAX);
+                if let Some(b) = c.before_len {
+                    *bytes -= b + key;
                     *flags -= is_flag;
                 }
-                if let Some(a) = &after {
-                    *bytes += item(a);
+                if let Some(a) = c.after_len {
+                    *bytes += a + key;
                     *flags += is_flag;
                 }
             }
-            let parse = |d: Option<String>| -> StoreResult<Option<Value>> {
-                match d {
-                    Some(d) if with_definitions => serde_json::from_str(&d)
-                        .map(Some)
-                        .map_err(|e| StoreError::Internal(e.into())),
-                    _ => Ok(None),
-                }
-            };
-            changed.insert((kind, key), (parse(before)?, parse(after)?));
+            let id = (c.kind, c.key);
+            let (b, a) = (parse(before.remove(&id))?, parse(after.remove(&id))?);
+            changes.push((id.0, id.1, b, a));
         }
         self.keys_only |= !with_definitions;
         if !with_definitions {
             self.keys_only_size = size;
         }
-        self.changes.extend(
-            changed
-                .into_iter()
-                .map(|((kind, key), (before, after))| (kind, key, before, after)),
-        );
+        self.changes.extend(changes);
         Ok(())
     }
 
-    /// The stored definition of every item at version `v` of `line`.
-    async fn definitions(
+    /// The items that differ between the head (at version `h`) and version `n` of
+    /// `target`: only their keys leave the store, found by one grouping of both
+    /// versions' rows (an item in one of them only, or with two definitions).
+    /// A grouping rather than a join: SQLite planned a join of the two as a nested loop
+    /// of scans, PostgreSQL as one of key lookups on collated text.
+    async fn changed_between(&mut self, target: Line, n: i64, h: i64) -> StoreResult<Vec<Changed>> {
+        let head = content_from(
+            self.line,
+            "r.kind, r.key, r.definition, 0 AS side",
+            None,
+            At::Head,
+            1,
+        );
+        let there = content_from(
+            target,
+            "r.kind, r.key, r.definition, 1 AS side",
+            None,
+            At::Version,
+            6,
+        );
+        // Definitions compare as bytes: PostgreSQL would otherwise order them by the
+        // database's collation, which is slower and could call different texts equal.
+        let (def, len) = match self.backend {
+            Backend::Sqlite => ("d.definition", "LENGTH(CAST(d.definition AS BLOB))"),
+            Backend::Postgres => ("d.definition COLLATE \"C\"", "OCTET_LENGTH(d.definition)"),
+        };
+        // One row: a JSON list of the changed items, where a row per item cost more in
+        // the driver (10,000 of them for a large revert) than the comparison itself.
+        let (agg, item) = match self.backend {
+            Backend::Sqlite => ("json_group_array", "json_array"),
+            Backend::Postgres => ("json_agg", "json_build_array"),
+        };
+        let sql = format!(
+            "SELECT CAST({agg}({item}(x.kind, x.key, x.before_len, x.after_len)) AS TEXT) FROM ( \
+             SELECT d.kind, d.key, SUM(CASE WHEN d.side = 0 THEN {len} END) AS before_len, \
+             SUM(CASE WHEN d.side = 1 THEN {len} END) AS after_len \
+             FROM ({head} UNION ALL {there}) d GROUP BY d.kind, d.key \
+             HAVING COUNT(*) = 1 OR MIN({def}) <> MAX({def})) x"
+        );
+        let (bl, bv) = target.base_binds();
+        let list: Option<String> = query_at(&sql, &self.env.key, self.line, h)
+            .bind(&self.env.key)
+            .bind(target.id)
+            .bind(n)
+            .bind(bl)
+            .bind(bv)
+            .fetch_one(&mut *self.tx)
+            .await?
+            .try_get(0)?;
+        // (PostgreSQL aggregates no rows to NULL, SQLite to an empty list.)
+        let items: Vec<(String, String, Option<i64>, Option<i64>)> = match list {
+            Some(l) => serde_json::from_str(&l).map_err(|e| StoreError::Internal(e.into()))?,
+            None => Vec::new(),
+        };
+        let mut changed = items
+            .into_iter()
+            .map(|(kind, key, before_len, after_len)| {
+                Ok(Changed {
+                    kind: parse_kind(&kind)?,
+                    key,
+                    before_len,
+                    after_len,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        // In the order of every other change list (flagd's, not the database's collation).
+        changed.sort_unstable_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
+        Ok(changed)
+    }
+
+    /// The stored definitions of `items` at version `v` of `line` (those it holds).
+    async fn definitions_of(
         &mut self,
         line: Line,
         v: i64,
         at: At,
+        items: &[(ItemKind, String)],
     ) -> StoreResult<HashMap<(ItemKind, String), String>> {
-        let sql = content(line, "r.kind, r.key, r.definition", None, at);
-        let rows = query_at(&sql, &self.env.key, line, v)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for r in rows {
-            let kind = parse_kind(&r.try_get::<String, _>("kind")?)?;
-            out.insert((kind, r.try_get("key")?), r.try_get("definition")?);
+        let mut out = HashMap::with_capacity(items.len());
+        for kind in [ItemKind::Flag, ItemKind::Evaluator, ItemKind::Top] {
+            let keys: Vec<&str> = items
+                .iter()
+                .filter(|i| i.0 == kind)
+                .map(|i| i.1.as_str())
+                .collect();
+            for chunk in keys.chunks(500) {
+                let list = (0..chunk.len())
+                    .map(|i| format!("${}", i + 6))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let filter = format!("r.kind = '{}' AND r.key IN ({list})", kind_str(kind));
+                let sql = content(line, "r.key, r.definition", Some(&filter), at);
+                let mut q = query_at(&sql, &self.env.key, line, v);
+                for k in chunk {
+                    q = q.bind(*k);
+                }
+                for r in q.fetch_all(&mut *self.tx).await? {
+                    out.insert((kind, r.try_get("key")?), r.try_get("definition")?);
+                }
+            }
         }
         Ok(out)
     }

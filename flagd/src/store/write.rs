@@ -46,8 +46,8 @@ pub struct WriteTx<'s> {
     pub(super) keys_only: bool,
     /// The head's line (`lines.rs`): the new version's, once a revert started one.
     pub(super) line: Line,
-    /// The flag count and bytes after a large revert, from the lengths of what it
-    /// changed, when the head's were known.
+    /// The flag count and bytes after a large revert, from the stored lengths of what
+    /// it changed, when the head's were known.
     pub(super) keys_only_size: Option<(i64, i64)>,
     /// The alert firing that asked for this change: its episode, audit action and
     /// payload, written with the version ([`WriteTx::record_alert`]).
