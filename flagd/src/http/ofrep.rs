@@ -9,14 +9,16 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use flagd_core::{Detail, ErrorCode, EvaluationContext, Reason, Snapshot};
+use flagd_core::{Detail, ErrorCode, EvaluationContext, LenientContext, Reason, Snapshot};
 use serde::Serialize;
+use serde::de::IgnoredAny;
 use serde::ser::SerializeMap;
 use serde_json::{Map, Value, json};
+
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -65,18 +67,68 @@ async fn environment(s: &AppState, headers: &HeaderMap) -> Result<String, Respon
     }
 }
 
-/// The evaluation context of a request body `{"context": {...}}`. Lenient as flagd is:
-/// an empty body is an empty context, and so is a `context` that is not an object;
-/// JSON that does not parse is refused.
+/// The evaluation context of a request body `{"context": {...}}`, read from the text in
+/// one pass. Lenient as flagd is: an empty body is an empty context, and so is a body or
+/// a `context` that is not an object; JSON that does not parse is refused.
 fn context(body: &Bytes) -> Result<EvaluationContext, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(EvaluationContext::empty());
     }
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    match v.get("context") {
-        Some(c @ Value::Object(_)) => EvaluationContext::from_json(c).map_err(|e| e.to_string()),
-        _ => Ok(EvaluationContext::empty()),
+    serde_json::from_slice::<RequestBody>(body)
+        .map(|b| b.0)
+        .map_err(|e| format!("the body is not JSON: {e}"))
+}
+
+/// A request body's context: its `context` member when the body is an object (the last
+/// one, as JSON readers keep), every other member and any other body skipped unread.
+struct RequestBody(EvaluationContext);
+
+impl<'de> serde::Deserialize<'de> for RequestBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RequestBodyVisitor)
+    }
+}
+
+struct RequestBodyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RequestBodyVisitor {
+    type Value = RequestBody;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON request body")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RequestBody, A::Error> {
+        let mut ctx = EvaluationContext::empty();
+        while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if k == "context" {
+                ctx = map.next_value::<LenientContext>()?.0;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(RequestBody(ctx))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RequestBody, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(RequestBody(EvaluationContext::empty()))
+    }
+    fn visit_unit<E>(self) -> Result<RequestBody, E> {
+        Ok(RequestBody(EvaluationContext::empty()))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<RequestBody, E> {
+        Ok(RequestBody(EvaluationContext::empty()))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<RequestBody, E> {
+        Ok(RequestBody(EvaluationContext::empty()))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<RequestBody, E> {
+        Ok(RequestBody(EvaluationContext::empty()))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<RequestBody, E> {
+        Ok(RequestBody(EvaluationContext::empty()))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<RequestBody, E> {
+        Ok(RequestBody(EvaluationContext::empty()))
     }
 }
 
@@ -174,8 +226,10 @@ fn result<'a>(
 }
 
 fn json_answer(status: StatusCode, body: &impl Serialize) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => {
+    // A single flag's answer fits: one allocation, no regrowth while writing.
+    let mut bytes = Vec::with_capacity(256);
+    match serde_json::to_writer(&mut bytes, body) {
+        Ok(()) => {
             let mut r = (status, bytes).into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -193,8 +247,7 @@ fn json_answer(status: StatusCode, body: &impl Serialize) -> Response {
 /// failure).
 async fn prepare(
     s: &AppState,
-    headers: &HeaderMap,
-    body: &Bytes,
+    request: Request,
     key: Option<&str>,
 ) -> Result<
     (
@@ -204,8 +257,12 @@ async fn prepare(
     ),
     Response,
 > {
-    let env = environment(s, headers).await?;
-    let ctx = context(body).map_err(|e| {
+    // The headers are read where they are (an extracted `HeaderMap` is a copy of them).
+    let env = environment(s, request.headers()).await?;
+    let body = Bytes::from_request(request, s)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let ctx = context(&body).map_err(|e| {
         let mut failure = json!({"errorCode": "INVALID_CONTEXT", "errorDetails": e});
         if let Some(k) = key {
             failure["key"] = json!(k);
@@ -217,13 +274,8 @@ async fn prepare(
 }
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
-async fn single(
-    State(s): State<AppState>,
-    Path(key): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let (env, ctx, compiled) = match prepare(&s, &headers, &body, Some(&key)).await {
+async fn single(State(s): State<AppState>, Path(key): Path<String>, request: Request) -> Response {
+    let (env, ctx, compiled) = match prepare(&s, request, Some(&key)).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -255,8 +307,10 @@ fn internal(e: ApiError) -> Response {
 
 /// `POST /ofrep/v1/evaluate/flags`: every flag for one context, with an `ETag` for the
 /// result (a provider revalidates with `If-None-Match` and gets 304 when nothing moved).
-async fn bulk(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let (env, ctx, compiled) = match prepare(&s, &headers, &body, None).await {
+async fn bulk(State(s): State<AppState>, request: Request) -> Response {
+    // Only If-None-Match is needed after the body is read: kept, not the whole map.
+    let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
+    let (env, ctx, compiled) = match prepare(&s, request, None).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -292,7 +346,11 @@ async fn bulk(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Res
         Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let etag = super::ui::etag_of(&Sha256::digest(&text)[..16]);
-    let mut r = if super::ui::not_modified(&headers, &etag) {
+    let mut conditional = HeaderMap::new();
+    if let Some(v) = if_none_match {
+        conditional.insert(header::IF_NONE_MATCH, v);
+    }
+    let mut r = if super::ui::not_modified(&conditional, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let mut r = (StatusCode::OK, text).into_response();

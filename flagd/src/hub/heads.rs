@@ -79,6 +79,16 @@ impl Hub {
     /// What a secret is, for remote evaluation: an SDK key's environment comes from
     /// memory when checked in the last seconds.
     pub async fn sdk_key(&self, secret: &str) -> ApiResult<SdkKey> {
+        // Every remote evaluation starts here: a key checked recently costs its digest,
+        // a lookup and the environment's name, not a copy of the whole caller.
+        let digest = crate::auth::digest_secret(secret);
+        if let Ok(keys) = self.sdk_keys.lock()
+            && let Some((caller, at)) = keys.get(&digest)
+            && at.elapsed() < KEY_TTL
+        {
+            let env = caller.environments.as_ref().and_then(|e| e.first());
+            return Ok(SdkKey::Environment(env.cloned().unwrap_or_default()));
+        }
         Ok(match self.check_sdk_key(secret).await? {
             Checked::Key(caller) => SdkKey::Environment(
                 caller

@@ -173,6 +173,47 @@ pub(crate) async fn evaluation(b: Backend) -> anyhow::Result<()> {
         .post("flags/ratio", &[("authorization", &auth)], None)
         .await;
     assert_eq!((st, r["value"].clone()), (200, json!(0.25)));
+    // So is a body or a context that is not an object; other members are ignored and of
+    // two contexts the last counts, as a JSON reader keeps it.
+    for (body, value) in [
+        (r#"["NO"]"#, "red"),
+        (r#""NO""#, "red"),
+        (r#"{"context": "NO"}"#, "red"),
+        (r#"{"context": [{"country": "NO"}]}"#, "red"),
+        (
+            r#"{"extra": {"country": "NO"}, "context": {"country": "NO"}}"#,
+            "blue",
+        ),
+        (
+            r#"{"context": {"country": "NO"}, "context": {"country": "US"}}"#,
+            "red",
+        ),
+        (
+            r#"{"context": {"country": "US"}, "context": {"country": "SE"}}"#,
+            "blue",
+        ),
+        (r#"{"context": {"country": "US", "country": "NO"}}"#, "blue"),
+    ] {
+        let (st, r, _) = o
+            .post(
+                "flags/color",
+                &[("authorization", &auth)],
+                Some(body.into()),
+            )
+            .await;
+        assert_eq!((st, r["value"].clone()), (200, json!(value)), "{body}: {r}");
+    }
+    let (st, r, _) = o
+        .post(
+            "flags/color",
+            &[("authorization", &auth)],
+            Some(r#"{"context": {"country": "NO"}"#.into()),
+        )
+        .await;
+    assert_eq!(
+        (st, r["errorCode"].clone()),
+        (400, json!("INVALID_CONTEXT"))
+    );
 
     // Credentials: X-API-Key works; none or an unknown key is 401; an API token is 403.
     let (st, _, _) = o

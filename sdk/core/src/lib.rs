@@ -32,6 +32,7 @@
 
 mod bucket;
 mod context;
+mod context_serde;
 pub mod document;
 mod eval;
 #[cfg(feature = "fuzzing")]
@@ -48,6 +49,7 @@ pub mod wire;
 
 pub use bucket::{Murmur3, bucket, murmur3_x86_32};
 pub use context::{EvaluationContext, InvalidContext, Map, Value};
+pub use context_serde::LenientContext;
 pub use eval::{Detail, ErrorCode, LoadError, Reason, Snapshot, ValueType};
 pub use limits::check_key;
 pub use model::{Flag, FlagSet, FlagState, Problem, Strictness, ValidationErrors, VariantType};
