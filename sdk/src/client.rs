@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use flagd_core::{Detail, EvaluationContext};
+use flagd_core::document::DocumentText;
+use flagd_core::{Detail, EvaluationContext, Snapshot};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -199,53 +200,68 @@ impl ClientBuilder {
     }
 }
 
+/// A document's text, loaded and held as the client serves it. An object (a flag set)
+/// is loaded from its text in parts, never built whole as JSON values: what makes a
+/// large bootstrap or cache file quick to start from (benchmarks.md section 9).
+fn load(text: &str, version: u64) -> Result<(Snapshot, Doc), String> {
+    if let Some(t) = DocumentText::parse(text)
+        && let Some(doc) = Doc::from_text(&t)
+    {
+        let snap = Snapshot::load_text(&t, version).map_err(|e| e.to_string())?;
+        return Ok((snap, doc));
+    }
+    // Not JSON, too deep, or not an object: parsed whole for the error flagd would give.
+    let doc = flagd_core::limits::value_from_slice_deep(text.as_bytes())?;
+    let snap = compile(&doc, version)?;
+    Ok((snap, Doc::from_value(doc)))
+}
+
+/// What a cache file holds, if it is one.
+fn from_cache(text: &str) -> Option<Current> {
+    let top = DocumentText::parse(text)?;
+    let member = |key: &str| {
+        top.member(key)
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+    };
+    let version = member("version").and_then(|v| v.as_u64()).unwrap_or(0);
+    let (snap, doc) = load(top.member("document")?.get(), version).ok()?;
+    Some(Current {
+        snapshot: Arc::new(snap),
+        version,
+        document: Arc::new(doc),
+        store: member("store").and_then(|v| v.as_str().map(str::to_owned)),
+        at: member("at").and_then(|v| v.as_i64()),
+    })
+}
+
 /// What to serve before the first live snapshot: the cache file, else the bootstrap
 /// file, else nothing.
 fn initial(cache: Option<&Path>, bootstrap: Option<&Path>) -> Result<Current, BuildError> {
     if let Some(c) = cache {
-        match std::fs::read_to_string(c)
-            .ok()
-            .and_then(|t| flagd_core::limits::value_from_slice_deep(t.as_bytes()).ok())
-        {
-            Some(v) => {
-                let version = v.get("version").and_then(Value::as_u64).unwrap_or(0);
-                if let Some(doc) = v.get("document")
-                    && let Ok(snap) = compile(doc, version)
-                {
-                    tracing::info!(version, file = %c.display(), "serving the cache file until flagd answers");
-                    return Ok(Current {
-                        snapshot: Arc::new(snap),
-                        version,
-                        document: Arc::new(Doc::from_value(doc.clone())),
-                        store: v.get("store").and_then(Value::as_str).map(str::to_owned),
-                        at: v.get("at").and_then(Value::as_i64),
-                    });
+        match std::fs::read_to_string(c) {
+            Ok(text) => match from_cache(&text) {
+                Some(current) => {
+                    tracing::info!(version = current.version, file = %c.display(), "serving the cache file until flagd answers");
+                    return Ok(current);
                 }
-                tracing::warn!(file = %c.display(), "the cache file is not usable; ignoring it");
-            }
-            None => tracing::debug!(file = %c.display(), "no cache file yet"),
+                None => {
+                    tracing::warn!(file = %c.display(), "the cache file is not usable; ignoring it");
+                }
+            },
+            Err(_) => tracing::debug!(file = %c.display(), "no cache file yet"),
         }
     }
     if let Some(b) = bootstrap {
-        let text = std::fs::read_to_string(b).map_err(|e| BuildError::Bootstrap {
-            path: b.to_owned(),
-            message: e.to_string(),
-        })?;
-        let doc: Value =
-            flagd_core::limits::value_from_slice_deep(text.as_bytes()).map_err(|e| {
-                BuildError::Bootstrap {
-                    path: b.to_owned(),
-                    message: e,
-                }
-            })?;
-        let snap = compile(&doc, 0).map_err(|message| BuildError::Bootstrap {
+        let failed = |message: String| BuildError::Bootstrap {
             path: b.to_owned(),
             message,
-        })?;
+        };
+        let text = std::fs::read_to_string(b).map_err(|e| failed(e.to_string()))?;
+        let (snap, doc) = load(&text, 0).map_err(failed)?;
         return Ok(Current {
             snapshot: Arc::new(snap),
             version: 0,
-            document: Arc::new(Doc::from_value(doc)),
+            document: Arc::new(doc),
             store: None,
             at: None,
         });

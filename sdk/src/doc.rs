@@ -4,16 +4,57 @@
 //! a change copies pointers, never definitions, and keeping more versions costs little.
 //! A leaf: it imports no other module of this crate.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use flagd_core::document::apply_changes;
+use flagd_core::document::{DocumentText, apply_changes};
 use flagd_core::wire::{Change, ItemKind};
 use indexmap::IndexMap;
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+/// One item's definition: as parsed, or as the text of the file it was loaded from
+/// (a bootstrap or cache file: a string per flag instead of a tree of values), parsed
+/// when first needed.
+#[derive(Debug)]
+enum Def {
+    Parsed(Value),
+    Text(Box<RawValue>, OnceLock<Value>),
+}
+
+impl Def {
+    fn value(&self) -> &Value {
+        match self {
+            Def::Parsed(v) => v,
+            // The text was checked when the file was loaded (valid, depth within the
+            // limit), so it parses; Null stands in should it not.
+            Def::Text(raw, v) => v.get_or_init(|| {
+                flagd_core::limits::from_slice_deep(raw.get().as_bytes()).unwrap_or(Value::Null)
+            }),
+        }
+    }
+}
+
+impl PartialEq for Def {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Def::Text(a, _), Def::Text(b, _)) if a.get() == b.get() => true,
+            _ => self.value() == other.value(),
+        }
+    }
+}
+
+impl Serialize for Def {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Def::Parsed(v) => v.serialize(s),
+            Def::Text(raw, _) => raw.serialize(s),
+        }
+    }
+}
+
 /// Items of one section by key, in document order.
-type Items = IndexMap<Arc<str>, Arc<Value>>;
+type Items = IndexMap<Arc<str>, Arc<Def>>;
 
 /// One top-level entry: a section held as items, or any other value.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,39 +75,74 @@ pub(crate) struct Doc {
 
 fn items_of(m: Map<String, Value>) -> Items {
     m.into_iter()
-        .map(|(k, v)| (Arc::from(k.as_str()), Arc::new(v)))
+        .map(|(k, v)| (Arc::from(k.as_str()), Arc::new(Def::Parsed(v))))
         .collect()
 }
 
 impl Doc {
+    fn empty() -> Self {
+        Self {
+            top: Vec::new(),
+            flags: Items::new(),
+            evaluators: Items::new(),
+        }
+    }
+
     /// Takes a document apart. `flags` and `$evaluators` are held item by item when they
     /// are objects; anything else (a flag array, a document that is not a flag set) is
     /// kept as it came.
     pub(crate) fn from_value(doc: Value) -> Self {
-        let mut d = Self {
-            top: Vec::new(),
-            flags: Items::new(),
-            evaluators: Items::new(),
-        };
+        let mut d = Self::empty();
         let Value::Object(top) = doc else {
             d.top.push((String::new(), Entry::Other(doc)));
             return d;
         };
         for (k, v) in top {
-            let entry = match (k.as_str(), v) {
-                ("flags", Value::Object(m)) => {
-                    d.flags = items_of(m);
-                    Entry::Flags
-                }
-                ("$evaluators", Value::Object(m)) => {
-                    d.evaluators = items_of(m);
-                    Entry::Evaluators
-                }
-                (_, v) => Entry::Other(v),
-            };
+            let entry = d.entry(&k, v);
             d.top.push((k, entry));
         }
         d
+    }
+
+    /// [`Doc::from_value`] of the document `text` holds, its flags kept as their text.
+    /// `None` if a member does not parse (the text was checked: it does).
+    pub(crate) fn from_text(text: &DocumentText<'_>) -> Option<Self> {
+        let mut d = Self::empty();
+        for (k, raw) in &text.members {
+            let entry = match (k.as_str(), &text.flags) {
+                ("flags", Some(flags)) => {
+                    d.flags = flags
+                        .iter()
+                        .map(|(k, raw)| {
+                            let def = Def::Text((*raw).to_owned(), OnceLock::new());
+                            (Arc::from(k.as_str()), Arc::new(def))
+                        })
+                        .collect();
+                    Entry::Flags
+                }
+                _ => {
+                    let v = flagd_core::limits::from_slice_deep(raw.get().as_bytes()).ok()?;
+                    d.entry(k, v)
+                }
+            };
+            d.top.push((k.clone(), entry));
+        }
+        Some(d)
+    }
+
+    /// Takes in one top-level member.
+    fn entry(&mut self, key: &str, v: Value) -> Entry {
+        match (key, v) {
+            ("flags", Value::Object(m)) => {
+                self.flags = items_of(m);
+                Entry::Flags
+            }
+            ("$evaluators", Value::Object(m)) => {
+                self.evaluators = items_of(m);
+                Entry::Evaluators
+            }
+            (_, v) => Entry::Other(v),
+        }
     }
 
     /// Whether the document is an object (anything else is kept under an empty key).
@@ -90,7 +166,7 @@ impl Doc {
             Value::Object(
                 items
                     .iter()
-                    .map(|(k, v)| (k.to_string(), (**v).clone()))
+                    .map(|(k, v)| (k.to_string(), v.value().clone()))
                     .collect(),
             )
         };
@@ -111,7 +187,7 @@ impl Doc {
 
     /// A flag's definition.
     pub(crate) fn flag(&self, key: &str) -> Option<&Value> {
-        self.flags.get(key).map(|v| &**v)
+        self.flags.get(key).map(|v| v.value())
     }
 
     /// This document with `changes` applied, as `flagd_core::document::apply_changes`
@@ -152,7 +228,7 @@ impl Doc {
             };
             match &c.definition {
                 Some(v) => {
-                    items.insert(Arc::from(c.key.as_str()), Arc::new(v.clone()));
+                    items.insert(Arc::from(c.key.as_str()), Arc::new(Def::Parsed(v.clone())));
                 }
                 None => {
                     items.shift_remove(c.key.as_str());
@@ -275,13 +351,20 @@ mod tests {
             for changes in &lists {
                 let mut want = doc.clone();
                 apply_changes(&mut want, changes);
-                let got = Doc::from_value(doc.clone()).with_changes(changes);
-                assert_eq!(got.to_value(), want, "{doc} {changes:?}");
-                assert_eq!(
-                    serde_json::to_string(&got).unwrap(),
-                    serde_json::to_string(&want).unwrap(),
-                    "{doc} {changes:?}"
-                );
+                let text = doc.to_string();
+                let from_text = DocumentText::parse(&text).map(|t| Doc::from_text(&t).unwrap());
+                let parsed = Doc::from_value(doc.clone());
+                assert_eq!(from_text.is_some(), doc.is_object());
+                for d in std::iter::once(parsed).chain(from_text) {
+                    assert_eq!(d, Doc::from_value(doc.clone()), "{doc}");
+                    let got = d.with_changes(changes);
+                    assert_eq!(got.to_value(), want, "{doc} {changes:?}");
+                    assert_eq!(
+                        serde_json::to_string(&got).unwrap(),
+                        serde_json::to_string(&want).unwrap(),
+                        "{doc} {changes:?}"
+                    );
+                }
             }
         }
     }
@@ -308,5 +391,14 @@ mod tests {
             d1.changed_flags(&d3).is_empty(),
             "equal definitions are unchanged"
         );
+        // Kept as text: compared by value, and parsed once when needed.
+        let text = r#"{"flags": {"a": {"state":  "ENABLED"}, "b": {"state": "ENABLED"}}}"#;
+        let t = Doc::from_text(&DocumentText::parse(text).unwrap()).unwrap();
+        assert!(
+            matches!(&*t.flags["a"], Def::Text(raw, _) if raw.get() == r#"{"state":  "ENABLED"}"#)
+        );
+        assert!(t.changed_flags(&d1).is_empty());
+        assert_eq!(t.changed_flags(&d2), ["a"]);
+        assert_eq!(t.flag("a"), Some(&json!({"state": "ENABLED"})));
     }
 }

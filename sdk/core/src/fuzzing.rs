@@ -31,6 +31,7 @@ pub fn flag_set(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(doc) else {
         return;
     };
+    loads_in_parts_as_whole(text);
     let strict = FlagSet::parse_str(text, Strictness::Strict);
     let Ok(set) = FlagSet::parse_str(text, Strictness::Lenient) else {
         assert!(strict.is_err(), "accepted strictly but not leniently");
@@ -78,6 +79,39 @@ pub fn flag_set(data: &[u8]) {
         contexts.push(c);
     }
     evaluate_all(&set, &contexts);
+}
+
+/// Loaded from its text split to the single flag ([`Snapshot::load_text`] in parts),
+/// a document loads as it does whole on one thread: the same flags in the same order,
+/// the same problems, metadata and answers, or the same error.
+fn loads_in_parts_as_whole(text: &str) {
+    let Some(split) = crate::document::DocumentText::parse(text) else {
+        return;
+    };
+    let Ok(json) = crate::limits::from_slice_deep::<Json>(text.as_bytes()) else {
+        panic!("split, but does not parse");
+    };
+    let whole = crate::on_this_thread(|| Snapshot::load(&json, 1));
+    let parts = crate::eval::load_in_parts(&split, 1, 1, 1);
+    match (whole, parts) {
+        (Ok(a), Ok(b)) => {
+            let keys: Vec<&str> = a.keys().collect();
+            assert_eq!(keys, b.keys().collect::<Vec<_>>(), "the flags differ");
+            assert_eq!(a.problems(), b.problems(), "the problems differ");
+            assert_eq!(a.metadata(), b.metadata(), "the metadata differs");
+            for c in &standard_contexts() {
+                for k in &keys {
+                    assert_eq!(
+                        format!("{:?}", a.evaluate(k, c)),
+                        format!("{:?}", b.evaluate(k, c)),
+                        "{k} evaluates differently"
+                    );
+                }
+            }
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b, "the errors differ"),
+        (a, b) => panic!("whole: {a:?}, in parts: {b:?}"),
+    }
 }
 
 /// A stream frame (UTF-8 JSON text), decoded as the SDK decodes a server's message and

@@ -4,7 +4,6 @@
 //! on the calling thread: starting threads costs more than they save.
 
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 /// The machine's cores, asked once.
 pub(crate) fn cores() -> usize {
@@ -90,7 +89,7 @@ pub(crate) fn parse_large(text: &[u8]) -> Option<Value> {
 }
 
 fn parse_object(text: &str) -> Option<Value> {
-    let members = members(text)?;
+    let members = crate::document::members_of(text)?;
     let sizes: usize = members.iter().map(|(_, r)| r.get().len()).sum();
     let parts = parts(sizes, PARALLEL_BYTES / 4).min(members.len());
     let parsed = map_parts(&members, parts, |part| {
@@ -111,43 +110,15 @@ fn parse_object(text: &str) -> Option<Value> {
         .flatten()
         .collect();
     let mut map = serde_json::Map::with_capacity(members.len());
-    // In order, one by one, as serde_json builds a map: a repeated key keeps its first
-    // place and its last value.
+    // Each key once already (first place, last value), as serde_json builds a map.
     for (value, (key, _)) in values.into_iter().zip(members) {
         map.insert(key, value);
     }
     Some(Value::Object(map))
 }
 
-/// An object's members, unparsed.
-fn members(text: &str) -> Option<Vec<(String, &RawValue)>> {
-    struct Members<'de>(std::marker::PhantomData<&'de ()>);
-    impl<'de> serde::de::Visitor<'de> for Members<'de> {
-        type Value = Vec<(String, &'de RawValue)>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an object")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut m: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(entry) = m.next_entry::<String, &'de RawValue>()? {
-                out.push(entry);
-            }
-            Ok(out)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    // The caller checked the depth of the whole text.
-    de.disable_recursion_limit();
-    let members =
-        serde::Deserializer::deserialize_map(&mut de, Members(std::marker::PhantomData)).ok()?;
-    de.end().ok()?;
-    Some(members)
-}
-
-fn parse_one(text: &str) -> Option<Value> {
+/// Parses JSON text whose depth the caller checked.
+pub(crate) fn parse_one(text: &str) -> Option<Value> {
     let mut de = serde_json::Deserializer::from_str(text);
     de.disable_recursion_limit();
     let v = serde::Deserialize::deserialize(&mut de).ok()?;

@@ -6,7 +6,7 @@
 //! removed. And a load that reads the document in place (what the SDK and flagd do)
 //! evaluates exactly as compiling the [`FlagSet`] read from it.
 
-use flagd_core::document::apply_changes;
+use flagd_core::document::{DocumentText, apply_changes};
 use flagd_core::wire::{Change, ItemKind};
 use flagd_core::{EvaluationContext, FlagSet, Snapshot};
 use serde_json::{Value, json};
@@ -342,4 +342,71 @@ fn a_large_document_loads_as_its_parts_do() {
     // And as its flag set compiled.
     let set = FlagSet::parse_isolated(&doc).unwrap();
     assert_eq!(answers(&Snapshot::compile(&set, 1), &ctxs), got);
+}
+
+#[test]
+fn a_large_document_loads_from_its_text_as_whole() {
+    let text = large_document();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let whole = flagd_core::on_this_thread(|| Snapshot::load(&doc, 1)).unwrap();
+    let split = DocumentText::parse(&text).unwrap();
+    assert_eq!(split.flags.as_ref().map(Vec::len), Some(6_000));
+    let parts = Snapshot::load_text(&split, 1).unwrap();
+    let ctxs = contexts();
+    assert_eq!(answers(&parts, &ctxs), answers(&whole, &ctxs));
+    assert_eq!(
+        parts.keys().collect::<Vec<_>>(),
+        whole.keys().collect::<Vec<_>>(),
+        "the flags in the same order"
+    );
+    assert_eq!(parts.metadata(), whole.metadata());
+    let evaluator_problems = |s: &Snapshot| {
+        s.problems()
+            .iter()
+            .filter(|p| p.path.starts_with("$evaluators"))
+            .count()
+    };
+    assert_eq!(evaluator_problems(&parts), 1, "reported once, not per part");
+    // And as the text was loaded before: parsed whole, then loaded.
+    assert_eq!(
+        answers(&Snapshot::from_json_str(&text, 1).unwrap(), &ctxs),
+        answers(&whole, &ctxs)
+    );
+    // A large text that is not a flag set fails as the whole document does.
+    let not_a_set = text.replacen(r#""$evaluators": {"#, r#""$evaluators": 5, "x": {"#, 1);
+    let split = DocumentText::parse(&not_a_set).unwrap();
+    let whole = Snapshot::load(&serde_json::from_str(&not_a_set).unwrap(), 1).unwrap_err();
+    assert_eq!(Snapshot::load_text(&split, 1).unwrap_err(), whole);
+}
+
+#[test]
+fn a_document_text_splits_as_a_parse_reads() {
+    let text = r#"{"flags": {"a": {"state": "ENABLED"}, "b": {}, "a": [1]}, "metadata": {"x": 1}, "flags": {"c": {}, "c": 2, "d": 3}}"#;
+    let split = DocumentText::parse(text).unwrap();
+    let keys: Vec<&str> = split.members.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["flags", "metadata"], "first place");
+    let flags: Vec<(&str, &str)> = split
+        .flags
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.get()))
+        .collect();
+    assert_eq!(flags, [("c", "2"), ("d", "3")], "last value");
+    let parsed: Value = flagd_core::limits::from_slice_deep(text.as_bytes()).unwrap();
+    assert_eq!(split.to_value().unwrap().to_string(), parsed.to_string());
+    assert!(
+        DocumentText::parse(r#"{"flags": [{"key": "a"}]}"#)
+            .unwrap()
+            .flags
+            .is_none()
+    );
+    for not in ["[1]", "5", "{\"a\": }", "{\"a\": 1} x", ""] {
+        assert!(DocumentText::parse(not).is_none(), "{not}");
+    }
+    let deep = format!("{{\"flags\": {}1{}}}", "[".repeat(600), "]".repeat(600));
+    assert!(
+        DocumentText::parse(&deep).is_none(),
+        "deeper than decoders read"
+    );
 }

@@ -7,6 +7,10 @@
 //! of [`Change`]s, one per item, applied with [`apply_changes`].
 
 pub mod rollout;
+mod text;
+
+pub use text::DocumentText;
+pub(crate) use text::{members_of, parse as parse_member};
 
 use std::collections::BTreeMap;
 

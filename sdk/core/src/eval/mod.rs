@@ -6,10 +6,13 @@
 
 mod compile;
 mod detail;
+mod parts;
 mod snapshot;
 mod table;
 #[cfg(test)]
 mod tests;
 
 pub use detail::{Detail, ErrorCode, Reason, ValueType};
+#[cfg(feature = "fuzzing")]
+pub(crate) use parts::load_in_parts;
 pub use snapshot::{LoadError, Snapshot};

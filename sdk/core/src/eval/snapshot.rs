@@ -40,6 +40,10 @@ pub struct Snapshot {
     problems: Vec<Problem>,
 }
 
+/// From this many bytes, [`Snapshot::from_json_str`] loads the text in parts
+/// ([`Snapshot::load_text`]).
+const LARGE_TEXT: usize = 256 * 1024;
+
 /// Reading a document failed: it is not JSON, or not a flag set at all (a flag that
 /// cannot be read does not fail the load, see [`Snapshot::load`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -64,13 +68,30 @@ impl Snapshot {
     }
 
     fn compile_view(set: &SetRef<'_>, version: u64) -> Self {
-        let (flags, mut problems) = compile_flags(set);
+        let (flags, problems) = compile_flags(set);
+        Self::assemble(
+            version,
+            flags,
+            problems,
+            set.metadata().clone(),
+            (*set.evaluators).clone(),
+        )
+    }
+
+    /// A snapshot of compiled flags and their problems (sorted here).
+    pub(super) fn assemble(
+        version: u64,
+        flags: Vec<Arc<super::table::CompiledFlag>>,
+        mut problems: Vec<Problem>,
+        set_metadata: Map<String, Json>,
+        evaluators: Map<String, Json>,
+    ) -> Self {
         problems.sort_by(|a, b| a.path.cmp(&b.path));
         Self {
             version,
             flags: FlagTable::new(flags),
-            set_metadata: set.metadata().clone(),
-            evaluators: Arc::new((*set.evaluators).clone()),
+            set_metadata,
+            evaluators: Arc::new(evaluators),
             empty_metadata: Map::new(),
             problems,
         }
@@ -278,6 +299,11 @@ impl Snapshot {
     /// Parses and loads JSON text ([`Snapshot::load`]); text nested up to
     /// [`crate::limits::MAX_DECODE_DEPTH`] levels is read.
     pub fn from_json_str(text: &str, version: u64) -> Result<Self, LoadError> {
+        if text.len() >= LARGE_TEXT
+            && let Some(doc) = crate::document::DocumentText::parse(text)
+        {
+            return Self::load_text(&doc, version);
+        }
         let json: Json = match crate::limits::from_slice_deep(text.as_bytes()) {
             Ok(v) => v,
             // Parsed again for the error's position and wording.
