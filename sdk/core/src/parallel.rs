@@ -4,6 +4,7 @@
 //! on the calling thread: starting threads costs more than they save.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The machine's cores, asked once.
 pub(crate) fn cores() -> usize {
@@ -89,7 +90,7 @@ pub(crate) fn parse_large(text: &[u8]) -> Option<Value> {
 }
 
 fn parse_object(text: &str) -> Option<Value> {
-    let members = crate::document::members_of(text)?;
+    let members = members_of(text)?;
     let sizes: usize = members.iter().map(|(_, r)| r.get().len()).sum();
     let parts = parts(sizes, PARALLEL_BYTES / 4).min(members.len());
     let parsed = map_parts(&members, parts, |part| {
@@ -124,4 +125,32 @@ pub(crate) fn parse_one(text: &str) -> Option<Value> {
     let v = serde::Deserialize::deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(v)
+}
+
+/// An object's members, unparsed, each key once (first place, last value).
+pub(crate) fn members_of(text: &str) -> Option<Vec<(String, &RawValue)>> {
+    struct Members<'de>(std::marker::PhantomData<&'de ()>);
+    impl<'de> serde::de::Visitor<'de> for Members<'de> {
+        type Value = indexmap::IndexMap<String, &'de RawValue>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = indexmap::IndexMap::with_capacity(m.size_hint().unwrap_or(0));
+            while let Some((k, v)) = m.next_entry::<String, &'de RawValue>()? {
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    // The caller checked the depth of the whole text.
+    de.disable_recursion_limit();
+    let members =
+        serde::Deserializer::deserialize_map(&mut de, Members(std::marker::PhantomData)).ok()?;
+    de.end().ok()?;
+    Some(members.into_iter().collect())
 }

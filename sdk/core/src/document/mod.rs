@@ -10,7 +10,7 @@ pub mod rollout;
 mod text;
 
 pub use text::DocumentText;
-pub(crate) use text::{members_of, parse as parse_member};
+pub(crate) use text::parse as parse_member;
 
 use std::collections::BTreeMap;
 

@@ -4,7 +4,6 @@
 //! small allocations per flag, kept alive and freed later on another thread); from
 //! here each flag is parsed just before it is read and dropped once it is compiled.
 
-use indexmap::IndexMap;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -40,11 +39,15 @@ impl<'a> DocumentText<'a> {
         if text_depth(text.as_bytes(), MAX_DECODE_DEPTH) > MAX_DECODE_DEPTH {
             return None;
         }
-        let members = members_of(text)?;
+        let members = crate::parallel::members_of(text)?;
         let flags = members
             .iter()
             .find(|(k, _)| k == "flags")
-            .and_then(|(_, raw)| raw.get().starts_with('{').then(|| members_of(raw.get())))
+            .and_then(|(_, raw)| {
+                raw.get()
+                    .starts_with('{')
+                    .then(|| crate::parallel::members_of(raw.get()))
+            })
             .flatten();
         Some(Self { members, flags })
     }
@@ -67,31 +70,4 @@ impl<'a> DocumentText<'a> {
 /// Parses one member's text (already checked: valid, and not too deep).
 pub(crate) fn parse(raw: &RawValue) -> Option<Value> {
     crate::parallel::parse_one(raw.get())
-}
-
-/// An object's members, unparsed, each key once (first place, last value).
-pub(crate) fn members_of(text: &str) -> Option<Vec<(String, &RawValue)>> {
-    struct Members<'de>(std::marker::PhantomData<&'de ()>);
-    impl<'de> serde::de::Visitor<'de> for Members<'de> {
-        type Value = IndexMap<String, &'de RawValue>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an object")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut m: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut out = IndexMap::with_capacity(m.size_hint().unwrap_or(0));
-            while let Some((k, v)) = m.next_entry::<String, &'de RawValue>()? {
-                out.insert(k, v);
-            }
-            Ok(out)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    de.disable_recursion_limit();
-    let members =
-        serde::Deserializer::deserialize_map(&mut de, Members(std::marker::PhantomData)).ok()?;
-    de.end().ok()?;
-    Some(members.into_iter().collect())
 }
