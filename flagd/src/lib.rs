@@ -8,6 +8,8 @@
 //! - `hub`: live push of every change to connected SDKs, the fleet, flagd's heads.
 //! - `bus`: the one path out of every committed change.
 //! - `metrics`: the Prometheus registry.
+//! - `plans`: release plans, ramped step by step by the server (the runner, and the
+//!   step logic the API shares).
 //! - `notify`: outgoing notifications (Slack, Teams, Feishu, DingTalk, WeCom, signed
 //!   webhooks) from the store's outbox, off the commit path.
 //! - `auth`, `error`, `conn`: roles and permissions, the JSON error shape, the accept
@@ -28,6 +30,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod notify;
+pub mod plans;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -45,6 +45,10 @@ struct Options {
     /// to pick up changes made through other replicas (`1s`).
     #[arg(long, env = "FLAGD_FOLLOW_INTERVAL", default_value = "1s", value_parser = duration, global = true)]
     follow_interval: std::time::Duration,
+    /// How often release plans are looked at for a step whose hold has ended (`1s`):
+    /// a hold ends to within this.
+    #[arg(long, env = "FLAGD_PLAN_INTERVAL", default_value = "1s", value_parser = duration, global = true)]
+    plan_interval: std::time::Duration,
     /// Redis for replicas on one PostgreSQL (`redis://host:6379`): each announces its
     /// changes there and the others push them to their SDKs within milliseconds. Not
     /// needed for correctness: without it, or while it is down, replicas find each
@@ -310,6 +314,7 @@ async fn run() -> anyhow::Result<()> {
                 metrics,
                 bus,
                 follow_interval: o.follow_interval,
+                plan_interval: o.plan_interval,
                 redis_url: o.redis_url.clone(),
                 replica: o
                     .replica_name

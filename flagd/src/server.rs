@@ -149,6 +149,9 @@ pub struct Options {
     /// Outgoing notifications: the public URL messages link to, whether private
     /// addresses may be sent to, timeouts and retries.
     pub notify: crate::notify::Options,
+    /// How often the release plans are looked at for a step that is due (a hold's end
+    /// is honoured to within this).
+    pub plan_interval: Duration,
 }
 
 impl Default for Options {
@@ -170,6 +173,7 @@ impl Default for Options {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             bus: Arc::new(crate::bus::Bus::new()),
             follow_interval: Duration::from_secs(1),
+            plan_interval: Duration::from_secs(1),
             redis_url: None,
             replica: random_replica_name(),
             notify: crate::notify::Options::default(),
@@ -302,6 +306,12 @@ pub async fn run(
         options.notify.clone(),
     )?);
     let notifying = tokio::spawn(notifier.clone().run(options.bus.listen()));
+    // Release plans: every replica looks, and the one that claims a due plan moves it.
+    let planning = tokio::spawn(crate::plans::run(
+        store.clone(),
+        options.replica.clone(),
+        options.plan_interval,
+    ));
     let app = http::router(
         AppState {
             store: store.clone(),
@@ -337,6 +347,8 @@ pub async fn run(
     ui_events.abort();
     // A message being sent is left claimed; its lease expires and it is sent again.
     notifying.abort();
+    // A step being applied is rolled back with its transaction; its lease expires.
+    planning.abort();
     for t in replica_tasks {
         t.abort();
     }

@@ -108,3 +108,92 @@ async fn a_change_through_one_replica_reaches_the_sdks_of_another() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// Three replicas look for due release plans every 20 ms: each step of a plan is taken
+/// by one of them, once (a lease in the store, and the step's version and the plan's
+/// move in one transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_take_each_step_of_a_release_plan_once() {
+    let Some(pg) = Postgres::start_or_skip("replicas are not tested") else {
+        return;
+    };
+    let db = pg.database().await.unwrap();
+    let mut replicas = Vec::new();
+    for name in ["a", "b", "c"] {
+        replicas.push(
+            InProcess::new()
+                .database_url(db.clone())
+                .options(flagd::server::Options {
+                    plan_interval: Duration::from_millis(20),
+                    replica: name.into(),
+                    ..Default::default()
+                })
+                .start()
+                .await,
+        );
+    }
+    let base = replicas[0].base();
+    api(
+        &base,
+        reqwest::Method::PUT,
+        "/environments/production/flags/checkout",
+        json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+               "targeting": {"fractional": [["on", 0], ["off", 100]]}}),
+    )
+    .await;
+    let steps: Vec<serde_json::Value> = (1..=8)
+        .map(|i| json!({"percent": i * 10, "hold": "100ms"}))
+        .collect();
+    let r = api(
+        &base,
+        reqwest::Method::POST,
+        "/environments/production/flags/checkout/plans",
+        json!({"variant": "on", "steps": steps}),
+    )
+    .await;
+    let id = r["plan"]["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let plan = loop {
+        let p = api(
+            &replicas[2].base(),
+            reqwest::Method::GET,
+            &format!("/environments/production/plans/{id}"),
+            json!(null),
+        )
+        .await;
+        if p["plan"]["state"] == "completed" {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the plan did not complete: {p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let steps: Vec<u64> = plan["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .filter_map(|e| e["step"].as_u64())
+        .collect();
+    assert_eq!(
+        steps,
+        (1..8).collect::<Vec<u64>>(),
+        "each step once: {plan}"
+    );
+    let versions = api(
+        &base,
+        reqwest::Method::GET,
+        "/environments/production/versions?limit=100",
+        json!(null),
+    )
+    .await;
+    let rollouts = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["kind"] == "rollout")
+        .count();
+    assert_eq!(rollouts, 8, "one version per step: {versions}");
+    for r in replicas {
+        r.stop().await.unwrap();
+    }
+}

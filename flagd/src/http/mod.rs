@@ -10,6 +10,7 @@ mod extract;
 mod flags;
 mod metrics;
 mod ofrep;
+mod plans;
 mod stream;
 mod tokens;
 mod triggers;
@@ -39,6 +40,7 @@ use channels::*;
 use environments::*;
 use extract::*;
 use flags::*;
+use plans::*;
 use tokens::*;
 use triggers::*;
 use undo::*;
@@ -81,6 +83,10 @@ pub fn router(
             "/environments/{env}/flags/{key}/restore",
             post(restore_flag),
         )
+        .route("/environments/{env}/flags/{key}/plans", post(create_plan))
+        .route("/environments/{env}/plans", get(list_plans))
+        .route("/environments/{env}/plans/{id}", get(get_plan))
+        .route("/environments/{env}/plans/{id}/{action}", post(move_plan))
         .route("/environments/{env}/versions", get(list_versions))
         .route("/environments/{env}/versions/{version}", get(get_version))
         .route("/environments/{env}/versions/{version}/undo", post(undo))

@@ -103,6 +103,12 @@ impl WriteTx<'_> {
             ));
         }
         if self.changes.is_empty() {
+            // A plan's move that changes no item (a pause, a step already in place) is
+            // written alone.
+            if self.plan.is_some() {
+                self.write_plan(None, actor, reason).await?;
+                self.tx.commit().await?;
+            }
             return Ok(Committed {
                 environment: env,
                 version: self.env.version,
@@ -214,6 +220,20 @@ impl WriteTx<'_> {
         )
         .await?;
         self.write_alert(v, actor).await?;
+        if self.plan.is_some() {
+            self.write_plan(Some(v), actor, reason).await?;
+        } else if matches!(
+            kind,
+            ChangeKind::Toggle
+                | ChangeKind::Rollout
+                | ChangeKind::Revert
+                | ChangeKind::Undo
+                | ChangeKind::Delete
+                | ChangeKind::AutoDisable
+                | ChangeKind::AutoRevert
+        ) {
+            self.pause_plans_of(&flags, v, actor, kind).await?;
+        }
         self.tx.commit().await?;
         if let Some(o) = &self.observer {
             o.observe("write", self.started.elapsed());

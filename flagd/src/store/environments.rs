@@ -299,6 +299,7 @@ impl Store {
             keys_only_size: None,
             keys_only: false,
             alert: None,
+            plan: None,
         })
     }
 

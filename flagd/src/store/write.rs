@@ -52,6 +52,8 @@ pub struct WriteTx<'s> {
     /// The alert firing that asked for this change: its episode, audit action and
     /// payload, written with the version ([`WriteTx::record_alert`]).
     pub(super) alert: Option<(AlertEpisode, String, Value)>,
+    /// The release plan this change moves ([`WriteTx::record_plan`]).
+    pub(super) plan: Option<PlanMove>,
 }
 
 impl Committed {

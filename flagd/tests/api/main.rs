@@ -11,6 +11,7 @@ mod limits;
 mod metrics;
 mod notify;
 mod ofrep;
+mod plans;
 mod stream;
 mod support;
 mod triggers;
@@ -99,6 +100,18 @@ const BOTH: &[(&str, TestFn)] = &[
     }),
     ("notification_follow_up_names_the_laggards", |b| {
         Box::pin(notify::follow_up_names_the_laggards(b))
+    }),
+    ("release_plan_ramps_and_completes", |b| {
+        Box::pin(plans::ramps_and_completes(b))
+    }),
+    ("release_plans_are_paused_by_responders", |b| {
+        Box::pin(plans::responders_pause_plans(b))
+    }),
+    ("release_plan_survives_a_restart_and_rolls_back", |b| {
+        Box::pin(plans::survives_restart_and_rolls_back(b))
+    }),
+    ("bad_release_plans_are_refused", |b| {
+        Box::pin(plans::bad_plans_are_refused(b))
     }),
 ];
 
