@@ -49,6 +49,10 @@ struct Options {
     /// a hold ends to within this.
     #[arg(long, env = "FLAGD_PLAN_INTERVAL", default_value = "1s", value_parser = duration, global = true)]
     plan_interval: std::time::Duration,
+    /// The Prometheus that release plans' health gates query (`http://prometheus:9090`);
+    /// without it, a plan with gates is refused.
+    #[arg(long, env = "FLAGD_PROMETHEUS_URL", global = true)]
+    prometheus_url: Option<String>,
     /// Redis for replicas on one PostgreSQL (`redis://host:6379`): each announces its
     /// changes there and the others push them to their SDKs within milliseconds. Not
     /// needed for correctness: without it, or while it is down, replicas find each
@@ -315,6 +319,7 @@ async fn run() -> anyhow::Result<()> {
                 bus,
                 follow_interval: o.follow_interval,
                 plan_interval: o.plan_interval,
+                prometheus_url: o.prometheus_url.clone(),
                 redis_url: o.redis_url.clone(),
                 replica: o
                     .replica_name

@@ -152,6 +152,9 @@ pub struct Options {
     /// How often the release plans are looked at for a step that is due (a hold's end
     /// is honoured to within this).
     pub plan_interval: Duration,
+    /// The Prometheus that release plans' health gates query (`http://host:9090`);
+    /// without it, plans with gates are refused.
+    pub prometheus_url: Option<String>,
 }
 
 impl Default for Options {
@@ -174,6 +177,7 @@ impl Default for Options {
             bus: Arc::new(crate::bus::Bus::new()),
             follow_interval: Duration::from_secs(1),
             plan_interval: Duration::from_secs(1),
+            prometheus_url: None,
             redis_url: None,
             replica: random_replica_name(),
             notify: crate::notify::Options::default(),
@@ -307,16 +311,20 @@ pub async fn run(
     )?);
     let notifying = tokio::spawn(notifier.clone().run(options.bus.listen()));
     // Release plans: every replica looks, and the one that claims a due plan moves it.
-    let planning = tokio::spawn(crate::plans::run(
+    let planner = Arc::new(crate::plans::Planner::new(
         store.clone(),
+        notifier.clone(),
+        options.prometheus_url.as_deref(),
         options.replica.clone(),
         options.plan_interval,
-    ));
+    )?);
+    let planning = tokio::spawn(planner.clone().run());
     let app = http::router(
         AppState {
             store: store.clone(),
             hub: hub.clone(),
             notifier,
+            planner,
         },
         options.max_body_bytes,
         &options.cors_origins,

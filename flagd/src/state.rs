@@ -15,4 +15,6 @@ pub struct AppState {
     /// Outgoing notifications: [`crate::notify::Notifier::refused`] announces a refused
     /// automatic action, [`crate::notify::Notifier::test`] tests a channel.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Release plans: whether their gates can be checked.
+    pub planner: Arc<crate::plans::Planner>,
 }

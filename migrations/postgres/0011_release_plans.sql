@@ -3,8 +3,10 @@
 -- `step` is the index of the step last applied. The runner acts on a plan when
 -- `next_at` has passed, after claiming it (`lease_until` in the future, set by a
 -- conditional UPDATE) so that one replica acts; the step's version and the plan's move
--- to the next step are written in one transaction. At most one plan is active
--- (running or paused) per flag.
+-- to the next step are written in one transaction. A plan with health gates is also
+-- acted on at `gate_at` (its next check); `gate_values` are the values last seen and
+-- `held` why the plan waits (a gate without data). At most one plan is active (running
+-- or paused) per flag.
 CREATE TABLE release_plans (
     id            TEXT   PRIMARY KEY,
     env           TEXT   NOT NULL,
@@ -16,6 +18,9 @@ CREATE TABLE release_plans (
     before_def    TEXT,
     next_at       BIGINT,
     hold_left_ms  BIGINT,
+    gate_at       BIGINT,
+    gate_values   TEXT,
+    held          TEXT,
     lease_until   BIGINT,
     lease_owner   TEXT,
     created_at    BIGINT NOT NULL,
@@ -26,6 +31,7 @@ CREATE TABLE release_plans (
 CREATE UNIQUE INDEX release_plans_one_active ON release_plans (env, flag_key)
     WHERE state IN ('running', 'paused');
 CREATE INDEX release_plans_due ON release_plans (state, next_at);
+CREATE INDEX release_plans_gates_due ON release_plans (state, gate_at);
 -- What happened to a plan, in order: each step applied (with its version), each pause,
 -- resume, skip, approval and abort, and who or what did it.
 CREATE TABLE release_plan_events (

@@ -12,6 +12,12 @@ struct NewPlan {
     #[serde(default)]
     variant: Option<String>,
     steps: Vec<crate::store::PlanStep>,
+    #[serde(default)]
+    gates: Vec<crate::store::Gate>,
+    #[serde(default)]
+    gate_interval: Option<String>,
+    #[serde(default)]
+    on_failure: Option<String>,
     // Read by `Body::reason`.
     #[serde(default, rename = "reason")]
     _reason: Option<Value>,
@@ -25,13 +31,28 @@ pub(crate) async fn create_plan(
     body: Body,
 ) -> ApiResult<Response> {
     caller.check(Perm::Rollout, Some(&env))?;
-    let NewPlan { variant, steps, .. } = body.fields()?;
-    let spec = PlanSpec { variant, steps };
+    let NewPlan {
+        variant,
+        steps,
+        gates,
+        gate_interval,
+        on_failure,
+        ..
+    } = body.fields()?;
+    let spec = PlanSpec {
+        variant,
+        steps,
+        gates,
+        gate_interval,
+        on_failure,
+    };
     let reason = body.reason(false)?;
     let id = crate::auth::new_id().map_err(store::StoreError::Internal)?;
     let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
     guard_flag(&mut tx, &headers, &key).await?;
-    let (plan, c) = plans::create(tx, id, &key, spec, &caller.name, reason.as_deref()).await?;
+    let gates = s.planner.checks_gates();
+    let (plan, c) =
+        plans::create(tx, id, &key, spec, gates, &caller.name, reason.as_deref()).await?;
     let plan = s.store.plan(&env, &plan.id).await?.unwrap_or(plan);
     Ok(with_version(
         c.version,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::VersionInfo;
 
 /// Every event a channel can be sent.
-pub const EVENTS: [&str; 8] = [
+pub const EVENTS: [&str; 9] = [
     "kill-switch",
     "revert",
     "undo",
@@ -15,17 +15,19 @@ pub const EVENTS: [&str; 8] = [
     "rollout",
     "refused",
     "not-converged",
+    "plan",
     "change",
 ];
 
 /// The events of a channel created without a list: what a responder needs to hear of.
-pub const DEFAULT_EVENTS: [&str; 6] = [
+pub const DEFAULT_EVENTS: [&str; 7] = [
     "kill-switch",
     "revert",
     "undo",
     "automatic",
     "refused",
     "not-converged",
+    "plan",
 ];
 
 /// The event a version of this kind is announced as.
@@ -210,6 +212,7 @@ fn title_word(event: &str) -> &'static str {
         "automatic" => "Automatic action",
         "rollout" => "Rollout",
         "refused" => "Automatic action refused",
+        "plan" => "Release plan",
         "not-converged" => "Not converged",
         "applied" => "Applied",
         "test" => "Test",

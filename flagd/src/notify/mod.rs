@@ -553,10 +553,34 @@ impl Notifier {
         text: &str,
         link: Option<&str>,
     ) -> StoreResult<usize> {
-        let msg = message::plain("refused", env, title, text, link);
+        self.announce("refused", env, title, text, link).await
+    }
+
+    /// Announces what a release plan did that no version says (held for want of data,
+    /// rolled back by a gate, paused by a step it cannot apply): event `plan`, like
+    /// [`Notifier::refused`].
+    pub async fn plan(
+        &self,
+        env: &str,
+        title: &str,
+        text: &str,
+        link: Option<&str>,
+    ) -> StoreResult<usize> {
+        self.announce("plan", env, title, text, link).await
+    }
+
+    async fn announce(
+        &self,
+        event: &str,
+        env: &str,
+        title: &str,
+        text: &str,
+        link: Option<&str>,
+    ) -> StoreResult<usize> {
+        let msg = message::plain(event, env, title, text, link);
         let n = self
             .store
-            .enqueue(env, "refused", &json_of(&msg)?, new_id)
+            .enqueue(env, event, &json_of(&msg)?, new_id)
             .await?;
         if n > 0 {
             self.wake.notify_one();

@@ -38,7 +38,7 @@ pub use alerts::{ALERT_ACTIONS, AlertEpisode, AlertPolicy, DEFAULT_LOOKBACK_SECO
 pub use error::{StoreError, StoreResult};
 pub use fleet::FleetReport;
 pub use notify::*;
-pub use plans::{PLAN_STATES, Plan, PlanEvent, PlanMove, PlanSpec, PlanStep};
+pub use plans::{Gate, PLAN_STATES, Plan, PlanEvent, PlanMove, PlanSpec, PlanStep};
 pub use records::*;
 pub use triggers::TriggerInfo;
 pub use write::{Committed, WriteTx};

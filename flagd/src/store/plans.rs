@@ -7,7 +7,21 @@
 use super::*;
 
 /// The states of a plan: `running` and `paused` are active (one per flag at most).
-pub const PLAN_STATES: [&str; 4] = ["running", "paused", "completed", "aborted"];
+pub const PLAN_STATES: [&str; 5] = ["running", "paused", "completed", "aborted", "rolled-back"];
+
+/// A health gate: a PromQL query whose single value must stay within a threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Gate {
+    /// What it is called in events and messages.
+    pub name: String,
+    /// The PromQL instant query (one series or a scalar).
+    pub query: String,
+    /// `<`, `<=`, `>` or `>=`: the value passes when `value comparison threshold`.
+    pub comparison: String,
+    /// The threshold.
+    pub threshold: f64,
+}
 
 /// One step of a release plan.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
@@ -35,6 +49,17 @@ pub struct PlanSpec {
     pub variant: Option<String>,
     /// The steps, in order.
     pub steps: Vec<PlanStep>,
+    /// Health gates, checked every `gateInterval` during each hold and before each
+    /// step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<Gate>,
+    /// How often the gates are checked (`30s` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_interval: Option<String>,
+    /// What a failed gate does: `revert` (the flag as it was before the plan, the
+    /// default) or `disable` (a kill switch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
 }
 
 /// A release plan.
@@ -60,6 +85,12 @@ pub struct Plan {
     pub next_action_at: Option<String>,
     /// The current step waits for an approval.
     pub awaiting_approval: bool,
+    /// Why the plan waits although its hold ended (a gate without data), if it does.
+    pub held: Option<String>,
+    /// What the gates said at their last check.
+    pub gate_values: Option<Value>,
+    /// When the gates are checked next (RFC 3339).
+    pub next_check_at: Option<String>,
     /// When it was created (RFC 3339).
     pub created_at: String,
     /// Who created it.
@@ -77,6 +108,9 @@ pub struct Plan {
     /// What was left of the hold when it was paused (ms; -1: waiting for approval).
     #[serde(skip)]
     pub hold_left_ms: Option<i64>,
+    /// `next_check_at` in ms.
+    #[serde(skip)]
+    pub gate_at: Option<i64>,
 }
 
 /// Something that happened to a plan.
@@ -105,8 +139,9 @@ pub struct PlanEvent {
 pub struct PlanMove {
     /// The plan.
     pub id: String,
-    /// A new plan (inserted), or the state and step the row must still be in (a move
-    /// made on an outdated reading fails with a conflict, and nothing is written).
+    /// A new plan (inserted); otherwise the row is updated, and only if it is still in
+    /// `expect_state` at `expect_step` (a move made on an outdated reading fails with a
+    /// conflict, and nothing is written).
     pub create: Option<Box<Plan>>,
     /// The state the row must be in, for an update.
     pub expect_state: String,
@@ -120,12 +155,48 @@ pub struct PlanMove {
     pub next_at: Option<i64>,
     /// What is left of a paused hold.
     pub hold_left_ms: Option<i64>,
+    /// When the gates are checked next.
+    pub gate_at: Option<i64>,
+    /// What the gates said last.
+    pub gate_values: Option<Value>,
+    /// Why the plan is held.
+    pub held: Option<String>,
     /// The move makes the step's version (recorded as `step_version`).
     pub sets_step_version: bool,
-    /// The event recorded.
-    pub event: String,
+    /// The event recorded (with an audit entry); none for a check that changes nothing
+    /// but the values seen.
+    pub event: Option<String>,
     /// Its detail.
     pub detail: Option<String>,
+}
+
+impl PlanMove {
+    /// A move of `plan` that, as it stands, leaves the row as it is.
+    pub fn of(plan: &Plan) -> Self {
+        Self {
+            id: plan.id.clone(),
+            create: None,
+            expect_state: plan.state.clone(),
+            expect_step: plan.step,
+            state: plan.state.clone(),
+            step: plan.step,
+            next_at: plan.next_at,
+            hold_left_ms: plan.hold_left_ms,
+            gate_at: plan.gate_at,
+            gate_values: plan.gate_values.clone(),
+            held: plan.held.clone(),
+            sets_step_version: false,
+            event: None,
+            detail: None,
+        }
+    }
+
+    /// With the event `event` and its detail.
+    pub fn event(mut self, event: &str, detail: Option<String>) -> Self {
+        self.event = Some(event.to_owned());
+        self.detail = detail;
+        self
+    }
 }
 
 fn plan_of(r: &AnyRow) -> StoreResult<Plan> {
@@ -135,6 +206,8 @@ fn plan_of(r: &AnyRow) -> StoreResult<Plan> {
     let next_at: Option<i64> = r.try_get("next_at")?;
     let hold_left_ms: Option<i64> = r.try_get("hold_left_ms")?;
     let state: String = r.try_get("state")?;
+    let gate_at: Option<i64> = r.try_get("gate_at")?;
+    let gate_values: Option<String> = r.try_get("gate_values")?;
     Ok(Plan {
         id: r.try_get("id")?,
         environment: r.try_get("env")?,
@@ -156,6 +229,10 @@ fn plan_of(r: &AnyRow) -> StoreResult<Plan> {
         before: before.and_then(|b| serde_json::from_str(&b).ok()),
         next_at,
         hold_left_ms,
+        held: r.try_get("held")?,
+        gate_values: gate_values.and_then(|g| serde_json::from_str(&g).ok()),
+        next_check_at: gate_at.map(rfc3339),
+        gate_at,
     })
 }
 
@@ -222,7 +299,7 @@ impl Store {
     /// (environment, id).
     pub async fn due_plans(&self, now: i64) -> StoreResult<Vec<(String, String)>> {
         let mut conn = self.read().await?;
-        let rows = sqlx::query("SELECT env, id FROM release_plans WHERE state = 'running' AND next_at <= $1 AND (lease_until IS NULL OR lease_until < $1) ORDER BY next_at")
+        let rows = sqlx::query("SELECT env, id FROM release_plans WHERE state = 'running' AND (next_at <= $1 OR gate_at <= $1) AND (lease_until IS NULL OR lease_until < $1) ORDER BY id")
             .bind(now)
             .fetch_all(&mut *conn)
             .await?;
@@ -236,7 +313,7 @@ impl Store {
     pub async fn claim_plan(&self, id: &str, owner: &str, lease_until: i64) -> StoreResult<bool> {
         let mut conn = self.acquire().await?;
         let now = now_ms();
-        let n = sqlx::query("UPDATE release_plans SET lease_until = $1, lease_owner = $2 WHERE id = $3 AND state = 'running' AND next_at <= $4 AND (lease_until IS NULL OR lease_until < $4)")
+        let n = sqlx::query("UPDATE release_plans SET lease_until = $1, lease_owner = $2 WHERE id = $3 AND state = 'running' AND (next_at <= $4 OR gate_at <= $4) AND (lease_until IS NULL OR lease_until < $4)")
             .bind(lease_until)
             .bind(owner)
             .bind(id)
@@ -301,7 +378,7 @@ impl WriteTx<'_> {
         if let Some(p) = &m.create {
             let spec =
                 serde_json::to_string(&p.spec).map_err(|e| StoreError::Internal(e.into()))?;
-            sqlx::query("INSERT INTO release_plans (id, env, flag_key, spec, state, step, step_version, before_def, next_at, hold_left_ms, created_at, created_by, reason, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $11)")
+            sqlx::query("INSERT INTO release_plans (id, env, flag_key, spec, state, step, step_version, before_def, next_at, hold_left_ms, created_at, created_by, reason, updated_at, gate_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $11, $14)")
                 .bind(&m.id)
                 .bind(&self.env.key)
                 .bind(&p.flag)
@@ -315,6 +392,7 @@ impl WriteTx<'_> {
                 .bind(now)
                 .bind(&p.created_by)
                 .bind(p.reason.clone())
+                .bind(m.gate_at)
                 .execute(&mut *self.tx)
                 .await?;
         } else {
@@ -323,7 +401,7 @@ impl WriteTx<'_> {
             } else {
                 "step_version"
             };
-            let n = sqlx::query(&format!("UPDATE release_plans SET step_version = {keep_version}, state = $2, step = $3, next_at = $4, hold_left_ms = $5, lease_until = NULL, lease_owner = NULL, updated_at = $6 WHERE id = $7 AND env = $8 AND state = $9 AND step = $10"))
+            let n = sqlx::query(&format!("UPDATE release_plans SET step_version = {keep_version}, state = $2, step = $3, next_at = $4, hold_left_ms = $5, lease_until = NULL, lease_owner = NULL, updated_at = $6, gate_at = $11, gate_values = $12, held = $13 WHERE id = $7 AND env = $8 AND state = $9 AND step = $10"))
                 .bind(step_version)
                 .bind(&m.state)
                 .bind(to_i64(m.step))
@@ -334,6 +412,9 @@ impl WriteTx<'_> {
                 .bind(&self.env.key)
                 .bind(&m.expect_state)
                 .bind(to_i64(m.expect_step))
+                .bind(m.gate_at)
+                .bind(m.gate_values.as_ref().map(Value::to_string))
+                .bind(m.held.clone())
                 .execute(&mut *self.tx)
                 .await?
                 .rows_affected();
@@ -344,23 +425,26 @@ impl WriteTx<'_> {
                 });
             }
         }
+        let Some(event) = &m.event else {
+            return Ok(());
+        };
         let flag: String = sqlx::query("SELECT flag_key FROM release_plans WHERE id = $1")
             .bind(&m.id)
             .fetch_one(&mut *self.tx)
             .await?
             .try_get(0)?;
-        self.plan_event(&m.id, &m.event, m.step, version, actor, m.detail.as_deref())
+        self.plan_event(&m.id, event, m.step, version, actor, m.detail.as_deref())
             .await?;
         audit(
             &mut self.tx,
             &AuditRecord {
                 actor: actor.into(),
-                action: format!("plan.{}", m.event),
+                action: format!("plan.{event}"),
                 env: Some(self.env.key.clone()),
                 target: flag,
                 reason: reason.map(clip_reason),
                 before: None,
-                after: Some(serde_json::json!({"plan": m.id, "state": m.state, "step": m.step, "detail": m.detail})),
+                after: Some(serde_json::json!({"plan": m.id, "state": m.state, "step": m.step, "detail": m.detail, "gates": m.gate_values})),
             },
             version.map(to_u64),
         )
@@ -415,7 +499,7 @@ impl WriteTx<'_> {
             let step: i64 = r.try_get(2)?;
             let next_at: Option<i64> = r.try_get(3)?;
             let left = next_at.map_or(-1, |n| (n - now).max(0));
-            sqlx::query("UPDATE release_plans SET state = 'paused', next_at = NULL, hold_left_ms = $1, lease_until = NULL, lease_owner = NULL, updated_at = $2 WHERE id = $3")
+            sqlx::query("UPDATE release_plans SET state = 'paused', next_at = NULL, gate_at = NULL, hold_left_ms = $1, lease_until = NULL, lease_owner = NULL, updated_at = $2 WHERE id = $3")
                 .bind(left)
                 .bind(now)
                 .bind(&id)

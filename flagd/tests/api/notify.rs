@@ -455,7 +455,8 @@ pub(crate) async fn every_vendor(b: Backend) -> anyhow::Result<()> {
             "undo",
             "automatic",
             "refused",
-            "not-converged"
+            "not-converged",
+            "plan"
         ])
     );
     assert_eq!(mine["lastDelivery"]["status"], "delivered");

@@ -31,13 +31,22 @@ impl Daemon {
         files: &[(&str, &str)],
         args: impl Fn(&Path, u16) -> Vec<String>,
     ) -> anyhow::Result<Self> {
+        Self::spawn_on(free_port(), name, exe, files, args)
+    }
+
+    fn spawn_on(
+        port: u16,
+        name: &'static str,
+        exe: &str,
+        files: &[(&str, &str)],
+        args: impl Fn(&Path, u16) -> Vec<String>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("flagd-{name}-"))
             .tempdir()?;
         for (file, text) in files {
             std::fs::write(dir.path().join(file), text)?;
         }
-        let port = free_port();
         let log = std::fs::File::create(dir.path().join("log"))?;
         let child = Command::new(exe)
             .args(args(dir.path(), port))
@@ -131,12 +140,23 @@ impl Prometheus {
     /// Starts Prometheus with `prometheus.yml` and the other `files` (rule files) in its
     /// directory; `None` (with a message) when it is not installed.
     pub fn start_or_skip(config: &str, files: &[(&str, &str)], skipped: &str) -> Option<Self> {
+        Self::start_or_skip_on(free_port(), config, files, skipped)
+    }
+
+    /// [`Prometheus::start_or_skip`] on a port chosen beforehand (for a server that is
+    /// told where Prometheus is before it starts).
+    pub fn start_or_skip_on(
+        port: u16,
+        config: &str,
+        files: &[(&str, &str)],
+        skipped: &str,
+    ) -> Option<Self> {
         if !installed(PROMETHEUS, "prometheus", skipped) {
             return None;
         }
         let mut all = vec![("prometheus.yml", config)];
         all.extend_from_slice(files);
-        let d = Daemon::spawn("prometheus", PROMETHEUS, &all, |dir, port| {
+        let d = Daemon::spawn_on(port, "prometheus", PROMETHEUS, &all, |dir, port| {
             vec![
                 format!("--config.file={}", dir.join("prometheus.yml").display()),
                 format!("--storage.tsdb.path={}", dir.join("data").display()),

@@ -7,23 +7,29 @@
 //! switch, a revert, an undo, an alert) pauses its plan in the same transaction (the
 //! store does it), so a plan never overrides a responder.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use flagd_core::Problem;
 use serde_json::{Map, Value};
 
 use crate::store::{
-    ChangeKind, Committed, ItemKind, Plan, PlanMove, PlanSpec, Store, StoreError, StoreResult,
-    WriteTx, now_ms,
+    ChangeKind, Committed, ItemKind, Plan, PlanMove, PlanSpec, StoreError, StoreResult, WriteTx,
+    now_ms,
 };
+
+pub mod gates;
+mod runner;
+
+pub use runner::Planner;
 
 /// The most steps a plan may have.
 pub const MAX_STEPS: usize = 50;
 
-/// How long a replica holds a plan it acts on; another takes it over after that if the
-/// first vanished mid-step (its step, uncommitted, left nothing).
-const LEASE: Duration = Duration::from_secs(30);
+/// The most health gates a plan may have.
+pub const MAX_GATES: usize = 10;
+
+/// How often gates are checked when the plan does not say.
+pub const DEFAULT_GATE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How long a step holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,11 +112,62 @@ pub fn check_spec(spec: &PlanSpec, current: &Value) -> StoreResult<()> {
         }
         parse_hold(s.hold.as_deref()).map_err(|e| invalid(&format!("{path}.hold"), e))?;
     }
-    Ok(())
+    if spec.gates.len() > MAX_GATES {
+        return Err(invalid(
+            "gates",
+            format!("at most {MAX_GATES} gates, got {}", spec.gates.len()),
+        ));
+    }
+    for (i, g) in spec.gates.iter().enumerate() {
+        let path = format!("gates[{i}]");
+        if g.name.trim().is_empty() {
+            return Err(invalid(&format!("{path}.name"), "is required"));
+        }
+        if g.query.trim().is_empty() {
+            return Err(invalid(
+                &format!("{path}.query"),
+                "is required: a PromQL query",
+            ));
+        }
+        if !matches!(g.comparison.as_str(), "<" | "<=" | ">" | ">=") {
+            return Err(invalid(
+                &format!("{path}.comparison"),
+                format!("must be <, <=, > or >=, got \"{}\"", g.comparison),
+            ));
+        }
+        if !g.threshold.is_finite() {
+            return Err(invalid(&format!("{path}.threshold"), "must be a number"));
+        }
+    }
+    gate_interval(spec).map_err(|e| invalid("gateInterval", e))?;
+    match spec.on_failure.as_deref() {
+        None | Some("revert" | "disable") => Ok(()),
+        Some(other) => Err(invalid(
+            "onFailure",
+            format!("must be revert or disable, got \"{other}\""),
+        )),
+    }
+}
+
+/// How often the plan's gates are checked.
+pub fn gate_interval(spec: &PlanSpec) -> Result<Duration, String> {
+    match spec.gate_interval.as_deref() {
+        None => Ok(DEFAULT_GATE_INTERVAL),
+        Some(s) => match humantime::parse_duration(s) {
+            Ok(d) if d >= Duration::from_millis(100) => Ok(d),
+            Ok(_) => Err("must be at least 100ms".into()),
+            Err(e) => Err(format!("{e}: a duration such as 30s or 1m")),
+        },
+    }
+}
+
+/// `now` plus a duration, in ms.
+pub(crate) fn after(now: i64, d: Duration) -> i64 {
+    now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// What step `i` of the plan describes, for version reasons and events.
-fn describe(spec: &PlanSpec, i: usize) -> String {
+pub(crate) fn describe(spec: &PlanSpec, i: usize) -> String {
     let n = spec.steps.len();
     match (spec.steps.get(i).and_then(|s| s.percent), &spec.variant) {
         (Some(p), Some(v)) => format!("step {} of {n}: {p}% \"{v}\"", i + 1),
@@ -119,7 +176,7 @@ fn describe(spec: &PlanSpec, i: usize) -> String {
 }
 
 /// The flag's definition at step `i`, from its current one.
-fn step_definition(spec: &PlanSpec, i: usize, current: &Value) -> StoreResult<Value> {
+pub(crate) fn step_definition(spec: &PlanSpec, i: usize, current: &Value) -> StoreResult<Value> {
     let step = spec
         .steps
         .get(i)
@@ -137,7 +194,7 @@ fn step_definition(spec: &PlanSpec, i: usize, current: &Value) -> StoreResult<Va
 
 /// When the plan acts after step `i` was applied at `now`: its state, next action
 /// time, and `hold_left_ms` for a pause.
-fn after_step(spec: &PlanSpec, i: usize, now: i64) -> (&'static str, Option<i64>) {
+pub(crate) fn after_step(spec: &PlanSpec, i: usize, now: i64) -> (&'static str, Option<i64>) {
     let hold = spec
         .steps
         .get(i)
@@ -147,17 +204,14 @@ fn after_step(spec: &PlanSpec, i: usize, now: i64) -> (&'static str, Option<i64>
     match hold {
         Hold::None if last => ("completed", None),
         Hold::None => ("running", Some(now)),
-        Hold::For(d) => (
-            "running",
-            Some(now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
-        ),
+        Hold::For(d) => ("running", Some(after(now, d))),
         Hold::Approval => ("running", None),
     }
 }
 
 /// Puts step `i`'s definition of the plan's flag into `tx`, checked as every write of a
 /// flag is.
-async fn put_step(tx: &mut WriteTx<'_>, plan: &Plan, i: usize) -> StoreResult<()> {
+pub(crate) async fn put_step(tx: &mut WriteTx<'_>, plan: &Plan, i: usize) -> StoreResult<()> {
     let item = tx
         .get(ItemKind::Flag, &plan.flag)
         .await?
@@ -194,12 +248,14 @@ pub fn author(id: &str) -> String {
 }
 
 /// Creates a plan for a flag and applies its first step, as one version: `tx` was
-/// begun on the flag's environment.
+/// begun on the flag's environment. `gates_checked`: flagd has a Prometheus to check
+/// gates against.
 pub async fn create(
     mut tx: WriteTx<'_>,
     id: String,
     flag: &str,
     spec: PlanSpec,
+    gates_checked: bool,
     actor: &str,
     reason: Option<&str>,
 ) -> StoreResult<(Plan, Committed)> {
@@ -208,6 +264,12 @@ pub async fn create(
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("no flag \"{flag}\"")))?;
     check_spec(&spec, &item.definition)?;
+    if !spec.gates.is_empty() && !gates_checked {
+        return Err(invalid(
+            "gates",
+            "health gates need a Prometheus: start flagd with --prometheus-url",
+        ));
+    }
     if let Some(p) = tx.active_plan(flag).await? {
         return Err(StoreError::Conflict {
             message: format!(
@@ -219,6 +281,9 @@ pub async fn create(
     }
     let now = now_ms();
     let (state, next_at) = after_step(&spec, 0, now);
+    let gate_at = (!spec.gates.is_empty() && state == "running")
+        .then(|| gate_interval(&spec).map(|d| after(now, d)).ok())
+        .flatten();
     let plan = Plan {
         id: id.clone(),
         environment: tx.environment().key.clone(),
@@ -236,22 +301,20 @@ pub async fn create(
         before: Some(item.definition.clone()),
         next_at,
         hold_left_ms: None,
+        held: None,
+        gate_values: None,
+        next_check_at: None,
+        gate_at,
     };
     put_step(&mut tx, &plan, 0).await?;
     let step_reason = format!("release plan {id}, {}", describe(&plan.spec, 0));
-    tx.record_plan(PlanMove {
-        id: id.clone(),
-        create: Some(Box::new(plan.clone())),
-        expect_state: String::new(),
-        expect_step: 0,
-        state: state.to_owned(),
-        step: 0,
-        next_at,
-        hold_left_ms: None,
-        sets_step_version: true,
-        event: "created".into(),
-        detail: Some(format!("{} (by {actor})", describe(&plan.spec, 0))),
-    });
+    let mut m = PlanMove::of(&plan).event(
+        "created",
+        Some(format!("{} (by {actor})", describe(&plan.spec, 0))),
+    );
+    m.create = Some(Box::new(plan.clone()));
+    m.sets_step_version = true;
+    tx.record_plan(m);
     let c = tx
         .commit(
             ChangeKind::Rollout,
@@ -315,53 +378,44 @@ pub async fn act(
         message: format!("release plan {id} is {}: {why}", plan.state),
         current_version: None,
     };
-    let base = PlanMove {
-        id: id.to_owned(),
-        create: None,
-        expect_state: plan.state.clone(),
-        expect_step: plan.step,
-        state: plan.state.clone(),
-        step: plan.step,
-        next_at: plan.next_at,
-        hold_left_ms: plan.hold_left_ms,
-        sets_step_version: false,
-        event: String::new(),
-        detail: None,
-    };
+    let base = PlanMove::of(&plan);
+    let gate_at = (!plan.spec.gates.is_empty()).then_some(now);
     let mut kind = ChangeKind::Rollout;
     let m = match (action, plan.state.as_str()) {
         (Action::Pause, "running") => PlanMove {
             state: "paused".into(),
             next_at: None,
+            gate_at: None,
             hold_left_ms: Some(plan.next_at.map_or(-1, |n| (n - now).max(0))),
-            event: "paused".into(),
             ..base
-        },
+        }
+        .event("paused", None),
         (Action::Resume, "paused") => PlanMove {
             state: "running".into(),
             next_at: match plan.hold_left_ms {
                 Some(-1) => None,
                 left => Some(now + left.unwrap_or(0)),
             },
+            gate_at,
             hold_left_ms: None,
-            event: "resumed".into(),
             ..base
-        },
+        }
+        .event("resumed", None),
         (Action::Skip, "running") => PlanMove {
             next_at: Some(now),
-            event: "skipped".into(),
             ..base
-        },
+        }
+        .event("skipped", None),
         (Action::Approve, "running") if plan.awaiting_approval => PlanMove {
             next_at: Some(now),
-            event: "approved".into(),
             ..base
-        },
+        }
+        .event("approved", None),
         (Action::Approve, "paused") if plan.awaiting_approval => PlanMove {
             hold_left_ms: Some(0),
-            event: "approved".into(),
             ..base
-        },
+        }
+        .event("approved", None),
         (Action::Approve, _) => {
             return Err(refuse("its current step does not wait for an approval"));
         }
@@ -374,26 +428,28 @@ pub async fn act(
             PlanMove {
                 state: "aborted".into(),
                 next_at: None,
+                gate_at: None,
                 hold_left_ms: None,
-                sets_step_version: false,
-                event: "aborted".into(),
-                detail: rollback.then(|| "the flag restored as it was before the plan".into()),
+                held: None,
                 ..base
             }
+            .event(
+                "aborted",
+                rollback.then(|| "the flag restored as it was before the plan".into()),
+            )
         }
         (Action::Pause, _) => return Err(refuse("only a running plan can be paused")),
         (Action::Resume, _) => return Err(refuse("only a paused plan can be resumed")),
         (Action::Skip, _) => return Err(refuse("only a running plan can skip its hold")),
         (Action::Abort { .. }, _) => return Err(refuse("it has ended already")),
     };
-    let moved = m;
     let next = Plan {
-        state: moved.state.clone(),
-        next_at: moved.next_at,
-        hold_left_ms: moved.hold_left_ms,
+        state: m.state.clone(),
+        next_at: m.next_at,
+        hold_left_ms: m.hold_left_ms,
         ..plan.clone()
     };
-    tx.record_plan(moved);
+    tx.record_plan(m);
     let c = tx
         .commit(
             kind,
@@ -409,155 +465,4 @@ pub async fn act(
         )
         .await?;
     Ok((next, c))
-}
-
-/// Applies the next step of a due plan (or completes it after its last hold); `tx` was
-/// begun on its environment. `Ok(None)` when the plan is no longer due.
-async fn advance(mut tx: WriteTx<'_>, id: &str) -> StoreResult<Option<Committed>> {
-    let Some(plan) = tx.plan(id).await? else {
-        return Ok(None);
-    };
-    let now = now_ms();
-    if plan.state != "running" || plan.next_at.is_none_or(|n| n > now) {
-        return Ok(None);
-    }
-    let i = usize::try_from(plan.step)
-        .unwrap_or(usize::MAX)
-        .saturating_add(1);
-    let base = PlanMove {
-        id: id.to_owned(),
-        create: None,
-        expect_state: plan.state.clone(),
-        expect_step: plan.step,
-        state: "completed".into(),
-        step: plan.step,
-        next_at: None,
-        hold_left_ms: None,
-        sets_step_version: false,
-        event: "completed".into(),
-        detail: None,
-    };
-    let actor = author(id);
-    if i >= plan.spec.steps.len() {
-        tx.record_plan(base);
-        let c = tx
-            .commit(
-                ChangeKind::Rollout,
-                &actor,
-                None,
-                "plan.move",
-                &plan.flag,
-                None,
-            )
-            .await?;
-        return Ok(Some(c));
-    }
-    put_step(&mut tx, &plan, i).await?;
-    let (state, next_at) = after_step(&plan.spec, i, now);
-    let what = describe(&plan.spec, i);
-    tx.record_plan(PlanMove {
-        state: state.into(),
-        step: u64::try_from(i).unwrap_or(u64::MAX),
-        next_at,
-        sets_step_version: true,
-        event: "step".into(),
-        detail: Some(what.clone()),
-        ..base
-    });
-    let reason = format!("release plan {id}, {what}");
-    let c = tx
-        .commit(
-            ChangeKind::Rollout,
-            &actor,
-            Some(&reason),
-            "flag.rollout",
-            &plan.flag,
-            None,
-        )
-        .await?;
-    Ok(Some(c))
-}
-
-/// Records that a plan could not take its next step (the flag was deleted, the step no
-/// longer fits it): the plan pauses, with why, for a person to look at.
-async fn failed(store: &Store, env: &str, id: &str, why: &str) -> StoreResult<()> {
-    let mut tx = store.begin_write(env, None).await?;
-    let Some(plan) = tx.plan(id).await? else {
-        return Ok(());
-    };
-    if plan.state != "running" {
-        return Ok(());
-    }
-    tx.record_plan(PlanMove {
-        id: id.to_owned(),
-        create: None,
-        expect_state: plan.state.clone(),
-        expect_step: plan.step,
-        state: "paused".into(),
-        step: plan.step,
-        next_at: None,
-        hold_left_ms: Some(0),
-        sets_step_version: false,
-        event: "failed".into(),
-        detail: Some(why.to_owned()),
-    });
-    tx.commit(
-        ChangeKind::Rollout,
-        &author(id),
-        None,
-        "plan.move",
-        &plan.flag,
-        None,
-    )
-    .await?;
-    Ok(())
-}
-
-/// Moves the due plans every `interval`, claimed one by one so that each step is taken
-/// by one replica, until the task is aborted.
-pub async fn run(store: Arc<Store>, replica: String, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = once(&store, &replica).await {
-            tracing::warn!(error = %e, "release plans: could not read the due plans");
-        }
-    }
-}
-
-/// Moves every due plan once.
-pub async fn once(store: &Store, replica: &str) -> StoreResult<usize> {
-    let mut moved = 0;
-    for (env, id) in store.due_plans(now_ms()).await? {
-        let lease = now_ms() + i64::try_from(LEASE.as_millis()).unwrap_or(30_000);
-        if !store.claim_plan(&id, replica, lease).await? {
-            continue;
-        }
-        let result = match store.begin_write(&env, None).await {
-            Ok(tx) => advance(tx, &id).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(Some(c)) => {
-                moved += 1;
-                tracing::info!(
-                    environment = env,
-                    plan = id,
-                    version = c.version,
-                    "release plan moved"
-                );
-            }
-            Ok(None) => {}
-            Err(e @ (StoreError::Invalid { .. } | StoreError::NotFound(_))) => {
-                tracing::warn!(environment = env, plan = id, error = %e, "release plan paused: its next step cannot be applied");
-                failed(store, &env, &id, &e.to_string()).await?;
-            }
-            Err(e) => {
-                tracing::warn!(environment = env, plan = id, error = %e, "release plan: step not applied; retried");
-            }
-        }
-        store.release_plan(&id, replica).await?;
-    }
-    Ok(moved)
 }
