@@ -556,6 +556,36 @@ test('admin UI: the whole rollback story in a real browser against a real flagd'
     await visible(page.getByRole('switch', { name: 'new-checkout disabled' }));
   });
 
+  await t.test('flag page: the release plan, its current step, pausing and approving it', async () => {
+    await server.api('PUT', `${P}/flags/plan-demo`, { state: 'ENABLED', variants: { on: true, off: false }, defaultVariant: 'off',
+      targeting: { fractional: [['on', 0], ['off', 100]] } });
+    const made = await server.api('POST', `${P}/flags/plan-demo/plans`, { variant: 'on', reason: 'ramp it',
+      steps: [{ percent: 10, hold: '1h' }, { percent: 50, hold: 'approval' }, { percent: 100 }] });
+    const id = made.plan.id;
+    await nav('Flags').click();
+    await page.getByRole('link', { name: 'plan-demo' }).click();
+    const card = await visible(page.locator('section.plan-card'));
+    await visible(card.getByText('Step 1 of 3: running'));
+    assert.ok(!(await card.innerText()).includes('null'), 'nothing absent is shown as null');
+    await visible(card.locator('.plan-step.current', { hasText: '10% on' }));
+    await card.getByRole('button', { name: 'Pause' }).click();
+    let dlg = await visible(page.getByRole('dialog', { name: /Pause the release plan of plan-demo/ }));
+    await dlg.getByRole('button', { name: 'Pause' }).click();
+    await visible(card.getByText('Step 1 of 3: paused'));
+    assert.equal((await server.api('GET', `${P}/plans/${id}`)).plan.state, 'paused');
+    // Resumed and skipped through the API: the page shows the step waiting for approval.
+    await server.api('POST', `${P}/plans/${id}/resume`, {});
+    await server.api('POST', `${P}/plans/${id}/skip`, {});
+    await waitFor(async () => (await server.api('GET', `${P}/plans/${id}`)).plan.awaitingApproval === true, { message: 'the approval step' });
+    await page.reload();
+    await visible(page.locator('section.plan-card').getByText('Step 2 of 3: waiting for an approval'));
+    await shot('09b-release-plan');
+    await page.locator('section.plan-card').getByRole('button', { name: 'Approve' }).click();
+    dlg = await visible(page.getByRole('dialog', { name: /Approve the release plan of plan-demo/ }));
+    await dlg.getByRole('button', { name: 'Approve' }).click();
+    await waitFor(async () => (await server.api('GET', `${P}/plans/${id}`)).plan.state === 'completed', { message: 'the plan completes' });
+  });
+
   await t.test('environment switcher: staging is not production', async () => {
     await page.getByLabel('Current environment').selectOption('staging');
     await waitFor(() => page.url().endsWith('#/staging/flags'), { message: 'the staging route' });

@@ -12,7 +12,7 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Live push to SDKs.
     pub hub: Arc<crate::hub::Hub>,
-    /// Outgoing notifications: [`crate::notify::Notifier::refused`] announces a refused
+    /// Outgoing notifications: [`crate::notify::Notifier::announce`] announces a refused
     /// automatic action, [`crate::notify::Notifier::test`] tests a channel.
     pub notifier: Arc<crate::notify::Notifier>,
     /// Release plans: whether their gates can be checked.

@@ -797,7 +797,8 @@ async fn refused_actions_are_queued_for_subscribed_channels(b: Backend) -> anyho
     let notifier =
         flagd::notify::Notifier::new(f.store.clone(), hub, flagd::notify::Options::default())?;
     let n = notifier
-        .refused(
+        .announce(
+            "refused",
             ENV,
             "auto-revert of production refused",
             "the last known-good version is older than the limit",

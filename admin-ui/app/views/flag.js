@@ -5,6 +5,7 @@ import { h, clear, field, icon, timeEl, nextId, clone, deepEqual, debounce, pret
 import { errorBox, reasonDialog, toast, spinner, kindBadge, envBadge, jsonDiff, infoDialog, emptyState } from '../ui.js';
 import { parse, serialize, summarize, variantType, rolloutSplit, pct, splitTotal } from '../targeting.js';
 import { variantsEditor, rulesEditor } from '../editors.js';
+import { planCard } from './plan.js';
 
 const SAMPLE_CONTEXTS = [
   '{"targetingKey": "user-1"}',
@@ -105,6 +106,7 @@ export function mount(root, ctx) {
   ctxTa.value = savedContexts;
   const previewOut = h('div.preview-out', { aria: { live: 'polite' } });
   const historyList = h('div.flag-history', spinner());
+  const plan = planCard(ctx, key, () => load());
 
   rawTa.readOnly = !can.editFlags;
 
@@ -121,6 +123,7 @@ export function mount(root, ctx) {
       if (!keepDraft || !draft) reset(saved);
       else renderHead();
       loadHistory();
+      plan.load();
     } catch (err) {
       if (destroyed) return;
       if (err.status === 404) {
@@ -197,7 +200,7 @@ export function mount(root, ctx) {
       off ? h('div.alert.alert-warn.disabled-note', h('div.alert-icon', icon('alert')), h('div.alert-body',
         h('strong', { text: `Disabled in ${ctx.envInfo.name || ctx.env}.` }),
         h('span', { text: ' Every SDK returns the default value in the calling code; the targeting below is kept but not evaluated.' }))) : null,
-      variantsCard, targetingCard, rawCard), h('div.flag-side', previewCard, historyCard));
+      variantsCard, targetingCard, rawCard), h('div.flag-side', plan.card, previewCard, historyCard));
     renderVariants();
     renderStructured();
     renderRaw();

@@ -83,6 +83,10 @@ enum Command {
     Disable(online::ToggleArgs),
     /// Set a variant's share of a flag's percentage split (canary promotion).
     Rollout(online::RolloutArgs),
+    /// Release plans run by flagd: a ramp step by step, with holds, approvals and
+    /// health gates; pause, resume, skip, approve, abort.
+    #[command(subcommand)]
+    Plan(online::PlanCmd),
     /// The history of versions, or the current one.
     #[command(subcommand)]
     Versions(online::VersionsCmd),

@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use flagd_harness::{ADMIN_TOKEN as ADMIN, InProcess, ThreadServer};
 use flagd_sdk::EvaluationContext;
@@ -1570,4 +1571,85 @@ async fn notification_channels() {
     assert!(bad.err.contains("secret"), "{bad:?}");
     run(&f, ADMIN, &format!("channels delete {id}")).ok();
     assert!(!run(&f, ADMIN, "channels list").ok().out.contains(&id));
+}
+
+/// A release plan from the command line: created with --step (its first step applied
+/// at once), shown with its history, paused and resumed, approved, then a second one
+/// from a file aborted with rollback; a bad step is a usage error naming it.
+#[test]
+fn a_release_plan_from_the_command_line() {
+    let f = start_with(flagd::server::Options {
+        plan_interval: Duration::from_millis(100),
+        ..Default::default()
+    });
+    let file = write(&f, "flags.json", &flags_file());
+    run(&f, ADMIN, &format!("import {file} --reason seed")).ok();
+    let (ci, _) = ci_token_and_sdk_key(&f);
+    let id = run(
+        &f,
+        &ci,
+        "-q plan create new-checkout --variant on --step 10:1s --step 50:approval --step 100",
+    )
+    .ok()
+    .out
+    .trim()
+    .to_owned();
+    let share = |f: &Flagd| {
+        run(f, ADMIN, "flags get new-checkout").ok().json()["targeting"]["fractional"][1][1].clone()
+    };
+    assert_eq!(share(&f), 10, "the first step at once");
+    let shown = run(&f, ADMIN, &format!("plan show {id}")).ok().out;
+    assert!(
+        shown.contains("running, step 1 of 3") && shown.contains("created"),
+        "{shown}"
+    );
+    run(&f, &ci, &format!("plan pause {id} --reason look")).ok();
+    let listed = run(&f, ADMIN, "plan list --active").ok().out;
+    assert!(
+        listed.contains(&id) && listed.contains("paused"),
+        "{listed}"
+    );
+    run(&f, &ci, &format!("plan resume {id}")).ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let shows = |what: &str| {
+        while !run(&f, ADMIN, &format!("plan show {id}"))
+            .ok()
+            .out
+            .contains(what)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the plan never showed {what:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    shows("waiting for an approval");
+    assert_eq!(share(&f), 50);
+    run(&f, &ci, &format!("plan approve {id} --reason ok")).ok();
+    shows("completed");
+    assert_eq!(share(&f), 100);
+
+    let plan = write(
+        &f,
+        "plan.json",
+        &json!({"variant": "off", "steps": [{"percent": 40, "hold": "1h"}, {"percent": 100}]}),
+    );
+    let r = run(
+        &f,
+        &ci,
+        &format!("--json plan create new-checkout --file {plan} --reason back"),
+    )
+    .ok();
+    let id = r.json()["plan"]["id"].as_str().unwrap().to_owned();
+    run(
+        &f,
+        &ci,
+        &format!("plan abort {id} --rollback --reason stop"),
+    )
+    .ok();
+    assert_eq!(share(&f), 100, "the flag as it was before the second plan");
+    let bad = run(&f, &ci, "plan create new-checkout --variant on --step soon");
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.err.contains("--step soon"), "{bad:?}");
 }

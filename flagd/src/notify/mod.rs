@@ -542,34 +542,12 @@ impl Notifier {
         Ok((m.id, outcome))
     }
 
-    /// Announces that an automatic action was refused (the Alertmanager receiver calls
-    /// it): a message to every channel of `env` sent `refused`, durable and delivered
-    /// like the others. `title` is one line (what was refused), `text` why, `link` where
-    /// to see more. Returns how many channels it was queued for.
-    pub async fn refused(
-        &self,
-        env: &str,
-        title: &str,
-        text: &str,
-        link: Option<&str>,
-    ) -> StoreResult<usize> {
-        self.announce("refused", env, title, text, link).await
-    }
-
-    /// Announces what a release plan did that no version says (held for want of data,
-    /// rolled back by a gate, paused by a step it cannot apply): event `plan`, like
-    /// [`Notifier::refused`].
-    pub async fn plan(
-        &self,
-        env: &str,
-        title: &str,
-        text: &str,
-        link: Option<&str>,
-    ) -> StoreResult<usize> {
-        self.announce("plan", env, title, text, link).await
-    }
-
-    async fn announce(
+    /// Announces what no version says, as `event`: an automatic action refused (the
+    /// Alertmanager receiver, event `refused`), a release plan held, rolled back or
+    /// paused by a step it cannot apply (event `plan`). A message to every channel of
+    /// `env` sent `event`, durable and delivered like the others. `title` is one line,
+    /// `text` why, `link` where to see more. Returns how many channels it was queued for.
+    pub async fn announce(
         &self,
         event: &str,
         env: &str,

@@ -110,7 +110,10 @@ impl Planner {
         match result {
             Ok(Some((c, announce))) => {
                 if let Some((title, text)) = announce
-                    && let Err(e) = self.notifier.plan(env, &title, &text, None).await
+                    && let Err(e) = self
+                        .notifier
+                        .announce("plan", env, &title, &text, None)
+                        .await
                 {
                     tracing::warn!(environment = env, plan = id, error = %e, "cannot queue the notification of a release plan");
                 }
@@ -130,7 +133,10 @@ impl Planner {
                     tracing::warn!(environment = env, plan = id, error = %e, "release plan: cannot record the failure");
                 }
                 let title = format!("release plan {id} paused");
-                let _ = self.notifier.plan(env, &title, &why, None).await;
+                let _ = self
+                    .notifier
+                    .announce("plan", env, &title, &why, None)
+                    .await;
                 true
             }
             Err(e) => {

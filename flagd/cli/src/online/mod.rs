@@ -6,6 +6,7 @@ mod alerts;
 mod args;
 mod channels;
 mod output;
+mod plans;
 mod triggers;
 
 use super::client::{Client, Convergence, Failure, Request, is_unreachable};
@@ -25,6 +26,8 @@ pub use channels::ChannelsCmd;
 use channels::channels;
 pub use output::Out;
 pub(crate) use output::*;
+pub use plans::PlanCmd;
+use plans::plans;
 pub use triggers::TriggersCmd;
 use triggers::triggers;
 
@@ -222,6 +225,7 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
         C::Triggers(t) => triggers(client, out, t).await,
         C::Alerts(a) => alerts(client, out, a).await,
         C::Channels(c) => channels(client, out, c).await,
+        C::Plan(c) => plans(client, out, c).await,
         C::Audit(a) => audit(client, out, a).await,
         C::SdkKeys(SdkKeysCmd::Create { name }) => {
             let env = client.environment()?;

@@ -37,7 +37,7 @@ pub(super) async fn refuse(
         // (the alerts list, the audit log): said in the log, not to Alertmanager.
         if let Err(err) = s
             .notifier
-            .refused(&e.environment, &title, &e.detail, link)
+            .announce("refused", &e.environment, &title, &e.detail, link)
             .await
         {
             tracing::warn!(env = e.environment, error = %err, "cannot queue the notification of a refused alert");
