@@ -109,20 +109,13 @@ async fn a_change_through_one_replica_reaches_the_sdks_of_another() {
     b.stop().await.unwrap();
 }
 
-/// Three replicas look for due release plans every 20 ms: each step of a plan is taken
-/// by one of them, once (a lease in the store, and the step's version and the plan's
-/// move in one transaction).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_take_each_step_of_a_release_plan_once() {
-    let Some(pg) = Postgres::start_or_skip("replicas are not tested") else {
-        return;
-    };
-    let db = pg.database().await.unwrap();
+/// Three replicas on `db` that look for due plans and scheduled changes every 20 ms.
+async fn planning_replicas(db: &str) -> Vec<flagd_harness::Server> {
     let mut replicas = Vec::new();
     for name in ["a", "b", "c"] {
         replicas.push(
             InProcess::new()
-                .database_url(db.clone())
+                .database_url(db.to_owned())
                 .options(flagd::server::Options {
                     plan_interval: Duration::from_millis(20),
                     replica: name.into(),
@@ -132,6 +125,18 @@ async fn replicas_take_each_step_of_a_release_plan_once() {
                 .await,
         );
     }
+    replicas
+}
+
+/// Three replicas look for due release plans every 20 ms: each step of a plan is taken
+/// by one of them, once (a lease in the store, and the step's version and the plan's
+/// move in one transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_take_each_step_of_a_release_plan_once() {
+    let Some(pg) = Postgres::start_or_skip("replicas are not tested") else {
+        return;
+    };
+    let replicas = planning_replicas(&pg.database().await.unwrap()).await;
     let base = replicas[0].base();
     api(
         &base,
@@ -193,6 +198,78 @@ async fn replicas_take_each_step_of_a_release_plan_once() {
         .filter(|v| v["kind"] == "rollout")
         .count();
     assert_eq!(rollouts, 8, "one version per step: {versions}");
+    for r in replicas {
+        r.stop().await.unwrap();
+    }
+}
+
+/// Three replicas looking every 20 ms: each of ten changes scheduled for the same
+/// moment is applied by one of them, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_apply_each_scheduled_change_once() {
+    let Some(pg) = Postgres::start_or_skip("replicas are not tested") else {
+        return;
+    };
+    let replicas = planning_replicas(&pg.database().await.unwrap()).await;
+    let base = replicas[0].base();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let key = format!("flag-{i}");
+        api(
+            &base,
+            reqwest::Method::PUT,
+            &format!("/environments/production/flags/{key}"),
+            json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}),
+        )
+        .await;
+        let r = api(
+            &replicas[i % 3].base(),
+            reqwest::Method::POST,
+            "/environments/production/schedules",
+            json!({"in": "1s", "action": "disable", "flag": key, "reason": "at once"}),
+        )
+        .await;
+        ids.push(r["schedule"]["id"].as_str().unwrap().to_owned());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = api(
+            &replicas[1].base(),
+            reqwest::Method::GET,
+            "/environments/production/schedules?pending=true",
+            json!(null),
+        )
+        .await;
+        if all["schedules"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still pending: {all}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let versions = api(
+        &base,
+        reqwest::Method::GET,
+        "/environments/production/versions?limit=100",
+        json!(null),
+    )
+    .await;
+    let toggles = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["kind"] == "toggle")
+        .count();
+    assert_eq!(toggles, 10, "one version per scheduled change: {versions}");
+    for id in ids {
+        let s = api(
+            &base,
+            reqwest::Method::GET,
+            &format!("/environments/production/schedules/{id}"),
+            json!(null),
+        )
+        .await;
+        assert_eq!(s["schedule"]["state"], "applied", "{s}");
+    }
     for r in replicas {
         r.stop().await.unwrap();
     }

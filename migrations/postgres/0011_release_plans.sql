@@ -45,3 +45,28 @@ CREATE TABLE release_plan_events (
     detail   TEXT,
     PRIMARY KEY (plan_id, seq)
 );
+-- Scheduled changes: a kill switch, enable, rollout, import or revert applied at
+-- `due_at`, against the version it was scheduled on (`based_on`; for a change of one
+-- flag, that flag's last change `flag_version`): if that moved, it fails visibly. Claimed
+-- like a plan (`lease_until`), applied once, marked in the transaction of its version.
+CREATE TABLE scheduled_changes (
+    id            TEXT   PRIMARY KEY,
+    env           TEXT   NOT NULL,
+    due_at        BIGINT NOT NULL,
+    action        TEXT   NOT NULL,
+    flag_key      TEXT,
+    params        TEXT   NOT NULL,
+    based_on      BIGINT NOT NULL,
+    flag_version  BIGINT,
+    state         TEXT   NOT NULL,
+    version       BIGINT,
+    detail        TEXT,
+    lease_until   BIGINT,
+    lease_owner   TEXT,
+    created_at    BIGINT NOT NULL,
+    created_by    TEXT   NOT NULL,
+    reason        TEXT,
+    finished_at   BIGINT
+);
+CREATE INDEX scheduled_changes_due ON scheduled_changes (state, due_at);
+CREATE INDEX scheduled_changes_by_env ON scheduled_changes (env, created_at);

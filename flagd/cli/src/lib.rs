@@ -87,6 +87,10 @@ enum Command {
     /// health gates; pause, resume, skip, approve, abort.
     #[command(subcommand)]
     Plan(online::PlanCmd),
+    /// Changes applied later by flagd (disable, enable, rollout, import, revert),
+    /// against the version they were scheduled on; list and cancel them.
+    #[command(subcommand)]
+    Schedule(online::ScheduleCmd),
     /// The history of versions, or the current one.
     #[command(subcommand)]
     Versions(online::VersionsCmd),

@@ -1653,3 +1653,66 @@ fn a_release_plan_from_the_command_line() {
     assert_eq!(bad.code, 2, "{bad:?}");
     assert!(bad.err.contains("--step soon"), "{bad:?}");
 }
+
+/// Scheduled changes from the command line: a kill switch in a second, listed while
+/// pending, applied in the name of whoever scheduled it; a revert scheduled and
+/// cancelled; a usage error for a rollout without its flag.
+#[test]
+fn scheduled_changes_from_the_command_line() {
+    let f = start_with(flagd::server::Options {
+        plan_interval: Duration::from_millis(100),
+        ..Default::default()
+    });
+    let file = write(&f, "flags.json", &flags_file());
+    run(&f, ADMIN, &format!("import {file} --reason seed")).ok();
+    let id = flagctl(
+        &f,
+        ADMIN,
+        &[
+            "-q",
+            "schedule",
+            "create",
+            "disable",
+            "new-checkout",
+            "--in",
+            "1s",
+            "--reason",
+            "campaign over",
+        ],
+    )
+    .ok()
+    .out
+    .trim()
+    .to_owned();
+    let listed = run(&f, ADMIN, "schedule list --pending").ok().out;
+    assert!(
+        listed.contains(&id) && listed.contains("disable"),
+        "{listed}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !run(&f, ADMIN, "schedule list").ok().out.contains("applied") {
+        assert!(std::time::Instant::now() < deadline, "never applied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let flag = run(&f, ADMIN, "flags get new-checkout").ok().json();
+    assert_eq!(flag["state"], "DISABLED");
+    let revert = flagctl(
+        &f,
+        ADMIN,
+        &[
+            "-q", "schedule", "create", "revert", "--to", "1", "--in", "1h", "--reason", "later",
+        ],
+    )
+    .ok()
+    .out
+    .trim()
+    .to_owned();
+    let c = run(&f, ADMIN, &format!("schedule cancel {revert} --reason no")).ok();
+    assert!(c.out.contains("cancelled"), "{c:?}");
+    let bad = run(
+        &f,
+        ADMIN,
+        "schedule create rollout --in 1m --variant on --percent 5",
+    );
+    assert_eq!(bad.code, 2, "{bad:?}");
+}

@@ -193,6 +193,18 @@ pub(crate) fn query_u64(q: &HashMap<String, String>, name: &str) -> ApiResult<Op
         .transpose()
 }
 
+/// A `true`/`false` query parameter (false when absent).
+pub(crate) fn query_bool(q: &HashMap<String, String>, name: &str) -> ApiResult<bool> {
+    match q.get(name).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::invalid(
+            name,
+            format!("must be true or false, got \"{other}\""),
+        )),
+    }
+}
+
 pub(crate) fn limit(q: &HashMap<String, String>) -> ApiResult<u32> {
     let l = query_u64(q, "limit")?.unwrap_or(50);
     if !(1..=1000).contains(&l) {

@@ -87,6 +87,15 @@ pub fn router(
         .route("/environments/{env}/plans", get(list_plans))
         .route("/environments/{env}/plans/{id}", get(get_plan))
         .route("/environments/{env}/plans/{id}/{action}", post(move_plan))
+        .route(
+            "/environments/{env}/schedules",
+            get(list_schedules).post(create_schedule),
+        )
+        .route("/environments/{env}/schedules/{id}", get(get_schedule))
+        .route(
+            "/environments/{env}/schedules/{id}/cancel",
+            post(cancel_schedule),
+        )
         .route("/environments/{env}/versions", get(list_versions))
         .route("/environments/{env}/versions/{version}", get(get_version))
         .route("/environments/{env}/versions/{version}/undo", post(undo))

@@ -82,23 +82,8 @@ pub(crate) async fn import_flag_set(
         details: e.0,
     })?;
     let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
-    let head = tx.head().await?;
-    let incoming = flagd_core::document::items_of(&set.to_json());
-    let keep: std::collections::HashSet<(ItemKind, String)> = incoming
-        .iter()
-        .map(|(k, key, _)| (*k, key.clone()))
-        .collect();
-    let mut wanted: Vec<(ItemKind, String, Option<Value>, Option<i64>)> = head
-        .keys()
-        .filter(|k| !keep.contains(*k))
-        .map(|(kind, key)| (*kind, key.clone(), None, None))
-        .collect();
-    wanted.extend(
-        incoming
-            .into_iter()
-            .map(|(kind, key, def)| (kind, key, Some(def), None)),
-    );
-    tx.apply(&head, wanted).await?;
+    tx.replace_with(flagd_core::document::items_of(&set.to_json()))
+        .await?;
     let c = tx
         .commit(
             ChangeKind::Import,

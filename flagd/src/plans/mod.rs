@@ -19,6 +19,7 @@ use crate::store::{
 
 pub mod gates;
 mod runner;
+pub mod schedule;
 
 pub use runner::Planner;
 

@@ -84,7 +84,77 @@ impl Planner {
             }
             self.store.release_plan(&id, &self.replica).await?;
         }
+        for (env, id) in self.store.due_schedules(now_ms()).await? {
+            let lease = after(now_ms(), LEASE);
+            if !self.store.claim_schedule(&id, &self.replica, lease).await? {
+                continue;
+            }
+            if self.apply_schedule(&env, &id).await {
+                moved += 1;
+            }
+            self.store.release_schedule(&id, &self.replica).await?;
+        }
         Ok(moved)
+    }
+
+    /// Applies one claimed scheduled change, or marks it failed and says why; whether
+    /// it ended.
+    async fn apply_schedule(&self, env: &str, id: &str) -> bool {
+        let result = match self.store.begin_write(env, None).await {
+            Ok(tx) => super::schedule::apply(tx, id).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(Some(c)) => {
+                tracing::info!(
+                    environment = env,
+                    schedule = id,
+                    version = c.version,
+                    "scheduled change applied"
+                );
+                true
+            }
+            Ok(None) => false,
+            Err(
+                e @ (StoreError::Conflict { .. }
+                | StoreError::Invalid { .. }
+                | StoreError::NotFound(_)),
+            ) => {
+                let why = e.to_string();
+                tracing::warn!(
+                    environment = env,
+                    schedule = id,
+                    error = why,
+                    "scheduled change failed"
+                );
+                let actor = format!("schedule:{id}");
+                match self
+                    .store
+                    .finish_schedule(env, id, "failed", &why, &actor)
+                    .await
+                {
+                    Ok(true) => {
+                        let title = format!("scheduled change {id} failed");
+                        if let Err(e) = self
+                            .notifier
+                            .announce("plan", env, &title, &why, None)
+                            .await
+                        {
+                            tracing::warn!(environment = env, schedule = id, error = %e, "cannot queue the notification of a failed scheduled change");
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(environment = env, schedule = id, error = %e, "scheduled change: cannot record the failure");
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(environment = env, schedule = id, error = %e, "scheduled change not applied; retried");
+                false
+            }
+        }
     }
 
     /// Checks and moves one claimed plan; whether it moved.

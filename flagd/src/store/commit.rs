@@ -105,8 +105,9 @@ impl WriteTx<'_> {
         if self.changes.is_empty() {
             // A plan's move that changes no item (a pause, a step already in place) is
             // written alone.
-            if self.plan.is_some() {
+            if self.plan.is_some() || self.schedule.is_some() {
                 self.write_plan(None, actor, reason).await?;
+                self.write_schedule(None).await?;
                 self.tx.commit().await?;
             }
             return Ok(Committed {
@@ -234,6 +235,7 @@ impl WriteTx<'_> {
         ) {
             self.pause_plans_of(&flags, v, actor, kind).await?;
         }
+        self.write_schedule(Some(v)).await?;
         self.tx.commit().await?;
         if let Some(o) = &self.observer {
             o.observe("write", self.started.elapsed());

@@ -300,6 +300,7 @@ impl Store {
             keys_only: false,
             alert: None,
             plan: None,
+            schedule: None,
         })
     }
 

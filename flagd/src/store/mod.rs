@@ -29,6 +29,7 @@ mod notify;
 mod open;
 mod plans;
 mod records;
+mod schedules;
 mod tokens;
 mod triggers;
 mod tx;
@@ -40,6 +41,7 @@ pub use fleet::FleetReport;
 pub use notify::*;
 pub use plans::{Gate, PLAN_STATES, Plan, PlanEvent, PlanMove, PlanSpec, PlanStep};
 pub use records::*;
+pub use schedules::{SCHEDULE_ACTIONS, Schedule};
 pub use triggers::TriggerInfo;
 pub use write::{Committed, WriteTx};
 

@@ -311,27 +311,53 @@ impl Store {
     /// Claims a due plan for `owner` until `lease_until` (ms): `false` when another
     /// replica holds it or it is no longer due.
     pub async fn claim_plan(&self, id: &str, owner: &str, lease_until: i64) -> StoreResult<bool> {
+        self.claim_row(
+            "release_plans",
+            "state = 'running' AND (next_at <= $4 OR gate_at <= $4)",
+            id,
+            owner,
+            lease_until,
+        )
+        .await
+    }
+
+    /// Gives a claim back (the move it was for wrote nothing).
+    pub async fn release_plan(&self, id: &str, owner: &str) -> StoreResult<()> {
+        self.release_row("release_plans", id, owner).await
+    }
+
+    /// Claims row `id` of `table` (plans, scheduled changes) while it is `due` (`$4` is
+    /// now) and no other replica holds it: a conditional UPDATE, so one replica wins.
+    pub(super) async fn claim_row(
+        &self,
+        table: &str,
+        due: &str,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+    ) -> StoreResult<bool> {
         let mut conn = self.acquire().await?;
-        let now = now_ms();
-        let n = sqlx::query("UPDATE release_plans SET lease_until = $1, lease_owner = $2 WHERE id = $3 AND state = 'running' AND (next_at <= $4 OR gate_at <= $4) AND (lease_until IS NULL OR lease_until < $4)")
+        let n = sqlx::query(&format!("UPDATE {table} SET lease_until = $1, lease_owner = $2 WHERE id = $3 AND {due} AND (lease_until IS NULL OR lease_until < $4)"))
             .bind(lease_until)
             .bind(owner)
             .bind(id)
-            .bind(now)
+            .bind(now_ms())
             .execute(&mut *conn)
             .await?
             .rows_affected();
         Ok(n == 1)
     }
 
-    /// Gives a claim back (the move it was for wrote nothing).
-    pub async fn release_plan(&self, id: &str, owner: &str) -> StoreResult<()> {
+    /// Gives back `owner`'s claim of row `id` of `table`.
+    pub(super) async fn release_row(&self, table: &str, id: &str, owner: &str) -> StoreResult<()> {
         let mut conn = self.acquire().await?;
-        sqlx::query("UPDATE release_plans SET lease_until = NULL, lease_owner = NULL WHERE id = $1 AND lease_owner = $2")
-            .bind(id)
-            .bind(owner)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(&format!(
+            "UPDATE {table} SET lease_until = NULL, lease_owner = NULL WHERE id = $1 AND lease_owner = $2"
+        ))
+        .bind(id)
+        .bind(owner)
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 }

@@ -54,6 +54,8 @@ pub struct WriteTx<'s> {
     pub(super) alert: Option<(AlertEpisode, String, Value)>,
     /// The release plan this change moves ([`WriteTx::record_plan`]).
     pub(super) plan: Option<PlanMove>,
+    /// The scheduled change this change applies ([`WriteTx::record_schedule`]).
+    pub(super) schedule: Option<String>,
 }
 
 impl Committed {
@@ -250,6 +252,30 @@ impl WriteTx<'_> {
     /// The head version this write is based on.
     pub fn base_version(&self) -> u64 {
         self.env.version
+    }
+
+    /// Replaces the whole set with `incoming` (an import): the head's items it does not
+    /// hold are removed, the others set; only what differs is written.
+    pub async fn replace_with(
+        &mut self,
+        incoming: Vec<(ItemKind, String, Value)>,
+    ) -> StoreResult<()> {
+        let head = self.head().await?;
+        let keep: std::collections::HashSet<(ItemKind, String)> = incoming
+            .iter()
+            .map(|(k, key, _)| (*k, key.clone()))
+            .collect();
+        let mut wanted: Vec<(ItemKind, String, Option<Value>, Option<i64>)> = head
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .map(|(kind, key)| (*kind, key.clone(), None, None))
+            .collect();
+        wanted.extend(
+            incoming
+                .into_iter()
+                .map(|(kind, key, def)| (kind, key, Some(def), None)),
+        );
+        self.apply(&head, wanted).await
     }
 
     /// Sets many items at once given the head: only those that differ are written, in

@@ -12,6 +12,7 @@ mod metrics;
 mod notify;
 mod ofrep;
 mod plans;
+mod schedules;
 mod stream;
 mod support;
 mod triggers;
@@ -112,6 +113,18 @@ const BOTH: &[(&str, TestFn)] = &[
     }),
     ("bad_release_plans_are_refused", |b| {
         Box::pin(plans::bad_plans_are_refused(b))
+    }),
+    ("scheduled_changes_apply_at_their_time", |b| {
+        Box::pin(schedules::apply_at_their_time(b))
+    }),
+    ("scheduled_changes_fail_visibly_when_moved", |b| {
+        Box::pin(schedules::fail_visibly_when_moved(b))
+    }),
+    ("scheduled_changes_survive_a_restart_and_cancel", |b| {
+        Box::pin(schedules::survive_a_restart_and_cancel(b))
+    }),
+    ("bad_scheduled_changes_are_refused", |b| {
+        Box::pin(schedules::bad_schedules_are_refused(b))
     }),
 ];
 

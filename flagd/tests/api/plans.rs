@@ -8,7 +8,7 @@ use flagd_core::{EvaluationContext, Snapshot};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Backend, Server, rollout_flag};
+use crate::support::{Backend, Server, error_paths, rollout_flag};
 
 const P: &str = "/environments/production";
 
@@ -286,12 +286,7 @@ pub(crate) async fn bad_plans_are_refused(b: Backend) -> anyhow::Result<()> {
         ),
     ] {
         let r = s.post(&path, body.clone()).await.expect(422);
-        let paths: Vec<&str> = r.body["error"]["details"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|d| d["path"].as_str())
-            .collect();
+        let paths = error_paths(&r.body);
         assert!(paths.contains(&at), "{body} -> {}", r.body);
     }
     let r = s

@@ -156,6 +156,16 @@ impl Server {
     }
 }
 
+/// The JSON paths an error answer names (`error.details[].path`).
+pub(crate) fn error_paths(body: &Value) -> Vec<&str> {
+    body["error"]["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["path"].as_str())
+        .collect()
+}
+
 /// A flag with on/off variants and a fractional split.
 pub(crate) fn rollout_flag(on_percent: u64) -> Value {
     json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",

@@ -7,6 +7,7 @@ mod args;
 mod channels;
 mod output;
 mod plans;
+mod schedules;
 mod triggers;
 
 use super::client::{Client, Convergence, Failure, Request, is_unreachable};
@@ -28,6 +29,8 @@ pub use output::Out;
 pub(crate) use output::*;
 pub use plans::PlanCmd;
 use plans::plans;
+pub use schedules::ScheduleCmd;
+use schedules::schedules;
 pub use triggers::TriggersCmd;
 use triggers::triggers;
 
@@ -226,6 +229,7 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
         C::Alerts(a) => alerts(client, out, a).await,
         C::Channels(c) => channels(client, out, c).await,
         C::Plan(c) => plans(client, out, c).await,
+        C::Schedule(c) => schedules(client, out, c).await,
         C::Audit(a) => audit(client, out, a).await,
         C::SdkKeys(SdkKeysCmd::Create { name }) => {
             let env = client.environment()?;
