@@ -211,12 +211,29 @@ async fn a_plan_ramps_while_the_errors_stay_flat() {
     let Some(rig) = Rig::start(false).await else {
         return;
     };
+    // examples/ci/release-plan.json as a user copies it, with its holds and its gate's
+    // interval and window compressed (each found exactly once).
+    let mut example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/ci/release-plan.json"
+    ))
+    .expect("the example plan");
+    for (from, to) in [
+        ("\"hold\": \"30m\"", "\"hold\": \"2s\""),
+        ("\"hold\": \"approval\"", "\"hold\": \"2s\""),
+        ("\"gateInterval\": \"30s\"", "\"gateInterval\": \"1s\""),
+        ("[2m]", "[5s]"),
+    ] {
+        assert_eq!(
+            example.matches(from).count(),
+            1,
+            "{from} in the example plan"
+        );
+        example = example.replace(from, to);
+    }
+    let example = example.replace("\"hold\": \"10m\"", "\"hold\": \"2s\"");
     let id = rig
-        .plan(
-            "new-checkout",
-            json!({"variant": "on", "gates": [gate(ERRORS)], "gateInterval": "1s",
-                   "steps": [{"percent": 10, "hold": "3s"}, {"percent": 50, "hold": "3s"}, {"percent": 100}]}),
-        )
+        .plan("new-checkout", serde_json::from_str(&example).unwrap())
         .await;
     let p = rig
         .plan_until(&id, "complete", |p| p["plan"]["state"] == "completed")
@@ -228,7 +245,7 @@ async fn a_plan_ramps_while_the_errors_stay_flat() {
         .iter()
         .filter(|e| e["event"] == "step")
         .collect();
-    assert_eq!(steps.len(), 2, "{p}");
+    assert_eq!(steps.len(), 4, "{p}");
     for s in steps {
         let d = s["detail"].as_str().unwrap();
         assert!(
