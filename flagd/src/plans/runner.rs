@@ -252,17 +252,7 @@ async fn advance(
                     m = m.event("held", Some(why.clone()));
                     announce = Some((format!("release plan {id} of \"{}\" held", plan.flag), why));
                 }
-                tx.record_plan(m);
-                let c = tx
-                    .commit(
-                        ChangeKind::Rollout,
-                        &actor,
-                        None,
-                        "plan.move",
-                        &plan.flag,
-                        None,
-                    )
-                    .await?;
+                let c = moved_alone(tx, m, &actor, &plan.flag).await?;
                 return Ok(Some((c, announce)));
             }
             Verdict::Pass => {
@@ -271,17 +261,7 @@ async fn advance(
                     m = m.event("released", Some("every gate answers and passes".into()));
                 }
                 if !step_due {
-                    tx.record_plan(m);
-                    let c = tx
-                        .commit(
-                            ChangeKind::Rollout,
-                            &actor,
-                            None,
-                            "plan.move",
-                            &plan.flag,
-                            None,
-                        )
-                        .await?;
+                    let c = moved_alone(tx, m, &actor, &plan.flag).await?;
                     return Ok(Some((c, None)));
                 }
             }
@@ -294,17 +274,7 @@ async fn advance(
         m.state = "completed".into();
         m.next_at = None;
         m.gate_at = None;
-        tx.record_plan(m.event("completed", None));
-        let c = tx
-            .commit(
-                ChangeKind::Rollout,
-                &actor,
-                None,
-                "plan.move",
-                &plan.flag,
-                None,
-            )
-            .await?;
+        let c = moved_alone(tx, m.event("completed", None), &actor, &plan.flag).await?;
         return Ok(Some((c, None)));
     }
     put_step(&mut tx, &plan, i).await?;
@@ -334,6 +304,19 @@ async fn advance(
         )
         .await?;
     Ok(Some((c, None)))
+}
+
+/// Writes a plan's move that changes no flag (a hold, a check, a completion, a
+/// failure): no version, only the plan's row, its event and audit entry.
+async fn moved_alone(
+    mut tx: WriteTx<'_>,
+    m: PlanMove,
+    actor: &str,
+    flag: &str,
+) -> StoreResult<Committed> {
+    tx.record_plan(m);
+    tx.commit(ChangeKind::Rollout, actor, None, "plan.move", flag, None)
+        .await
 }
 
 /// A gate failed: the flag goes back as the plan says (its definition before the plan,
@@ -403,14 +386,12 @@ async fn failed(store: &Store, env: &str, id: &str, why: &str) -> StoreResult<()
         hold_left_ms: Some(0),
         ..PlanMove::of(&plan)
     };
-    tx.record_plan(m.event("failed", Some(why.to_owned())));
-    tx.commit(
-        ChangeKind::Rollout,
+    let flag = plan.flag.clone();
+    moved_alone(
+        tx,
+        m.event("failed", Some(why.to_owned())),
         &author(id),
-        None,
-        "plan.move",
-        &plan.flag,
-        None,
+        &flag,
     )
     .await?;
     Ok(())
