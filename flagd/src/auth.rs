@@ -78,6 +78,9 @@ pub enum Perm {
     ManageTokens,
     /// Deliver alerts to the receiver, which acts on them within the alert policy.
     ReceiveAlerts,
+    /// Approve or reject change requests and acknowledge break-glass reviews (people
+    /// only: see [`Caller::person`]).
+    Approve,
 }
 
 impl Perm {
@@ -93,6 +96,7 @@ impl Perm {
             Self::ManageEnvironments => "manage environments",
             Self::ManageTokens => "manage tokens",
             Self::ReceiveAlerts => "deliver alerts",
+            Self::Approve => "approve changes",
         }
     }
 }
@@ -104,7 +108,7 @@ pub fn allows(role: Role, perm: Perm) -> bool {
         Role::Admin => true,
         Role::Editor => matches!(
             perm,
-            Read | Validate | EditFlags | Import | KillSwitch | Rollout | Revert
+            Read | Validate | EditFlags | Import | KillSwitch | Rollout | Revert | Approve
         ),
         Role::Responder => matches!(
             perm,
@@ -121,13 +125,17 @@ pub fn allows(role: Role, perm: Perm) -> bool {
     }
 }
 
-/// The authenticated caller of a request.
+/// The authenticated caller of a request: a token, or a person signed in to the UI.
 #[derive(Clone, Debug)]
 pub struct Caller {
-    /// The token's name: recorded as the author of changes.
+    /// The token's name or the person's login: recorded as the author of changes.
     pub name: String,
-    /// The token's id: its streams close when it is revoked.
+    /// The token's id (`user:<id>` for a person): its streams close when it is revoked.
     pub token_id: String,
+    /// The person signed in, when it is one (`None` for a token).
+    pub user_id: Option<String>,
+    /// Who created the token (for a person: their own login).
+    pub created_by: String,
     /// Its role.
     pub role: Role,
     /// The environments it is limited to; `None` for all.
@@ -178,6 +186,18 @@ impl Caller {
             (Some(_), None) => false,
             (Some(mine), Some(theirs)) => theirs.iter().all(|e| mine.contains(e)),
         }
+    }
+
+    /// The person behind the request, who may approve: the person signed in, or the
+    /// person who created the token (a token created by another token names no person).
+    pub async fn person(&self, store: &crate::store::Store) -> Result<Option<String>, ApiError> {
+        if self.user_id.is_some() {
+            return Ok(Some(self.name.clone()));
+        }
+        Ok(store
+            .user_by_login(&self.created_by)
+            .await?
+            .map(|u| u.login))
     }
 
     /// Whether the token may see an environment at all.
@@ -258,20 +278,54 @@ pub(crate) fn caller_of(
     token: crate::store::TokenInfo,
     session: Option<String>,
 ) -> Result<Caller, ApiError> {
-    let role = Role::parse(&token.role).ok_or_else(|| {
-        ApiError::Internal(anyhow::anyhow!(
-            "token {} has unknown role {}",
-            token.id,
-            token.role
-        ))
-    })?;
+    let role = parse_role(&token.role, &token.id)?;
     Ok(Caller {
         token_id: token.id,
         name: token.name,
+        user_id: None,
+        created_by: token.created_by,
         role,
         environments: token.environments,
         session,
     })
+}
+
+/// The caller a person makes, through their session.
+pub(crate) fn caller_of_user(
+    user: crate::store::UserInfo,
+    session: Option<String>,
+) -> Result<Caller, ApiError> {
+    let role = parse_role(&user.role, &user.id)?;
+    Ok(Caller {
+        token_id: format!("user:{}", user.id),
+        name: user.login.clone(),
+        user_id: Some(user.id),
+        created_by: user.login,
+        role,
+        environments: user.environments,
+        session,
+    })
+}
+
+/// The caller of a UI session.
+pub(crate) fn caller_of_session(
+    principal: crate::store::Principal,
+    session: Option<String>,
+) -> Result<Caller, ApiError> {
+    match principal {
+        crate::store::Principal::Token(t) => caller_of(t, session),
+        crate::store::Principal::User(u) => caller_of_user(u, session),
+    }
+}
+
+fn parse_role(role: &str, id: &str) -> Result<Role, ApiError> {
+    Role::parse(role)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("{id} has unknown role {role}")))
+}
+
+/// The roles a person may have (SDK keys and Alertmanager's token are machines').
+pub fn person_role(role: &str) -> Option<Role> {
+    Role::parse(role).filter(|r| !matches!(r, Role::Sdk | Role::Alertmanager))
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod notify;
+pub mod people;
 pub mod plans;
 pub mod server;
 pub mod state;

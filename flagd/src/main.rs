@@ -53,6 +53,52 @@ struct Options {
     /// without it, a plan with gates is refused.
     #[arg(long, env = "FLAGD_PROMETHEUS_URL", global = true)]
     prometheus_url: Option<String>,
+    /// Single sign-on for people: the OpenID Connect provider's issuer URL
+    /// (`https://accounts.google.com`, `https://login.microsoftonline.com/{tenant}/v2.0`,
+    /// `https://{org}.okta.com`, `https://keycloak/realms/{realm}`, `https://gitlab.com`,
+    /// Dex's). Needs --public-url: the provider sends people back to
+    /// `{public URL}/api/v1/session/oidc/callback`.
+    #[arg(
+        long,
+        env = "FLAGD_OIDC_ISSUER",
+        global = true,
+        requires = "oidc_client_id"
+    )]
+    oidc_issuer: Option<String>,
+    /// flagd's client id at the provider.
+    #[arg(long, env = "FLAGD_OIDC_CLIENT_ID", global = true)]
+    oidc_client_id: Option<String>,
+    /// flagd's client secret at the provider (none for a public client, which PKCE
+    /// alone protects).
+    #[arg(
+        long,
+        env = "FLAGD_OIDC_CLIENT_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    oidc_client_secret: Option<String>,
+    /// The provider's name on the sign-in page's button.
+    #[arg(
+        long,
+        env = "FLAGD_OIDC_NAME",
+        default_value = "single sign-on",
+        global = true
+    )]
+    oidc_name: String,
+    /// The ID token's claim that --oidc-role reads (`groups`; a dotted path such as
+    /// `realm_access.roles` for Keycloak's realm roles).
+    #[arg(
+        long,
+        env = "FLAGD_OIDC_ROLE_CLAIM",
+        default_value = "groups",
+        global = true
+    )]
+    oidc_role_claim: String,
+    /// A claim value and the role it gives, `VALUE=ROLE` or `VALUE=ROLE@env1,env2`;
+    /// repeat it; the first that matches wins; `*` matches anyone the provider vouches
+    /// for. Without a match, only people an admin created may sign in.
+    #[arg(long = "oidc-role", env = "FLAGD_OIDC_ROLES", value_delimiter = ';', value_parser = flagd::people::oidc::RoleMapping::parse, global = true)]
+    oidc_roles: Vec<flagd::people::oidc::RoleMapping>,
     /// Redis for replicas on one PostgreSQL (`redis://host:6379`): each announces its
     /// changes there and the others push them to their SDKs within milliseconds. Not
     /// needed for correctness: without it, or while it is down, replicas find each
@@ -171,6 +217,27 @@ fn redis_url(s: &str) -> Result<String, String> {
 }
 
 /// `--public-url`: an http(s) URL, kept without its trailing slash.
+/// The identity provider's settings, when one is configured.
+fn oidc_options(o: &Options) -> anyhow::Result<Option<flagd::people::oidc::OidcOptions>> {
+    let (Some(issuer), Some(client_id)) = (&o.oidc_issuer, &o.oidc_client_id) else {
+        return Ok(None);
+    };
+    let Some(public) = &o.public_url else {
+        anyhow::bail!(
+            "--oidc-issuer needs --public-url: the identity provider sends people back to {{public URL}}/api/v1/session/oidc/callback"
+        );
+    };
+    Ok(Some(flagd::people::oidc::OidcOptions {
+        issuer: issuer.clone(),
+        client_id: client_id.clone(),
+        client_secret: o.oidc_client_secret.clone(),
+        redirect_url: format!("{public}/api/v1/session/oidc/callback"),
+        display_name: o.oidc_name.clone(),
+        role_claim: o.oidc_role_claim.clone(),
+        roles: o.oidc_roles.clone(),
+    }))
+}
+
 fn public_url(s: &str) -> Result<String, String> {
     let t = s.trim().trim_end_matches('/');
     if !(t.starts_with("https://") || t.starts_with("http://")) || t.len() <= "https://".len() {
@@ -305,7 +372,7 @@ async fn run() -> anyhow::Result<()> {
                 .with_context(|| format!("listening on {}", o.listen))?;
             tracing::info!(listen = %o.listen, database = %redact(&o.database_url), "flagd is serving");
             let shown = listener.local_addr().map_or(o.listen, |a| a);
-            println!("Admin UI: http://{shown}/ (sign in with an API token)");
+            println!("Admin UI: http://{shown}/ (sign in with an API token or a personal account)");
             let options = server::Options {
                 max_body_bytes: o.max_body_bytes,
                 heartbeat: o.stream_heartbeat,
@@ -320,6 +387,7 @@ async fn run() -> anyhow::Result<()> {
                 follow_interval: o.follow_interval,
                 plan_interval: o.plan_interval,
                 prometheus_url: o.prometheus_url.clone(),
+                oidc: oidc_options(o)?,
                 redis_url: o.redis_url.clone(),
                 replica: o
                     .replica_name

@@ -155,6 +155,9 @@ pub struct Options {
     /// The Prometheus that release plans' health gates query (`http://host:9090`);
     /// without it, plans with gates are refused.
     pub prometheus_url: Option<String>,
+    /// Single sign-on for people, through an OpenID Connect provider; without it, people
+    /// sign in with the passwords of their local accounts.
+    pub oidc: Option<crate::people::oidc::OidcOptions>,
 }
 
 impl Default for Options {
@@ -178,6 +181,7 @@ impl Default for Options {
             follow_interval: Duration::from_secs(1),
             plan_interval: Duration::from_secs(1),
             prometheus_url: None,
+            oidc: None,
             redis_url: None,
             replica: random_replica_name(),
             notify: crate::notify::Options::default(),
@@ -319,12 +323,17 @@ pub async fn run(
         options.plan_interval,
     )?);
     let planning = tokio::spawn(planner.clone().run());
+    let oidc = match &options.oidc {
+        Some(o) => Some(Arc::new(crate::people::oidc::Oidc::new(o.clone())?)),
+        None => None,
+    };
     let app = http::router(
         AppState {
             store: store.clone(),
             hub: hub.clone(),
             notifier,
             planner,
+            oidc,
         },
         options.max_body_bytes,
         &options.cors_origins,

@@ -17,4 +17,6 @@ pub struct AppState {
     pub notifier: Arc<crate::notify::Notifier>,
     /// Release plans: whether their gates can be checked.
     pub planner: Arc<crate::plans::Planner>,
+    /// The identity provider people sign in with, if one is configured.
+    pub oidc: Option<Arc<crate::people::oidc::Oidc>>,
 }

@@ -316,7 +316,7 @@ impl FromRequestParts<AppState> for Caller {
                     )));
                 }
             }
-            return caller_of(session.token, Some(hash));
+            return caller_of_session(session.principal, Some(hash));
         };
         let value = header
             .to_str()

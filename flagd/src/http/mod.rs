@@ -10,6 +10,7 @@ mod extract;
 mod flags;
 mod metrics;
 mod ofrep;
+mod people;
 mod plans;
 mod stream;
 mod tokens;
@@ -40,6 +41,7 @@ use channels::*;
 use environments::*;
 use extract::*;
 use flags::*;
+use people::*;
 use plans::*;
 use tokens::*;
 use triggers::*;
@@ -142,6 +144,8 @@ pub fn router(
         .route("/audit", get(audit_log))
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/users", get(list_users).post(create_user))
+        .route("/users/{id}", axum::routing::patch(update_user))
         .route("/environments/{env}/flag-summaries", get(flag_summaries))
         .route("/environments/{env}/preview", post(preview))
         .merge(ui::api_routes())

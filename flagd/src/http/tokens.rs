@@ -43,30 +43,7 @@ pub(crate) async fn create_token(
     let role = Role::parse(&b.role)
         .filter(|r| *r != Role::Sdk)
         .ok_or_else(|| ApiError::invalid("role", format!("\"{}\" is not a role (viewer, editor, responder, ci, admin, alertmanager); SDK keys are made per environment", b.role)))?;
-    let envs = match b.environments {
-        None => None,
-        Some(list) => {
-            for (i, e) in list.iter().enumerate() {
-                if s.store.environment(e).await.is_err() {
-                    return Err(ApiError::invalid(
-                        &format!("environments[{i}]"),
-                        format!("no environment \"{e}\""),
-                    ));
-                }
-            }
-            Some(list)
-        }
-    };
-    if !caller.covers(envs.as_deref()) {
-        return Err(ApiError::Forbidden(format!(
-            "this token is limited to environments [{}]: it may only create tokens limited to them (give \"environments\")",
-            caller
-                .environments
-                .as_deref()
-                .unwrap_or_default()
-                .join(", ")
-        )));
-    }
+    let envs = scope_of(&s, &caller, b.environments, "tokens").await?;
     let secret = auth::new_secret("fd_")?;
     let info = s
         .store
@@ -84,6 +61,37 @@ pub(crate) async fn create_token(
         Json(json!({"token": info, "secret": secret})),
     )
         .into_response())
+}
+
+/// A list of environments to limit a new token or person to: each must exist, and a
+/// limited admin gives no more than its own (`what`: "tokens", "people").
+pub(crate) async fn scope_of(
+    s: &AppState,
+    caller: &Caller,
+    list: Option<Vec<String>>,
+    what: &str,
+) -> ApiResult<Option<Vec<String>>> {
+    if let Some(list) = &list {
+        for (i, e) in list.iter().enumerate() {
+            if s.store.environment(e).await.is_err() {
+                return Err(ApiError::invalid(
+                    &format!("environments[{i}]"),
+                    format!("no environment \"{e}\""),
+                ));
+            }
+        }
+    }
+    if !caller.covers(list.as_deref()) {
+        return Err(ApiError::Forbidden(format!(
+            "this token is limited to environments [{}]: it may only create {what} limited to them (give \"environments\")",
+            caller
+                .environments
+                .as_deref()
+                .unwrap_or_default()
+                .join(", ")
+        )));
+    }
+    Ok(list)
 }
 
 pub(crate) async fn create_sdk_key(

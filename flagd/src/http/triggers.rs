@@ -138,6 +138,8 @@ pub(crate) async fn fire_trigger(
     let caller = Caller {
         name: format!("trigger:{}", t.name),
         token_id: t.id.clone(),
+        user_id: None,
+        created_by: t.created_by.clone(),
         role: Role::Responder,
         environments: Some(vec![t.environment.clone()]),
         session: None,

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -47,6 +47,10 @@ pub(super) fn api_routes() -> Router<AppState> {
             "/session",
             get(get_session).post(create_session).delete(delete_session),
         )
+        .route("/session/methods", get(super::people::sign_in_methods))
+        .route("/session/password", post(super::people::change_password))
+        .route("/session/oidc", get(super::people::oidc_begin))
+        .route("/session/oidc/callback", get(super::people::oidc_callback))
         .route("/events", get(events))
 }
 
@@ -147,11 +151,12 @@ pub(crate) fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
 }
 
-/// What the page needs to know of the signed-in token.
+/// What the page needs to know of the signed-in token or person.
 fn session_body(caller: &Caller, csrf: Option<&str>, expires_at: Option<i64>) -> Value {
     let can = |p: Perm| auth::allows(caller.role, p);
     json!({
         "name": caller.name,
+        "person": caller.user_id.is_some(),
         "role": caller.role.as_str(),
         "environments": caller.environments,
         "csrfToken": csrf,
@@ -162,11 +167,16 @@ fn session_body(caller: &Caller, csrf: Option<&str>, expires_at: Option<i64>) ->
             "rollout": can(Perm::Rollout),
             "revert": can(Perm::Revert),
             "admin": can(Perm::ManageTokens),
+            "approve": can(Perm::Approve) && caller.user_id.is_some(),
         },
     })
 }
 
-fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> ApiResult<HeaderValue> {
+pub(super) fn session_cookie(
+    value: &str,
+    max_age: u64,
+    headers: &HeaderMap,
+) -> ApiResult<HeaderValue> {
     // Secure when the browser reached flagd over TLS (through a proxy that says so).
     let secure = headers
         .get("x-forwarded-proto")
@@ -180,25 +190,46 @@ fn session_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> ApiResult<H
     .map_err(|e| ApiError::Internal(e.into()))
 }
 
-/// What signing in takes.
+/// What signing in takes: an API token, or a person's login and password.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SignIn {
     /// An API token (`fd_…`).
-    token: String,
+    token: Option<String>,
+    /// A person's login.
+    login: Option<String>,
+    /// Their password.
+    password: Option<String>,
 }
 
-/// `POST /api/v1/session` `{"token": "fd_…"}`: signs in.
+/// `POST /api/v1/session` `{"token": "fd_…"}` or `{"login": "…", "password": "…"}`:
+/// signs in.
 async fn create_session(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let SignIn { token } = body.fields()?;
-    let token = token.trim().to_owned();
+    let b: SignIn = body.fields()?;
+    if let Some(login) = &b.login {
+        if b.token.is_some() {
+            return Err(ApiError::invalid(
+                "token",
+                "give a token, or a login and password, not both",
+            ));
+        }
+        return super::people::password_sign_in(
+            &s,
+            &headers,
+            login,
+            b.password.unwrap_or_default(),
+        )
+        .await;
+    }
+    let token = b.token.unwrap_or_default().trim().to_owned();
     if token.is_empty() {
         return Err(ApiError::invalid(
             "token",
-            "is required: an API token (fd_…)",
+            "is required: an API token (fd_…), or give login and password",
         ));
     }
     let info = s
@@ -211,18 +242,34 @@ async fn create_session(
             "an SDK key cannot sign in to the admin UI; use an API token".into(),
         ));
     }
+    open_session(&s, &headers, store::Principal::Token(info), "a token").await
+}
+
+/// Opens a session for a token or a person: the JSON the page needs, and the cookie.
+pub(super) async fn open_session(
+    s: &AppState,
+    headers: &HeaderMap,
+    principal: store::Principal,
+    how: &str,
+) -> ApiResult<Response> {
     let secret = auth::new_secret("fds_")?;
     let csrf = auth::new_secret("")?;
     let ttl_ms = i64::try_from(SESSION_TTL.as_millis()).unwrap_or(i64::MAX);
     let expires_at = store::now_ms().saturating_add(ttl_ms);
-    s.store
-        .create_session(&info, &auth::hash_secret(&secret), &csrf, expires_at)
-        .await?;
-    let caller = auth::caller_of(info, None)?;
+    let hash = auth::hash_secret(&secret);
+    match &principal {
+        store::Principal::Token(t) => s.store.create_session(t, &hash, &csrf, expires_at).await?,
+        store::Principal::User(u) => {
+            s.store
+                .create_user_session(u, &hash, &csrf, expires_at, how)
+                .await?;
+        }
+    }
+    let caller = auth::caller_of_session(principal, None)?;
     let mut resp = Json(session_body(&caller, Some(&csrf), Some(expires_at))).into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie(&secret, SESSION_TTL.as_secs(), &headers)?,
+        session_cookie(&secret, SESSION_TTL.as_secs(), headers)?,
     );
     Ok(resp)
 }

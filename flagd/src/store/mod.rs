@@ -33,6 +33,7 @@ mod schedules;
 mod tokens;
 mod triggers;
 mod tx;
+mod users;
 mod write;
 
 pub use alerts::{ALERT_ACTIONS, AlertEpisode, AlertPolicy, DEFAULT_LOOKBACK_SECONDS, clip_reason};
@@ -43,6 +44,9 @@ pub use plans::{Gate, PLAN_STATES, Plan, PlanEvent, PlanMove, PlanSpec, PlanStep
 pub use records::*;
 pub use schedules::{SCHEDULE_ACTIONS, Schedule};
 pub use triggers::TriggerInfo;
+pub use users::{
+    LOCK_MS, MAX_FAILED_LOGINS, NewUser, OidcIdentity, PasswordLogin, UserChange, UserInfo,
+};
 pub use write::{Committed, WriteTx};
 
 // The parts of the store share their helpers (row mapping, the audit entry, the

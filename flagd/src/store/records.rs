@@ -184,12 +184,21 @@ pub struct AuditQuery {
 /// A UI session.
 #[derive(Clone, Debug)]
 pub struct Session {
-    /// The token it was opened with.
-    pub token: TokenInfo,
+    /// Who opened it.
+    pub principal: Principal,
     /// The CSRF token the page must send back on every change.
     pub csrf: String,
     /// When it ends (ms).
     pub expires_at: i64,
+}
+
+/// Who opened a UI session.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    /// An API token.
+    Token(TokenInfo),
+    /// A person.
+    User(super::users::UserInfo),
 }
 
 /// What starting with `FLAGD_ADMIN_TOKEN` did.

@@ -80,58 +80,60 @@ impl Store {
         expires_at: i64,
     ) -> StoreResult<()> {
         let mut tx = self.begin_tx().await?;
-        let now = now_ms();
-        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO sessions (hash, token_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(secret_hash)
-            .bind(&token.id)
-            .bind(csrf)
-            .bind(now)
-            .bind(expires_at)
-            .execute(&mut *tx)
-            .await?;
-        audit(
-            &mut tx,
-            &AuditRecord {
-                actor: token.name.clone(),
-                action: "session.create".into(),
-                env: None,
-                target: token.name.clone(),
-                reason: None,
-                before: None,
-                after: Some(serde_json::json!({"expiresAt": rfc3339(expires_at)})),
-            },
-            None,
-        )
-        .await?;
+        let opened = NewSession {
+            token_id: Some(&token.id),
+            user_id: None,
+            secret_hash,
+            csrf,
+            expires_at,
+        };
+        insert_session(&mut tx, &opened, &token.name, None).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// The live session with this secret hash: its token (active), CSRF token and expiry.
+    /// The live session with this secret hash: who opened it (an active token or an
+    /// enabled person), its CSRF token and expiry.
     pub async fn session(&self, secret_hash: &str) -> StoreResult<Option<Session>> {
         let _timed = self.timed("read_session");
         let mut conn = self.read().await?;
         let row = sqlx::query(
-            "SELECT s.csrf AS session_csrf, s.expires_at AS session_expires, t.* FROM sessions s \
-             JOIN tokens t ON t.id = s.token_id \
-             WHERE s.hash = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL",
+            "SELECT s.csrf AS session_csrf, s.expires_at AS session_expires, s.token_id AS session_token, s.user_id AS session_user \
+             FROM sessions s WHERE s.hash = $1 AND s.expires_at > $2",
         )
         .bind(secret_hash)
         .bind(now_ms())
         .fetch_optional(&mut *conn)
         .await?;
-        row.map(|r| {
-            Ok(Session {
-                token: token_of(&r)?,
-                csrf: r.try_get("session_csrf")?,
-                expires_at: r.try_get("session_expires")?,
-            })
-        })
-        .transpose()
+        let Some(r) = row else { return Ok(None) };
+        let token: Option<String> = r.try_get("session_token")?;
+        let user: Option<String> = r.try_get("session_user")?;
+        let principal = if let Some(id) = token {
+            let t = sqlx::query("SELECT * FROM tokens WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            match t {
+                Some(t) => Principal::Token(token_of(&t)?),
+                None => return Ok(None),
+            }
+        } else if let Some(id) = user {
+            let u = sqlx::query("SELECT * FROM users WHERE id = $1 AND disabled_at IS NULL")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            match u {
+                Some(u) => Principal::User(super::users::user_of(&u)?),
+                None => return Ok(None),
+            }
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(Session {
+            principal,
+            csrf: r.try_get("session_csrf")?,
+            expires_at: r.try_get("session_expires")?,
+        }))
     }
 
     /// Ends a session (sign-out), with an audit entry.
@@ -273,6 +275,53 @@ impl Store {
         tx.commit().await?;
         Ok(before)
     }
+}
+
+/// A session to open: by a token or by a person.
+pub(super) struct NewSession<'a> {
+    pub(super) token_id: Option<&'a str>,
+    pub(super) user_id: Option<&'a str>,
+    pub(super) secret_hash: &'a str,
+    pub(super) csrf: &'a str,
+    pub(super) expires_at: i64,
+}
+
+/// Forgets expired sessions, stores a new one and audits the sign-in, in the caller's
+/// transaction.
+pub(super) async fn insert_session(
+    tx: &mut Tx,
+    new: &NewSession<'_>,
+    actor: &str,
+    how: Option<String>,
+) -> StoreResult<()> {
+    let now = now_ms();
+    sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("INSERT INTO sessions (hash, token_id, user_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(new.secret_hash)
+        .bind(new.token_id)
+        .bind(new.user_id)
+        .bind(new.csrf)
+        .bind(now)
+        .bind(new.expires_at)
+        .execute(&mut **tx)
+        .await?;
+    audit(
+        tx,
+        &AuditRecord {
+            actor: actor.into(),
+            action: "session.create".into(),
+            env: None,
+            target: actor.into(),
+            reason: how,
+            before: None,
+            after: Some(serde_json::json!({"expiresAt": rfc3339(new.expires_at)})),
+        },
+        None,
+    )
+    .await
 }
 
 /// Inserts a token and its audit entry, in the caller's transaction.

@@ -39,7 +39,8 @@ fn routes() -> Vec<Route> {
              ok: u16| Route {
         unlimited: matches!(
             (&method, path),
-            (&Method::POST, "/environments" | "/tokens") | (&Method::DELETE, "/tokens/{T}")
+            (&Method::POST, "/environments" | "/tokens" | "/users")
+                | (&Method::DELETE, "/tokens/{T}")
         ),
         method,
         path,
@@ -217,6 +218,15 @@ fn routes() -> Vec<Route> {
             201,
         ),
         r(Method::DELETE, "/tokens/{T}", None, ADMIN_ONLY, false, 204),
+        r(Method::GET, "/users", None, ADMIN_ONLY, false, 200),
+        r(
+            Method::POST,
+            "/users",
+            Some(|| json!({"login": "{N}", "role": "viewer"})),
+            ADMIN_ONLY,
+            false,
+            201,
+        ),
         r(
             Method::POST,
             "/alertmanager",

@@ -11,6 +11,7 @@ mod limits;
 mod metrics;
 mod notify;
 mod ofrep;
+mod people;
 mod plans;
 mod schedules;
 mod stream;
@@ -59,6 +60,9 @@ const BOTH: &[(&str, TestFn)] = &[
         Box::pin(ui::sessions_and_csrf(b))
     }),
     ("ui_live_events", |b| Box::pin(ui::live_events(b))),
+    ("people_accounts_and_passwords", |b| {
+        Box::pin(people::accounts_and_passwords(b))
+    }),
     ("ui_flag_summaries_and_preview", |b| {
         Box::pin(ui::summaries_and_preview(b))
     }),

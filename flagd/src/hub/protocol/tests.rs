@@ -117,6 +117,8 @@ fn connect(hub: &Arc<Hub>) -> (Client, tokio::task::JoinHandle<()>) {
     let caller = Caller {
         name: "checkout".into(),
         token_id: "key-1".into(),
+        user_id: None,
+        created_by: "admin".into(),
         role: Role::Sdk,
         environments: Some(vec!["production".into()]),
         session: None,
