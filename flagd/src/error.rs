@@ -42,6 +42,10 @@ pub enum ApiError {
         /// The version that last changed the flag.
         current_flag_version: u64,
     },
+    /// 409: the environment is protected and the change was not approved (and is not
+    /// a break-glass action).
+    #[error("{0}")]
+    ApprovalRequired(String),
     /// 413: the body is larger than the server accepts.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -74,6 +78,7 @@ impl From<crate::store::StoreError> for ApiError {
                 current_version,
             },
             S::Invalid { message, details } => Self::Invalid { message, details },
+            S::ApprovalRequired(m) => Self::ApprovalRequired(m),
             S::Unavailable(m) => Self::Unavailable(m),
             S::Internal(e) => Self::Internal(e),
         }
@@ -93,7 +98,9 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::Csrf(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict { .. } | Self::FlagConflict { .. } => StatusCode::CONFLICT,
+            Self::Conflict { .. } | Self::FlagConflict { .. } | Self::ApprovalRequired(_) => {
+                StatusCode::CONFLICT
+            }
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -109,6 +116,7 @@ impl ApiError {
             Self::Csrf(_) => "csrf",
             Self::NotFound(_) => "not_found",
             Self::Conflict { .. } | Self::FlagConflict { .. } => "conflict",
+            Self::ApprovalRequired(_) => "approval_required",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Invalid { .. } => "invalid",
             Self::Unavailable(_) => "unavailable",

@@ -14,8 +14,8 @@ const KINDS = [
   ['webhook', 'Webhook (Standard Webhooks, signed)'],
 ];
 const SIGNED = new Set(['feishu', 'dingtalk', 'webhook']);
-const EVENTS = ['kill-switch', 'revert', 'undo', 'automatic', 'rollout', 'refused', 'not-converged', 'plan', 'change'];
-const DEFAULT_EVENTS = new Set(['kill-switch', 'revert', 'undo', 'automatic', 'refused', 'not-converged', 'plan']);
+const EVENTS = ['kill-switch', 'revert', 'undo', 'automatic', 'rollout', 'refused', 'not-converged', 'plan', 'change', 'approval'];
+const DEFAULT_EVENTS = new Set(['kill-switch', 'revert', 'undo', 'automatic', 'refused', 'not-converged', 'plan', 'approval']);
 
 function statusChip(status) {
   const cls = { delivered: 'chip-current', failed: 'chip-lost' }[status] || 'chip-behind';

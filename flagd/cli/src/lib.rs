@@ -91,6 +91,14 @@ enum Command {
     /// against the version they were scheduled on; list and cancel them.
     #[command(subcommand)]
     Schedule(online::ScheduleCmd),
+    /// Change requests of a protected environment: propose, approve, reject, comment,
+    /// apply, withdraw; its approval policy.
+    #[command(subcommand)]
+    Request(online::RequestCmd),
+    /// Break-glass changes made to a protected environment without approval, for
+    /// people other than their author to acknowledge.
+    #[command(subcommand)]
+    Review(online::ReviewCmd),
     /// The history of versions, or the current one.
     #[command(subcommand)]
     Versions(online::VersionsCmd),

@@ -1716,3 +1716,111 @@ fn scheduled_changes_from_the_command_line() {
     );
     assert_eq!(bad.code, 2, "{bad:?}");
 }
+
+/// A person's personal token, made as they would in the admin UI: an admin creates the
+/// person, they sign in with their password and create a token with their own role.
+async fn personal_token(f: &Flagd, login: &str, role: &str) -> String {
+    let http = reqwest::Client::new();
+    let api = format!("{}/api/v1", f.url);
+    let password = format!("{login} has a long password");
+    let made = http
+        .post(format!("{api}/users"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"login": login, "role": role, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let signed = http
+        .post(format!("{api}/session"))
+        .json(&json!({"login": login, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 200);
+    let cookie = signed.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let csrf = signed.json::<Value>().await.unwrap()["csrfToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let t = http
+        .post(format!("{api}/tokens"))
+        .header("cookie", cookie)
+        .header("x-csrf-token", csrf)
+        .json(&json!({"name": format!("{login}-cli"), "role": role}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(t.status(), 201);
+    let body: Value = t.json().await.unwrap();
+    assert_eq!(body["token"]["createdBy"], login);
+    body["secret"].as_str().unwrap().to_owned()
+}
+
+/// Approvals from the command line: protect production, propose a change, have it
+/// refused to its author and approved by two others, then applied; a responder's kill
+/// switch needs no approval but opens a review another person acknowledges.
+#[tokio::test(flavor = "multi_thread")]
+async fn change_requests_and_reviews_from_the_command_line() {
+    let f = start();
+    let file = write(&f, "flags.json", &flags_file());
+    run(&f, ADMIN, &format!("import {file} --reason seed")).ok();
+    let alice = personal_token(&f, "alice", "editor").await;
+    let bob = personal_token(&f, "bob", "editor").await;
+    let carol = personal_token(&f, "carol", "editor").await;
+    let dave = personal_token(&f, "dave", "responder").await;
+    let f = std::sync::Arc::new(f);
+    let g = f.clone();
+    tokio::task::spawn_blocking(move || {
+        let f = &*g;
+        let p = run(f, ADMIN, "request policy --protected true --approvals 2").ok();
+        assert!(p.out.contains("production: protected (2 approvals"), "{p:?}");
+        let def = write(
+            f,
+            "canary.json",
+            &json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+                    "targeting": {"fractional": [{"var": "targetingKey"}, ["on", 10], ["off", 90]]}}),
+        );
+        let id = flagctl(
+            f,
+            &alice,
+            &["-q", "request", "create", "--title", "canary to 10%", "--set", &format!("new-checkout={def}")],
+        )
+        .ok()
+        .out
+        .trim()
+        .to_owned();
+        let own = run(f, &alice, &format!("request approve {id}"));
+        assert_ne!(own.code, 0, "{own:?}");
+        assert!(own.err.contains("other people"), "{own:?}");
+        run(f, &bob, &format!("request approve {id}")).ok();
+        let shown = run(f, ADMIN, &format!("request show {id}")).ok().out;
+        assert!(shown.contains("open (1 of 2 approvals)") && shown.contains("bob approved"), "{shown}");
+        let done = run(f, &carol, &format!("request approve {id} -m lgtm")).ok().out;
+        assert!(done.contains("applied as version"), "{done}");
+        let listed = run(f, ADMIN, "request list --state applied").ok().out;
+        assert!(listed.contains(&id) && listed.contains("alice"), "{listed}");
+
+        // A kill switch needs no approval, but a reason; its review is acknowledged.
+        run(f, &dave, "disable new-checkout --reason errors").ok();
+        let reviews = run(f, ADMIN, "review list --open").ok().out;
+        assert!(reviews.contains("dave") && reviews.contains("flag.disable"), "{reviews}");
+        let v = head(f);
+        let mine = run(f, &dave, &format!("review ack {v}"));
+        assert_ne!(mine.code, 0, "{mine:?}");
+        let acked = run(f, &bob, &format!("review ack {v} --note PM-1")).ok().out;
+        assert!(acked.contains("acknowledged by bob"), "{acked}");
+        // An unapproved edit is refused, with what to do instead.
+        let direct = run(f, &alice, &format!("import {file} --reason direct"));
+        assert_ne!(direct.code, 0, "{direct:?}");
+        assert!(direct.err.contains("change-requests"), "{direct:?}");
+    })
+    .await
+    .unwrap();
+}

@@ -3,6 +3,7 @@
 //! in flagd imports from here but `server`, which serves it.
 
 mod alerts;
+mod approvals;
 mod audit;
 mod channels;
 mod environments;
@@ -36,6 +37,7 @@ pub use crate::state::AppState;
 
 // The handlers of every resource, for the router; and what they share.
 use alerts::*;
+use approvals::*;
 use audit::*;
 use channels::*;
 use environments::*;
@@ -97,6 +99,27 @@ pub fn router(
         .route(
             "/environments/{env}/schedules/{id}/cancel",
             post(cancel_schedule),
+        )
+        .route(
+            "/environments/{env}/approval-policy",
+            get(get_approval_policy).put(put_approval_policy),
+        )
+        .route(
+            "/environments/{env}/change-requests",
+            get(list_requests).post(create_request),
+        )
+        .route(
+            "/environments/{env}/change-requests/{id}",
+            get(get_request).put(edit_request),
+        )
+        .route(
+            "/environments/{env}/change-requests/{id}/{action}",
+            post(act_on_request),
+        )
+        .route("/environments/{env}/reviews", get(list_reviews))
+        .route(
+            "/environments/{env}/reviews/{id}/acknowledge",
+            post(acknowledge_review),
         )
         .route("/environments/{env}/versions", get(list_versions))
         .route("/environments/{env}/versions/{version}", get(get_version))

@@ -23,14 +23,8 @@ struct NewPlan {
     _reason: Option<Value>,
 }
 
-pub(crate) async fn create_plan(
-    caller: Caller,
-    State(s): State<AppState>,
-    Path((env, key)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Response> {
-    caller.check(Perm::Rollout, Some(&env))?;
+/// A plan as a request body gives it.
+pub(super) fn plan_spec(body: &Body) -> ApiResult<PlanSpec> {
     let NewPlan {
         variant,
         steps,
@@ -39,13 +33,24 @@ pub(crate) async fn create_plan(
         on_failure,
         ..
     } = body.fields()?;
-    let spec = PlanSpec {
+    Ok(PlanSpec {
         variant,
         steps,
         gates,
         gate_interval,
         on_failure,
-    };
+    })
+}
+
+pub(crate) async fn create_plan(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    caller.check(Perm::Rollout, Some(&env))?;
+    let spec = plan_spec(&body)?;
     let reason = body.reason(false)?;
     let id = crate::auth::new_id().map_err(store::StoreError::Internal)?;
     let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
@@ -159,26 +164,10 @@ struct NewSchedule {
     _reason: Option<Value>,
 }
 
-/// The permission a scheduled action needs now (it is checked when it is scheduled:
-/// the change is made later in the name of whoever scheduled it).
-fn perm_of(action: &str) -> Perm {
-    match action {
-        "disable" | "enable" => Perm::KillSwitch,
-        "import" => Perm::Import,
-        "revert" => Perm::Revert,
-        _ => Perm::Rollout,
-    }
-}
-
-pub(crate) async fn create_schedule(
-    caller: Caller,
-    State(s): State<AppState>,
-    Path(env): Path<String>,
-    body: Body,
-) -> ApiResult<Response> {
+/// A scheduled change as a request body gives it: its action, flag, time and
+/// parameters.
+pub(super) fn schedule_of(body: &Body) -> ApiResult<(String, Option<String>, i64, Value)> {
     let n: NewSchedule = body.fields()?;
-    caller.check(perm_of(&n.action), Some(&env))?;
-    let reason = body.reason(false)?;
     let now = store::now_ms();
     let due_at = match (&n.at, &n.after) {
         (Some(at), None) => {
@@ -216,15 +205,38 @@ pub(crate) async fn create_schedule(
     if let Some(v) = n.version {
         params.insert("version".into(), json!(v));
     }
+    Ok((n.action, n.flag, due_at, Value::Object(params)))
+}
+
+/// The permission a scheduled action needs now (it is checked when it is scheduled:
+/// the change is made later in the name of whoever scheduled it).
+pub(super) fn perm_of(action: &str) -> Perm {
+    match action {
+        "disable" | "enable" => Perm::KillSwitch,
+        "import" => Perm::Import,
+        "revert" => Perm::Revert,
+        _ => Perm::Rollout,
+    }
+}
+
+pub(crate) async fn create_schedule(
+    caller: Caller,
+    State(s): State<AppState>,
+    Path(env): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let (action, flag, due_at, params) = schedule_of(&body)?;
+    caller.check(perm_of(&action), Some(&env))?;
+    let reason = body.reason(false)?;
     let id = crate::auth::new_id().map_err(store::StoreError::Internal)?;
     let tx = s.store.begin_write(&env, None).await?;
     let made = plans::schedule::create(
         tx,
         id,
         due_at,
-        &n.action,
-        n.flag,
-        Value::Object(params),
+        &action,
+        flag,
+        params,
         &caller.name,
         reason.as_deref(),
     )

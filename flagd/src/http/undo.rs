@@ -130,6 +130,7 @@ pub(crate) async fn undo(
             StatusCode::OK,
         ));
     }
+    tx.undoing(n);
     tx.apply(&head, wanted).await?;
     let c = tx
         .commit(

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::VersionInfo;
 
 /// Every event a channel can be sent.
-pub const EVENTS: [&str; 9] = [
+pub const EVENTS: [&str; 10] = [
     "kill-switch",
     "revert",
     "undo",
@@ -17,10 +17,11 @@ pub const EVENTS: [&str; 9] = [
     "not-converged",
     "plan",
     "change",
+    "approval",
 ];
 
 /// The events of a channel created without a list: what a responder needs to hear of.
-pub const DEFAULT_EVENTS: [&str; 7] = [
+pub const DEFAULT_EVENTS: [&str; 8] = [
     "kill-switch",
     "revert",
     "undo",
@@ -28,6 +29,7 @@ pub const DEFAULT_EVENTS: [&str; 7] = [
     "refused",
     "not-converged",
     "plan",
+    "approval",
 ];
 
 /// The event a version of this kind is announced as.

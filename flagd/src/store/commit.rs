@@ -105,9 +105,13 @@ impl WriteTx<'_> {
         if self.changes.is_empty() {
             // A plan's move that changes no item (a pause, a step already in place) is
             // written alone.
-            if self.plan.is_some() || self.schedule.is_some() {
+            if self.plan.is_some() || self.schedule.is_some() || self.request.is_some() {
+                if self.plan.is_some() {
+                    self.authorize(kind, action, reason)?;
+                }
                 self.write_plan(None, actor, reason).await?;
                 self.write_schedule(None).await?;
+                self.write_approval(None, None).await?;
                 self.tx.commit().await?;
             }
             return Ok(Committed {
@@ -123,6 +127,7 @@ impl WriteTx<'_> {
                 at: now_ms(),
             });
         }
+        let break_glass = self.authorize(kind, action, reason)?;
         let v = self.new_version();
         let mut flags: Vec<String> = self
             .changes
@@ -221,6 +226,8 @@ impl WriteTx<'_> {
         )
         .await?;
         self.write_alert(v, actor).await?;
+        let glass = break_glass.then(|| (actor, action, target, reason.unwrap_or_default()));
+        self.write_approval(Some(v), glass).await?;
         if self.plan.is_some() {
             self.write_plan(Some(v), actor, reason).await?;
         } else if matches!(

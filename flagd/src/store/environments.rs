@@ -301,6 +301,8 @@ impl Store {
             alert: None,
             plan: None,
             schedule: None,
+            request: None,
+            undoes: None,
         })
     }
 

@@ -27,6 +27,9 @@ pub enum StoreError {
         /// Every problem, each with its path.
         details: Vec<Problem>,
     },
+    /// The environment is protected: this change needs a change request's approvals.
+    #[error("{0}")]
+    ApprovalRequired(String),
     /// The store cannot take the request now (full, read-only, locked, unreachable,
     /// its file replaced): a fault of the store, not of the request.
     #[error("{0}")]

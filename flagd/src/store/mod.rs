@@ -19,6 +19,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Row};
 use tokio::sync::{Mutex, MutexGuard};
 
 mod alerts;
+mod approvals;
 mod commit;
 mod environments;
 pub mod error;
@@ -29,6 +30,7 @@ mod notify;
 mod open;
 mod plans;
 mod records;
+mod reviews;
 mod schedules;
 mod tokens;
 mod triggers;
@@ -37,11 +39,15 @@ mod users;
 mod write;
 
 pub use alerts::{ALERT_ACTIONS, AlertEpisode, AlertPolicy, DEFAULT_LOOKBACK_SECONDS, clip_reason};
+pub use approvals::{
+    ApprovalPolicy, ChangeRequest, MAX_APPROVALS, NewRequest, REQUEST_STATES, RequestEvent, Verdict,
+};
 pub use error::{StoreError, StoreResult};
 pub use fleet::FleetReport;
 pub use notify::*;
 pub use plans::{Gate, PLAN_STATES, Plan, PlanEvent, PlanMove, PlanSpec, PlanStep};
 pub use records::*;
+pub use reviews::Review;
 pub use schedules::{SCHEDULE_ACTIONS, Schedule};
 pub use triggers::TriggerInfo;
 pub use users::{

@@ -15,6 +15,10 @@ pub struct Environment {
     pub production: bool,
     /// The current version of its flag set (0 before the first change).
     pub version: u64,
+    /// Changes need approvals (change requests), but for break-glass actions.
+    pub protected: bool,
+    /// How many approvals a change request needs here.
+    pub approvals: u64,
     /// When it was created (RFC 3339).
     pub created_at: String,
 }
@@ -25,6 +29,8 @@ pub(super) fn env_of(r: &AnyRow) -> StoreResult<Environment> {
         name: r.try_get("name")?,
         production: r.try_get::<i64, _>("production")? != 0,
         version: to_u64(r.try_get("head_version")?),
+        protected: r.try_get::<i64, _>("protected")? != 0,
+        approvals: to_u64(r.try_get("approvals")?),
         created_at: rfc3339(r.try_get("created_at")?),
     })
 }

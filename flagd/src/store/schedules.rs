@@ -224,7 +224,11 @@ impl WriteTx<'_> {
     }
 
     /// Commits what was written besides a version (a new schedule).
-    pub async fn finish(self) -> StoreResult<()> {
+    pub async fn finish(mut self) -> StoreResult<()> {
+        if self.env.protected && self.request.is_none() {
+            return Err(self.approval_required("a scheduled change"));
+        }
+        self.write_approval(None, None).await?;
         self.tx.commit().await?;
         Ok(())
     }

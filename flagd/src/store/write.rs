@@ -56,6 +56,11 @@ pub struct WriteTx<'s> {
     pub(super) plan: Option<PlanMove>,
     /// The scheduled change this change applies ([`WriteTx::record_schedule`]).
     pub(super) schedule: Option<String>,
+    /// The approved change request this change applies, and its revision
+    /// ([`WriteTx::record_request`]).
+    pub(super) request: Option<(String, u64)>,
+    /// The version this change undoes ([`WriteTx::undoing`]).
+    pub(super) undoes: Option<u64>,
 }
 
 impl Committed {

@@ -13,6 +13,7 @@ const ROLLOUT: &[&str] = &["editor", "responder", "ci", "admin"];
 const REVERT: &[&str] = &["editor", "responder", "ci", "admin"];
 const IMPORT: &[&str] = &["editor", "ci", "admin"];
 const ADMIN_ONLY: &[&str] = &["admin"];
+const NOBODY: &[&str] = &[];
 const ALERTS: &[&str] = &["responder", "admin", "alertmanager"];
 
 struct Route {
@@ -219,6 +220,65 @@ fn routes() -> Vec<Route> {
         ),
         r(Method::DELETE, "/tokens/{T}", None, ADMIN_ONLY, false, 204),
         r(Method::GET, "/users", None, ADMIN_ONLY, false, 200),
+        r(
+            Method::GET,
+            "/environments/{E}/approval-policy",
+            None,
+            READ,
+            true,
+            200,
+        ),
+        r(
+            Method::PUT,
+            "/environments/{E}/approval-policy",
+            Some(|| json!({"protected": false, "approvals": 1})),
+            ADMIN_ONLY,
+            true,
+            200,
+        ),
+        r(
+            Method::GET,
+            "/environments/{E}/change-requests",
+            None,
+            READ,
+            true,
+            200,
+        ),
+        r(
+            Method::POST,
+            "/environments/{E}/change-requests",
+            Some(
+                || json!({"title": "t", "change": {"flags": {"{K}": {"state": "DISABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"}}}}),
+            ),
+            EDIT,
+            true,
+            201,
+        ),
+        // Approvals come from people: no token approves, whatever its role.
+        r(
+            Method::POST,
+            "/environments/{E}/change-requests/none/approve",
+            Some(|| json!({})),
+            NOBODY,
+            true,
+            200,
+        ),
+        r(
+            Method::GET,
+            "/environments/{E}/reviews",
+            None,
+            READ,
+            true,
+            200,
+        ),
+        r(
+            Method::POST,
+            "/environments/{E}/reviews/1/acknowledge",
+            Some(|| json!({})),
+            NOBODY,
+            true,
+            200,
+        ),
         r(
             Method::POST,
             "/users",

@@ -4,6 +4,7 @@
 //! stopped at the end.
 
 mod alerts;
+mod approvals;
 mod authz;
 mod concurrency;
 mod flows;
@@ -60,6 +61,9 @@ const BOTH: &[(&str, TestFn)] = &[
         Box::pin(ui::sessions_and_csrf(b))
     }),
     ("ui_live_events", |b| Box::pin(ui::live_events(b))),
+    ("approvals_change_requests_and_break_glass", |b| {
+        Box::pin(approvals::change_requests_and_break_glass(b))
+    }),
     ("people_accounts_and_passwords", |b| {
         Box::pin(people::accounts_and_passwords(b))
     }),

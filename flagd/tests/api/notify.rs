@@ -456,7 +456,8 @@ pub(crate) async fn every_vendor(b: Backend) -> anyhow::Result<()> {
             "automatic",
             "refused",
             "not-converged",
-            "plan"
+            "plan",
+            "approval"
         ])
     );
     assert_eq!(mine["lastDelivery"]["status"], "delivered");

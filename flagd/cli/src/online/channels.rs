@@ -20,7 +20,7 @@ pub enum ChannelsCmd {
         #[arg(long, value_name = "VARIABLE")]
         secret_env: Option<String>,
         /// Events, comma-separated: kill-switch, revert, undo, automatic, rollout,
-        /// refused, not-converged, plan, change (default: all but rollout and change).
+        /// refused, not-converged, plan, change, approval (default: all but rollout and change).
         #[arg(long, value_delimiter = ',')]
         events: Vec<String>,
         /// A name (default: the kind and the URL's host).

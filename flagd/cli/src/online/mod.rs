@@ -7,6 +7,7 @@ mod args;
 mod channels;
 mod output;
 mod plans;
+mod requests;
 mod schedules;
 mod triggers;
 
@@ -29,6 +30,8 @@ pub use output::Out;
 pub(crate) use output::*;
 pub use plans::PlanCmd;
 use plans::plans;
+pub use requests::{RequestCmd, ReviewCmd};
+use requests::{requests, reviews};
 pub use schedules::ScheduleCmd;
 use schedules::schedules;
 pub use triggers::TriggersCmd;
@@ -230,6 +233,8 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
         C::Channels(c) => channels(client, out, c).await,
         C::Plan(c) => plans(client, out, c).await,
         C::Schedule(c) => schedules(client, out, c).await,
+        C::Request(c) => requests(client, out, c).await,
+        C::Review(c) => reviews(client, out, c).await,
         C::Audit(a) => audit(client, out, a).await,
         C::SdkKeys(SdkKeysCmd::Create { name }) => {
             let env = client.environment()?;
