@@ -567,3 +567,71 @@ pub(crate) async fn alert_policy_and_last_good(b: Backend) -> anyhow::Result<()>
     assert_eq!(head(&s).await, 5);
     s.stop().await
 }
+
+/// A protected environment never stands between an alert, or a monitoring tool's
+/// trigger URL, and a kill switch: both apply without approval and open reviews; a
+/// trigger that would enable a flag needs approval like any enable.
+pub(crate) async fn alerts_and_triggers_break_glass(b: Backend) -> anyhow::Result<()> {
+    let s = Server::start(&b).await?;
+    s.put(&format!("{P}/flags/checkout"), rollout_flag(50))
+        .await
+        .expect(201);
+    s.put(&format!("{P}/flags/search"), rollout_flag(50))
+        .await
+        .expect(201);
+    s.put(
+        &format!("{P}/approval-policy"),
+        json!({"protected": true, "approvals": 2}),
+    )
+    .await
+    .expect(200);
+    let am = s.token("alertmanager", "alertmanager", None).await;
+    let labels = json!({"alertname": "CheckoutErrors", "flagd_environment": "production", "flagd_flag": "checkout"});
+    let firing = payload(
+        "firing",
+        vec![alert("firing", labels, "p1", &now_rfc3339())],
+    );
+    let r = deliver(&s, &am, &firing).await.expect(200);
+    assert_eq!(r.body["results"][0]["outcome"], "applied", "{}", r.body);
+    let mut urls = Vec::new();
+    for action in ["disable", "enable"] {
+        let t = s
+            .post(
+                &format!("{P}/triggers"),
+                json!({"flag": "search", "action": action, "name": format!("grafana-{action}")}),
+            )
+            .await
+            .expect(201);
+        urls.push(t.body["url"].as_str().unwrap_or_default().to_owned());
+    }
+    let http = reqwest::Client::new();
+    let off = http.post(&urls[0]).body("5xx above 2%").send().await?;
+    assert_eq!(off.status(), 200);
+    assert_eq!(
+        s.get(&format!("{P}/flags/search")).await.body["state"],
+        "DISABLED"
+    );
+    let on = http.post(&urls[1]).send().await?;
+    assert_eq!(on.status(), 409);
+    let body: Value = on.json().await?;
+    assert_eq!(body["error"]["code"], "approval_required", "{body}");
+    let reviews = s.get(&format!("{P}/reviews?open=true")).await.expect(200);
+    let who: Vec<(&str, &str)> = reviews.body["reviews"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| Some((r["actor"].as_str()?, r["action"].as_str()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        who,
+        vec![
+            ("trigger:grafana-disable", "flag.disable"),
+            ("alertmanager", "flag.disable")
+        ],
+        "{}",
+        reviews.body
+    );
+    s.stop().await
+}

@@ -61,6 +61,9 @@ const BOTH: &[(&str, TestFn)] = &[
         Box::pin(ui::sessions_and_csrf(b))
     }),
     ("ui_live_events", |b| Box::pin(ui::live_events(b))),
+    ("approvals_alerts_and_triggers_break_glass", |b| {
+        Box::pin(alerts::alerts_and_triggers_break_glass(b))
+    }),
     ("approvals_change_requests_and_break_glass", |b| {
         Box::pin(approvals::change_requests_and_break_glass(b))
     }),
