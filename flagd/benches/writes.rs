@@ -55,6 +55,25 @@ async fn toggles(s: &Server, env: &str, n: usize) -> Vec<Duration> {
     out
 }
 
+/// Kill switches of flags `range` of a protected environment, one each.
+async fn kills(s: &Server, env: &str, range: std::ops::Range<usize>) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(range.len());
+    for i in range {
+        let t = Instant::now();
+        s.call(
+            Method::POST,
+            &format!("/environments/{env}/flags/flag-{i:05}/disable"),
+            Some(ADMIN),
+            Some(json!({"reason": "bench"})),
+            &[],
+        )
+        .await
+        .expect(200);
+        out.push(t.elapsed());
+    }
+    out
+}
+
 /// The sum and count of flagd's store time of whole writes (lock to commit), from
 /// its metrics.
 async fn store_writes(s: &Server) -> anyhow::Result<(f64, f64)> {
@@ -111,16 +130,34 @@ async fn bench(backend: Backend) -> anyhow::Result<()> {
             .await
             .expect(200);
     }
+    // A protected environment (issue 18): its kill switches are break-glass, each
+    // opening a review in the version's transaction; 320 flags, each disabled once
+    // (turning one back on would need an approval).
+    s.post("/environments", json!({"key": "guarded"}))
+        .await
+        .expect(201);
+    s.put("/environments/guarded/flags", doc(320, 5))
+        .await
+        .expect(200);
+    s.put(
+        "/environments/guarded/approval-policy",
+        json!({"protected": true, "approvals": 2}),
+    )
+    .await
+    .expect(200);
     toggles(&s, "small", 20).await; // warm-up
     toggles(&s, "large", 20).await;
-    // Interleaved, so that both see the same database size and background work.
-    let (mut small, mut large) = (Vec::new(), Vec::new());
-    for _ in 0..30 {
+    kills(&s, "guarded", 0..20).await;
+    // Interleaved, so that all see the same database size and background work.
+    let (mut small, mut large, mut guarded) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..30 {
         small.extend(toggles(&s, "small", 10).await);
         large.extend(toggles(&s, "large", 10).await);
+        guarded.extend(kills(&s, "guarded", 20 + round * 10..30 + round * 10).await);
     }
     let (small50, small99) = summary(small);
     let (large50, large99) = summary(large);
+    let (guarded50, guarded99) = summary(guarded);
 
     // Revert of a 10,000-flag set: every flag differs between versions 1 and 2.
     s.post("/environments", json!({"key": "revert"}))
@@ -174,13 +211,15 @@ async fn bench(backend: Backend) -> anyhow::Result<()> {
     let wps = 1000.0 / t.elapsed().as_secs_f64();
 
     println!(
-        "| {} | {} / {} | {} / {} | {:.2} | {} / {}, store {} | {} / {}, store {} | {:.0} |",
+        "| {} | {} / {} | {} / {} | {:.2} | {} / {} | {} / {}, store {} | {} / {}, store {} | {:.0} |",
         backend.name(),
         ms(small50),
         ms(small99),
         ms(large50),
         ms(large99),
         large50.as_secs_f64() / small50.as_secs_f64(),
+        ms(guarded50),
+        ms(guarded99),
         ms(rev50),
         ms(rev99),
         ms(rev_store),
@@ -206,9 +245,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let pg = Postgres::start()?.map(std::sync::Arc::new);
     println!(
-        "| store | toggle, 10 flags (p50 / p99) | toggle, 10,000 flags (p50 / p99) | ratio of p50s | revert of 10,000 flags (p50 / p99, store's part mean) | the same, worst case | writes/s, 50 writers |"
+        "| store | toggle, 10 flags (p50 / p99) | toggle, 10,000 flags (p50 / p99) | ratio of p50s | kill switch, protected environment (p50 / p99) | revert of 10,000 flags (p50 / p99, store's part mean) | the same, worst case | writes/s, 50 writers |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     rt.block_on(bench(Backend::Sqlite))?;
     if let Some(pg) = &pg {
         rt.block_on(bench(Backend::Postgres(pg.clone())))?;
