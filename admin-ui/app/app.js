@@ -1,7 +1,7 @@
 // The shell: session, header, hash router and live updates.
 import { api, ApiError, setCsrfToken, setUnauthorizedHandler } from './api.js';
-import { h, clear, field, icon, tickTimes } from './dom.js';
-import { errorBox, toast, spinner } from './ui.js';
+import { h, clear, field, icon, tickTimes, absTime, nextId } from './dom.js';
+import { errorBox, toast, spinner, attachDialog } from './ui.js';
 import { startLive, stopLive } from './live.js';
 import * as flagsView from './views/flags.js';
 import * as flagView from './views/flag.js';
@@ -10,11 +10,14 @@ import * as diffView from './views/diff.js';
 import * as fleetView from './views/fleet.js';
 import * as auditView from './views/audit.js';
 import * as notificationsView from './views/notifications.js';
+import * as peopleView from './views/people.js';
 
 const root = document.getElementById('app');
 
 const state = {
   session: null,
+  methods: null, // GET /session/methods: {token, password, oidc}
+  signinError: null, // ?signin_error= from a refused single sign-on, shown once
   envs: [],
   liveStatus: 'off',
   view: null, // {destroy, onChange, dirty}
@@ -28,6 +31,7 @@ const NAV = [
   { id: 'history', label: 'History', icon: 'history' },
   { id: 'fleet', label: 'Fleet', icon: 'fleet' },
   { id: 'notifications', label: 'Notifications', icon: 'bell', admin: true },
+  { id: 'people', label: 'People', icon: 'people', admin: true },
   { id: 'audit', label: 'Audit', icon: 'audit' },
 ];
 
@@ -39,6 +43,7 @@ export function parseHash(hash) {
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
   const query = Object.fromEntries(new URLSearchParams(q));
   if (parts[0] === 'audit') return { view: 'audit', env: null, query };
+  if (parts[0] === 'people') return { view: 'people', env: null, query };
   const env = parts[0] || null;
   const section = parts[1] || 'flags';
   if (section === 'flags' && parts[2]) return { view: 'flag', env, key: parts.slice(2).join('/'), query };
@@ -57,6 +62,11 @@ export function navigate(hash, { replace = false } = {}) {
   } else {
     location.hash = target;
   }
+}
+
+/** Views of the whole server, not of one environment. */
+function serverWide(view) {
+  return view === 'audit' || view === 'people';
 }
 
 function defaultEnv() {
@@ -81,7 +91,33 @@ async function loadEnvs() {
   state.envs = (r.environments || []).filter((e) => !allowed || allowed.has(e.key));
 }
 
+/**
+ * A refused single sign-on comes back as /?signin_error=…: keep the message for the
+ * sign-in page and take it out of the address bar (a reload must not show it again).
+ */
+function takeSigninError() {
+  const params = new URLSearchParams(location.search);
+  if (!params.has('signin_error')) return;
+  state.signinError = params.get('signin_error') || 'Single sign-on failed.';
+  params.delete('signin_error');
+  const rest = params.toString();
+  history.replaceState(null, '', `${location.pathname}${rest ? `?${rest}` : ''}${location.hash}`);
+}
+
+async function loadMethods() {
+  if (state.methods) return state.methods;
+  try {
+    const m = await api('GET', '/session/methods', { noAuthRedirect: true });
+    state.methods = { token: m.token !== false, password: !!m.password, oidc: m.oidc || null };
+  } catch {
+    // An older flagd, or one that cannot answer now: the token form always works.
+    return { token: true, password: false, oidc: null };
+  }
+  return state.methods;
+}
+
 async function boot() {
+  takeSigninError();
   setUnauthorizedHandler(() => {
     if (state.session) {
       toast('Your session ended. Sign in again.', 'error');
@@ -92,9 +128,13 @@ async function boot() {
   try {
     const s = await api('GET', '/session', { noAuthRedirect: true });
     applySession(s);
+    if (state.signinError) {
+      toast(`Single sign-on failed: ${state.signinError}`, 'error', 10000);
+      state.signinError = null;
+    }
     await signedIn();
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) renderSignIn();
+    if (err instanceof ApiError && err.status === 401) await renderSignIn();
     else renderFatal(err);
   }
 }
@@ -110,18 +150,67 @@ function logo() {
   return h('span.logo', { aria: { hidden: 'true' } }, icon('flag'));
 }
 
-function renderSignIn(message) {
-  document.title = 'Sign in · flagd';
-  stopLive();
-  state.shell = null;
+/** A form's error slot: a plain message, or the server's error in full. */
+function showError(slot, msg) {
+  clear(slot).append(typeof msg === 'string' ? h('p.form-error', { role: 'alert', text: msg }) : msg);
+}
+
+/** What a refused password sign-in says: wrong, or locked until a time. */
+function passwordError(ex) {
+  if (ex.status !== 401) return errorBox(ex, { title: 'Sign-in failed' });
+  const locked = /locked until (\S+)/.exec(ex.message || '');
+  if (locked) {
+    return `This account is locked after too many wrong passwords. Try again after ${absTime(locked[1].replace(/[.,;]$/, ''))}, or ask an admin.`;
+  }
+  return 'Wrong login or password. Check both and try again.';
+}
+
+function passwordForm(primary) {
+  const login = h('input.input', {
+    type: 'text', name: 'username', autocomplete: 'username', autocapitalize: 'none', spellcheck: 'false',
+    required: true, aria: { required: 'true' },
+  });
+  const password = h('input.input', {
+    type: 'password', name: 'password', autocomplete: 'current-password', required: true, aria: { required: 'true' },
+  });
+  const err = h('div.signin-error', { aria: { live: 'assertive' } });
+  const btn = h(`button.btn.btn-block${primary ? '.btn-primary' : ''}`, { type: 'submit', text: 'Sign in' });
+  const form = h('form.signin-form', { novalidate: true, aria: { label: 'Sign in with a password' } },
+    field('Login', login), field('Password', password), err, btn);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    clear(err);
+    const body = { login: login.value.trim(), password: password.value };
+    if (!body.login || !body.password) {
+      showError(err, 'Enter your login and your password.');
+      (body.login ? password : login).focus();
+      return;
+    }
+    btn.disabled = true;
+    btn.textContent = 'Signing in…';
+    try {
+      const s = await api('POST', '/session', { body, noAuthRedirect: true });
+      password.value = '';
+      applySession(s);
+      await signedIn();
+    } catch (ex) {
+      btn.disabled = false;
+      btn.textContent = 'Sign in';
+      showError(err, passwordError(ex));
+      password.select();
+    }
+  });
+  return { form, focus: () => login.focus() };
+}
+
+function tokenForm(primary) {
   const input = h('input.input', {
     type: 'password', name: 'token', autocomplete: 'off', spellcheck: 'false',
     placeholder: 'fd_…', required: true, aria: { required: 'true' },
   });
   const err = h('div.signin-error', { aria: { live: 'assertive' } });
-  if (message) err.append(h('p.form-error', { text: message }));
-  const btn = h('button.btn.btn-primary.btn-block', { type: 'submit', text: 'Sign in' });
-  const form = h('form.signin-form', { novalidate: true },
+  const btn = h(`button.btn.btn-block${primary ? '.btn-primary' : ''}`, { type: 'submit', text: 'Sign in' });
+  const form = h('form.signin-form', { novalidate: true, aria: { label: 'Sign in with an access token' } },
     field('Access token', input, 'Exchanged for a session cookie. The token is not stored in this browser.'),
     err, btn);
   form.addEventListener('submit', async (e) => {
@@ -129,7 +218,7 @@ function renderSignIn(message) {
     clear(err);
     const token = input.value.trim();
     if (!token) {
-      err.append(h('p.form-error', { role: 'alert', text: 'Enter your access token.' }));
+      showError(err, 'Enter your access token.');
       input.focus();
       return;
     }
@@ -143,22 +232,110 @@ function renderSignIn(message) {
     } catch (ex) {
       btn.disabled = false;
       btn.textContent = 'Sign in';
-      if (ex.status === 401) {
-        err.append(h('p.form-error', { role: 'alert', text: 'That token is not valid, or it was revoked. Check it and try again.' }));
-      } else {
-        err.append(errorBox(ex, { title: 'Sign-in failed' }));
-      }
+      showError(err, ex.status === 401 ? 'That token is not valid, or it was revoked. Check it and try again.' : errorBox(ex, { title: 'Sign-in failed' }));
       input.select();
     }
   });
+  return { form, focus: () => input.focus() };
+}
+
+/**
+ * The sign-in page offers what flagd accepts, in this order: the identity provider,
+ * a login and password, an access token.
+ */
+async function renderSignIn(message) {
+  document.title = 'Sign in · flagd';
+  stopLive();
+  state.shell = null;
+  const methods = await loadMethods();
+  if (state.session) return; // signed in meanwhile (another tab's form, a fast boot)
+  const notice = h('div.signin-error', { aria: { live: 'assertive' } });
+  if (state.signinError) {
+    notice.append(errorBox({ message: state.signinError }, { title: 'Single sign-on failed' }));
+    state.signinError = null;
+  } else if (message) {
+    notice.append(h('p.form-error', { role: 'alert', text: message }));
+  }
+  const parts = [];
+  let first = null;
+  const or = (text) => h('div.signin-or', h('span', { text }));
+  if (methods.oidc) {
+    parts.push(h('a.btn.btn-primary.btn-block.btn-sso', { href: methods.oidc.url }, icon('key'), h('span', { text: `Sign in with ${methods.oidc.name}` })));
+  }
+  if (methods.password) {
+    const p = passwordForm(!parts.length);
+    if (parts.length) parts.push(or('or'));
+    parts.push(p.form);
+    first = first || p;
+  }
+  if (methods.token) {
+    const t = tokenForm(!parts.length);
+    if (parts.length) parts.push(or(methods.password ? 'or use an access token' : 'or'));
+    parts.push(t.form);
+    first = first || t;
+  }
+  const lead = methods.password || methods.oidc
+    ? 'Feature flags and code-free rollback. Use your own account, or an access token an admin gave you.'
+    : 'Feature flags and code-free rollback. Use the access token an admin gave you.';
   clear(root).append(h('main.signin-wrap',
     h('div.signin-card',
       h('div.brand.brand-lg', logo(), h('span', { text: 'flagd' })),
       h('h1', { text: 'Sign in' }),
-      h('p.muted', { text: 'Feature flags and code-free rollback. Use the access token an admin gave you.' }),
-      form),
-    h('p.signin-foot.muted', { text: 'Tokens are created with POST /api/v1/tokens (admin).' })));
-  input.focus();
+      h('p.muted', { text: lead }),
+      notice,
+      h('div.signin-methods', parts)),
+    h('p.signin-foot.muted', { text: 'Admins add people in People; tokens are created with POST /api/v1/tokens.' })));
+  if (first) first.focus();
+}
+
+// ---- own password ------------------------------------------------------------------
+
+/** "Change password" for a person: current, new (twice) → POST /session/password. */
+function changePasswordDialog() {
+  return new Promise((resolve) => {
+    const input = (autocomplete) => h('input.input', { type: 'password', autocomplete, required: true, aria: { required: 'true' } });
+    const current = input('current-password');
+    const next = input('new-password');
+    const again = input('new-password');
+    const fields = { current: field('Current password', current), new: field('New password', next, 'At least 12 characters.') };
+    const errSlot = h('div.dialog-error');
+    const ok = h('button.btn.btn-primary', { type: 'submit', text: 'Change password' });
+    const cancel = h('button.btn', { type: 'button', text: 'Cancel' });
+    const titleId = nextId('dlgt');
+    const dlg = h('dialog.dialog', { aria: { labelledby: titleId } });
+    const form = h('form', { novalidate: true },
+      h('div.dialog-head', h('h2', { id: titleId, text: 'Change your password' })),
+      h('div.dialog-body', fields.current, fields.new, field('Repeat the new password', again), errSlot),
+      h('div.dialog-foot', cancel, ok));
+    dlg.append(form);
+    const finish = attachDialog(dlg, cancel, resolve);
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      clear(errSlot);
+      for (const el of [current, next, again]) el.removeAttribute('aria-invalid');
+      const problems = [];
+      if (!current.value) problems.push({ path: 'current', message: 'is required' });
+      if (next.value.length < 12) problems.push({ path: 'new', message: `is ${next.value.length} characters long; at least 12 are required` });
+      else if (next.value !== again.value) problems.push({ path: 'new', message: 'and its repetition differ' });
+      if (problems.length) {
+        errSlot.append(errorBox({ message: 'Fix these first:', details: problems }, { title: 'Not changed' }));
+        for (const p of problems) (p.path === 'current' ? current : next).setAttribute('aria-invalid', 'true');
+        return;
+      }
+      ok.disabled = true;
+      try {
+        await api('POST', '/session/password', { body: { current: current.value, new: next.value } });
+        toast('Password changed', 'success');
+        finish(true);
+      } catch (err) {
+        errSlot.append(errorBox(err, { title: 'The password was not changed' }));
+        for (const d of err.details || []) if (d.path === 'current' || d.path === 'new') (d.path === 'current' ? current : next).setAttribute('aria-invalid', 'true');
+        ok.disabled = false;
+      }
+    });
+    dlg.showModal();
+    current.focus();
+  });
 }
 
 async function signedIn() {
@@ -198,7 +375,7 @@ function signedOut(message) {
   state.view = null;
   state.session = null;
   setCsrfToken(null);
-  renderSignIn(message);
+  renderSignIn(message).catch(renderFatal);
 }
 
 async function signOut() {
@@ -225,9 +402,14 @@ function renderShell() {
   const nav = h('nav.mainnav', { aria: { label: 'Main' } });
   const live = h('span.live', { role: 'status', title: 'Live updates' }, h('span.live-dot'), h('span.live-text', { text: 'Connecting' }));
   const menuBtn = h('button.icon-btn.menu-btn', { type: 'button', aria: { label: 'Menu', expanded: 'false', controls: 'topbar-menu' } }, icon('menu'));
+  // A person signs in as their login; `password: false` (an account with single sign-on
+  // only) hides the password change where flagd says so.
   const user = h('div.user',
-    h('span.user-name', { text: s.name }),
+    h('span.user-name', { text: s.name, title: s.person ? `${s.name}: your account` : `${s.name}: an access token` }),
     h('span.role-chip', { text: s.role }),
+    s.person && s.password !== false
+      ? h('button.icon-btn', { type: 'button', title: 'Change password', aria: { label: 'Change password' }, onclick: () => changePasswordDialog() }, icon('key'))
+      : null,
     h('button.btn.btn-ghost.btn-sm', { type: 'button', onclick: signOut, aria: { label: `Sign out ${s.name}` } }, icon('logout'), h('span', { text: 'Sign out' })));
   const menu = h('div.topbar-menu', { id: 'topbar-menu' }, nav, user);
   nav.addEventListener('click', (e) => {
@@ -264,6 +446,7 @@ function renderEnvSwitch() {
   const cur = curKey ? envInfo(curKey) : null;
   const sel = h('select.env-select', { aria: { label: 'Current environment' } });
   if (onAudit) sel.append(h('option', { value: '', text: 'All environments' }));
+  else if (!cur) sel.append(h('option', { value: '', text: 'Environment…', disabled: true, selected: true }));
   for (const e of state.envs) {
     const o = h('option', { value: e.key, text: e.name || e.key });
     if (cur && e.key === cur.key) o.selected = true;
@@ -293,7 +476,9 @@ function renderNav() {
   const env = (r && r.env) || defaultEnv();
   for (const n of NAV) {
     if (n.admin && !(state.session && state.session.can && state.session.can.admin)) continue;
-    const href = n.id === 'audit' ? `#/audit${env ? `?environment=${encodeURIComponent(env)}` : ''}` : `#/${encodeURIComponent(env)}/${n.id}`;
+    let href = `#/${encodeURIComponent(env)}/${n.id}`;
+    if (n.id === 'audit') href = `#/audit${env ? `?environment=${encodeURIComponent(env)}` : ''}`;
+    if (n.id === 'people') href = '#/people';
     const active = r && (r.view === n.id || (n.id === 'flags' && r.view === 'flag') || (n.id === 'history' && r.view === 'diff'));
     sh.nav.append(h('a.navlink', { href, aria: { current: active ? 'page' : undefined } }, icon(n.icon), h('span', { text: n.label })));
   }
@@ -331,12 +516,14 @@ function onLiveChange(evt) {
 
 // ---- views ------------------------------------------------------------------------
 
-const VIEWS = { flags: flagsView, flag: flagView, history: historyView, diff: diffView, fleet: fleetView, notifications: notificationsView, audit: auditView };
+const VIEWS = {
+  flags: flagsView, flag: flagView, history: historyView, diff: diffView, fleet: fleetView, notifications: notificationsView, people: peopleView, audit: auditView,
+};
 
 function route() {
   if (!state.session || !state.shell) return;
   const r = parseHash(location.hash);
-  if (r.view !== 'audit' && (!r.env || !envInfo(r.env))) {
+  if (!serverWide(r.view) && (!r.env || !envInfo(r.env))) {
     if (r.env && !envInfo(r.env)) toast(`No environment “${r.env}” (or your token cannot see it).`, 'error');
     navigate(`#/${defaultEnv()}/flags`, { replace: true });
     return;

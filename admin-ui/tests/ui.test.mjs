@@ -5,9 +5,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { createServer } from 'node:http';
-import { startFlagd, startSdk, launchBrowser, screenshotDir, waitFor } from './harness.mjs';
-
-const T = 15000; // generous per-step timeout for auto-waiting
+import {
+  startFlagd, startSdk, launchBrowser, screenshotDir, waitFor, watchPage, unlabeledControls, cspViolations, visible, screenshot,
+} from './harness.mjs';
 
 let server;
 let sdk;
@@ -21,62 +21,9 @@ let editor;
 let viewer;
 const consoleErrors = [];
 
-// Network errors the scenario provokes on purpose (401 before sign-in, 403 forged
-// requests, 409 conflicts) are logged by Chromium as "Failed to load resource";
-// everything else, including any CSP violation, is a failure.
-const EXPECTED_NETWORK = /Failed to load resource: the server responded with a status of (401|403|409|422)/;
-
-function watchPage(p, label) {
-  p.on('console', (msg) => {
-    if (msg.type() !== 'error') return;
-    const text = msg.text();
-    if (EXPECTED_NETWORK.test(text)) return;
-    consoleErrors.push(`[${label}] console: ${text}`);
-  });
-  p.on('pageerror', (err) => consoleErrors.push(`[${label}] pageerror: ${err.message}`));
-  p.addInitScript(() => {
-    window.__csp = [];
-    document.addEventListener('securitypolicyviolation', (e) => {
-      window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`);
-    });
-  });
-}
-
-/** Form controls without an accessible name (label, aria-label or text). */
-async function unlabeledControls() {
-  return page.evaluate(() => [...document.querySelectorAll('input, select, textarea, button')]
-    .filter((el) => !el.closest('[hidden]') && el.type !== 'hidden')
-    .filter((el) => !(el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')
-      || (el.labels && el.labels.length) || (el.tagName === 'BUTTON' && el.textContent.trim())))
-    .map((el) => el.outerHTML.slice(0, 140)));
-}
-
-async function cspViolations(p) {
-  return p.evaluate(() => window.__csp || []);
-}
-
-/** A screenshot without transient toasts; `tall` grows the viewport to the page's height. */
-async function shot(name, { tall = false } = {}) {
-  await page.evaluate(() => {
-    document.querySelectorAll('.toasts .toast').forEach((x) => x.remove());
-    if (document.activeElement && document.activeElement.matches('input, textarea')) document.activeElement.blur();
-  });
-  const path = join(shots, `${name}.png`);
-  if (!tall) {
-    await page.screenshot({ path });
-    return;
-  }
-  const vp = page.viewportSize();
-  const height = await page.evaluate(() => document.documentElement.scrollHeight);
-  await page.setViewportSize({ width: vp.width, height: Math.min(Math.max(height, vp.height), 2400) });
-  await page.screenshot({ path });
-  await page.setViewportSize(vp);
-}
-
-/** Waits until the locator is visible (auto-waiting, generous timeout). */
-async function visible(locator, timeout = T) {
-  await locator.first().waitFor({ state: 'visible', timeout });
-  return locator.first();
+/** A screenshot of the main page into admin-ui/screenshots/. */
+function shot(name, opts) {
+  return screenshot(page, join(shots, `${name}.png`), opts);
 }
 
 /** A link of the main navigation. */
@@ -84,10 +31,12 @@ function nav(name) {
   return page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name });
 }
 
+/** The access-token form of the sign-in page (a login and password form comes before it). */
 async function signIn(token) {
-  await visible(page.getByLabel('Access token'));
-  await page.getByLabel('Access token').fill(token);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  const form = page.getByRole('form', { name: 'Sign in with an access token' });
+  await visible(form.getByLabel('Access token'));
+  await form.getByLabel('Access token').fill(token);
+  await form.getByRole('button', { name: 'Sign in' }).click();
 }
 
 async function inPageFetch(p, method, path, { csrf = false, body } = {}) {
@@ -120,7 +69,7 @@ before(async () => {
   browser = await launchBrowser();
   context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1 });
   page = await context.newPage();
-  watchPage(page, 'main');
+  watchPage(page, 'main', consoleErrors);
 });
 
 after(async () => {
@@ -172,7 +121,7 @@ test('admin UI: the whole rollback story in a real browser against a real flagd'
   await t.test('create new-checkout (on/off, 5% on) from the New flag form', async () => {
     await page.getByRole('button', { name: 'New flag' }).click();
     const dlg = await visible(page.getByRole('dialog', { name: /New flag in Production/ }));
-    assert.deepEqual(await unlabeledControls(), [], 'every control of the list and the form has a label');
+    assert.deepEqual(await unlabeledControls(page), [], 'every control of the list and the form has a label');
     await dlg.getByLabel('Key').fill('new-checkout');
     await dlg.getByLabel('Percentage rollout:').check();
     await dlg.getByLabel('Rollout percent').fill('5');
@@ -212,7 +161,7 @@ test('admin UI: the whole rollback story in a real browser against a real flagd'
     await page.getByRole('link', { name: 'new-checkout' }).click();
     await visible(page.getByRole('heading', { name: 'new-checkout' }));
     const slider = await visible(page.getByLabel(/Percentage rollout: share of users on/));
-    assert.deepEqual(await unlabeledControls(), [], 'every control of the flag page has a label');
+    assert.deepEqual(await unlabeledControls(page), [], 'every control of the flag page has a label');
     await slider.fill('25');
     await visible(page.getByText('25% → about 2,500 of 10,000 users'));
     await page.getByLabel('Expected users').fill('40000');
@@ -272,7 +221,7 @@ test('admin UI: the whole rollback story in a real browser against a real flagd'
     await visible(row.getByText('alice'));
     await visible(row.getByText('error rate flat at 5%'));
     await visible(table.locator('tbody tr').filter({ hasText: 'checkout 5xx spike' }).locator('.kind', { hasText: 'toggle' }));
-    assert.deepEqual(await unlabeledControls(), []);
+    assert.deepEqual(await unlabeledControls(page), []);
     await page.getByLabel('Select v1 to compare').check();
     await page.getByLabel('Select v3 to compare').check();
     await shot('04-history');
@@ -349,7 +298,7 @@ test('admin UI: the whole rollback story in a real browser against a real flagd'
     await visible(page.locator('.stat-lost', { hasText: 'unreachable' }));
     await visible(page.getByText('instances on v6'));
     assert.equal(await page.getByRole('button', { name: /^Forget / }).count(), 1, 'only the unreachable instance can be forgotten');
-    assert.deepEqual(await unlabeledControls(), []);
+    assert.deepEqual(await unlabeledControls(page), []);
     await shot('07b-fleet-unreachable');
 
     await row.getByRole('button', { name: `Forget ${id}` }).click();
@@ -371,7 +320,7 @@ test('admin UI: the whole rollback story in a real browser against a real flagd'
     await visible(row.getByText('alice'));
     await visible(row.getByText('bad release, back to 5%'));
     await visible(row.locator('.vnum', { hasText: 'v4' }));
-    assert.deepEqual(await unlabeledControls(), []);
+    assert.deepEqual(await unlabeledControls(page), []);
     await page.getByLabel('Action').selectOption('flag.');
     await waitFor(() => page.url().includes('action=flag.'), { message: 'the action filter in the URL' });
     await visible(table.locator('tbody tr').filter({ hasText: 'flag.rollout' }).first());
@@ -670,7 +619,7 @@ test('admin UI: the whole rollback story in a real browser against a real flagd'
       await nav('Notifications').click();
       await visible(page.getByRole('heading', { name: 'Notifications' }));
       await visible(page.getByText('No channel'));
-      assert.deepEqual(await unlabeledControls(), [], 'every control of the view has a label');
+      assert.deepEqual(await unlabeledControls(page), [], 'every control of the view has a label');
       const url = `http://127.0.0.1:${slack.address().port}/services/T0/B0/uisecret9876`;
       await page.getByLabel('Webhook URL').fill(url);
       await page.getByLabel('Name').fill('incidents');

@@ -58,11 +58,20 @@ pub(super) async fn password_sign_in(
     }
 }
 
-/// `GET /session/oidc`: sends the browser to the identity provider.
-pub(super) async fn oidc_begin(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
+/// `GET /session/oidc`: sends the browser to the identity provider, or back to the
+/// sign-in page saying why not (a navigation shows no JSON).
+pub(super) async fn oidc_begin(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    match oidc_start(&s, &headers).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(error = %e, "single sign-on cannot start");
+            let url = format!("/?signin_error={}", percent(&e.to_string()));
+            redirect(&url).unwrap_or_else(|e| e.into_response())
+        }
+    }
+}
+
+async fn oidc_start(s: &AppState, headers: &HeaderMap) -> ApiResult<Response> {
     let Some(oidc) = &s.oidc else {
         return Err(ApiError::NotFound(
             "single sign-on is not configured (--oidc-issuer)".into(),
@@ -83,7 +92,7 @@ pub(super) async fn oidc_begin(
     let mut resp = redirect(&begun.url)?;
     resp.headers_mut().insert(
         header::SET_COOKIE,
-        oidc_cookie(&begun.state, ttl.as_secs(), &headers)?,
+        oidc_cookie(&begun.state, ttl.as_secs(), headers)?,
     );
     Ok(resp)
 }

@@ -152,11 +152,18 @@ pub(crate) fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// What the page needs to know of the signed-in token or person.
-fn session_body(caller: &Caller, csrf: Option<&str>, expires_at: Option<i64>) -> Value {
+/// `password`: whether the person has one (`None` for a token).
+fn session_body(
+    caller: &Caller,
+    csrf: Option<&str>,
+    expires_at: Option<i64>,
+    password: Option<bool>,
+) -> Value {
     let can = |p: Perm| auth::allows(caller.role, p);
     json!({
         "name": caller.name,
         "person": caller.user_id.is_some(),
+        "password": password,
         "role": caller.role.as_str(),
         "environments": caller.environments,
         "csrfToken": csrf,
@@ -265,8 +272,18 @@ pub(super) async fn open_session(
                 .await?;
         }
     }
+    let password = match &principal {
+        store::Principal::User(u) => Some(u.password),
+        store::Principal::Token(_) => None,
+    };
     let caller = auth::caller_of_session(principal, None)?;
-    let mut resp = Json(session_body(&caller, Some(&csrf), Some(expires_at))).into_response();
+    let mut resp = Json(session_body(
+        &caller,
+        Some(&csrf),
+        Some(expires_at),
+        password,
+    ))
+    .into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
         session_cookie(&secret, SESSION_TTL.as_secs(), headers)?,
@@ -280,10 +297,18 @@ async fn get_session(caller: Caller, State(s): State<AppState>) -> ApiResult<Res
         Some(hash) => s.store.session(hash).await?,
         None => None,
     };
+    let password = match &session {
+        Some(store::Session {
+            principal: store::Principal::User(u),
+            ..
+        }) => Some(u.password),
+        _ => None,
+    };
     Ok(Json(session_body(
         &caller,
         session.as_ref().map(|x| x.csrf.as_str()),
         session.as_ref().map(|x| x.expires_at),
+        password,
     ))
     .into_response())
 }

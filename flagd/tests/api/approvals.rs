@@ -450,12 +450,26 @@ pub(crate) async fn change_requests_and_break_glass(b: Backend) -> anyhow::Resul
     .await;
     act(&s, &bob, &id, "approve", json!({})).await.expect(200);
     let scheduled = act(&s, &carol, &id, "approve", json!({})).await.expect(200);
-    assert_eq!(scheduled.body["request"]["state"], "applied", "{}", scheduled.body);
-    let pending = s.get(&format!("{P}/schedules?pending=true")).await.expect(200);
-    assert_eq!(pending.body["schedules"][0]["createdBy"], "alice", "{}", pending.body);
+    assert_eq!(
+        scheduled.body["request"]["state"], "applied",
+        "{}",
+        scheduled.body
+    );
+    let pending = s
+        .get(&format!("{P}/schedules?pending=true"))
+        .await
+        .expect(200);
+    assert_eq!(
+        pending.body["schedules"][0]["createdBy"], "alice",
+        "{}",
+        pending.body
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while s.get(&format!("{P}/flags/banner")).await.body["state"] != "DISABLED" {
-        assert!(std::time::Instant::now() < deadline, "the approved schedule never applied");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the approved schedule never applied"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 

@@ -149,6 +149,7 @@ pub(crate) async fn accounts_and_passwords(b: Backend) -> anyhow::Result<()> {
         .await
         .expect(200);
     assert_eq!(r.body["person"], true);
+    assert_eq!(r.body["password"], true);
     assert_eq!(r.body["name"], "alice@example.com");
     assert_eq!(r.body["can"]["approve"], true);
     let alice = signed_in(&r);
