@@ -64,6 +64,9 @@ const BOTH: &[(&str, TestFn)] = &[
     ("approvals_alerts_and_triggers_break_glass", |b| {
         Box::pin(alerts::alerts_and_triggers_break_glass(b))
     }),
+    ("approvals_are_announced", |b| {
+        Box::pin(notify::change_requests_are_announced(b))
+    }),
     ("approvals_change_requests_and_break_glass", |b| {
         Box::pin(approvals::change_requests_and_break_glass(b))
     }),

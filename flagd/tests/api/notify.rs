@@ -814,3 +814,62 @@ pub(crate) async fn follow_up_names_the_laggards(b: Backend) -> anyhow::Result<(
     sdk.close();
     s.stop().await
 }
+
+/// The channels of a protected environment hear of its change requests (event
+/// `approval`, on by default) and its break-glass kill switches, named after the people.
+pub(crate) async fn change_requests_are_announced(b: Backend) -> anyhow::Result<()> {
+    let s = Server::start_with(&b, options()).await?;
+    let r = Receiver::default();
+    let port = r.serve(0).await;
+    s.put(&format!("{P}/flags/checkout"), rollout_flag(5))
+        .await
+        .expect(201);
+    channel(
+        &s,
+        json!({"kind": "slack", "url": format!("http://127.0.0.1:{port}/slack")}),
+    )
+    .await;
+    s.put(
+        &format!("{P}/approval-policy"),
+        json!({"protected": true, "approvals": 1}),
+    )
+    .await
+    .expect(200);
+    let alice = crate::people::person(&s, "alice", "editor").await;
+    let bob = crate::people::person(&s, "bob", "editor").await;
+    let made = alice
+        .call(
+            &s,
+            Method::POST,
+            &format!("{P}/change-requests"),
+            Some(json!({"title": "checkout to 50%", "change": {"flags": {"checkout": rollout_flag(50)}}})),
+        )
+        .await
+        .expect(201);
+    let id = made.body["request"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    bob.call(
+        &s,
+        Method::POST,
+        &format!("{P}/change-requests/{id}/approve"),
+        Some(json!({})),
+    )
+    .await
+    .expect(200);
+    let got = r.wait_for("/slack", 2).await;
+    let texts: Vec<String> = got
+        .iter()
+        .map(|g| g.json()["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        texts[0].contains("alice proposes: checkout to 50%"),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("approved by bob")),
+        "{texts:?}"
+    );
+    s.stop().await
+}
