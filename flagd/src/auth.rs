@@ -136,6 +136,8 @@ pub struct Caller {
     pub user_id: Option<String>,
     /// Who created the token (for a person: their own login).
     pub created_by: String,
+    /// The person who created the token, by id (for a person: their own id).
+    pub created_by_user: Option<String>,
     /// Its role.
     pub role: Role,
     /// The environments it is limited to; `None` for all.
@@ -194,9 +196,13 @@ impl Caller {
         if self.user_id.is_some() {
             return Ok(Some(self.name.clone()));
         }
+        let Some(id) = &self.created_by_user else {
+            return Ok(None);
+        };
         Ok(store
-            .user_by_login(&self.created_by)
+            .user(id)
             .await?
+            .filter(|u| u.disabled_at.is_none())
             .map(|u| u.login))
     }
 
@@ -284,6 +290,7 @@ pub(crate) fn caller_of(
         name: token.name,
         user_id: None,
         created_by: token.created_by,
+        created_by_user: token.created_by_user,
         role,
         environments: token.environments,
         session,
@@ -299,6 +306,7 @@ pub(crate) fn caller_of_user(
     Ok(Caller {
         token_id: format!("user:{}", user.id),
         name: user.login.clone(),
+        created_by_user: Some(user.id.clone()),
         user_id: Some(user.id),
         created_by: user.login,
         role,

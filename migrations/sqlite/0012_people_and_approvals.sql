@@ -24,6 +24,10 @@ CREATE TABLE users (
 );
 CREATE UNIQUE INDEX users_by_subject ON users (oidc_issuer, oidc_subject);
 
+-- The person who created a token, by id: the person it reviews change requests for
+-- (a login alone could be taken by a later account).
+ALTER TABLE tokens ADD COLUMN created_by_user TEXT;
+
 -- A session is now opened by a token or by a person. Sessions last hours: those open
 -- at the upgrade end with it (sign in again).
 DROP TABLE sessions;

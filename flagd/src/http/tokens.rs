@@ -54,8 +54,9 @@ pub(crate) async fn create_token(
     let secret = auth::new_secret("fd_")?;
     let info = s
         .store
-        .create_token(
+        .create_token_by(
             &caller.name,
+            caller.user_id.as_deref(),
             &auth::new_id()?,
             name,
             role.as_str(),

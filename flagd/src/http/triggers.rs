@@ -140,6 +140,7 @@ pub(crate) async fn fire_trigger(
         token_id: t.id.clone(),
         user_id: None,
         created_by: t.created_by.clone(),
+        created_by_user: None,
         role: Role::Responder,
         environments: Some(vec![t.environment.clone()]),
         session: None,

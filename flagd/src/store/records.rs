@@ -251,6 +251,9 @@ pub struct TokenInfo {
     pub created_at: String,
     /// Who created it.
     pub created_by: String,
+    /// The person who created it, by id (`None` when a token did).
+    #[serde(skip)]
+    pub created_by_user: Option<String>,
     /// When it was revoked, if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
@@ -268,6 +271,7 @@ pub(super) fn token_of(r: &AnyRow) -> StoreResult<TokenInfo> {
             .map_err(|e| StoreError::Internal(e.into()))?,
         created_at: rfc3339(r.try_get("created_at")?),
         created_by: r.try_get("created_by")?,
+        created_by_user: r.try_get("created_by_user")?,
         revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.map(rfc3339),
     })
 }

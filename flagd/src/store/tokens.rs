@@ -53,6 +53,23 @@ impl Store {
         environments: Option<&[String]>,
         hash: &str,
     ) -> StoreResult<TokenInfo> {
+        self.create_token_by(actor, None, id, name, role, environments, hash)
+            .await
+    }
+
+    /// Stores a new token made by a person (`creator`: their id), whom it then names
+    /// when it reviews change requests.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_token_by(
+        &self,
+        actor: &str,
+        creator: Option<&str>,
+        id: &str,
+        name: &str,
+        role: &str,
+        environments: Option<&[String]>,
+        hash: &str,
+    ) -> StoreResult<TokenInfo> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.begin_tx().await?;
         let taken = sqlx::query("SELECT id FROM tokens WHERE name = $1 AND revoked_at IS NULL")
@@ -65,7 +82,16 @@ impl Store {
                 current_version: None,
             });
         }
-        let info = insert_token(&mut tx, actor, id, name, role, environments, hash, None).await?;
+        let mut info =
+            insert_token(&mut tx, actor, id, name, role, environments, hash, None).await?;
+        if let Some(user) = creator {
+            info.created_by_user = Some(user.to_owned());
+            sqlx::query("UPDATE tokens SET created_by_user = $1 WHERE id = $2")
+                .bind(user)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(info)
     }

@@ -288,6 +288,19 @@ pub(crate) async fn change_requests_and_break_glass(b: Backend) -> anyhow::Resul
             .unwrap_or_default()
             .contains("people")
     );
+    // A person whose login is the name of the token that made another token is not
+    // that token's person: tokens name the person who made them by id.
+    person(&s, "admin", "editor").await;
+    let made_by_admin = s.token("helper", "editor", None).await;
+    s.call(
+        Method::POST,
+        &format!("{P}/change-requests/{id}/approve"),
+        Some(&made_by_admin),
+        Some(json!({})),
+        &[],
+    )
+    .await
+    .expect(403);
     let one = act(&s, &bob, &id, "approve", json!({})).await.expect(200);
     assert_eq!(one.body["request"]["approvedBy"], json!(["bob"]));
     assert_eq!(one.body["request"]["state"], "open");
