@@ -1820,6 +1820,19 @@ async fn change_requests_and_reviews_from_the_command_line() {
         let direct = run(f, &alice, &format!("import {file} --reason direct"));
         assert_ne!(direct.code, 0, "{direct:?}");
         assert!(direct.err.contains("change-requests"), "{direct:?}");
+        // The pipeline's way (examples/ci/github-actions.yml): the reviewed file as a
+        // change request by the ci token, applied on its last approval.
+        let (ci, _) = ci_token_and_sdk_key(f);
+        let policy = run(f, &ci, "--json request policy").ok().out;
+        assert!(policy.contains("\"protected\": true"), "{policy}");
+        let id = run(f, &ci, &format!("-q request create --document {file} --title PR-88"))
+            .ok()
+            .out
+            .trim()
+            .to_owned();
+        run(f, &bob, &format!("request approve {id}")).ok();
+        let applied = run(f, &alice, &format!("request approve {id}")).ok().out;
+        assert!(applied.contains("by pipeline: applied"), "{applied}");
     })
     .await
     .unwrap();
