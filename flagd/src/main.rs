@@ -336,6 +336,18 @@ async fn run() -> anyhow::Result<()> {
                 },
                 humantime::format_duration(o.notify_request_timeout)
             );
+            match oidc_options(o)? {
+                Some(x) => println!(
+                    "single sign-on: {} (client {}, redirect {}, role claim {}, {} role mapping{})",
+                    x.issuer,
+                    x.client_id,
+                    x.redirect_url,
+                    x.role_claim,
+                    x.roles.len(),
+                    if x.roles.len() == 1 { "" } else { "s" }
+                ),
+                None => println!("single sign-on: none (people sign in with passwords)"),
+            }
             match ready {
                 Ok(()) => println!("store: reachable, migrations applied"),
                 Err(e) => println!(
