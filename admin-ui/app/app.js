@@ -3,6 +3,7 @@ import { api, ApiError, setCsrfToken, setUnauthorizedHandler } from './api.js';
 import { h, clear, field, icon, tickTimes, absTime, nextId } from './dom.js';
 import { errorBox, toast, spinner, attachDialog } from './ui.js';
 import { startLive, stopLive } from './live.js';
+import { protectedBadge, policyDialog } from './approvals.js';
 import * as flagsView from './views/flags.js';
 import * as flagView from './views/flag.js';
 import * as historyView from './views/history.js';
@@ -11,6 +12,7 @@ import * as fleetView from './views/fleet.js';
 import * as auditView from './views/audit.js';
 import * as notificationsView from './views/notifications.js';
 import * as peopleView from './views/people.js';
+import * as requestsView from './views/requests.js';
 
 const root = document.getElementById('app');
 
@@ -24,12 +26,18 @@ const state = {
   route: null,
   shell: null,
   lastHash: '',
+  // Change requests per environment, {open, total}: the Requests link shows the open
+  // ones. flagd sends no events for requests, so this is read again on each route,
+  // after each version event and every 30 s.
+  requestCounts: new Map(),
+  navShown: null, // the counts the navigation was last rendered with (JSON)
 };
 
 const NAV = [
   { id: 'flags', label: 'Flags', icon: 'flag' },
   { id: 'history', label: 'History', icon: 'history' },
   { id: 'fleet', label: 'Fleet', icon: 'fleet' },
+  { id: 'requests', label: 'Requests', icon: 'request', requests: true },
   { id: 'notifications', label: 'Notifications', icon: 'bell', admin: true },
   { id: 'people', label: 'People', icon: 'people', admin: true },
   { id: 'audit', label: 'Audit', icon: 'audit' },
@@ -48,7 +56,8 @@ export function parseHash(hash) {
   const section = parts[1] || 'flags';
   if (section === 'flags' && parts[2]) return { view: 'flag', env, key: parts.slice(2).join('/'), query };
   if (section === 'history' && parts[2] === 'diff') return { view: 'diff', env, query };
-  if (['flags', 'history', 'fleet', 'notifications'].includes(section)) return { view: section, env, query };
+  if (section === 'requests' && parts[2]) return { view: 'request', env, id: parts.slice(2).join('/'), query };
+  if (['flags', 'history', 'fleet', 'notifications', 'requests'].includes(section)) return { view: section, env, query };
   return { view: 'flags', env, query };
 }
 
@@ -88,7 +97,49 @@ function applySession(s) {
 async function loadEnvs() {
   const r = await api('GET', '/environments');
   const allowed = state.session && Array.isArray(state.session.environments) ? new Set(state.session.environments) : null;
-  state.envs = (r.environments || []).filter((e) => !allowed || allowed.has(e.key));
+  // Kept objects are updated in place: an open view's ctx.envInfo then sees a policy
+  // changed since (protected or not) when it acts.
+  const old = new Map(state.envs.map((e) => [e.key, e]));
+  state.envs = (r.environments || []).filter((e) => !allowed || allowed.has(e.key))
+    .map((e) => (old.has(e.key) ? Object.assign(old.get(e.key), e) : e));
+}
+
+/**
+ * Reads the environments again (a policy changed), then the header and, unless it has
+ * unsaved edits or `rerender` is false (a view about to propose), the view.
+ */
+async function refreshEnvs({ rerender = true } = {}) {
+  try {
+    await loadEnvs();
+  } catch (err) {
+    toast(`Could not refresh environments: ${err.message}`, 'error');
+    return;
+  }
+  renderEnvSwitch();
+  renderNav();
+  if (rerender && !(state.view && state.view.dirty && state.view.dirty())) route();
+}
+
+async function editPolicy(env) {
+  const policy = await policyDialog(env);
+  if (policy) await refreshEnvs();
+}
+
+let countSeq = 0;
+/** Counts the environment's change requests for the Requests link; re-renders the nav when they change. */
+async function refreshRequestCount(env) {
+  if (!env || !state.session) return;
+  const seq = ++countSeq;
+  try {
+    const r = await api('GET', `/environments/${encodeURIComponent(env)}/change-requests`);
+    const list = r.requests || [];
+    const next = { open: list.filter((q) => q.state === 'open').length, total: list.length };
+    state.requestCounts.set(env, next);
+    // Re-rendered only when what the link shows changes (a focused link keeps its focus).
+    if (seq === countSeq && state.shell && state.route && state.route.env === env && state.navShown !== JSON.stringify(next)) renderNav();
+  } catch {
+    /* the link keeps its last count; the Requests view shows its own errors */
+  }
 }
 
 /**
@@ -361,6 +412,7 @@ async function signedIn() {
       try {
         await loadEnvs();
         renderEnvSwitch();
+        renderNav();
       } catch (err) {
         toast(`Could not refresh environments: ${err.message}`, 'error');
       }
@@ -459,11 +511,16 @@ function renderEnvSwitch() {
       return;
     }
     if (!key) return;
-    const view = r && ['flags', 'history', 'fleet'].includes(r.view) ? r.view : 'flags';
+    const view = r && ['flags', 'history', 'fleet', 'requests'].includes(r.view) ? r.view : 'flags';
     navigate(`#/${encodeURIComponent(key)}/${view}`);
   });
   sh.envSlot.append(sel);
   if (cur && cur.production) sh.envSlot.append(h('span.env-badge.env-prod', { text: 'Production' }));
+  if (cur && !onAudit) {
+    const admin = state.session && state.session.can && state.session.can.admin;
+    const badge = protectedBadge(cur, admin ? { compact: true, onEdit: () => editPolicy(cur) } : { compact: true });
+    if (badge) sh.envSlot.append(badge);
+  }
   if (cur) sh.envSlot.append(h('span.env-version', { title: 'Current flag-set version', text: `v${cur.version}` }));
   document.body.classList.toggle('is-prod', !!(cur && cur.production));
   sh.stripe.className = `env-stripe ${cur ? (cur.production ? 'env-prod' : `env-${cur.key}`) : 'env-none'}`;
@@ -474,13 +531,22 @@ function renderNav() {
   const r = state.route;
   clear(sh.nav);
   const env = (r && r.env) || defaultEnv();
+  state.navShown = JSON.stringify(state.requestCounts.get(env) || null);
   for (const n of NAV) {
     if (n.admin && !(state.session && state.session.can && state.session.can.admin)) continue;
     let href = `#/${encodeURIComponent(env)}/${n.id}`;
     if (n.id === 'audit') href = `#/audit${env ? `?environment=${encodeURIComponent(env)}` : ''}`;
     if (n.id === 'people') href = '#/people';
-    const active = r && (r.view === n.id || (n.id === 'flags' && r.view === 'flag') || (n.id === 'history' && r.view === 'diff'));
-    sh.nav.append(h('a.navlink', { href, aria: { current: active ? 'page' : undefined } }, icon(n.icon), h('span', { text: n.label })));
+    const active = r && (r.view === n.id || (n.id === 'flags' && r.view === 'flag') || (n.id === 'history' && r.view === 'diff') || (n.id === 'requests' && r.view === 'request'));
+    let count = null;
+    if (n.requests) {
+      // Shown where approvals matter: a protected environment, or one with requests.
+      const c = state.requestCounts.get(env);
+      const info = envInfo(env);
+      if (!active && !(info && info.protected) && !(c && c.total)) continue;
+      if (c && c.open) count = h('span.nav-count', { text: String(c.open), title: `${c.open} open change request${c.open === 1 ? '' : 's'}` });
+    }
+    sh.nav.append(h('a.navlink', { href, aria: { current: active ? 'page' : undefined } }, icon(n.icon), h('span', { text: n.label }), count));
   }
 }
 
@@ -505,6 +571,8 @@ function onLiveChange(evt) {
     const flags = (evt.changedFlags || []).join(', ');
     toast(`v${evt.version} ${evt.kind} by ${evt.author}${flags ? `: ${flags}` : ''}`, 'info', 4000);
   }
+  // A version may be a request applied: its count changes.
+  if (state.route && state.route.env === evt.environment) refreshRequestCount(evt.environment);
   if (state.view && state.view.onChange) {
     try {
       state.view.onChange(evt);
@@ -518,6 +586,7 @@ function onLiveChange(evt) {
 
 const VIEWS = {
   flags: flagsView, flag: flagView, history: historyView, diff: diffView, fleet: fleetView, notifications: notificationsView, people: peopleView, audit: auditView,
+  requests: requestsView, request: requestsView,
 };
 
 function route() {
@@ -542,6 +611,7 @@ function route() {
   state.shell.menuBtn.setAttribute('aria-expanded', 'false');
   renderEnvSwitch();
   renderNav();
+  if (r.env) refreshRequestCount(r.env);
   const main = clear(state.shell.main);
   const mod = VIEWS[r.view];
   const ctx = {
@@ -555,6 +625,10 @@ function route() {
     setTitle: (t) => {
       document.title = `${t} · ${r.env ? `${r.env} · ` : ''}flagd`;
     },
+    /** After a change request was proposed, approved, applied…: the Requests link's count. */
+    requestsChanged: () => refreshRequestCount(r.env),
+    refreshEnvs,
+    editPolicy: (env) => editPolicy(env || envInfo(r.env)),
     setEnvVersion: (v) => {
       const e = r.env && envInfo(r.env);
       if (e && typeof v === 'number' && v !== e.version) {
@@ -578,6 +652,9 @@ window.addEventListener('beforeunload', (e) => {
     e.returnValue = '';
   }
 });
-setInterval(() => tickTimes(), 30000);
+setInterval(() => {
+  tickTimes();
+  if (state.route && state.route.env && !document.hidden) refreshRequestCount(state.route.env);
+}, 30000);
 
 boot();

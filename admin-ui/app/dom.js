@@ -162,6 +162,8 @@ const ICONS = {
   diff: 'M12 3v18M5 8h4M7 6v4M15 16h4',
   chevron: 'M9 6l6 6-6 6',
   chevronDown: 'M6 9l6 6 6-6',
+  lock: 'M7 11V8a5 5 0 0 1 10 0v3M5 11h14v10H5zM12 15v2',
+  request: 'M6 3v12M6 15a3 3 0 1 0 0 6 3 3 0 0 0 0-6zM18 21V9a4 4 0 0 0-4-4h-4M12 2 9 5l3 3',
 };
 const SVGNS = 'http://www.w3.org/2000/svg';
 export function icon(name, cls = '') {

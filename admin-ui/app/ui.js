@@ -18,14 +18,17 @@ const FRIENDLY = {
 /** A readable error block: the server's message, its code, and every detail path. */
 export function errorBox(err, opts = {}) {
   const box = h('div.alert.alert-error', { role: 'alert' });
-  const title = opts.title || (err.status === 403 ? 'Not allowed' : err.status === 409 ? 'Conflict' : 'Error');
+  // A protected environment refuses a direct write with 409 approval_required: that is
+  // not someone else's change, so it gets neither the "Conflict" title nor its hint.
+  const needsApproval = err.code === 'approval_required';
+  const title = opts.title || (needsApproval ? 'This environment needs approvals' : err.status === 403 ? 'Not allowed' : err.status === 409 ? 'Conflict' : 'Error');
   box.append(
     h('div.alert-icon', icon('alert')),
     h('div.alert-body',
       h('strong', { text: title }),
       h('p', { text: err.message || FRIENDLY[err.code] || String(err) }),
       err.status === 403 && err.code !== 'csrf' ? h('p.muted', { text: FRIENDLY.forbidden }) : null,
-      err.status === 409 ? h('p.muted', { text: `${FRIENDLY.conflict}${err.currentVersion ? ` It is now at v${err.currentVersion}.` : ''}` }) : null,
+      err.status === 409 && !needsApproval ? h('p.muted', { text: `${FRIENDLY.conflict}${err.currentVersion ? ` It is now at v${err.currentVersion}.` : ''}` }) : null,
       err.details && err.details.length
         ? h('ul.detail-list', err.details.map((d) => h('li',
           h('code.path', { text: d.path || '(document)' }), ' ', h('span', { text: d.message }))))
@@ -80,11 +83,14 @@ export function envBadge(env) {
 /**
  * A modal dialog asking for a reason. `submit(reason)` runs the change; if it throws the
  * error is shown in the dialog, which stays open. Resolves to submit's result or null.
+ * `errorActions(err, close)` may add buttons to the error shown (close(value) ends the
+ * dialog, resolving to value).
  */
 export function reasonDialog(opts) {
   const {
     title, lead, env, confirmLabel = 'Confirm', danger = false, required = true,
     body = null, confirmCheck = null, submit, placeholder = 'e.g. checkout 5xx spike (INC-1234)',
+    errorActions = null,
   } = opts;
   return new Promise((resolve) => {
     const prod = env && env.production;
@@ -132,7 +138,7 @@ export function reasonDialog(opts) {
         const r = await submit(reason);
         finish(r === undefined ? true : r);
       } catch (err) {
-        errSlot.append(errorBox(err));
+        errSlot.append(errorBox(err, { actions: errorActions ? errorActions(err, finish) : null }));
         okBtn.classList.remove('busy');
         sync();
       }

@@ -150,9 +150,13 @@ impl Caller {
     /// Refuses (403) what the role does not allow, or an environment outside the token's.
     pub fn check(&self, perm: Perm, env: Option<&str>) -> Result<(), ApiError> {
         if !allows(self.role, perm) {
+            let who = if self.user_id.is_some() {
+                format!("as a {}, you", self.role.as_str())
+            } else {
+                format!("a {} token", self.role.as_str())
+            };
             return Err(ApiError::Forbidden(format!(
-                "a {} token may not {}",
-                self.role.as_str(),
+                "{who} may not {}",
                 perm.describe()
             )));
         }

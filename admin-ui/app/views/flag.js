@@ -6,6 +6,7 @@ import { errorBox, reasonDialog, toast, spinner, kindBadge, envBadge, jsonDiff, 
 import { parse, serialize, summarize, variantType, rolloutSplit, pct, splitTotal } from '../targeting.js';
 import { variantsEditor, rulesEditor } from '../editors.js';
 import { planCard } from './plan.js';
+import { isProtected, protectedBadge, proposeDialog, proposeInstead, breakGlassNote, requestsHref } from '../approvals.js';
 
 const SAMPLE_CONTEXTS = [
   '{"targetingKey": "user-1"}',
@@ -94,6 +95,7 @@ export function mount(root, ctx) {
   // ---- elements that live across re-renders -------------------------------------
   const saveBtn = h('button.btn.btn-primary', { type: 'button', text: 'Save changes', onclick: save });
   const discardBtn = h('button.btn', { type: 'button', text: 'Discard', onclick: () => reset(saved) });
+  const deleteBtn = h('button.btn.btn-ghost.btn-delete', { type: 'button', text: 'Delete flag', onclick: remove });
   const dirtyNote = h('span.dirty-note', { aria: { live: 'polite' } });
   const stateSwitch = h('button.switch.switch-lg', { type: 'button', role: 'switch', onclick: toggleState });
   const summaryLine = h('p.targeting-summary');
@@ -157,18 +159,22 @@ export function mount(root, ctx) {
       h('div.page-title',
         h('h1.mono', { text: key }),
         envBadge(ctx.envInfo),
+        protectedBadge(ctx.envInfo),
         h(`span.badge.${on ? 'badge-on' : 'badge-off'}`, h('span.dot'), on ? 'Enabled' : 'Disabled'),
         h('span.count', { text: `v${baseVersion}` })),
       h('div.page-actions',
         h('label.switch-wrap', stateSwitch, h('span', { text: on ? 'On' : 'Off' })),
         dirtyNote,
         can.editFlags ? discardBtn : null,
-        can.editFlags ? saveBtn : h('span.muted.readonly-note', { text: 'Read-only: your role cannot edit flags' })));
+        can.editFlags ? saveBtn : h('span.muted.readonly-note', { text: 'Read-only: your role cannot edit flags' }),
+        can.editFlags ? deleteBtn : null));
     syncDirty();
   }
 
   function syncDirty() {
     const d = dirty();
+    // In a protected environment an edit is proposed, not saved (a change request).
+    saveBtn.textContent = isProtected(ctx.envInfo) ? 'Propose change' : 'Save changes';
     dirtyNote.textContent = rawError ? 'Raw JSON has a syntax error' : d ? 'Unsaved changes' : '';
     dirtyNote.classList.toggle('is-dirty', d);
     saveBtn.disabled = !d || !!rawError;
@@ -254,13 +260,15 @@ export function mount(root, ctx) {
     const savedPct = sb ? pct(sb[1], splitTotal(savedSplit.buckets)) : 0;
     const strip = (d) => JSON.stringify(d, (k, v) => (k === 'fractional' ? 'F' : v));
     const onlySplit = strip(draft) === strip(saved);
+    const prot = isProtected(ctx.envInfo);
     const btn = h('button.btn.btn-primary', {
       type: 'button',
       disabled: percent === savedPct || !onlySplit || undefined,
       onclick: () => rollout(variant, percent),
-    }, h('span', { text: `Roll out ${percent}% now` }));
+    }, h('span', { text: prot ? `Propose ${percent}%` : `Roll out ${percent}% now` }));
+    const live = prot ? `${savedPct}% → ${percent}% ${variant} once approved (a change request).` : `Live now: ${savedPct}% → ${percent}% ${variant} (POST /rollout).`;
     slot.append(btn, h('span.muted.small', {
-      text: !onlySplit ? 'Save or discard your other edits to roll out from here.' : percent === savedPct ? `Live: ${savedPct}% ${variant}. Move the slider to ramp.` : `Live now: ${savedPct}% → ${percent}% ${variant} (POST /rollout).`,
+      text: !onlySplit ? 'Save or discard your other edits to roll out from here.' : percent === savedPct ? `Live: ${savedPct}% ${variant}. Move the slider to ramp.` : live,
     }));
   }
 
@@ -414,8 +422,38 @@ export function mount(root, ctx) {
     }));
   }
 
+  /**
+   * Proposes `def` (null: delete the flag) as a change request and opens it. With
+   * `discard`, the draft goes back to the saved definition first: the request holds it.
+   */
+  async function propose(def, { title, lead, discard = false }) {
+    const req = await proposeDialog(ctx, {
+      change: { flags: { [key]: def } },
+      title,
+      heading: `Propose: ${title}`,
+      lead,
+      body: h('details.dialog-diff', { open: true }, h('summary', { text: `What changes (from v${baseVersion})` }), jsonDiff(saved, def, 'Changes proposed')),
+    });
+    if (!req || destroyed) return null;
+    if (discard) reset(saved);
+    ctx.requestsChanged();
+    ctx.navigate(requestsHref(ctx.env, req.id));
+    return req;
+  }
+
+  /** The error actions of a direct write that a protected environment refused. */
+  const orPropose = (def, opts) => (err, close) => proposeInstead(err, close, async () => {
+    await ctx.refreshEnvs({ rerender: false });
+    if (!destroyed) propose(def, opts);
+  });
+
   async function save() {
     if (!dirty() || rawError) return;
+    const saveProposal = { title: `Update ${key}`, discard: true };
+    if (isProtected(ctx.envInfo)) {
+      await propose(clone(draft), saveProposal);
+      return;
+    }
     const prod = ctx.envInfo.production;
     await reasonDialog({
       title: `Save ${key} in ${ctx.envInfo.name || ctx.env}?`,
@@ -424,6 +462,7 @@ export function mount(root, ctx) {
       required: !!prod,
       confirmLabel: prod ? 'Save to Production' : 'Save',
       body: h('details.dialog-diff', { open: true }, h('summary', { text: 'What changes' }), jsonDiff(saved, draft, 'Changes to be saved')),
+      errorActions: orPropose(clone(draft), saveProposal),
       submit: (reason) => track((async () => {
         try {
           const r = await api('PUT', envPath(ctx.env, `/flags/${enc(key)}`), { body: draft, ifMatch: baseVersion, reason });
@@ -432,7 +471,38 @@ export function mount(root, ctx) {
           return r;
         } catch (err) {
           if (err.status === 422) showProblems(err.details);
-          if (err.status === 409) conflictBanner(err);
+          if (err.code === 'conflict') conflictBanner(err);
+          throw err;
+        }
+      })()),
+    });
+  }
+
+  async function remove() {
+    const envName = ctx.envInfo.name || ctx.env;
+    if (isProtected(ctx.envInfo)) {
+      await propose(null, { title: `Delete ${key}`, lead: `Once approved, ${key} is deleted from ${envName}: SDKs then answer its callers with their code’s default.` });
+      return;
+    }
+    const prod = ctx.envInfo.production;
+    await reasonDialog({
+      title: `Delete ${key} in ${envName}?`,
+      lead: `SDKs stop knowing ${key} at once: every caller gets the default value in its code. The flag can be restored from its history.`,
+      env: ctx.envInfo,
+      danger: true,
+      required: !!prod,
+      confirmLabel: `Delete from ${envName}`,
+      errorActions: orPropose(null, { title: `Delete ${key}` }),
+      submit: (reason) => track((async () => {
+        try {
+          const r = await api('DELETE', envPath(ctx.env, `/flags/${enc(key)}`), { ifMatch: baseVersion, reason });
+          toast(`Deleted ${key} from ${envName} (v${r.version})`, 'success');
+          saved = null;
+          draft = null;
+          ctx.navigate(`#/${enc(ctx.env)}/flags`);
+          return r;
+        } catch (err) {
+          if (err.code === 'conflict') conflictBanner(err);
           throw err;
         }
       })()),
@@ -443,12 +513,21 @@ export function mount(root, ctx) {
     const on = (saved.state || 'ENABLED') === 'ENABLED';
     const action = on ? 'disable' : 'enable';
     const envName = ctx.envInfo.name || ctx.env;
+    // Enabling is not break-glass: in a protected environment it is proposed.
+    const enabled = { ...clone(saved), state: 'ENABLED' };
+    const enableProposal = { title: `Enable ${key}`, lead: `Once approved, ${key}’s variants and targeting take effect again.` };
+    if (!on && isProtected(ctx.envInfo)) {
+      await propose(enabled, enableProposal);
+      return;
+    }
     await reasonDialog({
       title: `${on ? 'Disable' : 'Enable'} ${key} in ${envName}?`,
       lead: on ? 'The kill switch: callers get the default value in their code, at once.' : 'Variants and targeting take effect again, at once.',
       env: ctx.envInfo,
       danger: on,
+      body: on ? breakGlassNote(ctx.envInfo) : null,
       confirmLabel: `${on ? 'Disable' : 'Enable'} in ${envName}`,
+      errorActions: on ? null : orPropose(enabled, enableProposal),
       submit: (reason) => track((async () => {
         try {
           const r = await api('POST', envPath(ctx.env, `/flags/${enc(key)}/${action}`), { body: { reason }, ifMatch: baseVersion });
@@ -461,10 +540,10 @@ export function mount(root, ctx) {
             renderHead();
             rawTa.value = pretty(draft);
           }
-          toast(`${key} ${action}d (v${r.version})`, 'success');
+          toast(`${key} ${action}d (v${r.version})${on && isProtected(ctx.envInfo) ? ': a review is open' : ''}`, 'success');
           return r;
         } catch (err) {
-          if (err.status === 409) conflictBanner(err);
+          if (err.code === 'conflict') conflictBanner(err);
           throw err;
         }
       })()),
@@ -473,12 +552,19 @@ export function mount(root, ctx) {
 
   async function rollout(variant, percent) {
     const envName = ctx.envInfo.name || ctx.env;
+    // The slider already wrote the new split into the draft (and nothing else differs).
+    const rampProposal = { title: `Roll out ${variant} to ${percent}% for ${key}`, discard: true };
+    if (isProtected(ctx.envInfo)) {
+      await propose(clone(draft), rampProposal);
+      return;
+    }
     await reasonDialog({
       title: `Roll out ${variant} to ${percent}% in ${envName}?`,
       lead: 'Users already on stay on when you ramp up (the bucketing is stable).',
       env: ctx.envInfo,
       required: !!ctx.envInfo.production,
       confirmLabel: `Roll out ${percent}%`,
+      errorActions: orPropose(clone(draft), rampProposal),
       submit: (reason) => track((async () => {
         try {
           const r = await api('POST', envPath(ctx.env, `/flags/${enc(key)}/rollout`), { body: { variant, percent, ...(reason ? { reason } : {}) }, ifMatch: baseVersion });
@@ -486,7 +572,7 @@ export function mount(root, ctx) {
           await load();
           return r;
         } catch (err) {
-          if (err.status === 409) conflictBanner(err);
+          if (err.code === 'conflict') conflictBanner(err);
           if (err.status === 422) showProblems(err.details);
           throw err;
         }
@@ -558,6 +644,11 @@ export function mount(root, ctx) {
       return;
     }
     const envName = ctx.envInfo.name || ctx.env;
+    const restoreProposal = { title: `Restore ${key} as of v${version}` };
+    if (isProtected(ctx.envInfo)) {
+      await propose(d, restoreProposal);
+      return;
+    }
     await reasonDialog({
       title: `Restore ${key} as of v${version}?`,
       lead: d ? 'Only this flag changes; other flags are untouched.' : `The flag did not exist at v${version}: restoring deletes it.`,
@@ -565,6 +656,7 @@ export function mount(root, ctx) {
       danger: true,
       confirmLabel: `Restore in ${envName}`,
       body: h('div.dialog-diff', h('p.small.muted', { text: `Current (v${baseVersion}) → as of v${version}` }), jsonDiff(saved, d, 'Changes the restore applies')),
+      errorActions: orPropose(d, restoreProposal),
       submit: (reason) => track((async () => {
         try {
           const r = await api('POST', envPath(ctx.env, `/flags/${enc(key)}/restore`), { body: { version, reason }, ifMatch: baseVersion });
@@ -572,7 +664,7 @@ export function mount(root, ctx) {
           await load();
           return r;
         } catch (err) {
-          if (err.status === 409) conflictBanner(err);
+          if (err.code === 'conflict') conflictBanner(err);
           throw err;
         }
       })()),

@@ -4,6 +4,7 @@ import { h, clear, icon, timeEl, nextId } from '../dom.js';
 import { errorBox, reasonDialog, toast, spinner, emptyState, envBadge } from '../ui.js';
 import { summarize } from '../targeting.js';
 import { createFlagDialog } from './create.js';
+import { isProtected, protectedBadge, proposeDialog, proposeInstead, breakGlassNote, requestsHref } from '../approvals.js';
 
 const DAY = 24 * 3600 * 1000;
 
@@ -32,7 +33,7 @@ export function mount(root, ctx) {
     : null;
   const count = h('span.count');
   const head = h('div.page-head',
-    h('div.page-title', h('h1', { text: 'Flags' }), envBadge(ctx.envInfo), count),
+    h('div.page-title', h('h1', { text: 'Flags' }), envBadge(ctx.envInfo), protectedBadge(ctx.envInfo), count),
     h('div.page-actions', newBtn));
   const toolbar = h('div.toolbar',
     h('div.search-wrap', icon('search'), search),
@@ -147,9 +148,28 @@ export function mount(root, ctx) {
       h('td.col-toggle', { dataset: { label: 'On/off' } }, toggle));
   }
 
+  /** Enabling is not break-glass: in a protected environment it is a change request. */
+  async function proposeEnable(key) {
+    const f = data && data.flags.find((x) => x.key === key);
+    if (!f) return;
+    const req = await proposeDialog(ctx, {
+      change: { flags: { [key]: { ...f.definition, state: 'ENABLED' } } },
+      title: `Enable ${key}`,
+      heading: `Propose: enable ${key}`,
+      lead: `Once approved, ${key}’s variants and targeting take effect again.`,
+    });
+    if (!req || destroyed) return;
+    ctx.requestsChanged();
+    ctx.navigate(requestsHref(ctx.env, req.id));
+  }
+
   async function toggleFlag(key, on) {
     const action = on ? 'disable' : 'enable';
     const envName = ctx.envInfo.name || ctx.env;
+    if (!on && isProtected(ctx.envInfo)) {
+      await proposeEnable(key);
+      return;
+    }
     await reasonDialog({
       title: `${on ? 'Disable' : 'Enable'} ${key} in ${envName}?`,
       lead: on
@@ -157,10 +177,16 @@ export function mount(root, ctx) {
         : 'The flag’s variants and targeting take effect again for every SDK at once.',
       env: ctx.envInfo,
       danger: on,
+      body: on ? breakGlassNote(ctx.envInfo) : null,
       confirmLabel: `${on ? 'Disable' : 'Enable'} in ${envName}`,
+      errorActions: on ? null : (err, close) => proposeInstead(err, close, async () => {
+        await ctx.refreshEnvs({ rerender: false });
+        if (!destroyed) proposeEnable(key);
+      }),
       submit: async (reason) => {
         const r = await api('POST', envPath(ctx.env, `/flags/${enc(key)}/${action}`), { body: { reason } });
-        toast(r.changed ? `${key} ${action}d in ${envName} (v${r.version})` : `${key} was already ${action}d`, 'success');
+        const review = r.changed && on && isProtected(ctx.envInfo) ? ': a review is open' : '';
+        toast(r.changed ? `${key} ${action}d in ${envName} (v${r.version})${review}` : `${key} was already ${action}d`, 'success');
         await load();
         return r;
       },
@@ -168,8 +194,12 @@ export function mount(root, ctx) {
   }
 
   function openCreate() {
-    createFlagDialog(ctx, (data && data.flags.map((f) => f.key)) || []).then((key) => {
-      if (key) ctx.navigate(`#/${enc(ctx.env)}/flags/${enc(key)}`);
+    createFlagDialog(ctx, (data && data.flags.map((f) => f.key)) || []).then((made) => {
+      if (!made) return;
+      if (made.request) {
+        ctx.requestsChanged();
+        ctx.navigate(requestsHref(ctx.env, made.request.id));
+      } else ctx.navigate(`#/${enc(ctx.env)}/flags/${enc(made.key)}`);
     });
   }
 

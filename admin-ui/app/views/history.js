@@ -5,6 +5,7 @@ import { h, clear, icon, timeEl, nextId } from '../dom.js';
 import { errorBox, spinner, kindBadge, envBadge, emptyState } from '../ui.js';
 import { revertDialog } from './revert.js';
 import { undoDialog } from './undo.js';
+import { protectedBadge, requestsHref } from '../approvals.js';
 
 const PAGE = 50;
 
@@ -20,7 +21,7 @@ export function mount(root, ctx) {
   const hint = h('span.muted.small', { aria: { live: 'polite' } });
   root.append(
     h('div.page-head',
-      h('div.page-title', h('h1', { text: 'History' }), envBadge(ctx.envInfo), h('span.count.head-count')),
+      h('div.page-title', h('h1', { text: 'History' }), envBadge(ctx.envInfo), protectedBadge(ctx.envInfo), h('span.count.head-count')),
       h('div.page-actions', hint, compareBtn)));
   const errSlot = h('div');
   const list = h('div.list-wrap', spinner());
@@ -116,7 +117,10 @@ export function mount(root, ctx) {
 
   function undo(version) {
     undoDialog(ctx, version, head).then((r) => {
-      if (r && r.changed !== false) ctx.navigate(`#/${enc(ctx.env)}/fleet?after=${r.version}`);
+      if (r && r.request) {
+        ctx.requestsChanged();
+        ctx.navigate(requestsHref(ctx.env, r.request.id));
+      } else if (r && r.changed !== false) ctx.navigate(`#/${enc(ctx.env)}/fleet?after=${r.version}`);
     });
   }
 

@@ -2,6 +2,7 @@
 import { api, envPath, qs } from '../api.js';
 import { h } from '../dom.js';
 import { reasonDialog, diffList, toast, errorBox } from '../ui.js';
+import { breakGlassNote, isProtected } from '../approvals.js';
 
 export async function revertDialog(ctx, version, knownHead) {
   let head = knownHead;
@@ -26,6 +27,7 @@ export async function revertDialog(ctx, version, knownHead) {
   // it only when asked explicitly ("empty": true), which this reviewed dialog is.
   const removesAll = n > 0 && diff.changes.every((c) => c.change === 'removed');
   const body = h('div.revert-preview',
+    breakGlassNote(ctx.envInfo),
     h('div.revert-summary',
       h('span.vnum.vnum-lg', { text: `v${head}` }), h('span.arrow', { text: '→' }),
       h('span', { text: 'new version with the content of ' }), h('span.vnum.vnum-lg', { text: `v${version}` })),
@@ -47,7 +49,8 @@ export async function revertDialog(ctx, version, knownHead) {
     confirmLabel: `Revert ${envName} to v${version}`,
     submit: async (reason) => {
       const r = await api('POST', envPath(ctx.env, '/revert'), { body: { version, reason, empty: removesAll }, ifMatch: head });
-      toast(r.changed ? `Reverted ${envName} to v${version}: now v${r.version}` : 'Nothing changed: already equal', 'success');
+      const review = r.changed && isProtected(ctx.envInfo) ? ' (a review is open)' : '';
+      toast(r.changed ? `Reverted ${envName} to v${version}: now v${r.version}${review}` : 'Nothing changed: already equal', 'success');
       return r;
     },
   });

@@ -253,8 +253,10 @@ impl Store {
 
     /// A change request, with its events.
     pub async fn request(&self, env: &str, id: &str) -> StoreResult<ChangeRequest> {
-        let mut conn = self.read().await?;
+        // The environment first: holding a connection while asking for another can
+        // exhaust the pool under concurrent reads.
         let e = self.environment(env).await?;
+        let mut conn = self.read().await?;
         let row = sqlx::query("SELECT * FROM change_requests WHERE env = $1 AND id = $2")
             .bind(env)
             .bind(id)
@@ -372,6 +374,15 @@ impl Store {
                     } else {
                         ""
                     }
+                ),
+                current_version: None,
+            });
+        }
+        if verdict == Verdict::Approve && before.approved_by.iter().any(|a| a == actor) {
+            return Err(StoreError::Conflict {
+                message: format!(
+                    "you approved revision {} of change request {id} already",
+                    before.revision
                 ),
                 current_version: None,
             });

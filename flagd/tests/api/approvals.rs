@@ -304,6 +304,8 @@ pub(crate) async fn change_requests_and_break_glass(b: Backend) -> anyhow::Resul
     let one = act(&s, &bob, &id, "approve", json!({})).await.expect(200);
     assert_eq!(one.body["request"]["approvedBy"], json!(["bob"]));
     assert_eq!(one.body["request"]["state"], "open");
+    // Once per person and revision.
+    act(&s, &bob, &id, "approve", json!({})).await.expect(409);
     // Not applied with one approval of two.
     act(&s, &alice, &id, "apply", json!({})).await.expect(409);
     // An edit resets the approvals.
@@ -484,6 +486,14 @@ pub(crate) async fn change_requests_and_break_glass(b: Backend) -> anyhow::Resul
             "the approved schedule never applied"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Many pages reading one request at once (each reloads after a version event):
+    // more than the pool's connections, all answered.
+    let path = format!("{P}/change-requests/{id}");
+    let reads: Vec<_> = (0..12).map(|_| s.get(&path)).collect();
+    for r in futures_util::future::join_all(reads).await {
+        r.expect(200);
     }
 
     // Who may review, by a person's role: editors and admins (viewers, responders and
