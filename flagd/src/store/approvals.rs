@@ -88,6 +88,17 @@ async fn request_of(
     .bind(revision)
     .fetch_all(&mut *conn)
     .await?;
+    let approved_by = approvers
+        .iter()
+        .map(|a| a.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?;
+    request_from(r, required, approved_by)
+}
+
+/// A request's row, with who approved its current revision.
+fn request_from(r: &AnyRow, required: u64, approved_by: Vec<String>) -> StoreResult<ChangeRequest> {
+    let id: String = r.try_get("id")?;
+    let revision: i64 = r.try_get("revision")?;
     let change: String = r.try_get("change")?;
     Ok(ChangeRequest {
         id,
@@ -102,10 +113,7 @@ async fn request_of(
         created_at: rfc3339(r.try_get("created_at")?),
         updated_at: rfc3339(r.try_get("updated_at")?),
         applied_version: r.try_get::<Option<i64>, _>("applied_version")?.map(to_u64),
-        approved_by: approvers
-            .iter()
-            .map(|a| a.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()?,
+        approved_by,
         approvals_required: required,
         events: None,
     })
@@ -303,11 +311,28 @@ impl Store {
         .bind(state.unwrap_or(""))
         .fetch_all(&mut *conn)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.push(request_of(&mut conn, r, e.approvals).await?);
+        // Every listed request's approvers of its current revision, in one query.
+        let approvals = sqlx::query(
+            "SELECT DISTINCT e.request_id, e.actor FROM change_request_events e \
+             JOIN change_requests r ON r.id = e.request_id AND r.revision = e.revision \
+             WHERE r.env = $1 AND e.action = 'approved' ORDER BY e.request_id, e.actor",
+        )
+        .bind(env)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut by_request: HashMap<String, Vec<String>> = HashMap::new();
+        for a in &approvals {
+            by_request
+                .entry(a.try_get("request_id")?)
+                .or_default()
+                .push(a.try_get("actor")?);
         }
-        Ok(out)
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                request_from(r, e.approvals, by_request.remove(&id).unwrap_or_default())
+            })
+            .collect()
     }
 
     /// Replaces a request's change (a new revision, based on `base_version`): its

@@ -306,6 +306,12 @@ pub(crate) async fn change_requests_and_break_glass(b: Backend) -> anyhow::Resul
     assert_eq!(one.body["request"]["state"], "open");
     // Once per person and revision.
     act(&s, &bob, &id, "approve", json!({})).await.expect(409);
+    let listed = s
+        .get(&format!("{P}/change-requests?state=open"))
+        .await
+        .expect(200);
+    assert_eq!(listed.body["requests"][0]["id"], id.as_str());
+    assert_eq!(listed.body["requests"][0]["approvedBy"], json!(["bob"]));
     // Not applied with one approval of two.
     act(&s, &alice, &id, "apply", json!({})).await.expect(409);
     // An edit resets the approvals.
