@@ -134,8 +134,6 @@ pub struct Caller {
     pub token_id: String,
     /// The person signed in, when it is one (`None` for a token).
     pub user_id: Option<String>,
-    /// Who created the token (for a person: their own login).
-    pub created_by: String,
     /// The person who created the token, by id (for a person: their own id).
     pub created_by_user: Option<String>,
     /// Its role.
@@ -293,7 +291,6 @@ pub(crate) fn caller_of(
         token_id: token.id,
         name: token.name,
         user_id: None,
-        created_by: token.created_by,
         created_by_user: token.created_by_user,
         role,
         environments: token.environments,
@@ -312,7 +309,6 @@ pub(crate) fn caller_of_user(
         name: user.login.clone(),
         created_by_user: Some(user.id.clone()),
         user_id: Some(user.id),
-        created_by: user.login,
         role,
         environments: user.environments,
         session,

@@ -1,7 +1,7 @@
 //! People: their accounts (admins create, change and disable them), signing in with a
 //! password or with the identity provider, and changing one's own password.
 
-use super::ui::{open_session, session_cookie};
+use super::ui::{cookie_header, open_session};
 use super::*;
 use crate::people;
 use crate::store::{NewUser, UserChange, UserInfo};
@@ -184,14 +184,14 @@ fn redirect(url: &str) -> ApiResult<Response> {
 /// Lax, not Strict: the provider's redirect back is a navigation from another site,
 /// on which a Strict cookie is not sent.
 fn oidc_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> ApiResult<HeaderValue> {
-    let strict = session_cookie(value, max_age, headers)?;
-    let text = strict
-        .to_str()
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .replacen(auth::SESSION_COOKIE, OIDC_COOKIE, 1)
-        .replace("Path=/;", "Path=/api/v1/session/oidc;")
-        .replace("SameSite=Strict", "SameSite=Lax");
-    HeaderValue::from_str(&text).map_err(|e| ApiError::Internal(e.into()))
+    cookie_header(
+        OIDC_COOKIE,
+        value,
+        "/api/v1/session/oidc",
+        "Lax",
+        max_age,
+        headers,
+    )
 }
 
 /// Percent-encodes a query parameter's value.

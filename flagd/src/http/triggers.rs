@@ -139,7 +139,6 @@ pub(crate) async fn fire_trigger(
         name: format!("trigger:{}", t.name),
         token_id: t.id.clone(),
         user_id: None,
-        created_by: t.created_by.clone(),
         created_by_user: None,
         role: Role::Responder,
         environments: Some(vec![t.environment.clone()]),

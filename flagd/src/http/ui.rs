@@ -184,14 +184,25 @@ pub(super) fn session_cookie(
     max_age: u64,
     headers: &HeaderMap,
 ) -> ApiResult<HeaderValue> {
-    // Secure when the browser reached flagd over TLS (through a proxy that says so).
+    cookie_header(auth::SESSION_COOKIE, value, "/", "Strict", max_age, headers)
+}
+
+/// An HttpOnly cookie: `Secure` when the browser reached flagd over TLS (through a
+/// proxy that says so).
+pub(super) fn cookie_header(
+    name: &str,
+    value: &str,
+    path: &str,
+    same_site: &str,
+    max_age: u64,
+    headers: &HeaderMap,
+) -> ApiResult<HeaderValue> {
     let secure = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|p| p.eq_ignore_ascii_case("https"));
     HeaderValue::from_str(&format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
-        auth::SESSION_COOKIE,
+        "{name}={value}; Path={path}; HttpOnly; SameSite={same_site}; Max-Age={max_age}{}",
         if secure { "; Secure" } else { "" }
     ))
     .map_err(|e| ApiError::Internal(e.into()))

@@ -65,6 +65,17 @@ impl Store {
         rows.iter().map(review_of).collect()
     }
 
+    /// One review.
+    pub async fn review(&self, env: &str, id: &str) -> StoreResult<Option<Review>> {
+        let mut conn = self.read().await?;
+        let row = sqlx::query("SELECT * FROM reviews WHERE env = $1 AND id = $2")
+            .bind(env)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        row.as_ref().map(review_of).transpose()
+    }
+
     /// Acknowledges a review (audited); not by its own author.
     pub async fn acknowledge_review(
         &self,

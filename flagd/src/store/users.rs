@@ -153,16 +153,6 @@ impl Store {
         row.as_ref().map(user_of).transpose()
     }
 
-    /// An enabled person by login.
-    pub async fn user_by_login(&self, login: &str) -> StoreResult<Option<UserInfo>> {
-        let mut conn = self.read().await?;
-        let row = sqlx::query("SELECT * FROM users WHERE login = $1 AND disabled_at IS NULL")
-            .bind(login)
-            .fetch_optional(&mut *conn)
-            .await?;
-        row.as_ref().map(user_of).transpose()
-    }
-
     /// Creates a person (audited).
     pub async fn create_user(&self, actor: &str, id: &str, new: &NewUser) -> StoreResult<UserInfo> {
         let _guard = self.write_lock.lock().await;

@@ -403,6 +403,50 @@ pub(crate) async fn change_requests_and_break_glass(b: Backend) -> anyhow::Resul
     let done = act(&s, &carol, &id, "approve", json!({})).await.expect(200);
     assert_eq!(done.body["request"]["state"], "applied");
 
+    // Applied by its author, onto its base only: a kill switch in between makes it stale.
+    let made = alice
+        .call(
+            &s,
+            Method::POST,
+            &format!("{P}/change-requests"),
+            Some(json!({"title": "by hand", "change": {"flags": {"banner": rollout_flag(7)}}, "autoApply": false})),
+        )
+        .await
+        .expect(201);
+    let id = made.body["request"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    act(&s, &bob, &id, "approve", json!({})).await.expect(200);
+    let both = act(&s, &carol, &id, "approve", json!({})).await.expect(200);
+    assert_eq!(both.body["request"]["state"], "open", "{}", both.body);
+    bob.call(
+        &s,
+        Method::POST,
+        &format!("{P}/change-requests/{id}/apply"),
+        Some(json!({})),
+    )
+    .await
+    .expect(403);
+    dave.call(
+        &s,
+        Method::POST,
+        &format!("{P}/flags/banner/disable"),
+        Some(json!({"reason": "in between"})),
+    )
+    .await
+    .expect(200);
+    act(&s, &alice, &id, "apply", json!({})).await.expect(409);
+    let got = s
+        .get(&format!("{P}/change-requests/{id}"))
+        .await
+        .expect(200);
+    assert_eq!(got.body["request"]["state"], "stale");
+    assert_ne!(
+        s.get(&format!("{P}/flags/banner")).await.body["targeting"],
+        rollout_flag(7)["targeting"]
+    );
+
     // Rejected, with a comment required.
     let id = propose(
         &s,

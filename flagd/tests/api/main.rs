@@ -70,6 +70,9 @@ const BOTH: &[(&str, TestFn)] = &[
     ("approvals_change_requests_and_break_glass", |b| {
         Box::pin(approvals::change_requests_and_break_glass(b))
     }),
+    ("people_identity_provider_down", |b| {
+        Box::pin(people::provider_down(b))
+    }),
     ("people_accounts_and_passwords", |b| {
         Box::pin(people::accounts_and_passwords(b))
     }),

@@ -341,3 +341,65 @@ pub(crate) async fn accounts_and_passwords(b: Backend) -> anyhow::Result<()> {
     assert_eq!(logins, vec!["narrow"]);
     s.stop().await
 }
+
+/// An identity provider that cannot be reached stops nothing: the browser goes back
+/// to the sign-in page saying why, and tokens, passwords and the SDK go on.
+pub(crate) async fn provider_down(b: Backend) -> anyhow::Result<()> {
+    // A port nobody listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let options = flagd::server::Options {
+        oidc: Some(flagd::people::oidc::OidcOptions {
+            issuer: format!("http://127.0.0.1:{port}"),
+            client_id: "flagd".into(),
+            client_secret: Some("secret".into()),
+            redirect_url: "http://127.0.0.1:1/api/v1/session/oidc/callback".into(),
+            display_name: "Corp SSO".into(),
+            role_claim: "groups".into(),
+            roles: Vec::new(),
+        }),
+        ..Default::default()
+    };
+    let s = Server::start_with(&b, options).await?;
+    let methods = s
+        .call(Method::GET, "/session/methods", None, None, &[])
+        .await
+        .expect(200);
+    assert_eq!(methods.body["oidc"]["name"], "Corp SSO");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let r = http.get(format!("{}/session/oidc", s.base)).send().await?;
+    assert_eq!(r.status(), 303);
+    let to = r.headers()["location"].to_str()?.to_owned();
+    assert!(
+        to.starts_with("/?signin_error=") && to.contains("cannot%20be%20reached"),
+        "{to}"
+    );
+    // A forged callback is refused the same way, whatever the provider.
+    let r = http
+        .get(format!(
+            "{}/session/oidc/callback?code=x&state=forged",
+            s.base
+        ))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["location"]
+            .to_str()?
+            .starts_with("/?signin_error=")
+    );
+    person(&s, "pat", "responder").await;
+    s.put(&format!("{P}/flags/checkout"), rollout_flag(5))
+        .await
+        .expect(201);
+    s.post(
+        &format!("{P}/flags/checkout/disable"),
+        json!({"reason": "still works"}),
+    )
+    .await
+    .expect(200);
+    s.stop().await
+}

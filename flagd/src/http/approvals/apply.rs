@@ -114,7 +114,6 @@ pub(super) async fn apply(s: &AppState, r: ChangeRequest) -> ApiResult<Response>
             current_version: None,
         });
     }
-    stale_check(s, &r).await?;
     let env = r.environment.clone();
     let reason = format!(
         "change request {}: {} (approved by {})",
@@ -122,6 +121,7 @@ pub(super) async fn apply(s: &AppState, r: ChangeRequest) -> ApiResult<Response>
         r.title,
         r.approved_by.join(", ")
     );
+    // Onto the version it was based on: if the set moved, the request is stale.
     let mut tx = match s.store.begin_write(&env, Some(r.base_version)).await {
         Ok(tx) => tx,
         Err(store::StoreError::Conflict { .. }) => {

@@ -39,9 +39,10 @@ pub(crate) async fn acknowledge_review(
             ));
         }
     };
-    let open = s.store.reviews(&env, false).await?;
-    if let Some(r) = open.iter().find(|r| r.id == id)
-        && r.actor == person
+    if s.store
+        .review(&env, &id)
+        .await?
+        .is_some_and(|r| r.actor == person)
     {
         return Err(ApiError::Forbidden(
             "you made this change: someone else acknowledges its review".into(),

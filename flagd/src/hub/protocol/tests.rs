@@ -118,7 +118,6 @@ fn connect(hub: &Arc<Hub>) -> (Client, tokio::task::JoinHandle<()>) {
         name: "checkout".into(),
         token_id: "key-1".into(),
         user_id: None,
-        created_by: "admin".into(),
         created_by_user: None,
         role: Role::Sdk,
         environments: Some(vec!["production".into()]),
