@@ -4,6 +4,8 @@
 //! - `server`: the composition root: start-up, bootstrap, graceful shutdown.
 //! - `http`: the REST API under `/api/v1`, OFREP, the UI's files and the health
 //!   endpoints; one module per resource.
+//! - `grpc`: OpenFeature flagd's gRPC services (sync and evaluation), for the official
+//!   OpenFeature flagd providers.
 //! - `state`: the application state every handler gets.
 //! - `hub`: live push of every change to connected SDKs, the fleet, flagd's heads.
 //! - `bus`: the one path out of every committed change.
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod bus;
 pub mod conn;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod hub;
 pub mod metrics;

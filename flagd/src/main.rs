@@ -131,6 +131,25 @@ struct Options {
     /// formatting).
     #[arg(long, env = "FLAGD_MAX_BODY_BYTES", default_value_t = 40 << 20, global = true)]
     max_body_bytes: usize,
+    /// Serve OpenFeature flagd's gRPC services (`flagd.sync.v1` for in-process
+    /// providers, `flagd.evaluation.v2`/`v1` for RPC providers) on this address, for the
+    /// official OpenFeature flagd providers; repeat for more (OpenFeature's flagd uses
+    /// 8015 for sync and 8013 for evaluation: both services are on every address).
+    #[arg(
+        long = "grpc-listen",
+        env = "FLAGD_GRPC_LISTEN",
+        value_delimiter = ',',
+        global = true
+    )]
+    grpc_listen: Vec<SocketAddr>,
+    /// The largest gRPC message, in bytes: a flag set larger than this is refused to
+    /// in-process providers with an error naming its size (gRPC clients accept 4 MiB by
+    /// default; raise both together).
+    #[arg(long, env = "FLAGD_GRPC_MAX_MESSAGE", default_value_t = flagd::grpc::DEFAULT_MAX_MESSAGE, value_parser = positive, global = true)]
+    grpc_max_message: usize,
+    /// How often idle gRPC connections are pinged and event streams sent `keep_alive`.
+    #[arg(long, env = "FLAGD_GRPC_KEEPALIVE", default_value = "20s", value_parser = duration, global = true)]
+    grpc_keepalive: std::time::Duration,
     /// How long an SDK instance whose connection was lost (without a goodbye) is
     /// remembered as unreachable, and so counted as not converged (`10m`, `1h`).
     #[arg(long, env = "FLAGD_FLEET_TTL", default_value = "10m", value_parser = humantime::parse_duration, global = true)]
@@ -326,6 +345,17 @@ async fn run() -> anyhow::Result<()> {
                 humantime::format_duration(o.idle_timeout),
                 o.max_connections
             );
+            let grpc: Vec<String> = o.grpc_listen.iter().map(ToString::to_string).collect();
+            println!(
+                "grpc listen: {}\ngrpc max message: {} bytes\ngrpc keepalive: {}",
+                if grpc.is_empty() {
+                    "off".to_owned()
+                } else {
+                    grpc.join(", ")
+                },
+                o.grpc_max_message,
+                humantime::format_duration(o.grpc_keepalive)
+            );
             println!(
                 "public url: {}\nnotify private addresses: {}\nnotify request timeout: {}",
                 o.public_url.as_deref().unwrap_or("none"),
@@ -385,6 +415,21 @@ async fn run() -> anyhow::Result<()> {
             tracing::info!(listen = %o.listen, database = %redact(&o.database_url), "flagd is serving");
             let shown = listener.local_addr().map_or(o.listen, |a| a);
             println!("Admin UI: http://{shown}/ (sign in with an API token or a personal account)");
+            let mut grpc_listeners = Vec::new();
+            for addr in &o.grpc_listen {
+                let l = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("listening for gRPC on {addr}"))?;
+                println!(
+                    "gRPC (OpenFeature flagd providers): {}",
+                    l.local_addr().map_or(*addr, |a| a)
+                );
+                grpc_listeners.push(l);
+            }
+            let grpc = (!grpc_listeners.is_empty()).then(|| flagd::grpc::Options {
+                keepalive: o.grpc_keepalive,
+                max_message: o.grpc_max_message,
+                ..flagd::grpc::Options::on(grpc_listeners)
+            });
             let options = server::Options {
                 max_body_bytes: o.max_body_bytes,
                 heartbeat: o.stream_heartbeat,
@@ -400,6 +445,7 @@ async fn run() -> anyhow::Result<()> {
                 plan_interval: o.plan_interval,
                 prometheus_url: o.prometheus_url.clone(),
                 oidc: oidc_options(o)?,
+                grpc,
                 redis_url: o.redis_url.clone(),
                 replica: o
                     .replica_name

@@ -158,6 +158,9 @@ pub struct Options {
     /// Single sign-on for people, through an OpenID Connect provider; without it, people
     /// sign in with the passwords of their local accounts.
     pub oidc: Option<crate::people::oidc::OidcOptions>,
+    /// OpenFeature flagd's gRPC services on their own sockets (`--grpc-listen`), for the
+    /// official OpenFeature flagd providers; none by default.
+    pub grpc: Option<crate::grpc::Options>,
 }
 
 impl Default for Options {
@@ -182,6 +185,7 @@ impl Default for Options {
             plan_interval: Duration::from_secs(1),
             prometheus_url: None,
             oidc: None,
+            grpc: None,
             redis_url: None,
             replica: random_replica_name(),
             notify: crate::notify::Options::default(),
@@ -327,17 +331,19 @@ pub async fn run(
         Some(o) => Some(Arc::new(crate::people::oidc::Oidc::new(o.clone())?)),
         None => None,
     };
-    let app = http::router(
-        AppState {
-            store: store.clone(),
-            hub: hub.clone(),
-            notifier,
-            planner,
-            oidc,
-        },
-        options.max_body_bytes,
-        &options.cors_origins,
-    )?;
+    let state = AppState {
+        store: store.clone(),
+        hub: hub.clone(),
+        notifier,
+        planner,
+        oidc,
+    };
+    // The gRPC services stop when the hub closes its streams (below, on shutdown).
+    let grpc = options
+        .grpc
+        .clone()
+        .map(|g| tokio::spawn(crate::grpc::serve(g, state.clone(), hub.closing())));
+    let app = http::router(state, options.max_body_bytes, &options.cors_origins)?;
     // Streams are long-lived: on shutdown they are told to reconnect elsewhere, so that
     // the server can finish the requests in flight and stop.
     let metrics = hub.metrics.clone();
@@ -360,6 +366,15 @@ pub async fn run(
         "connection limits"
     );
     crate::conn::serve(listener, app, limits, metrics.connections.clone(), shutdown).await;
+    if let Some(mut g) = grpc {
+        // Its streams have ended with the hub's; a call in flight gets a moment.
+        if tokio::time::timeout(Duration::from_secs(5), &mut g)
+            .await
+            .is_err()
+        {
+            g.abort();
+        }
+    }
     // The forwarder holds the hub, and so the store: stopped, it lets them go.
     ui_events.abort();
     // A message being sent is left claimed; its lease expires and it is sent again.

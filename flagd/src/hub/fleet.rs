@@ -37,6 +37,48 @@ pub struct Instance {
     /// The flagd replica it is (or was last) connected to (`--replica-name`).
     #[serde(default)]
     pub replica: String,
+    /// Whether it acknowledges the versions it applies. The official OpenFeature flagd
+    /// providers (gRPC) cannot: they are shown with `sentVersion`, never as having
+    /// applied a version, and so never count as converged.
+    #[serde(default = "acknowledging")]
+    pub acknowledges: bool,
+    /// For one that does not acknowledge: the last version flagd sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_version: Option<u64>,
+}
+
+fn acknowledging() -> bool {
+    true
+}
+
+impl Instance {
+    /// An instance that has just connected.
+    pub(super) fn connected(
+        instance: String,
+        sdk: String,
+        host: String,
+        labels: serde_json::Map<String, Value>,
+        key_name: String,
+        acknowledges: bool,
+    ) -> Self {
+        Self {
+            instance,
+            sdk,
+            host,
+            labels,
+            key_name,
+            connected_since: store::rfc3339(store::now_ms()),
+            applied_version: None,
+            last_ack: None,
+            state: "connected".to_owned(),
+            unreachable_since: None,
+            problems: Vec::new(),
+            last_error: None,
+            replica: String::new(),
+            acknowledges,
+            sent_version: None,
+        }
+    }
 }
 
 /// A connection's fleet entry. Acks update atomics: no lock on the hot path of 10,000
@@ -54,9 +96,24 @@ pub(super) struct Member {
     pub(super) gone_at: std::sync::atomic::AtomicI64,
     /// What it reported it could not load.
     pub(super) problems: std::sync::Mutex<(Vec<flagd_core::Problem>, Option<String>)>,
+    /// The last version sent to one that does not acknowledge; `u64::MAX` before any.
+    pub(super) sent: std::sync::atomic::AtomicU64,
 }
 
 impl Member {
+    /// A new entry: `applied` is what it holds on connecting, if anything.
+    pub(super) fn new(info: Instance, token_id: String, applied: Option<u64>) -> Self {
+        Self {
+            info,
+            token_id,
+            applied: std::sync::atomic::AtomicU64::new(applied.unwrap_or(u64::MAX)),
+            last_ack: std::sync::atomic::AtomicI64::new(0),
+            gone_at: std::sync::atomic::AtomicI64::new(0),
+            problems: std::sync::Mutex::new((Vec::new(), None)),
+            sent: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+
     fn applied(&self) -> Option<u64> {
         let applied = self.applied.load(std::sync::atomic::Ordering::Relaxed);
         (applied != u64::MAX).then_some(applied)
@@ -71,6 +128,8 @@ impl Member {
         let mut i = self.info.clone();
         replica.clone_into(&mut i.replica);
         i.applied_version = self.applied();
+        let sent = self.sent.load(std::sync::atomic::Ordering::Relaxed);
+        i.sent_version = (!i.acknowledges && sent != u64::MAX).then_some(sent);
         let at = self.last_ack.load(std::sync::atomic::Ordering::Relaxed);
         i.last_ack = (at != 0).then(|| store::rfc3339(at));
         if let Some(g) = self.gone_at() {

@@ -11,6 +11,7 @@ mod fleet;
 mod follow;
 mod heads;
 mod protocol;
+mod providers;
 
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
@@ -29,6 +30,7 @@ pub use events::{UiEvent, forward_changes_to_ui};
 pub use fleet::{FleetCounts, Instance};
 pub use heads::{Compiled, SdkKey};
 pub use protocol::MAX_CLIENT_MESSAGE;
+pub use providers::{Changes, ProviderInfo, ProviderSeat, WholeSet};
 
 use fleet::*;
 
@@ -66,6 +68,8 @@ struct EnvHub {
     compiled: std::sync::Mutex<Option<Arc<Compiled>>>,
     /// One compilation at a time.
     compiling: Mutex<()>,
+    /// The whole set the gRPC providers were last sent (built once per version).
+    whole: Mutex<Option<Arc<WholeSet>>>,
     /// The last version published and when (ns since the hub's epoch), for the time
     /// from commit to each SDK's ack.
     last_version: std::sync::atomic::AtomicU64,
@@ -204,6 +208,7 @@ impl Hub {
                     fleet: std::sync::Mutex::new(HashMap::new()),
                     compiled: std::sync::Mutex::new(None),
                     compiling: Mutex::new(()),
+                    whole: Mutex::new(None),
                     last_version: std::sync::atomic::AtomicU64::new(0),
                     last_commit_ns: std::sync::atomic::AtomicU64::new(0),
                     fleet_changes: std::sync::atomic::AtomicU64::new(0),

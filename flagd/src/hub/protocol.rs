@@ -100,28 +100,18 @@ pub(super) async fn serve(
         .await);
     }
     let h = hub.env(env).await;
-    let member = Arc::new(Member {
-        info: Instance {
-            instance: instance.clone(),
+    let member = Arc::new(Member::new(
+        Instance::connected(
+            instance.clone(),
             sdk,
             host,
             labels,
-            key_name: caller.name.clone(),
-            connected_since: store::rfc3339(store::now_ms()),
-            applied_version: None,
-            last_ack: None,
-            state: "connected".to_owned(),
-            unreachable_since: None,
-            problems: Vec::new(),
-            last_error: None,
-            replica: String::new(),
-        },
-        token_id: caller.token_id.clone(),
-        applied: std::sync::atomic::AtomicU64::new(held.unwrap_or(u64::MAX)),
-        last_ack: std::sync::atomic::AtomicI64::new(0),
-        gone_at: std::sync::atomic::AtomicI64::new(0),
-        problems: std::sync::Mutex::new((Vec::new(), None)),
-    });
+            caller.name.clone(),
+            true,
+        ),
+        caller.token_id.clone(),
+        held,
+    ));
     h.fleet_changed();
     if let Ok(mut f) = h.fleet.lock() {
         // An instance that reconnects replaces its own entry (unreachable or not).

@@ -8,6 +8,7 @@ mod approvals;
 mod authz;
 mod concurrency;
 mod flows;
+mod grpc;
 mod limits;
 mod metrics;
 mod notify;
@@ -54,6 +55,12 @@ const BOTH: &[(&str, TestFn)] = &[
         Box::pin(stream::stalled_client(b))
     }),
     ("ofrep_evaluation", |b| Box::pin(ofrep::evaluation(b))),
+    ("grpc_sync_and_event_streams", |b| {
+        Box::pin(grpc::sync_and_events(b))
+    }),
+    ("grpc_evaluation_matches_ofrep", |b| {
+        Box::pin(grpc::evaluation_matches_ofrep(b))
+    }),
     ("metrics_after_a_scripted_session", |b| {
         Box::pin(metrics::scripted_session(b))
     }),
@@ -162,6 +169,10 @@ const SQLITE_ONLY: &[(&str, TestFn)] = &[
         Box::pin(notify::private_addresses_are_refused(b))
     }),
     ("ofrep_cors", |b| Box::pin(ofrep::cors(b))),
+    // Keys, selectors and limits are checked before the store is asked.
+    ("grpc_keys_selectors_limits_and_shutdown", |b| {
+        Box::pin(grpc::keys_selectors_limits_and_shutdown(b))
+    }),
     ("ui_files_and_security_headers", |b| {
         Box::pin(ui::files_and_headers(b))
     }),
