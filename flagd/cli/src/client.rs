@@ -275,13 +275,17 @@ impl Client {
 
     /// Polls the fleet view until every SDK instance has applied `version` (the head
     /// when `None`) or a later one, or until `timeout`. An unreachable instance that has
-    /// not applied it counts as not converged unless `allow_unreachable`.
+    /// not applied it counts as not converged unless `allow_unreachable`. A provider
+    /// that cannot acknowledge (OpenFeature's flagd providers, over gRPC) is waited for
+    /// until flagd has sent it the version, and then counts as converged only with
+    /// `allow_unacknowledged`: otherwise the wait ends at once, not converged.
     pub async fn wait_for_fleet(
         &self,
         env: &str,
         version: Option<u64>,
         timeout: Duration,
         allow_unreachable: bool,
+        allow_unacknowledged: bool,
     ) -> Result<Convergence, Failure> {
         let started = Instant::now();
         let deadline = started + timeout;
@@ -313,8 +317,11 @@ impl Client {
                             ));
                         }
                     };
-                    let c = Convergence::of(&a.body, target, allow_unreachable, now - started);
-                    if c.converged() || now >= deadline {
+                    let c = Convergence::of(&a.body, target, allow_unreachable, now - started)
+                        .allowing_unacknowledged(allow_unacknowledged);
+                    // Settled: what is left can never acknowledge; waiting longer
+                    // changes nothing.
+                    if c.converged() || c.settled() || now >= deadline {
                         return Ok(c);
                     }
                 }
@@ -451,6 +458,11 @@ pub struct Convergence {
     pub troubled: Vec<Value>,
     /// Unreachable instances do not hold convergence up (`--allow-unreachable`).
     pub allow_unreachable: bool,
+    /// Instances that cannot acknowledge a version (`"acknowledges": false`: the
+    /// official OpenFeature flagd providers, over gRPC), whatever flagd sent them.
+    pub unacknowledged: Vec<Value>,
+    /// Those count as converged once sent the version (`--allow-unacknowledged`).
+    pub allow_unacknowledged: bool,
     /// How long it took.
     pub waited: Duration,
 }
@@ -458,6 +470,12 @@ pub struct Convergence {
 /// An instance whose connection flagd lost without a goodbye.
 pub fn is_unreachable(instance: &Value) -> bool {
     instance.get("state").and_then(Value::as_str) == Some("unreachable")
+}
+
+/// An instance that cannot acknowledge what it applied (an OpenFeature flagd
+/// provider over gRPC): flagd knows only what it sent it.
+pub fn is_unacknowledging(instance: &Value) -> bool {
+    instance.get("acknowledges").and_then(Value::as_bool) == Some(false)
 }
 
 impl Convergence {
@@ -477,11 +495,14 @@ impl Convergence {
             .get("instances")
             .and_then(Value::as_array)
             .map_or(&[][..], Vec::as_slice);
-        let (applied, lagging): (Vec<&Value>, Vec<&Value>) = instances.iter().partition(|i| {
-            i.get("appliedVersion")
-                .and_then(Value::as_u64)
-                .is_some_and(|v| v >= version)
-        });
+        let (unacknowledged, acknowledging): (Vec<&Value>, Vec<&Value>) =
+            instances.iter().partition(|i| is_unacknowledging(i));
+        let (applied, lagging): (Vec<&Value>, Vec<&Value>) =
+            acknowledging.into_iter().partition(|i| {
+                i.get("appliedVersion")
+                    .and_then(Value::as_u64)
+                    .is_some_and(|v| v >= version)
+            });
         let troubled = applied
             .into_iter()
             .filter(|i| {
@@ -499,8 +520,37 @@ impl Convergence {
             troubled,
             unreachable: instances.iter().filter(|i| is_unreachable(i)).count(),
             allow_unreachable,
+            unacknowledged: unacknowledged.into_iter().cloned().collect(),
+            allow_unacknowledged: false,
             waited,
         }
+    }
+
+    /// With `--allow-unacknowledged`: a provider that cannot acknowledge counts once
+    /// flagd has sent it the version.
+    #[must_use]
+    pub fn allowing_unacknowledged(mut self, allow: bool) -> Self {
+        self.allow_unacknowledged = allow;
+        self
+    }
+
+    /// Providers that cannot acknowledge and have not been sent the version yet (an
+    /// unreachable one is left out with `--allow-unreachable`).
+    pub fn unsent(&self) -> impl Iterator<Item = &Value> {
+        self.unacknowledged.iter().filter(|i| {
+            let sent = i
+                .get("sentVersion")
+                .and_then(Value::as_u64)
+                .is_some_and(|v| v >= self.version);
+            let excused = self.allow_unreachable && is_unreachable(i);
+            !(sent || excused)
+        })
+    }
+
+    /// Nothing left to wait for: every acknowledging instance that counts applied the
+    /// version and every provider that cannot acknowledge was sent it.
+    pub fn settled(&self) -> bool {
+        self.blocking().next().is_none() && self.unsent().next().is_none()
     }
 
     /// The lagging instances that hold convergence up: all of them, or with
@@ -518,9 +568,10 @@ impl Convergence {
             .filter(|i| self.allow_unreachable && is_unreachable(i))
     }
 
-    /// Every instance that counts applied the version.
+    /// Every instance that counts applied the version (a provider that cannot
+    /// acknowledge counts only with `--allow-unacknowledged`, once sent it).
     pub fn converged(&self) -> bool {
-        self.blocking().next().is_none()
+        self.settled() && (self.unacknowledged.is_empty() || self.allow_unacknowledged)
     }
 
     /// For `--json`.
@@ -528,7 +579,9 @@ impl Convergence {
         serde_json::json!({
             "version": self.version,
             "total": self.total,
-            "applied": self.total - self.lagging.len(),
+            "applied": self.total - self.lagging.len() - self.unacknowledged.len(),
+            "unacknowledged": self.unacknowledged,
+            "allowUnacknowledged": self.allow_unacknowledged,
             "unreachable": self.unreachable,
             "allowUnreachable": self.allow_unreachable,
             "converged": self.converged(),

@@ -1837,3 +1837,94 @@ async fn change_requests_and_reviews_from_the_command_line() {
     .await
     .unwrap();
 }
+
+/// An official OpenFeature flagd provider (here a gRPC sync client, as in-process
+/// providers connect) cannot acknowledge: `--wait` does not call it applied. It ends as
+/// soon as nothing else lags and the provider was sent the version (exit 6, naming it),
+/// or succeeds with `--allow-unacknowledged`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_names_providers_that_cannot_acknowledge() {
+    use flagd::grpc::proto::sync::{
+        SyncFlagsRequest, flag_sync_service_client::FlagSyncServiceClient,
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let f = start_with(flagd::server::Options {
+        grpc: Some(flagd::grpc::Options::on(vec![listener])),
+        ..flagd::server::Options::default()
+    });
+    let (_ci, key) = ci_token_and_sdk_key(&f);
+    let file = write(&f, "flags.json", &flags_file());
+    run(&f, ADMIN, &format!("import {file} --reason seed")).ok();
+    let mut client = FlagSyncServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(SyncFlagsRequest::default());
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let mut stream = client.sync_flags(req).await.unwrap().into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+
+    let f2 = &f;
+    let r = tokio::task::spawn_blocking({
+        let url = f2.url.clone();
+        move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_flagctl"))
+                .args([
+                    "disable",
+                    "search-v2",
+                    "--reason",
+                    "incident",
+                    "--wait",
+                    "--timeout",
+                    "60s",
+                ])
+                .env("FLAGD_URL", url)
+                .env("FLAGD_TOKEN", ADMIN)
+                .env("FLAGD_ENV", "production")
+                .output()
+                .unwrap();
+            (out.status.code(), String::from_utf8(out.stderr).unwrap())
+        }
+    })
+    .await
+    .unwrap();
+    // The provider is sent the new set; flagctl stops waiting then, not at 60 s.
+    let next = tokio::time::timeout(Duration::from_secs(20), stream.message()).await;
+    assert!(matches!(next, Ok(Ok(Some(_)))), "{r:?}");
+    assert_eq!(r.0, Some(6), "{r:?}");
+    assert!(r.1.contains("was sent to 1 provider (OpenFeature flagd providers over gRPC, which cannot acknowledge it)"), "{r:?}");
+    assert!(
+        r.1.contains("sent version 2, not acknowledged") && r.1.contains("flagd.sync.v1"),
+        "{r:?}"
+    );
+    assert!(r.1.contains("--allow-unacknowledged"), "{r:?}");
+
+    let ok = tokio::task::spawn_blocking({
+        let url = f.url.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_flagctl"))
+                .args(["wait", "--allow-unacknowledged", "--timeout", "30s"])
+                .env("FLAGD_URL", url)
+                .env("FLAGD_TOKEN", ADMIN)
+                .env("FLAGD_ENV", "production")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let out = String::from_utf8(ok.stdout).unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{out} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        out.contains("production: version 2 sent to 1 provider"),
+        "{out}"
+    );
+    let fleet = run(&f, ADMIN, "fleet").ok().out;
+    assert!(fleet.contains("sent 2 (not acknowledged)"), "{fleet}");
+}

@@ -150,3 +150,53 @@ fn statuses_map_to_exit_codes() {
         "documented; never renumbered"
     );
 }
+
+/// A provider over gRPC cannot acknowledge: it never counts as having applied a
+/// version; once sent it, waiting ends (settled), converged only when allowed.
+#[test]
+fn providers_that_cannot_acknowledge_converge_only_when_allowed() {
+    let fleet = serde_json::json!({"version": 9, "instances": [
+        {"instance": "sdk", "state": "connected", "appliedVersion": 9},
+        {"instance": "grpc-1", "state": "connected", "acknowledges": false, "sentVersion": 9, "appliedVersion": null},
+        {"instance": "grpc-2", "state": "connected", "acknowledges": false, "sentVersion": 8, "appliedVersion": null},
+    ]});
+    let c = Convergence::of(&fleet, 9, false, Duration::ZERO);
+    assert_eq!(c.lagging.len(), 0, "providers are not lagging SDKs");
+    let unsent: Vec<&Value> = c.unsent().map(|i| &i["instance"]).collect();
+    assert_eq!(unsent, [&serde_json::json!("grpc-2")]);
+    assert!(!c.settled());
+    assert!(!c.converged());
+    assert!(
+        !Convergence::of(&fleet, 9, false, Duration::ZERO)
+            .allowing_unacknowledged(true)
+            .converged()
+    );
+
+    let mut sent = fleet;
+    sent["instances"][2]["sentVersion"] = serde_json::json!(9);
+    let strict = Convergence::of(&sent, 9, false, Duration::ZERO);
+    assert!(strict.settled(), "nothing more can happen: the wait ends");
+    assert!(
+        !strict.converged(),
+        "but nobody knows the providers applied it"
+    );
+    assert_eq!(strict.to_json()["applied"], 1);
+    let allowed = Convergence::of(&sent, 9, false, Duration::ZERO).allowing_unacknowledged(true);
+    assert!(allowed.converged());
+
+    // An unreachable provider that was never sent the version holds the wait up,
+    // unless unreachable instances are allowed.
+    let mut lost = sent.clone();
+    lost["instances"][1]["state"] = serde_json::json!("unreachable");
+    lost["instances"][1]["sentVersion"] = serde_json::json!(8);
+    assert!(
+        !Convergence::of(&lost, 9, false, Duration::ZERO)
+            .allowing_unacknowledged(true)
+            .converged()
+    );
+    assert!(
+        Convergence::of(&lost, 9, true, Duration::ZERO)
+            .allowing_unacknowledged(true)
+            .converged()
+    );
+}

@@ -21,7 +21,11 @@ pub(crate) async fn fleet(client: &Client, out: &Out) -> Done {
                 } else {
                     s(i, "state")
                 },
-                s(i, "appliedVersion"),
+                if crate::client::is_unacknowledging(i) {
+                    format!("sent {} (not acknowledged)", s(i, "sentVersion"))
+                } else {
+                    s(i, "appliedVersion")
+                },
                 s(i, "lastAck"),
                 match (problems, i.get("lastError").and_then(Value::as_str)) {
                     (0, None) => "-".into(),

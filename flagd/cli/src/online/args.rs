@@ -34,6 +34,12 @@ pub struct WriteOpts {
     /// With --wait: do not wait for unreachable instances (they are still named).
     #[arg(long, requires = "wait")]
     pub(crate) allow_unreachable: bool,
+    /// With --wait: count an OpenFeature flagd provider (gRPC), which cannot
+    /// acknowledge, as done once flagd has sent it the version. Without it, a fleet
+    /// with such providers never converges: --wait ends, exit 6, once all that
+    /// acknowledge applied it and the providers were sent it.
+    #[arg(long, requires = "wait")]
+    pub(crate) allow_unacknowledged: bool,
 }
 
 /// `flagctl flags …`
@@ -206,6 +212,10 @@ pub struct WaitArgs {
     /// still serve an older version). They are still named.
     #[arg(long)]
     pub(crate) allow_unreachable: bool,
+    /// Count an OpenFeature flagd provider (gRPC), which cannot acknowledge, as done
+    /// once flagd has sent it the version (otherwise exit 6 once nothing else lags).
+    #[arg(long)]
+    pub(crate) allow_unacknowledged: bool,
 }
 
 /// `flagctl fleet [forget INSTANCE]`

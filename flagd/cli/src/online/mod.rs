@@ -220,7 +220,13 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
         C::Wait(w) => {
             let env = client.environment()?;
             let c = client
-                .wait_for_fleet(env, w.version, w.timeout, w.allow_unreachable)
+                .wait_for_fleet(
+                    env,
+                    w.version,
+                    w.timeout,
+                    w.allow_unreachable,
+                    w.allow_unacknowledged,
+                )
                 .await?;
             if out.json {
                 print_json(&c.to_json())?;

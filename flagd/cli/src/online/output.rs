@@ -142,7 +142,13 @@ impl Out {
         let version = body.get("version").and_then(Value::as_u64).unwrap_or(0);
         let waited = if opts.wait {
             let w = client
-                .wait_for_fleet(env, Some(version), opts.timeout, opts.allow_unreachable)
+                .wait_for_fleet(
+                    env,
+                    Some(version),
+                    opts.timeout,
+                    opts.allow_unreachable,
+                    opts.allow_unacknowledged,
+                )
                 .await;
             // The change is made whatever the wait meets: a pipeline must not take a
             // failed wait for a failed change and make it again (exit 6, not 5 or 7).
@@ -204,20 +210,35 @@ impl Out {
             ));
         }
         warn_problems(c);
+        let providers = c.unacknowledged.len();
+        let sent_to = |n: usize| {
+            format!(
+                "sent to {} (OpenFeature flagd providers over gRPC, which cannot acknowledge it)",
+                plural(n, "provider")
+            )
+        };
         if c.converged() {
             if !self.json && !self.quiet {
-                let applied = c.total - c.lagging.len();
-                let text = if c.total == 0 {
+                // Only instances that acknowledge can be said to have applied it.
+                let total = c.total - providers;
+                let applied = total - c.lagging.len();
+                let text = if total == 0 && providers > 0 {
+                    format!(
+                        "{env}: version {} {} ({ms} ms, --allow-unacknowledged)\n",
+                        c.version,
+                        sent_to(providers)
+                    )
+                } else if total == 0 {
                     format!(
                         "{env}: no SDK instance is connected (to any replica); nothing to wait for\n"
                     )
                 } else {
                     let who = if !excused.is_empty() {
-                        format!("{applied} of {}", plural(c.total, "SDK instance"))
-                    } else if c.total == 1 {
+                        format!("{applied} of {}", plural(total, "SDK instance"))
+                    } else if total == 1 {
                         "the one SDK instance".to_owned()
                     } else {
-                        format!("all {} SDK instances", c.total)
+                        format!("all {total} SDK instances")
                     };
                     // Lost after applying it: it did apply it, but nobody hears it now.
                     let lost = c.unreachable.saturating_sub(excused.len());
@@ -226,8 +247,13 @@ impl Out {
                     } else {
                         format!("; {lost} of them unreachable now")
                     };
+                    let sent = if providers == 0 {
+                        String::new()
+                    } else {
+                        format!("; {}", sent_to(providers))
+                    };
                     format!(
-                        "{env}: {who} applied version {} ({ms} ms{lost})\n",
+                        "{env}: {who} applied version {} ({ms} ms{lost}){sent}\n",
                         c.version
                     )
                 };
@@ -236,11 +262,38 @@ impl Out {
             return Ok(crate::exit::OK);
         }
         let blocking: Vec<&Value> = c.blocking().collect();
+        let unsent: Vec<&Value> = c.unsent().collect();
+        if blocking.is_empty() && unsent.is_empty() {
+            // All that acknowledge applied it; the rest were sent it and cannot say.
+            note(&named(
+                &format!(
+                    "flagctl: {env}: version {} was {}; they are not known to have applied it \
+                     (--allow-unacknowledged to count a provider sent the version as done):",
+                    c.version,
+                    sent_to(providers)
+                ),
+                c.unacknowledged.iter(),
+            ));
+            return Ok(crate::exit::NOT_APPLIED);
+        }
+        if !unsent.is_empty() {
+            note(&named(
+                &format!(
+                    "flagctl: {env}: {} not sent version {} within {ms} ms:",
+                    plural(unsent.len(), "provider"),
+                    c.version
+                ),
+                unsent.iter().copied(),
+            ));
+        }
+        if blocking.is_empty() {
+            return Ok(crate::exit::NOT_APPLIED);
+        }
         let mut text = named(
             &format!(
                 "flagctl: {env}: {} of {} did not apply version {} within {ms} ms:",
                 blocking.len(),
-                plural(c.total, "SDK instance"),
+                plural(c.total - providers, "SDK instance"),
                 c.version
             ),
             blocking.iter().copied(),
@@ -276,6 +329,20 @@ pub(crate) fn instance_line(i: &Value) -> String {
         s(i, "host"),
         s(i, "sdk")
     );
+    if crate::client::is_unacknowledging(i) {
+        let sent = match i.get("sentVersion").and_then(Value::as_u64) {
+            Some(v) => format!("sent version {v}, not acknowledged"),
+            None => "sent no version yet".to_owned(),
+        };
+        return if is_unreachable(i) {
+            format!(
+                "{who}: unreachable since {}, {sent}",
+                s(i, "unreachableSince")
+            )
+        } else {
+            format!("{who}: {sent}")
+        };
+    }
     if is_unreachable(i) {
         let applied = match i.get("appliedVersion").and_then(Value::as_u64) {
             Some(v) => format!("last applied v{v}"),
