@@ -140,6 +140,10 @@ fn migrate_and_check_config() {
             "--notify-allow-private-addresses",
             "--notify-request-timeout",
             "3s",
+            "--grpc-listen",
+            "127.0.0.1:8013,127.0.0.1:8015",
+            "--grpc-max-message",
+            "8388608",
         ])
         .output()
         .unwrap();
@@ -148,6 +152,9 @@ fn migrate_and_check_config() {
         "public url: none",
         "notify private addresses: allowed",
         "notify request timeout: 3s",
+        "grpc listen: 127.0.0.1:8013, 127.0.0.1:8015",
+        "grpc max message: 8388608 bytes",
+        "grpc keepalive: 20s",
     ] {
         assert!(stdout.contains(line), "{line:?} in {stdout}");
     }

@@ -299,9 +299,17 @@ impl Notifier {
                 .iter()
                 .filter(|i| i.applied_version.is_none_or(|v| v < watch.version))
                 .map(|i| {
-                    let on = i
-                        .applied_version
-                        .map_or_else(|| "nothing applied".to_owned(), |v| format!("on v{v}"));
+                    // An OpenFeature flagd provider (gRPC) is never known to have
+                    // applied anything: say what it was sent.
+                    let on = match (i.acknowledges, i.sent_version) {
+                        (false, Some(v)) => {
+                            format!("a gRPC provider: sent v{v}, cannot acknowledge")
+                        }
+                        (false, None) => "a gRPC provider: sent nothing yet".to_owned(),
+                        _ => i
+                            .applied_version
+                            .map_or_else(|| "nothing applied".to_owned(), |v| format!("on v{v}")),
+                    };
                     if i.state == "unreachable" {
                         format!("{} (unreachable, {on})", i.instance)
                     } else {
