@@ -2,8 +2,7 @@
 //!
 //! As OpenFeature's flagd does: the whole set on connect and after every change (the
 //! protocol has no deltas), with an empty `sync_context` (this flagd adds no static
-//! context to evaluations). The set's metadata carries `flagSetVersion`, so that a
-//! provider's evaluations name the version they come from, as remote evaluation's do.
+//! context to evaluations).
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -13,8 +13,7 @@ use serde_json::Map;
 pub struct WholeSet {
     /// Its version.
     pub version: u64,
-    /// The flagd document (`flags`, `$evaluators`, `metadata`) with the set's metadata
-    /// naming its version (`flagSetVersion`, as remote evaluation answers), serialized.
+    /// The flagd document (`flags`, `$evaluators`, `metadata`), serialized.
     pub configuration: Arc<str>,
     document: Arc<Value>,
     /// The version `changed` counts from (the set built before this one).
@@ -106,29 +105,25 @@ fn refers_to(rule: &Value, names: &std::collections::HashSet<&str>) -> bool {
 
 /// The document as the providers read it, serialized straight from the held document
 /// (a set of 10,000 flags is written once per version, never copied first): `flags`,
-/// `$evaluators`, and the set's `metadata` with `flagSetVersion`.
+/// `$evaluators`, and the set's `metadata`.
+///
+/// The version is not in the set's metadata, as remote evaluation puts it: providers
+/// merge the set's metadata into every flag's, so a value that changes with every
+/// version would make every change look like a change of every flag to them (the
+/// JavaScript provider names every flag in its change event then).
 ///
 /// Only what flagd's schema defines goes out: the official Python provider refuses a
 /// whole set for one flag with a member it does not know, or a metadata value that is
 /// not a string, number or boolean; evaluation reads none of what is left out.
-fn configuration(document: &Value, version: u64) -> Arc<str> {
+fn configuration(document: &Value) -> Arc<str> {
     use serde::ser::{SerializeMap, Serializer};
     fn scalar(v: &Value) -> bool {
         matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
     }
-    struct Metadata<'a>(Option<&'a Map<String, Value>>, Option<u64>);
+    struct Metadata<'a>(&'a Map<String, Value>);
     impl Serialize for Metadata<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut m = s.serialize_map(None)?;
-            for (k, v) in self.0.into_iter().flatten() {
-                if scalar(v) && !(self.1.is_some() && k == "flagSetVersion") {
-                    m.serialize_entry(k, v)?;
-                }
-            }
-            if let Some(v) = self.1 {
-                m.serialize_entry("flagSetVersion", &v)?;
-            }
-            m.end()
+            s.collect_map(self.0.iter().filter(|(_, v)| scalar(v)))
         }
     }
     struct Flag<'a>(&'a Value);
@@ -143,8 +138,10 @@ fn configuration(document: &Value, version: u64) -> Arc<str> {
                     "state" | "variants" | "defaultVariant" | "targeting" => {
                         m.serialize_entry(k, v)?;
                     }
-                    "metadata" if v.is_object() => {
-                        m.serialize_entry(k, &Metadata(v.as_object(), None))?;
+                    "metadata" => {
+                        if let Some(o) = v.as_object() {
+                            m.serialize_entry(k, &Metadata(o))?;
+                        }
                     }
                     _ => {}
                 }
@@ -158,7 +155,7 @@ fn configuration(document: &Value, version: u64) -> Arc<str> {
             s.collect_map(self.0.iter().map(|(k, v)| (k, Flag(v))))
         }
     }
-    struct Document<'a>(&'a Map<String, Value>, u64);
+    struct Document<'a>(&'a Map<String, Value>);
     impl Serialize for Document<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let empty = Map::new();
@@ -168,15 +165,16 @@ fn configuration(document: &Value, version: u64) -> Arc<str> {
             if let Some(e) = self.0.get("$evaluators").filter(|e| e.is_object()) {
                 m.serialize_entry("$evaluators", e)?;
             }
-            let metadata = self.0.get("metadata").and_then(Value::as_object);
-            m.serialize_entry("metadata", &Metadata(metadata, Some(self.1)))?;
+            if let Some(o) = self.0.get("metadata").and_then(Value::as_object) {
+                m.serialize_entry("metadata", &Metadata(o))?;
+            }
             m.end()
         }
     }
     let empty = Map::new();
     let doc = document.as_object().unwrap_or(&empty);
     // Serializing held JSON to a string cannot fail.
-    Arc::from(serde_json::to_string(&Document(doc, version)).unwrap_or_default())
+    Arc::from(serde_json::to_string(&Document(doc)).unwrap_or_default())
 }
 
 /// A provider's place in its environment's fleet: shown connected with the version last
@@ -318,7 +316,7 @@ impl Hub {
         };
         let whole = Arc::new(WholeSet {
             version,
-            configuration: configuration(&document, version),
+            configuration: configuration(&document),
             document,
             from,
             changed,
@@ -398,7 +396,7 @@ mod tests {
     }
 
     #[test]
-    fn the_configuration_names_its_version_and_keeps_the_set_metadata() {
+    fn the_configuration_keeps_what_flagds_schema_defines() {
         let doc = json!({
             "$schema": "https://flagd.dev/schema/v0/flags.json",
             "flags": {"f": {
@@ -406,9 +404,9 @@ mod tests {
                 "description": "not flagd's", "metadata": {"owner": "web", "nested": {"a": 1}, "none": null},
             }},
             "$evaluators": {"pro": {"==": [1, 1]}},
-            "metadata": {"team": "web", "flagSetVersion": 1, "list": [1]},
+            "metadata": {"team": "web", "list": [1]},
         });
-        let text = configuration(&doc, 7);
+        let text = configuration(&doc);
         let back: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             back,
@@ -416,13 +414,10 @@ mod tests {
                 "flags": {"f": {"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "on",
                                 "metadata": {"owner": "web"}}},
                 "$evaluators": {"pro": {"==": [1, 1]}},
-                "metadata": {"team": "web", "flagSetVersion": 7},
+                "metadata": {"team": "web"},
             })
         );
-        let back: Value = serde_json::from_str(&configuration(&json!({"flags": {}}), 3)).unwrap();
-        assert_eq!(
-            back,
-            json!({"flags": {}, "metadata": {"flagSetVersion": 3}})
-        );
+        let back: Value = serde_json::from_str(&configuration(&json!({"flags": {}}))).unwrap();
+        assert_eq!(back, json!({"flags": {}}));
     }
 }
