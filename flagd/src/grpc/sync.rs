@@ -182,6 +182,7 @@ pub(super) async fn seat<T>(
                 key_name: who.caller.name.clone(),
                 token_id: who.caller.token_id.clone(),
                 remote,
+                provider_id: provider_id.chars().take(120).collect(),
             },
         )
         .await

@@ -73,6 +73,7 @@ pub(super) async fn fleet(
         .iter()
         .filter(|i| i.unreachable_since.is_some())
         .count();
+    let providers = instances.iter().filter(|i| !i.acknowledges).count();
     Ok(Json(json!({
         "environment": env,
         "version": head,
@@ -80,6 +81,9 @@ pub(super) async fn fleet(
         "onVersion": on_head,
         "connected": instances.len() - unreachable,
         "unreachable": unreachable,
+        // Of `total`, the OpenFeature flagd providers (gRPC), which cannot acknowledge and
+        // are never on a version.
+        "providers": providers,
         "instances": instances,
     })))
 }

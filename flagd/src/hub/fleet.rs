@@ -42,8 +42,9 @@ pub struct Instance {
     /// applied a version, and so never count as converged.
     #[serde(default = "acknowledging")]
     pub acknowledges: bool,
-    /// For one that does not acknowledge: the last version flagd sent it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// For one that does not acknowledge: the last version flagd sent it (`null` before
+    /// the first, and for instances that acknowledge).
+    #[serde(default)]
     pub sent_version: Option<u64>,
 }
 

@@ -197,12 +197,16 @@ pub struct ProviderInfo {
     pub host: String,
     /// Its labels (protocol, provider id, selector).
     pub labels: serde_json::Map<String, Value>,
-    /// The SDK key's name and token id.
+    /// The SDK key's name.
     pub key_name: String,
     /// The SDK key's token id.
     pub token_id: String,
     /// Whether it evaluates through flagd (RPC) rather than holding the set.
     pub remote: bool,
+    /// The id the provider gave itself (`provider_id`), if any: a provider that
+    /// reconnects with the same one, from the same host with the same key, takes its
+    /// entry over instead of leaving an unreachable one behind.
+    pub provider_id: String,
 }
 
 impl ProviderSeat {
@@ -329,8 +333,17 @@ impl Hub {
     pub async fn seat_provider(&self, env: &str, who: ProviderInfo) -> ProviderSeat {
         let h = self.env(env).await;
         let mut id = [0u8; 6];
-        // An id collision needs two providers in one fleet with the same 48 random bits.
-        let _ = getrandom::fill(&mut id);
+        if who.provider_id.is_empty() {
+            // An id collision needs two providers in one fleet with the same 48 random
+            // bits.
+            let _ = getrandom::fill(&mut id);
+        } else {
+            use sha2::Digest;
+            let named = sha2::Sha256::digest(
+                format!("{}\n{}\n{}", who.token_id, who.host, who.provider_id).as_bytes(),
+            );
+            id.copy_from_slice(&named[..6]);
+        }
         let instance = format!("grpc-{}", crate::auth::hex(&id));
         let member = Arc::new(Member::new(
             Instance::connected(

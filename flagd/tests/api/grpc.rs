@@ -257,8 +257,12 @@ pub(crate) async fn sync_and_events(b: Backend) -> anyhow::Result<()> {
     })
     .await;
     assert_eq!(
-        (fleet["total"].clone(), fleet["onVersion"].clone()),
-        (json!(2), json!(0)),
+        (
+            fleet["total"].clone(),
+            fleet["onVersion"].clone(),
+            fleet["providers"].clone()
+        ),
+        (json!(2), json!(0), json!(2)),
         "{fleet}"
     );
     for i in fleet["instances"].as_array().unwrap() {
@@ -384,6 +388,24 @@ pub(crate) async fn sync_and_events(b: Backend) -> anyhow::Result<()> {
         f["instances"]
             .as_array()
             .is_some_and(|i| i.len() == 1 && i[0]["state"] == "unreachable")
+    })
+    .await;
+    assert_eq!(fleet["instances"][0]["instance"], sync_instance["instance"]);
+    assert_eq!(fleet["providers"], 1);
+
+    // Back with the same provider id (same key, same host): its entry, not a second one.
+    let mut again = client
+        .sync_flags(g.request(sync::SyncFlagsRequest {
+            provider_id: "checkout-sidecar".into(),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    next(&mut again).await?;
+    let fleet = fleet_until(s, |f| {
+        f["instances"]
+            .as_array()
+            .is_some_and(|i| i.len() == 1 && i[0]["state"] == "connected")
     })
     .await;
     assert_eq!(fleet["instances"][0]["instance"], sync_instance["instance"]);
