@@ -39,7 +39,7 @@ type Responses = Pin<Box<dyn Stream<Item = Result<SyncFlagsResponse, Status>> + 
 /// Refuses a set larger than providers accept, naming both limits.
 pub(super) fn fits(whole: &WholeSet, env: &str, max: usize) -> Result<(), Status> {
     // The message adds a few bytes of framing to the text.
-    let size = whole.configuration.len() + 16;
+    let size = whole.configuration().len() + 16;
     if size <= max {
         return Ok(());
     }
@@ -56,7 +56,7 @@ pub(super) fn fits(whole: &WholeSet, env: &str, max: usize) -> Result<(), Status
 
 fn response(whole: &WholeSet) -> SyncFlagsResponse {
     SyncFlagsResponse {
-        flag_configuration: whole.configuration.to_string(),
+        flag_configuration: whole.configuration().to_string(),
         // flagd sends its static context values, none by default: an empty struct.
         sync_context: Some(prost_types::Struct::default()),
     }
@@ -244,7 +244,7 @@ impl FlagSyncService for Sync {
             .map_err(|e| unavailable(&e))?;
         fits(&whole, &who.environment, self.options.max_message)?;
         Ok(Response::new(FetchAllFlagsResponse {
-            flag_configuration: whole.configuration.to_string(),
+            flag_configuration: whole.configuration().to_string(),
         }))
     }
 

@@ -13,8 +13,9 @@ use serde_json::Map;
 pub struct WholeSet {
     /// Its version.
     pub version: u64,
-    /// The flagd document (`flags`, `$evaluators`, `metadata`), serialized.
-    pub configuration: Arc<str>,
+    /// The flagd document (`flags`, `$evaluators`, `metadata`), serialized when an
+    /// in-process provider first needs it (RPC providers' events never do).
+    configuration: std::sync::OnceLock<Arc<str>>,
     document: Arc<Value>,
     /// The version `changed` counts from (the set built before this one).
     from: Option<u64>,
@@ -22,6 +23,12 @@ pub struct WholeSet {
 }
 
 impl WholeSet {
+    /// The set as the sync protocol sends it (`flag_configuration`), serialized once.
+    pub fn configuration(&self) -> &Arc<str> {
+        self.configuration
+            .get_or_init(|| configuration(&self.document))
+    }
+
     /// The flags that differ from `earlier`, as OpenFeature's flagd names them in a
     /// `configuration_change` event: key → `{"type": "write" | "update" | "delete"}`.
     /// A flag whose shared evaluator (`$ref`) or whose set's metadata changed counts as
@@ -320,7 +327,7 @@ impl Hub {
         };
         let whole = Arc::new(WholeSet {
             version,
-            configuration: configuration(&document),
+            configuration: std::sync::OnceLock::new(),
             document,
             from,
             changed,
