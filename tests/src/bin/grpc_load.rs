@@ -5,6 +5,9 @@
 //! cargo run --release -p flagd-tests --bin grpc-load -- [--flags 10,1000,10000] [--clients 100] [--changes 20]
 //! ```
 //!
+//! Each size runs three times: RPC providers alone, in-process providers alone, then
+//! both at once (what parsing whole sets on the same two cores costs the others).
+//!
 //! flagd serves on its own runtime (two worker threads, the machine's cores); `--clients`
 //! in-process providers (`flagd.sync.v1.SyncFlags`, each message's whole set parsed as
 //! JSON, as a provider does before it swaps) and as many RPC providers
@@ -34,11 +37,13 @@ fn main() -> anyhow::Result<()> {
     let clients = list_arg(&args, "--clients", &[100])?[0];
     let changes = list_arg(&args, "--changes", &[20])?[0];
     println!(
-        "| flags | set size | clients (sync + events) | change → event p50 / p99 | change → parsed set p50 / p99 | REST call p50 | ResolveBoolean p50 | OFREP p50 |"
+        "| flags | set size | providers | change → event p50 / p99 | change → parsed set p50 / p99 | REST call p50 | ResolveBoolean p50 | OFREP p50 |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|");
     for n in sizes {
-        run(n, clients, changes)?;
+        for (sync, events) in [(false, true), (true, false), (true, true)] {
+            run(n, clients, changes, sync, events)?;
+        }
     }
     Ok(())
 }
@@ -51,7 +56,13 @@ fn with_key<T>(msg: T, key: &str) -> Request<T> {
     r
 }
 
-fn run(n: usize, clients: usize, changes: usize) -> anyhow::Result<()> {
+fn run(
+    n: usize,
+    clients: usize,
+    changes: usize,
+    with_sync: bool,
+    with_events: bool,
+) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let options = flagd::server::Options {
@@ -85,11 +96,12 @@ fn run(n: usize, clients: usize, changes: usize) -> anyhow::Result<()> {
             let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
             let mut s = sync::flag_sync_service_client::FlagSyncServiceClient::new(channel.clone())
                 .max_decoding_message_size(64 << 20);
-            let mut stream = s.sync_flags(with_key(sync::SyncFlagsRequest::default(), &key)).await?.into_inner();
             if size == 0 {
                 let all = s.fetch_all_flags(with_key(sync::FetchAllFlagsRequest::default(), &key)).await?;
                 size = all.into_inner().flag_configuration.len();
             }
+            if with_sync {
+            let mut stream = s.sync_flags(with_key(sync::SyncFlagsRequest::default(), &key)).await?.into_inner();
             let seen = sync_seen.clone();
             tokio::spawn(async move {
                 // The set names no version: the first is version 1 (the seed), and
@@ -105,6 +117,10 @@ fn run(n: usize, clients: usize, changes: usize) -> anyhow::Result<()> {
                     }
                 }
             });
+            }
+            if !with_events {
+                continue;
+            }
             let mut e = v2::service_client::ServiceClient::new(channel);
             let mut events = e.event_stream(with_key(v2::EventStreamRequest {}, &key)).await?.into_inner();
             let seen = event_seen.clone();
@@ -127,8 +143,9 @@ fn run(n: usize, clients: usize, changes: usize) -> anyhow::Result<()> {
             });
         }
         let count = |seen: &Seen, v: u64| seen.lock().map(|s| s.get(&v).map_or(0, Vec::len)).unwrap_or(0);
+        let (want_sync, want_events) = (if with_sync { clients } else { 0 }, if with_events { clients } else { 0 });
         let deadline = Instant::now() + Duration::from_secs(60);
-        while count(&sync_seen, 1) < clients || count(&event_seen, 1) < clients {
+        while count(&sync_seen, 1) < want_sync || count(&event_seen, 1) < want_events {
             anyhow::ensure!(Instant::now() < deadline, "clients did not all connect");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -148,13 +165,13 @@ fn run(n: usize, clients: usize, changes: usize) -> anyhow::Result<()> {
             rest.push(start.elapsed());
             let v = r["version"].as_u64().unwrap_or(0);
             let deadline = Instant::now() + Duration::from_secs(60);
-            while count(&sync_seen, v) < clients || count(&event_seen, v) < clients {
+            while count(&sync_seen, v) < want_sync || count(&event_seen, v) < want_events {
                 anyhow::ensure!(Instant::now() < deadline, "version {v} did not reach every client");
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             if let (Ok(s), Ok(e)) = (sync_seen.lock(), event_seen.lock()) {
-                to_set.extend(s[&v].iter().map(|t| *t - start));
-                to_event.extend(e[&v].iter().map(|t| *t - start));
+                to_set.extend(s.get(&v).into_iter().flatten().map(|t| *t - start));
+                to_event.extend(e.get(&v).into_iter().flatten().map(|t| *t - start));
             }
         }
 
@@ -177,21 +194,27 @@ fn run(n: usize, clients: usize, changes: usize) -> anyhow::Result<()> {
                 .await?;
             ofrep.push(start.elapsed());
         }
-        let (e50, e99, _) = percentiles(to_event);
-        let (s50, s99, _) = percentiles(to_set);
-        let (r50, _, _) = percentiles(rest);
-        let (g50, _, _) = percentiles(grpc);
-        let (o50, _, _) = percentiles(ofrep);
+        let both = |v: Vec<Duration>| {
+            if v.is_empty() {
+                return "–".to_owned();
+            }
+            let (p50, p99, _) = percentiles(v);
+            format!("{} / {}", ms(p50), ms(p99))
+        };
+        let one = |v: Vec<Duration>| ms(percentiles(v).0);
+        let who = match (with_sync, with_events) {
+            (true, true) => format!("{clients} in-process + {clients} RPC"),
+            (true, false) => format!("{clients} in-process"),
+            _ => format!("{clients} RPC"),
+        };
         println!(
-            "| {n} | {:.0} KB | {clients} + {clients} | {} / {} ms | {} / {} ms | {} ms | {} ms | {} ms |",
+            "| {n} | {:.0} KB | {who} | {} | {} | {} | {} | {} |",
             size as f64 / 1000.0,
-            ms(e50),
-            ms(e99),
-            ms(s50),
-            ms(s99),
-            ms(r50),
-            ms(g50),
-            ms(o50)
+            both(to_event),
+            both(to_set),
+            one(rest),
+            one(grpc),
+            one(ofrep)
         );
         anyhow::Ok(())
     })?;
