@@ -1268,3 +1268,117 @@ async fn two_replicas_announce_each_version_once() {
         s.close();
     }
 }
+
+/// OpenFeature flagd providers over gRPC on one replica hear a change made through
+/// another (announced on Redis), and the other replica's fleet view lists them as
+/// providers that cannot acknowledge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_providers_on_one_replica_hear_changes_made_through_another() {
+    use flagd::grpc::proto::evaluation_v2 as v2;
+    use flagd::grpc::proto::sync;
+    let Some(d) = Deployment::start(true).await else {
+        return;
+    };
+    let grpc_port = flagd_harness::free_port();
+    let listen = format!("127.0.0.1:{grpc_port}");
+    let r1 = d.replica("r1", "1h");
+    let r2 = d.replica_with("r2", "1h", &["--grpc-listen", &listen]);
+    subscribed(&r1.base()).await;
+    subscribed(&r2.base()).await;
+    let key = seed(&r1.base()).await;
+    let with_key = |r: &mut tonic::metadata::MetadataMap| {
+        r.insert("authorization", format!("Bearer {key}").parse().unwrap());
+    };
+    let channel = tonic::transport::Channel::from_shared(format!("http://{listen}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(sync::SyncFlagsRequest {
+        provider_id: "checkout".into(),
+        ..Default::default()
+    });
+    with_key(req.metadata_mut());
+    let mut set = sync::flag_sync_service_client::FlagSyncServiceClient::new(channel.clone())
+        .sync_flags(req)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut req = tonic::Request::new(v2::EventStreamRequest {});
+    with_key(req.metadata_mut());
+    let mut events = v2::service_client::ServiceClient::new(channel)
+        .event_stream(req)
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(CONVERGE, set.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let doc: Value = serde_json::from_str(&first.flag_configuration).unwrap();
+    assert_eq!(doc["flags"]["new-checkout"]["state"], "ENABLED");
+    let ready = tokio::time::timeout(CONVERGE, events.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ready.r#type, "provider_ready");
+
+    // The kill switch through r1 reaches r2's providers.
+    let v = toggle(&r1.base(), false, "through r1").await;
+    let next = tokio::time::timeout(CONVERGE, set.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let doc: Value = serde_json::from_str(&next.flag_configuration).unwrap();
+    assert_eq!(doc["flags"]["new-checkout"]["state"], "DISABLED");
+    let change = loop {
+        let m = tokio::time::timeout(CONVERGE, events.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if m.r#type == "configuration_change" {
+            break m;
+        }
+    };
+    let data = change.data.unwrap();
+    assert!(data.fields["flags"].kind.as_ref().is_some_and(|k| matches!(
+        k,
+        prost_types::value::Kind::StructValue(s) if s.fields.contains_key("new-checkout")
+    )));
+
+    // r1 answers for r2's providers: sent the version, not acknowledging, never on it.
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let fleet = ok(
+            &r1.base(),
+            reqwest::Method::GET,
+            "/environments/production/fleet",
+            None,
+        )
+        .await;
+        let providers: Vec<&Value> = fleet["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["acknowledges"] == false)
+            .collect();
+        if providers.len() == 2
+            && providers
+                .iter()
+                .all(|i| i["sentVersion"] == v && i["replica"] == "r2")
+        {
+            assert_eq!(fleet["onVersion"], 0, "{fleet}");
+            assert_eq!(fleet["providers"], 2, "{fleet}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "r1 never listed r2's providers: {fleet}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
