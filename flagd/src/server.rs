@@ -339,10 +339,14 @@ pub async fn run(
         oidc,
     };
     // The gRPC services stop when the hub closes its streams (below, on shutdown).
-    let grpc = options
-        .grpc
-        .clone()
-        .map(|g| tokio::spawn(crate::grpc::serve(g, state.clone(), hub.closing())));
+    let grpc = options.grpc.clone().map(|g| {
+        let serving = crate::grpc::serve(g, state.clone(), hub.closing());
+        tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::error!(error = %e, "the gRPC services cannot serve");
+            }
+        })
+    });
     let app = http::router(state, options.max_body_bytes, &options.cors_origins)?;
     // Streams are long-lived: on shutdown they are told to reconnect elsewhere, so that
     // the server can finish the requests in flight and stop.
