@@ -299,6 +299,18 @@ impl Metrics {
         self.http_handles.max.store(max, Ordering::Relaxed);
     }
 
+    /// Counts one remote evaluation (OFREP, gRPC) of `key` by its result: an unknown
+    /// key is counted under [`NOT_FOUND`], so that probing cannot grow the series.
+    pub fn count_detail(&self, environment: &str, key: &str, d: &flagd_core::Detail<'_>) {
+        let flag = if d.error_code == Some(flagd_core::ErrorCode::FlagNotFound) {
+            NOT_FOUND
+        } else {
+            key
+        };
+        let reason = d.error_code.map_or(d.reason.as_str(), |c| c.as_str());
+        self.count_evaluation(environment, flag, d.variant.unwrap_or_default(), reason);
+    }
+
     /// Counts one remote evaluation. `flag` must be a flag of the head evaluated (or
     /// [`NOT_FOUND`]), so that callers cannot grow the series with keys they make up.
     pub fn count_evaluation(&self, environment: &str, flag: &str, variant: &str, reason: &str) {

@@ -157,27 +157,71 @@ fn selected(selector: &str) -> Result<Option<&str>, Status> {
     Ok(chosen)
 }
 
-/// Authenticates a call and picks its environment (the key's; the selector, from the
-/// `flagd-selector` header or else the request's own field, must agree).
+/// The SDK key a call carries, or the refusal.
+fn secret_of<T>(request: &Request<T>) -> Result<&str, Status> {
+    secret(request.metadata()).ok_or_else(|| {
+        Status::unauthenticated(
+            "an SDK key is required: metadata `authorization: Bearer fdsdk_…` (or `x-api-key`), \
+             or the SDK key as the channel's authority (the provider's defaultAuthority)",
+        )
+    })
+}
+
+fn not_an_sdk_key() -> Status {
+    Status::permission_denied(
+        "this takes an SDK key (POST /api/v1/environments/{env}/sdk-keys), not an API token",
+    )
+}
+
+/// Refuses a selector (the `flagd-selector` header, else the request's own field) that
+/// names another environment than the key's.
+fn check_selector<T>(
+    request: &Request<T>,
+    field_selector: Option<&str>,
+    environment: &str,
+) -> Result<(), Status> {
+    let header = request
+        .metadata()
+        .get(SELECTOR_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let selector = header.or(field_selector).unwrap_or_default();
+    match selected(selector)? {
+        Some(name) if name != environment => Err(Status::permission_denied(format!(
+            "the selector asks for environment \"{name}\"; this SDK key is for \"{environment}\""
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A one-shot call's environment: the key checked as OFREP checks it (from memory when
+/// checked in the last seconds: a digest and a lookup, no copy of the caller).
+pub(crate) async fn environment<T>(
+    state: &AppState,
+    request: &Request<T>,
+) -> Result<String, Status> {
+    let environment = match state.hub.sdk_key(secret_of(request)?).await {
+        Ok(crate::hub::SdkKey::Environment(env)) => env,
+        Ok(crate::hub::SdkKey::NotAnSdkKey) => return Err(not_an_sdk_key()),
+        Ok(crate::hub::SdkKey::Unknown) => {
+            return Err(Status::unauthenticated("unknown or revoked SDK key"));
+        }
+        Err(e) => return Err(unavailable(&e)),
+    };
+    check_selector(request, None, &environment)?;
+    Ok(environment)
+}
+
+/// Authenticates a stream and picks its environment: the caller is kept, so that the
+/// key's revocation ends the stream. The selector must agree.
 pub(crate) async fn authorize<T>(
     state: &AppState,
     request: &Request<T>,
     field_selector: Option<&str>,
 ) -> Result<Authorized, Status> {
-    let Some(secret) = secret(request.metadata()) else {
-        return Err(Status::unauthenticated(
-            "an SDK key is required: metadata `authorization: Bearer fdsdk_…` (or `x-api-key`), \
-             or the SDK key as the channel's authority (the provider's defaultAuthority)",
-        ));
-    };
-    let caller = match state.hub.sdk_caller(secret).await {
+    let caller = match state.hub.sdk_caller(secret_of(request)?).await {
         Ok(Some(c)) => c,
         Ok(None) => return Err(Status::unauthenticated("unknown or revoked SDK key")),
-        Err(crate::error::ApiError::Forbidden(_)) => {
-            return Err(Status::permission_denied(
-                "this takes an SDK key (POST /api/v1/environments/{env}/sdk-keys), not an API token",
-            ));
-        }
+        Err(crate::error::ApiError::Forbidden(_)) => return Err(not_an_sdk_key()),
         Err(e) => return Err(unavailable(&e)),
     };
     let Some(environment) = caller
@@ -190,18 +234,7 @@ pub(crate) async fn authorize<T>(
             "this SDK key names no environment",
         ));
     };
-    let header = request
-        .metadata()
-        .get(SELECTOR_HEADER)
-        .and_then(|v| v.to_str().ok());
-    let selector = header.or(field_selector).unwrap_or_default();
-    if let Some(name) = selected(selector)?
-        && name != environment
-    {
-        return Err(Status::permission_denied(format!(
-            "the selector asks for environment \"{name}\"; this SDK key is for \"{environment}\""
-        )));
-    }
+    check_selector(request, field_selector, &environment)?;
     Ok(Authorized {
         caller,
         environment,

@@ -287,16 +287,7 @@ async fn single(State(s): State<AppState>, Path(key): Path<String>, request: Req
 
 /// Counts an evaluation for `/metrics` (flag keys are the only user-chosen label).
 fn count(s: &AppState, env: &str, key: &str, d: &Detail<'_>) {
-    // An unknown key is counted under one label, so that probing cannot grow the series.
-    let flag = if d.error_code == Some(ErrorCode::FlagNotFound) {
-        crate::metrics::NOT_FOUND
-    } else {
-        key
-    };
-    let reason = d.error_code.map_or(d.reason.as_str(), |c| c.as_str());
-    s.hub
-        .metrics
-        .count_evaluation(env, flag, d.variant.unwrap_or_default(), reason);
+    s.hub.metrics.count_detail(env, key, d);
 }
 
 fn internal(e: ApiError) -> Response {

@@ -683,6 +683,49 @@ pub(crate) async fn keys_selectors_limits_and_shutdown(b: Backend) -> anyhow::Re
         .await?
         .into_inner();
     assert_eq!(a.value, Some(true));
+    // Evaluations check the key and the selector as streams do.
+    let resolve = |key: Option<&str>, selector: Option<&str>| {
+        let mut c = v2::service_client::ServiceClient::new(channel.clone());
+        let msg = v2::ResolveBooleanRequest {
+            flag_key: "a".into(),
+            context: None,
+        };
+        let mut req = match key {
+            Some(k) => with_key(msg, k),
+            None => Request::new(msg),
+        };
+        if let Some(sel) = selector {
+            req.metadata_mut()
+                .insert("flagd-selector", sel.parse().expect("ASCII"));
+        }
+        async move { c.resolve_boolean(req).await.map(|r| r.into_inner().value) }
+    };
+    assert_eq!(
+        resolve(None, None).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        resolve(Some("fdsdk_unknown"), None)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        resolve(Some(crate::support::ADMIN), None)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        resolve(Some(&g.key), Some("staging"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(resolve(Some(&g.key), Some("production")).await?, Some(true));
 
     // A set over the message limit is refused with its size, not sent to be dropped.
     let mut big = serde_json::Map::new();

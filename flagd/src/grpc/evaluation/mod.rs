@@ -43,15 +43,16 @@ struct Evaluator {
 }
 
 impl Evaluator {
-    async fn head<T>(&self, request: &Request<T>) -> Result<(Authorized, Arc<Compiled>), Status> {
-        let who = authorize(&self.state, request, None).await?;
+    /// The key's environment and its compiled head, as OFREP reads them.
+    async fn head<T>(&self, request: &Request<T>) -> Result<(String, Arc<Compiled>), Status> {
+        let env = super::environment(&self.state, request).await?;
         let compiled = self
             .state
             .hub
-            .compiled(&who.environment)
+            .compiled(&env)
             .await
             .map_err(|e| unavailable(&e))?;
-        Ok((who, compiled))
+        Ok((env, compiled))
     }
 
     /// One flag, typed.
@@ -62,11 +63,11 @@ impl Evaluator {
         context: Option<&Struct>,
         ty: ValueType,
     ) -> Result<Outcome, Status> {
-        let (who, compiled) = self.head(request).await?;
+        let (env, compiled) = self.head(request).await?;
         let ctx = convert::context(context);
         let snapshot = &compiled.snapshot;
         let d = snapshot.evaluate_as(key, &ctx, ty);
-        count(&self.state, &who.environment, key, &d);
+        count(&self.state, &env, key, &d);
         outcome(key, &d, snapshot.version())
     }
 
@@ -139,16 +140,7 @@ fn outcome(key: &str, d: &Detail<'_>, version: u64) -> Result<Outcome, Status> {
 
 /// Counts an evaluation for `/metrics`, as OFREP's are.
 fn count(state: &AppState, env: &str, key: &str, d: &Detail<'_>) {
-    let flag = if d.error_code == Some(ErrorCode::FlagNotFound) {
-        crate::metrics::NOT_FOUND
-    } else {
-        key
-    };
-    let reason = d.error_code.map_or(d.reason.as_str(), |c| c.as_str());
-    state
-        .hub
-        .metrics
-        .count_evaluation(env, flag, d.variant.unwrap_or_default(), reason);
+    state.hub.metrics.count_detail(env, key, d);
 }
 
 fn data(v: &Json) -> Option<Struct> {

@@ -80,13 +80,13 @@ impl Service for EvaluationV1 {
         &self,
         request: Request<ResolveAllRequest>,
     ) -> Result<Response<ResolveAllResponse>, Status> {
-        let (who, compiled) = self.0.head(&request).await?;
+        let (env, compiled) = self.0.head(&request).await?;
         let ctx: EvaluationContext = convert::context(request.get_ref().context.as_ref());
         let snapshot = &compiled.snapshot;
         let mut flags = std::collections::HashMap::with_capacity(compiled.sorted_keys.len());
         for key in compiled.sorted_keys.iter() {
             let d = snapshot.evaluate(key, &ctx);
-            count(&self.0.state, &who.environment, key, &d);
+            count(&self.0.state, &env, key, &d);
             // As flagd: flags in error, disabled, or without a value are left out.
             let Ok(Outcome {
                 value: Some(value),
