@@ -171,8 +171,7 @@ impl ClientBuilder {
         let (stop, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             current: ArcSwap::from_pointee(start),
-            generation: std::sync::atomic::AtomicU64::new(0),
-            id: crate::shared::next_client_id(),
+            serial: std::sync::atomic::AtomicU64::new(crate::shared::next_serial()),
             status,
             changes,
             config: Config {
@@ -392,8 +391,14 @@ impl Client {
     /// # }
     /// ```
     pub fn json_value(&self, key: &str, ctx: &EvaluationContext, default: Value) -> Value {
-        self.inner
-            .with_snapshot(|s| s.json_value(key, ctx, default))
+        // `Null` is never an object, the only kind of value returned.
+        match self
+            .inner
+            .with_snapshot(|s| s.json_value(key, ctx, Value::Null))
+        {
+            Value::Null => default,
+            v => v,
+        }
     }
 
     /// Full details of an evaluation (value, variant, reason, error, metadata and the

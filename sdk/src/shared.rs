@@ -79,11 +79,10 @@ pub struct ChangeEvent {
 pub(crate) struct Inner {
     /// Changed only through [`Inner::serve`].
     pub(crate) current: ArcSwap<Current>,
-    /// How many times `current` was replaced: a thread that saw this number last time
-    /// evaluates on the snapshot it kept ([`Inner::with_snapshot`]).
-    pub(crate) generation: std::sync::atomic::AtomicU64,
-    /// This client among the clients of the process (never reused).
-    pub(crate) id: u64,
+    /// The serial number of what `current` holds, unique in the process
+    /// ([`next_serial`]): a thread that saw this number last time evaluates on the
+    /// snapshot it kept ([`Inner::with_snapshot`]).
+    pub(crate) serial: std::sync::atomic::AtomicU64,
     pub(crate) status: watch::Sender<Status>,
     pub(crate) changes: watch::Sender<ChangeEvent>,
     pub(crate) config: Config,
@@ -115,10 +114,9 @@ pub(crate) fn compile(doc: &Value, version: u64) -> Result<Snapshot, String> {
     Snapshot::load(doc, version).map_err(|e| e.to_string())
 }
 
-/// The snapshot a thread evaluated on last, and which client's and generation it was.
+/// The snapshot a thread evaluated on last, and the serial number it was served under.
 struct Seen {
-    client: u64,
-    generation: u64,
+    serial: u64,
     snapshot: Arc<Snapshot>,
 }
 
@@ -126,8 +124,10 @@ thread_local! {
     static SEEN: std::cell::RefCell<Option<Seen>> = const { std::cell::RefCell::new(None) };
 }
 
-/// A new client's [`Inner::id`].
-pub(crate) fn next_client_id() -> u64 {
+/// A serial number for [`Inner::serial`], never given twice in the process: one number
+/// names both the client and what it serves, so a thread's check is one comparison.
+/// Never 0.
+pub(crate) fn next_serial() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
@@ -137,42 +137,52 @@ impl Inner {
     pub(crate) fn serve(&self, current: Arc<Current>) {
         self.current.store(current);
         // After the store: a thread that sees the new number loads the new snapshot.
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.serial
+            .store(next_serial(), std::sync::atomic::Ordering::Release);
     }
 
     /// Runs `f` on the served snapshot. Each thread keeps the snapshot it used last, and
-    /// uses it again while the client has served no other: one atomic load instead of
-    /// the `ArcSwap` protocol on every evaluation (a third of an S1 evaluation's
-    /// instructions, benchmarks.md section 1). A thread keeps at most one snapshot,
-    /// until its next evaluation; flags unchanged between versions are shared, so the
-    /// one it keeps costs little beside the served one.
+    /// uses it again while the client has served no other: one atomic load and one
+    /// comparison instead of the `ArcSwap` protocol on every evaluation (benchmarks.md
+    /// section 1). A thread keeps at most one snapshot, until its next evaluation;
+    /// flags unchanged between versions are shared, so the one it keeps costs little
+    /// beside the served one.
+    ///
+    /// `f` is `Fn`, not `FnOnce`, so that the kept snapshot's path does not carry `f`
+    /// in an `Option` to find out afterwards which path ran; it is called once.
     #[inline]
-    pub(crate) fn with_snapshot<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
-        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
-        let mut f = Some(f);
-        let kept = SEEN.try_with(|seen| {
-            // Busy only if `f` evaluated again on this thread (it does not): then, and
-            // while the thread is being torn down, the snapshot is loaded as usual.
-            let mut seen = seen.try_borrow_mut().ok()?;
-            let fresh =
-                matches!(&*seen, Some(s) if s.client == self.id && s.generation == generation);
-            if !fresh {
-                *seen = Some(Seen {
-                    client: self.id,
-                    generation,
-                    snapshot: self.current.load().snapshot.clone(),
-                });
-            }
-            let s = seen.as_ref()?;
-            f.take().map(|f| f(&s.snapshot))
+    pub(crate) fn with_snapshot<R>(&self, f: impl Fn(&Snapshot) -> R) -> R {
+        let serial = self.serial.load(std::sync::atomic::Ordering::Acquire);
+        // A shared borrow: an `f` that evaluated again on this thread (none does) would
+        // find the snapshot kept and not replace it while this one uses it.
+        let kept = SEEN.try_with(|seen| match seen.try_borrow() {
+            Ok(seen) => match &*seen {
+                Some(s) if s.serial == serial => Some(f(&s.snapshot)),
+                _ => None,
+            },
+            Err(_) => None,
         });
-        match (kept, f) {
-            (Ok(Some(r)), _) => r,
-            (_, Some(f)) => f(&self.current.load().snapshot),
-            // `f` ran and its result was kept: unreachable, as `kept` is then `Some`.
-            (_, None) => unreachable!("the evaluation ran and returned"),
+        match kept {
+            Ok(Some(r)) => r,
+            _ => self.load_and_keep(serial, f),
         }
+    }
+
+    /// [`Inner::with_snapshot`] after a change (or the thread's first call, or its
+    /// first for this client): the snapshot loaded, evaluated, then kept. Out of line,
+    /// so that the kept snapshot's path saves no registers for this one.
+    #[cold]
+    #[inline(never)]
+    fn load_and_keep<R>(&self, serial: u64, f: impl Fn(&Snapshot) -> R) -> R {
+        let snapshot = self.current.load().snapshot.clone();
+        let r = f(&snapshot);
+        // Not kept while the thread is being torn down, or while the kept one is in use.
+        let _ = SEEN.try_with(|seen| {
+            if let Ok(mut seen) = seen.try_borrow_mut() {
+                *seen = Some(Seen { serial, snapshot });
+            }
+        });
+        r
     }
 }
 
@@ -202,8 +212,7 @@ mod tests {
     fn inner(on: bool) -> Inner {
         Inner {
             current: ArcSwap::new(current(on, 1)),
-            generation: std::sync::atomic::AtomicU64::new(0),
-            id: next_client_id(),
+            serial: std::sync::atomic::AtomicU64::new(next_serial()),
             status: watch::channel(Status::Connecting { version: 1 }).0,
             changes: watch::channel(ChangeEvent {
                 old_version: 0,
@@ -225,6 +234,23 @@ mod tests {
             },
             stop: watch::channel(false).0,
         }
+    }
+
+    /// An evaluation made while another runs on the same thread (no getter does this;
+    /// the kept snapshot must survive it anyway) answers from its own client's
+    /// snapshot and leaves the outer one's intact.
+    #[test]
+    fn an_evaluation_inside_another_leaves_the_kept_snapshot_alone() {
+        let ctx = flagd_core::EvaluationContext::default();
+        let (a, b) = (inner(true), inner(false));
+        assert!(a.with_snapshot(|s| s.enabled("f", &ctx)));
+        let got = a.with_snapshot(|s| {
+            let inner = b.with_snapshot(|t| t.enabled("f", &ctx));
+            (s.enabled("f", &ctx), inner, s.version())
+        });
+        assert_eq!(got, (true, false, 1));
+        assert!(!b.with_snapshot(|s| s.enabled("f", &ctx)));
+        assert!(a.with_snapshot(|s| s.enabled("f", &ctx)));
     }
 
     /// The snapshot a thread keeps is used only while it is the one served, by the

@@ -135,13 +135,13 @@ impl FlagTable {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn get(&self, key: &str) -> Option<&CompiledFlag> {
         self.index_of(key).map(|i| &*self.flags[i])
     }
 
     /// Where the flag is in `flags`.
-    #[inline]
+    #[inline(always)]
     pub(super) fn index_of(&self, key: &str) -> Option<usize> {
         let h = self.hasher.hash_one(KeyBytes(key));
         let mask = self.slots.len() - 1;
