@@ -226,11 +226,17 @@ pub fn new_secret(prefix: &str) -> anyhow::Result<String> {
     ))
 }
 
-/// A short random identifier.
+/// A short random identifier (12 URL-safe characters, never beginning with `-`, which
+/// a command line would take for an option).
 pub fn new_id() -> anyhow::Result<String> {
     let mut buf = [0u8; 9];
-    getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
+    loop {
+        getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        // The first character is the first byte's top six bits; 62 is `-`.
+        if buf[0] >> 2 != 62 {
+            return Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf));
+        }
+    }
 }
 
 /// The stored form of a secret.
@@ -339,6 +345,17 @@ pub fn person_role(role: &str) -> Option<Role> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_never_begin_with_a_hyphen() {
+        // One in 64 would without the redraw: 10,000 draws all but certainly hit one.
+        let ids: Vec<String> = (0..10_000).map(|_| new_id().unwrap()).collect();
+        assert!(ids.iter().all(|id| id.len() == 12 && !id.starts_with('-')));
+        assert!(
+            ids.iter().any(|id| id.contains('-')),
+            "still URL-safe base64"
+        );
+    }
 
     #[test]
     fn secrets_are_random_and_hashed() {

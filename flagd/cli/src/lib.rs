@@ -186,3 +186,37 @@ fn online(command: Command, connection: &client::Connection, json: bool, quiet: 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// flagd's ids are URL-safe base64, so one in 64 begins with `-`: clap took such an
+    /// id for an option ("the following required arguments were not provided: <ID>").
+    #[test]
+    fn an_id_that_begins_with_a_hyphen_is_an_id_not_an_option() {
+        let id = "-Xy9_a-b";
+        for line in [
+            "schedule cancel ID --reason no",
+            "plan show ID",
+            "plan pause ID --reason r",
+            "plan abort ID --reason r",
+            "request show ID",
+            "request approve ID",
+            "review ack ID",
+            "channels test ID",
+            "channels deliveries ID",
+            "channels delete ID",
+            "triggers revoke ID",
+            "tokens revoke ID",
+        ] {
+            let args = std::iter::once("flagctl")
+                .chain(line.split(' ').map(|w| if w == "ID" { id } else { w }));
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert!(
+                format!("{cli:?}").contains(&format!("{id:?}")),
+                "{line}: {cli:?}"
+            );
+        }
+    }
+}

@@ -289,6 +289,7 @@ pub enum TokensCmd {
     /// Revoke a token or SDK key: it stops working at once.
     Revoke {
         /// Its id (see `tokens list`).
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }

@@ -35,11 +35,13 @@ pub enum ChannelsCmd {
     /// Send a test message now; exits 1 if the receiver did not take it.
     Test {
         /// Its id (see `channels list`).
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// A channel's messages, newest first, with every attempt.
     Deliveries {
         /// Its id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
         /// How many.
         #[arg(long, default_value_t = 20)]
@@ -48,6 +50,7 @@ pub enum ChannelsCmd {
     /// Stop announcing on a channel.
     Delete {
         /// Its id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }

@@ -38,6 +38,7 @@ pub enum PlanCmd {
     /// One plan and its history.
     Show {
         /// Its id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// Stop the plan's hold from counting.
@@ -62,6 +63,7 @@ pub enum PlanCmd {
 #[derive(Debug, Args)]
 pub struct PlanMoveArgs {
     /// Its id.
+    #[arg(allow_hyphen_values = true)]
     id: String,
     /// Why, for the audit log.
     #[arg(long)]

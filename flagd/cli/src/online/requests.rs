@@ -41,6 +41,7 @@ pub enum RequestCmd {
     /// One request: its change, diff and history.
     Show {
         /// Its id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// Approve a request's current revision (not your own).
@@ -68,6 +69,7 @@ pub enum RequestCmd {
 #[derive(Debug, Args)]
 pub struct RequestMoveArgs {
     /// Its id.
+    #[arg(allow_hyphen_values = true)]
     id: String,
     /// A comment (required to reject or comment).
     #[arg(long, short = 'm')]
@@ -86,6 +88,7 @@ pub enum ReviewCmd {
     /// Acknowledge one (not your own).
     Ack {
         /// Its id (the version it made).
+        #[arg(allow_hyphen_values = true)]
         id: String,
         /// What you noted (a post-mortem's link, say).
         #[arg(long)]

@@ -42,6 +42,7 @@ pub enum ScheduleCmd {
     /// Cancel a pending change.
     Cancel {
         /// Its id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
         /// Why.
         #[arg(long)]

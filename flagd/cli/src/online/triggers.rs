@@ -24,6 +24,7 @@ pub enum TriggersCmd {
     /// Revoke a trigger URL: it stops working at once.
     Revoke {
         /// Its id (see `triggers list`).
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }
