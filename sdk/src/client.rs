@@ -137,9 +137,9 @@ impl ClientBuilder {
 
     /// How many applied versions are kept (default 4, at least 1): a revert to one of
     /// them is a swap, with nothing compiled or sent. Kept versions share every flag
-    /// they have in common, so one more costs what its changes cost plus about 120
-    /// bytes per flag of the set for its indexes (1.2 MiB at 10,000 flags, against
-    /// 7.3 MiB for the set itself; `docs/benchmarks.md`, section 8).
+    /// they have in common, and their lists and indexes in chunks, so one more made by
+    /// a one-flag change costs about 8 KiB at 10,000 flags, against 7.5 MiB for the set
+    /// itself (`docs/benchmarks.md`, section 8).
     ///
     /// ```
     /// let b = flagd_sdk::Client::builder("http://127.0.0.1:8080", "fdsdk_…").keep_versions(16);

@@ -4,11 +4,12 @@
 //! a change copies pointers, never definitions, and keeping more versions costs little.
 //! A leaf: it imports no other module of this crate.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use flagd_core::document::{DocumentText, apply_changes};
+use flagd_core::shared_vec::SharedVec;
 use flagd_core::wire::{Change, ItemKind};
-use indexmap::IndexMap;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -53,8 +54,89 @@ impl Serialize for Def {
     }
 }
 
-/// Items of one section by key, in document order.
-type Items = IndexMap<Arc<str>, Arc<Def>>;
+/// Items of one section by key, in document order. Versions share the items in
+/// chunks ([`SharedVec`]) and the index by key while no key comes or goes, so that a
+/// change to one flag of 10,000 copies one chunk and the chunk pointers, not the section.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Items {
+    list: SharedVec<(Arc<str>, Arc<Def>)>,
+    /// Where each key is in `list`.
+    index: Arc<HashMap<Arc<str>, usize, foldhash::fast::RandomState>>,
+}
+
+impl Items {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn get(&self, key: &str) -> Option<&Arc<Def>> {
+        let i = *self.index.get(key)?;
+        self.list.get(i).map(|(_, d)| d)
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<Def>)> {
+        self.list.iter().map(|(k, d)| (k, d))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.list.iter().map(|(k, _)| k)
+    }
+
+    /// Replaces a key's definition in its place, or appends it (as `IndexMap::insert`).
+    /// Only a new key copies the index.
+    fn insert(&mut self, key: Arc<str>, def: Arc<Def>) {
+        match self.index.get(&*key) {
+            Some(&i) => {
+                self.list.set(i, (key, def));
+            }
+            None => {
+                Arc::make_mut(&mut self.index).insert(key.clone(), self.list.len());
+                self.list.push((key, def));
+            }
+        }
+    }
+
+    /// Removes a key, keeping the order of the rest (as `IndexMap::shift_remove`).
+    fn shift_remove(&mut self, key: &str) {
+        if self.index.contains_key(key) {
+            *self = self
+                .iter()
+                .filter(|(k, _)| &***k != key)
+                .map(|(k, d)| (k.clone(), d.clone()))
+                .collect();
+        }
+    }
+}
+
+impl FromIterator<(Arc<str>, Arc<Def>)> for Items {
+    /// A repeated key keeps its first place and takes its last definition, as a JSON
+    /// object's parse does.
+    fn from_iter<I: IntoIterator<Item = (Arc<str>, Arc<Def>)>>(iter: I) -> Self {
+        let mut list: Vec<(Arc<str>, Arc<Def>)> = Vec::new();
+        let mut index: HashMap<Arc<str>, usize, foldhash::fast::RandomState> = HashMap::default();
+        for (k, d) in iter {
+            match index.get(&*k) {
+                Some(&i) => list[i].1 = d,
+                None => {
+                    index.insert(k.clone(), list.len());
+                    list.push((k, d));
+                }
+            }
+        }
+        Self {
+            list: list.into_iter().collect(),
+            index: Arc::new(index),
+        }
+    }
+}
 
 /// One top-level entry: a section held as items, or any other value.
 #[derive(Clone, Debug, PartialEq)]
@@ -255,7 +337,7 @@ impl Doc {
             .flags
             .keys()
             .chain(other.flags.keys())
-            .filter(|k| match (self.flags.get(&***k), other.flags.get(&***k)) {
+            .filter(|k| match (self.flags.get(k), other.flags.get(k)) {
                 (Some(a), Some(b)) => !Arc::ptr_eq(a, b) && a != b,
                 _ => true,
             })
@@ -273,7 +355,7 @@ struct Section<'a>(&'a Items);
 impl Serialize for Section<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in self.0 {
+        for (k, v) in self.0.iter() {
             m.serialize_entry(&**k, &**v)?;
         }
         m.end()
@@ -379,7 +461,10 @@ mod tests {
             "a",
             Some(json!({"state": "DISABLED"})),
         )]);
-        assert!(Arc::ptr_eq(&d1.flags["b"], &d2.flags["b"]));
+        assert!(Arc::ptr_eq(
+            d1.flags.get("b").unwrap(),
+            d2.flags.get("b").unwrap()
+        ));
         assert_eq!(d1.changed_flags(&d2), ["a"]);
         assert_eq!(d2.flag("a"), Some(&json!({"state": "DISABLED"})));
         let d3 = d2.with_changes(&[change(
@@ -395,7 +480,7 @@ mod tests {
         let text = r#"{"flags": {"a": {"state":  "ENABLED"}, "b": {"state": "ENABLED"}}}"#;
         let t = Doc::from_text(&DocumentText::parse(text).unwrap()).unwrap();
         assert!(
-            matches!(&*t.flags["a"], Def::Text(raw, _) if raw.get() == r#"{"state":  "ENABLED"}"#)
+            matches!(&**t.flags.get("a").unwrap(), Def::Text(raw, _) if raw.get() == r#"{"state":  "ENABLED"}"#)
         );
         assert!(t.changed_flags(&d1).is_empty());
         assert_eq!(t.changed_flags(&d2), ["a"]);

@@ -25,6 +25,7 @@
 //! - `semver`: versions as `sem_ver` reads them.
 //! - `eval`: [`Snapshot`], the compiled flag set, and [`Detail`], the result.
 //! - [`limits`]: the one set of limits, enforced on write and honoured on read.
+//! - [`shared_vec`]: the chunked vector that versions of a flag set share.
 //!
 //! Dependency rule: `flagd-core` depends on no other crate of this workspace; the SDK
 //! and the server depend on it, never the other way round.
@@ -44,6 +45,7 @@ mod parallel;
 mod path;
 mod problem;
 mod semver;
+pub mod shared_vec;
 mod validate;
 pub mod wire;
 

@@ -632,9 +632,10 @@ fn reports_stay_under_flagds_message_limit() {
 /// What one more kept version costs at 10,000 flags, counted by the allocator on this
 /// test's thread (which therefore loads on its own, without the cores a large load
 /// uses): a version made by a one-flag change shares every other flag's definition and
-/// compiled form, so it costs its indexes, far below a whole copy.
+/// compiled form, the chunks of its lists and its indexes, so it costs the chunks the
+/// change copied: a thousandth of the set, not a copy.
 #[test]
-fn a_kept_version_costs_its_indexes_not_a_copy() {
+fn a_kept_version_costs_what_changed_not_a_copy() {
     flagd_core::on_this_thread(a_kept_version_costs);
 }
 
@@ -667,7 +668,7 @@ fn a_kept_version_costs() {
         per_version / 10_000
     );
     assert!(
-        per_version * 5 < whole,
+        per_version * 100 < whole,
         "a kept version costs {per_version} bytes, the whole set {whole}"
     );
     drop(s);

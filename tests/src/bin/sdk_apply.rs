@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use flagd_harness::SqliteFile;
 use flagd_sdk::Client;
-use flagd_tests::load::{Api, FlagdChild, flags, list_arg, ms, percentiles, serve};
+use flagd_tests::load::{Api, FlagdChild, cpu_ms, flags, list_arg, ms, percentiles, serve};
 use serde_json::json;
 
 fn main() -> anyhow::Result<()> {
@@ -40,9 +40,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(sizes: &[usize], sdks: &[usize], changes: usize) -> anyhow::Result<()> {
     println!(
-        "| flags | SDKs | changes | REST call → SDK serves it: p50 | p99 | max | REST call p50 | first OFREP call after it: p50 | p99 |"
+        "| flags | SDKs | changes | REST call → SDK serves it: p50 | p99 | max | REST call p50 | first OFREP call after it: p50 | p99 | CPU per change: flagd | this process |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in sizes {
         for &m in sdks {
             let db = SqliteFile::new();
@@ -64,6 +64,11 @@ async fn run(sizes: &[usize], sdks: &[usize], changes: usize) -> anyhow::Result<
             let mut rest = Vec::with_capacity(changes);
             let mut ofrep = Vec::with_capacity(changes);
             let ofrep_url = format!("{}/ofrep/v1/evaluate/flags/flag-00001", flagd.base);
+            // CPU from here on: flagd's (commit, fan-out, OFREP) and this process's (the
+            // SDKs applying each change, and the harness's HTTP calls, the same for every
+            // size): what the set's size costs each side per change, less noisy than
+            // the latencies on a shared machine.
+            let (flagd_cpu, own_cpu) = (cpu_ms(flagd.pid()), cpu_ms(std::process::id()));
             for c in 0..changes {
                 let action = if c % 2 == 0 { "disable" } else { "enable" };
                 let mut watching: Vec<_> = clients.iter().map(Client::subscribe).collect();
@@ -111,17 +116,24 @@ async fn run(sizes: &[usize], sdks: &[usize], changes: usize) -> anyhow::Result<
                 r.bytes().await?;
                 ofrep.push(asked.elapsed());
             }
+            let per_change = |ms: u64| format!("{} µs", ms * 1000 / changes.max(1) as u64);
+            let cpu = (
+                per_change(cpu_ms(flagd.pid()).saturating_sub(flagd_cpu)),
+                per_change(cpu_ms(std::process::id()).saturating_sub(own_cpu)),
+            );
             let (p50, p99, max) = percentiles(spread);
             let (rest50, _, _) = percentiles(rest);
             let (o50, o99, _) = percentiles(ofrep);
             println!(
-                "| {n} | {m} | {changes} | {} | {} | {} | {} | {} | {} |",
+                "| {n} | {m} | {changes} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 ms(p50),
                 ms(p99),
                 ms(max),
                 ms(rest50),
                 ms(o50),
-                ms(o99)
+                ms(o99),
+                cpu.0,
+                cpu.1
             );
             drop(clients);
             drop(flagd);

@@ -89,7 +89,7 @@ impl Snapshot {
         problems.sort_by(|a, b| a.path.cmp(&b.path));
         Self {
             version,
-            flags: FlagTable::new(flags),
+            flags: FlagTable::new(flags.into_iter().collect()),
             set_metadata,
             evaluators: Arc::new(evaluators),
             empty_metadata: Map::new(),
@@ -184,7 +184,7 @@ impl Snapshot {
             }
         }
         if !dirty.is_empty() {
-            for f in &self.flags.flags {
+            for f in self.flags.flags.iter() {
                 if !changed.contains(&*f.key) && f.refs.iter().any(|r| dirty.contains(&**r)) {
                     recompile.insert(f.key.to_string(), definition(&f.key)?.clone());
                 }
@@ -213,34 +213,37 @@ impl Snapshot {
         let set = read_isolated(&part).ok()?;
         let (compiled, part_problems) = compile_flags(&set);
 
+        // Chunks shared: replacing a flag copies its chunk, not the list.
         let mut flags = self.flags.flags.clone();
-        let mut reshaped = false;
-        let mut gone = vec![false; flags.len()];
-        for (key, def) in &flag_changes {
-            if def.is_none()
-                && let Some(i) = self.flags.index_of(key)
-            {
-                gone[i] = true;
-                reshaped = true;
-            }
-        }
+        let mut gone: Vec<usize> = flag_changes
+            .iter()
+            .filter(|(_, def)| def.is_none())
+            .filter_map(|(key, _)| self.flags.index_of(key))
+            .collect();
+        let mut added = false;
         for f in compiled {
             match self.flags.index_of(&f.key) {
+                // Never one of `gone`: a key's last change either deletes or defines it.
                 Some(i) => {
-                    flags[i] = f;
-                    gone[i] = false;
+                    flags.set(i, f);
                 }
                 None => {
                     flags.push(f);
-                    reshaped = true;
+                    added = true;
                 }
             }
         }
-        let table = if reshaped || gone.iter().any(|g| *g) {
-            gone.resize(flags.len(), false);
-            let mut keep = gone.iter().map(|g| !g);
-            flags.retain(|_| keep.next().unwrap_or(true));
-            FlagTable::new(flags)
+        let table = if added || !gone.is_empty() {
+            // Keys came or went: the slots are built again (the one O(flags) case).
+            gone.sort_unstable();
+            FlagTable::new(
+                flags
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| gone.binary_search(i).is_err())
+                    .map(|(_, f)| f.clone())
+                    .collect(),
+            )
         } else {
             self.flags.with_flags(flags)
         };
