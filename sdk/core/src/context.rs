@@ -31,7 +31,7 @@ impl Tag {
     }
 
     /// Whether `a` (with this tag) equals `b` (with tag `other`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn same(self, a: &str, other: Self, b: &str) -> bool {
         if self != other {
             return false;
@@ -95,15 +95,26 @@ impl Map {
         self.get_tagged(Tag::of(name), name)
     }
 
-    #[inline]
+    // Inlined into each `var` of a rule, the scan included: over a context's few
+    // attributes it is shorter than the call it would take; a large map's index is
+    // out of line.
+    #[inline(always)]
     pub(crate) fn get_tagged(&self, tag: Tag, name: &str) -> Option<&Value> {
-        if let Some(ix) = &self.index {
-            return ix.get(name).map(|&i| &self.entries[i].2);
+        if self.index.is_some() {
+            return self.get_indexed(name);
         }
-        self.entries
-            .iter()
-            .find(|(t, n, _)| tag.same(name, *t, n))
-            .map(|(_, _, v)| v)
+        for (t, n, v) in &self.entries {
+            if tag.same(name, *t, n) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    #[inline(never)]
+    fn get_indexed(&self, name: &str) -> Option<&Value> {
+        let i = *self.index.as_ref()?.get(name)?;
+        self.entries.get(i).map(|(_, _, v)| v)
     }
 
     fn position(&self, tag: Tag, name: &str) -> Option<usize> {
@@ -376,7 +387,7 @@ impl EvaluationContext {
         self.attributes.get(name)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get_tagged(&self, tag: Tag, name: &str) -> Option<&Value> {
         self.attributes.get_tagged(tag, name)
     }

@@ -245,3 +245,64 @@ fn distribution_over_100k_keys_is_within_one_point() {
         }
     }
 }
+
+/// A bare rollout is decided before the evaluator runs (no evaluation environment);
+/// the same `fractional` inside a rule goes through the whole evaluator. Both must give
+/// every user the same answer, whatever the flag key's length (the hash carries its
+/// last bytes into the targeting key's), for a bucket naming no variant, and without a
+/// targeting key.
+#[test]
+fn a_rollout_decided_before_the_evaluator_matches_the_evaluator() {
+    let buckets = json!([["on", 30], ["off", 50], ["gone", 15], ["mid", 5]]);
+    let variants = json!({"on": "on", "off": "off", "mid": "mid"});
+    let mut flags = serde_json::Map::new();
+    let keys = [
+        "f",
+        "ab",
+        "new",
+        "rollout",
+        "new-checkout",
+        "new-checkout-ü",
+    ];
+    for key in keys {
+        flags.insert(
+            key.to_owned(),
+            json!({"state": "ENABLED", "variants": variants, "defaultVariant": "off",
+                   "targeting": {"fractional": buckets}}),
+        );
+    }
+    let doc = json!({ "flags": flags });
+    let bare = Snapshot::from_json_str(&doc.to_string(), 1).unwrap();
+    for flag in flags.values_mut() {
+        flag["targeting"] = json!({"if": [{"!": false}, {"fractional": buckets}, null]});
+    }
+    let ruled = Snapshot::from_json_str(&json!({ "flags": flags }).to_string(), 1).unwrap();
+    let mut contexts: Vec<EvaluationContext> = (0..3_000)
+        .map(|i| EvaluationContext::new("u".repeat(i % 7) + &format!("{i}")))
+        .collect();
+    contexts.push(EvaluationContext::new(""));
+    contexts.push(EvaluationContext::default());
+    let mut seen = std::collections::BTreeSet::new();
+    for key in keys {
+        for ctx in &contexts {
+            let (a, b) = (bare.evaluate(key, ctx), ruled.evaluate(key, ctx));
+            let tk = ctx.targeting_key();
+            assert_eq!(
+                (a.value, a.variant, a.error_code),
+                (b.value, b.variant, b.error_code),
+                "{key} {tk:?}"
+            );
+            assert_eq!(a.reason, b.reason, "{key} {tk:?}");
+            seen.insert(format!("{}/{:?}", a.variant.unwrap_or("-"), a.reason));
+        }
+    }
+    // Every bucket was hit, the one naming no variant and the missing key included.
+    let want = [
+        "-/Error",
+        "mid/TargetingMatch",
+        "off/Default",
+        "off/TargetingMatch",
+        "on/TargetingMatch",
+    ];
+    assert_eq!(seen.iter().map(String::as_str).collect::<Vec<_>>(), want);
+}

@@ -465,6 +465,11 @@ impl Snapshot {
         if flag.disabled {
             return Decision::Chosen(Reason::Disabled, None);
         }
+        if let Targeting::Split(f) = &flag.targeting
+            && let Some(i) = f.quick_variant(ctx)
+        {
+            return Decision::Chosen(Reason::TargetingMatch, Some(i));
+        }
         let env = Env::new(ctx, &flag.key);
         let outcome = match &flag.targeting {
             Targeting::None => {

@@ -247,6 +247,28 @@ fn pick_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: &Scope<'a, '_>) 
 }
 
 impl Fractional {
+    /// The flag's variant in the common rollout (literal buckets, each naming a variant
+    /// of the flag, on the flag key and a targeting key), or `None` when the whole
+    /// evaluation must decide: no targeting key, a bucket naming no variant, a rule.
+    /// Inlined where a flag's targeting is evaluated, so that a rollout needs no
+    /// evaluation environment and no call of its own.
+    #[inline(always)]
+    pub(crate) fn quick_variant(&self, ctx: &crate::EvaluationContext) -> Option<usize> {
+        let (BucketBy::Default, Some(Ok(fixed)), Some(mut h)) =
+            (&self.bucket_by, &self.fixed, self.flag_key_hash)
+        else {
+            return None;
+        };
+        let tk = ctx.targeting_key().filter(|k| !k.is_empty())?;
+        h.write(tk.as_bytes());
+        match fixed.ends.get(fixed.pick(h.finish()))?.1 {
+            NO_VARIANT => None,
+            v => Some(v as usize),
+        }
+    }
+}
+
+impl Fractional {
     /// Evaluates a `fractional` in result position.
     #[inline]
     pub(crate) fn outcome<'a>(&'a self, env: &Env<'a>) -> Outcome<'a> {
