@@ -60,8 +60,10 @@ pub(crate) async fn put_flag(
     guard_flag(&mut tx, &headers, &key).await?;
     let evaluators = tx.evaluators().await?;
     validate_flag(&key, &def, &evaluators)?;
-    let exists = tx.get(ItemKind::Flag, &key).await?.is_some();
-    tx.put(ItemKind::Flag, &key, Some(def), None).await?;
+    let current = tx.get(ItemKind::Flag, &key).await?;
+    let exists = current.is_some();
+    tx.put_over(ItemKind::Flag, &key, current, Some(def), None)
+        .await?;
     let (kind, action) = if exists {
         (ChangeKind::Update, "flag.update")
     } else {
@@ -93,12 +95,13 @@ pub(crate) async fn delete_flag(
     caller.check(Perm::EditFlags, Some(&env))?;
     let mut tx = s.store.begin_write(&env, if_match(&headers)?).await?;
     guard_flag(&mut tx, &headers, &key).await?;
-    if tx.get(ItemKind::Flag, &key).await?.is_none() {
+    let Some(current) = tx.get(ItemKind::Flag, &key).await? else {
         return Err(ApiError::NotFound(format!(
             "no flag \"{key}\" in \"{env}\""
         )));
-    }
-    tx.put(ItemKind::Flag, &key, None, None).await?;
+    };
+    tx.put_over(ItemKind::Flag, &key, Some(current), None, None)
+        .await?;
     let c = tx
         .commit(
             ChangeKind::Delete,
@@ -123,11 +126,12 @@ pub(crate) async fn put_state(
     let Some(item) = tx.get(ItemKind::Flag, key).await? else {
         return Ok(false);
     };
-    let mut def = item.definition;
+    let mut def = item.definition.clone();
     if let Value::Object(o) = &mut def {
         o.insert("state".into(), Value::String(state.into()));
     }
-    tx.put(ItemKind::Flag, key, Some(def), None).await?;
+    tx.put_over(ItemKind::Flag, key, Some(item), Some(def), None)
+        .await?;
     Ok(true)
 }
 

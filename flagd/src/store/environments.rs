@@ -257,7 +257,9 @@ impl Store {
         let started = std::time::Instant::now();
         let guard = self.write_lock.lock().await;
         let mut tx = self.begin_tx().await?;
-        let e = lock_env(&mut tx, self.backend, env).await?;
+        // One read of the locked row gives the version and the next write's bookkeeping.
+        let row = lock_env_row(&mut tx, self.backend, env).await?;
+        let e = env_of(&row)?;
         if let Some(base) = if_match
             && base != e.version
         {
@@ -269,16 +271,10 @@ impl Store {
                 current_version: Some(e.version),
             });
         }
-        let row = sqlx::query(
-            "SELECT next_position, head_flags, head_bytes FROM environments WHERE key = $1",
-        )
-        .bind(env)
-        .fetch_one(&mut *tx)
-        .await?;
-        let next_position: i64 = row.try_get(0)?;
+        let next_position: i64 = row.try_get("next_position")?;
         let head_size = match (
-            row.try_get::<Option<i64>, _>(1)?,
-            row.try_get::<Option<i64>, _>(2)?,
+            row.try_get::<Option<i64>, _>("head_flags")?,
+            row.try_get::<Option<i64>, _>("head_bytes")?,
         ) {
             (Some(f), Some(b)) => Some((f, b)),
             _ => None,
@@ -407,6 +403,11 @@ impl Store {
 }
 
 pub(super) async fn lock_env(tx: &mut Tx, backend: Backend, env: &str) -> StoreResult<Environment> {
+    env_of(&lock_env_row(tx, backend, env).await?)
+}
+
+/// The environment's whole row, locked for the rest of the transaction.
+async fn lock_env_row(tx: &mut Tx, backend: Backend, env: &str) -> StoreResult<AnyRow> {
     // PostgreSQL: the row lock makes writers of several replicas take turns. SQLite has
     // one writer at a time anyway.
     let sql = match backend {
@@ -414,7 +415,7 @@ pub(super) async fn lock_env(tx: &mut Tx, backend: Backend, env: &str) -> StoreR
         Backend::Sqlite => "SELECT * FROM environments WHERE key = $1",
     };
     match sqlx::query(sql).bind(env).fetch_optional(&mut **tx).await? {
-        Some(r) => env_of(&r),
+        Some(r) => Ok(r),
         None => Err(StoreError::NotFound(format!("no environment \"{env}\""))),
     }
 }

@@ -209,6 +209,20 @@ impl WriteTx<'_> {
         position: Option<i64>,
     ) -> StoreResult<()> {
         let current = self.get(kind, key).await?;
+        self.put_over(kind, key, current, value, position).await
+    }
+
+    /// [`WriteTx::put`] of an item the caller has just read with [`WriteTx::get`]
+    /// (`current`, as read): a kill switch reads the flag to change its state, and the
+    /// same read twice would be one more statement in the responder's commit.
+    pub async fn put_over(
+        &mut self,
+        kind: ItemKind,
+        key: &str,
+        current: Option<Item>,
+        value: Option<Value>,
+        position: Option<i64>,
+    ) -> StoreResult<()> {
         let before = current.as_ref().map(|c| c.definition.clone());
         if before == value {
             return Ok(());

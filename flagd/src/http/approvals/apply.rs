@@ -141,7 +141,8 @@ pub(super) async fn apply(s: &AppState, r: ChangeRequest) -> ApiResult<Response>
             let evaluators = tx.evaluators().await?;
             let mut last = (ChangeKind::Import, "flagset.import", env.clone());
             for (key, def) in &flags {
-                let exists = tx.get(ItemKind::Flag, key).await?.is_some();
+                let current = tx.get(ItemKind::Flag, key).await?;
+                let exists = current.is_some();
                 let def = match def {
                     Value::Null => None,
                     d => {
@@ -154,7 +155,7 @@ pub(super) async fn apply(s: &AppState, r: ChangeRequest) -> ApiResult<Response>
                     (Some(_), true) => (ChangeKind::Update, "flag.update", key.clone()),
                     (Some(_), false) => (ChangeKind::Create, "flag.create", key.clone()),
                 };
-                tx.put(ItemKind::Flag, key, def, None).await?;
+                tx.put_over(ItemKind::Flag, key, current, def, None).await?;
             }
             if flags.len() > 1 {
                 last = (ChangeKind::Import, "flagset.import", env.clone());
