@@ -1,6 +1,7 @@
 //! flagctl's side of the REST API: requests, what their failures mean as exit codes,
 //! and waiting for the fleet of SDK instances to apply a version.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -219,8 +220,45 @@ impl Client {
 
     /// Calls the API. `query` pairs are added to the URL; `if_version` becomes
     /// `If-Match`, `if_flag_version` `If-Flag-Version`; `reason` becomes `X-Change-Reason` (RFC 8187 when not ASCII).
+    ///
+    /// A [`Request::repeatable`] request is sent up to three more times within a second
+    /// when flagd was not reached (refused, reset) or a proxy in front of it answered
+    /// 502, 503 or 504: a replica dying behind a load balancer must not fail a kill
+    /// switch. With `If-Match` or `If-Flag-Version` only a refused connection is
+    /// retried (nothing was sent): an attempt that was committed before its answer was
+    /// lost would make the next one a 409.
     pub async fn call(&self, req: Request<'_>) -> Result<Answer, Failure> {
-        let mut url = self.url(req.path)?;
+        let mut pause = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            let (failure, again) = match self.send(&req).await {
+                Ok(a) => return Ok(a),
+                Err(e) => e,
+            };
+            let again = match again {
+                Again::Never => false,
+                Again::Always => true,
+                Again::Unguarded => req.if_version.is_none() && req.if_flag_version.is_none(),
+            };
+            if !req.repeatable || !again || attempt == ATTEMPTS {
+                return Err(failure);
+            }
+            // A responder sees why the command takes a moment longer.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "flagctl: {}; sending it again in {} ms",
+                failure.describe(),
+                pause.as_millis()
+            );
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt of [`Client::call`]; a failure says whether another may be made.
+    async fn send(&self, req: &Request<'_>) -> Result<Answer, (Failure, Again)> {
+        let mut url = self.url(req.path).map_err(|f| (f, Again::Never))?;
         if !req.query.is_empty() {
             url.query_pairs_mut().extend_pairs(req.query);
         }
@@ -237,19 +275,25 @@ impl Client {
         if let Some(reason) = req.reason_header {
             r = r.header("x-change-reason", header_reason(reason));
         }
-        if let Some(body) = req.body {
+        if let Some(body) = &req.body {
             r = r
                 .header(header::CONTENT_TYPE, "application/json")
-                .body(body);
+                .body(body.clone());
         }
-        let resp = r.send().await.map_err(|e| unreachable(&url, &e))?;
+        let resp = r
+            .send()
+            .await
+            .map_err(|e| (unreachable(&url, &e), Again::after(&e)))?;
         let status = resp.status();
         let version = resp
             .headers()
             .get("x-flag-set-version")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let bytes = resp.bytes().await.map_err(|e| unreachable(&url, &e))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| (unreachable(&url, &e), Again::after(&e)))?;
         let body = if bytes.is_empty() {
             Value::Null
         } else {
@@ -260,7 +304,7 @@ impl Client {
             return Ok(Answer { body, version });
         }
         let text = |p: &str| body.pointer(p).and_then(Value::as_str).map(str::to_owned);
-        Err(Failure::Api {
+        let failure = Failure::Api {
             status,
             code: text("/error/code").unwrap_or_else(|| status.as_str().to_owned()),
             message: text("/error/message").unwrap_or_else(|| {
@@ -270,7 +314,14 @@ impl Client {
                 )
             }),
             body,
-        })
+        };
+        let again = match status.as_u16() {
+            // What a proxy answers for a replica that died or is restarting, and flagd
+            // for a store fault (with Retry-After): nothing was committed.
+            502..=504 => Again::Unguarded,
+            _ => Again::Never,
+        };
+        Err((failure, again))
     }
 
     /// Polls the fleet view until every SDK instance has applied `version` (the head
@@ -358,6 +409,35 @@ fn unreachable(url: &Url, e: &reqwest::Error) -> Failure {
     Failure::Unreachable(format!("cannot reach flagd at {url}: {why}"))
 }
 
+/// How many times a [`Request::repeatable`] request is sent at most: after 100, 200 and
+/// 400 ms, within a second of the first answer.
+const ATTEMPTS: u32 = 4;
+
+/// Whether a failed attempt may be made again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Again {
+    /// flagd answered (or the time ran out): the answer stands.
+    Never,
+    /// No connection was made: nothing was sent.
+    Always,
+    /// Sent, but lost on the way or refused by a proxy: again only when the request
+    /// holds no precondition a committed first attempt would fail.
+    Unguarded,
+}
+
+impl Again {
+    fn after(e: &reqwest::Error) -> Self {
+        if e.is_timeout() {
+            // --request-timeout is the responder's bound; repeating would multiply it.
+            Self::Never
+        } else if e.is_connect() {
+            Self::Always
+        } else {
+            Self::Unguarded
+        }
+    }
+}
+
 /// RFC 8187 for a reason that is not plain ASCII, as flagd reads it.
 fn header_reason(reason: &str) -> String {
     if reason.bytes().all(|b| (0x20..0x7f).contains(&b)) {
@@ -384,6 +464,7 @@ pub struct Request<'a> {
     if_version: Option<u64>,
     if_flag_version: Option<u64>,
     reason_header: Option<&'a str>,
+    repeatable: bool,
 }
 
 impl<'a> Request<'a> {
@@ -402,6 +483,7 @@ impl<'a> Request<'a> {
             if_version: None,
             if_flag_version: None,
             reason_header: None,
+            repeatable: false,
         }
     }
 
@@ -432,6 +514,14 @@ impl<'a> Request<'a> {
     /// Refused with 409 unless the flag was last changed by version `v`.
     pub fn if_flag_version(mut self, v: Option<u64>) -> Self {
         self.if_flag_version = v;
+        self
+    }
+
+    /// Safe to send twice: the change sets a state rather than adding one (a kill
+    /// switch, enabling a flag), so a second sending after a lost answer leaves what
+    /// the first did. [`Client::call`] then rides out a replica dying behind a proxy.
+    pub fn repeatable(mut self) -> Self {
+        self.repeatable = true;
         self
     }
 

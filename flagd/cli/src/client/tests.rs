@@ -200,3 +200,114 @@ fn providers_that_cannot_acknowledge_converge_only_when_allowed() {
             .converged()
     );
 }
+
+/// A proxy on loopback that answers each connection with the next of `answers` (status
+/// and body), then closes it; counts the requests it was sent.
+fn proxy(
+    answers: Vec<(u16, &'static str)>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for (status, body) in answers {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            // The whole request: headers, then the Content-Length bytes of body.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = s.read(&mut buf).unwrap_or(0);
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if req.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+    (url, seen)
+}
+
+fn client_of(url: &str) -> Client {
+    Client::new(&Connection {
+        url: url.into(),
+        token: None,
+        environment: Some("production".into()),
+        ca_cert: None,
+        request_timeout: Duration::from_secs(5),
+    })
+    .unwrap()
+}
+
+const DISABLE: [&str; 5] = ["environments", "production", "flags", "f", "disable"];
+const DONE: &str = r#"{"environment":"production","version":7,"changed":true}"#;
+
+/// A kill switch through a load balancer whose replica just died: the 502s are ridden
+/// out and the answer is the one the next replica gave.
+#[tokio::test]
+async fn a_kill_switch_is_sent_again_after_a_proxy_s_502() {
+    let (url, seen) = proxy(vec![(502, "bad gateway"), (503, "{}"), (200, DONE)]);
+    let req = Request::new(Method::POST, &DISABLE)
+        .json(&serde_json::json!({"reason": "r"}))
+        .repeatable();
+    let a = client_of(&url).call(req).await.unwrap();
+    assert_eq!(a.body["version"], 7);
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// Not repeatable, or guarded by If-Match (a lost commit would make the next attempt a
+/// 409), or refused by flagd itself: one request, its answer as it is.
+#[tokio::test]
+async fn other_failures_are_answered_at_once() {
+    let cases: [(u16, bool, Option<u64>); 3] =
+        [(502, false, None), (502, true, Some(6)), (422, true, None)];
+    for (status, repeatable, if_version) in cases {
+        let (url, seen) = proxy(vec![(status, "{}"), (200, DONE)]);
+        let mut req = Request::new(Method::POST, &DISABLE)
+            .json(&serde_json::json!({"reason": "r"}))
+            .if_version(if_version);
+        if repeatable {
+            req = req.repeatable();
+        }
+        let e = client_of(&url).call(req).await.unwrap_err();
+        assert!(
+            matches!(&e, Failure::Api { status: s, .. } if s.as_u16() == status),
+            "{status} {repeatable} {if_version:?}: {e:?}"
+        );
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{status}"
+        );
+    }
+}
+
+/// Every attempt failing: the last failure after four attempts, not a hang.
+#[tokio::test]
+async fn a_proxy_that_keeps_failing_fails_the_call_after_four_attempts() {
+    let (url, seen) = proxy(vec![(504, "{}"); 6]);
+    let req = Request::new(Method::POST, &DISABLE).repeatable();
+    let e = client_of(&url).call(req).await.unwrap_err();
+    assert_eq!(e.exit_code(), exit::UNREACHABLE);
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 4);
+}

@@ -265,7 +265,10 @@ async fn head(client: &Client, env: &str) -> Result<u64, Failure> {
 async fn toggle(client: &Client, out: &Out, a: ToggleArgs, action: &str) -> Done {
     let env = client.environment()?;
     let path = ["environments", env, "flags", &a.flag, action];
-    let req = Request::new(Method::POST, &path).json(&json!({"reason": a.reason}));
+    // Setting a state: sent again if a replica dies under it (see `Request::repeatable`).
+    let req = Request::new(Method::POST, &path)
+        .json(&json!({"reason": a.reason}))
+        .repeatable();
     out.change(client, env, req, &a.write).await
 }
 
