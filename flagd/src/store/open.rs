@@ -86,6 +86,9 @@ impl Store {
             opts = opts.after_connect(move |conn, _| {
                 let seen = seen.clone();
                 Box::pin(async move {
+                    // Looked at before the pragmas too: the nearer the open, the
+                    // smaller the window for a fix to land between it and the look.
+                    let suspect = seen.as_ref().is_some_and(|s| s.suspect());
                     // WAL lets readers run during a write; FULL sync keeps every
                     // acknowledged write across a power cut.
                     sqlx::query("PRAGMA journal_mode = WAL")
@@ -101,7 +104,7 @@ impl Store {
                         .execute(&mut *conn)
                         .await?;
                     match seen {
-                        Some(seen) => seen.note_open(conn).await,
+                        Some(seen) => seen.note_open(conn, suspect).await,
                         None => Ok(()),
                     }
                 })
@@ -381,6 +384,27 @@ impl Store {
 /// the -wal and -shm files the database's own mode, so making only the database
 /// writable again is not enough).
 fn unwritable_files(path: &std::path::Path) -> Option<String> {
+    let found = unwritable_files_now(path);
+    if found.is_some() {
+        LAST_UNWRITABLE_MS.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+    found
+}
+
+/// When this process last found a SQLite file it could not write (milliseconds since
+/// the Unix epoch; 0: never).
+static LAST_UNWRITABLE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How long after that a new connection is still taken for possibly read-only.
+const UNWRITABLE_GRACE_MS: u64 = 2_000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn unwritable_files_now(path: &std::path::Path) -> Option<String> {
     let mut names = vec![path.to_path_buf()];
     for suffix in ["-wal", "-shm"] {
         let mut p = path.to_path_buf().into_os_string();
@@ -426,9 +450,23 @@ impl ReadOnlyConnections {
         }
     }
 
-    /// A connection was just opened: marks it if it is read-only.
-    async fn note_open(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    /// Whether a connection opened now may be read-only: the file is unwritable, or was
+    /// found so moments ago. The permissions are read after SQLite opened the file, so a
+    /// file made writable in between would leave a read-only connection unmarked (CI
+    /// saw the first write after a fix refused so); marking a writable connection costs
+    /// only its reopening.
+    fn suspect(&self) -> bool {
         if unwritable_files(&self.path).is_some() {
+            return true;
+        }
+        let last = LAST_UNWRITABLE_MS.load(std::sync::atomic::Ordering::Relaxed);
+        last != 0 && now_ms().saturating_sub(last) < UNWRITABLE_GRACE_MS
+    }
+
+    /// A connection was just opened (`suspect`: [`Self::suspect`] before its set-up):
+    /// marks it if it may be read-only.
+    async fn note_open(&self, conn: &mut AnyConnection, suspect: bool) -> Result<(), sqlx::Error> {
+        if suspect || self.suspect() {
             sqlx::query(&format!(
                 "CREATE TEMP TABLE IF NOT EXISTS {} (x)",
                 Self::MARK
