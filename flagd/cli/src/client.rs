@@ -320,8 +320,9 @@ impl Client {
             body,
         };
         let again = match status.as_u16() {
-            // What a proxy answers for a replica that died or is restarting, and flagd
-            // for a store fault (with Retry-After): nothing was committed.
+            // What a proxy answers for a replica that died or is restarting (which may
+            // have committed before it died), and flagd for a store fault (with
+            // Retry-After): sent again only without a precondition, as a lost answer.
             502..=504 => Again::Unguarded,
             _ => Again::Never,
         };

@@ -183,9 +183,8 @@ fn pick_fractional<'a>(f: &'a Fractional, env: &Env<'a>, scope: &Scope<'a, '_>) 
         let Some(tk) = env.ctx.targeting_key().filter(|k| !k.is_empty()) else {
             return Pick::Value(Val::Null);
         };
-        let mut h = f.flag_key_hash.unwrap_or_else(|| key_hash(env.flag_key));
-        h.write(tk.as_bytes());
-        return Pick::Fixed(fixed, fixed.pick(h.finish()));
+        let h = f.flag_key_hash.unwrap_or_else(|| key_hash(env.flag_key));
+        return Pick::Fixed(fixed, fixed.pick_for(h, tk));
     }
     // Decide what is hashed: an explicit string, or the flag key and the targeting key.
     let mut dynamic_first: Option<Val<'a>> = None;
@@ -254,14 +253,13 @@ impl Fractional {
     /// evaluation environment and no call of its own.
     #[inline(always)]
     pub(crate) fn quick_variant(&self, ctx: &crate::EvaluationContext) -> Option<usize> {
-        let (BucketBy::Default, Some(Ok(fixed)), Some(mut h)) =
+        let (BucketBy::Default, Some(Ok(fixed)), Some(h)) =
             (&self.bucket_by, &self.fixed, self.flag_key_hash)
         else {
             return None;
         };
         let tk = ctx.targeting_key().filter(|k| !k.is_empty())?;
-        h.write(tk.as_bytes());
-        match fixed.ends.get(fixed.pick(h.finish()))?.1 {
+        match fixed.ends.get(fixed.pick_for(h, tk))?.1 {
             NO_VARIANT => None,
             v => Some(v as usize),
         }
@@ -316,6 +314,14 @@ impl StaticBuckets {
             self.ends.iter().map(|e| e.0),
             bucket::bucket(hash, self.total),
         )
+    }
+
+    /// The bucket of the default bucketing value: the flag key (`flag_key`, its hash
+    /// state) followed by the targeting key.
+    #[inline(always)]
+    fn pick_for(&self, mut flag_key: Murmur3, targeting_key: &str) -> usize {
+        flag_key.write(targeting_key.as_bytes());
+        self.pick(flag_key.finish())
     }
 }
 
