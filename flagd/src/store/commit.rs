@@ -138,45 +138,51 @@ impl WriteTx<'_> {
         flags.sort();
         flags.dedup();
         let at = now_ms();
-        sqlx::query("INSERT INTO versions (env, version, kind, author, reason, created_at, changed, reverted_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(&env)
-            .bind(v)
-            .bind(kind.as_str())
-            .bind(actor)
-            .bind(reason.map(str::to_owned))
-            .bind(at)
-            .bind(serde_json::to_string(&flags).map_err(|e| StoreError::Internal(e.into()))?)
-            .bind(reverted_to.map(to_i64))
-            .execute(&mut *self.tx)
-            .await?;
+        // The version's rows, the head's bookkeeping and the audit entry need no answer:
+        // one batch, which also commits when nothing else is to be written.
+        let mut rows = Batch::new();
+        rows.push(
+            "INSERT INTO versions (env, version, kind, author, reason, created_at, changed, reverted_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            vec![
+                (&env).into(),
+                v.into(),
+                kind.as_str().into(),
+                actor.into(),
+                reason.into(),
+                at.into(),
+                serde_json::to_string(&flags)
+                    .map_err(|e| StoreError::Internal(e.into()))?
+                    .into(),
+                reverted_to.map(to_i64).into(),
+            ],
+        );
         // The flags' history rows come from the version's own list of changed flags, in
         // the store: one statement whatever their number, nothing bound per flag.
         let each = match self.backend {
             Backend::Sqlite => "json_each(v.changed) j",
             Backend::Postgres => "jsonb_array_elements_text(v.changed::jsonb) j(value)",
         };
-        sqlx::query(&format!(
-            "INSERT INTO version_flags (env, flag_key, version) SELECT v.env, j.value, v.version \
-             FROM versions v, {each} WHERE v.env = $1 AND v.version = $2"
-        ))
-        .bind(&env)
-        .bind(v)
-        .execute(&mut *self.tx)
-        .await?;
+        rows.push(
+            format!(
+                "INSERT INTO version_flags (env, flag_key, version) SELECT v.env, j.value, v.version \
+                 FROM versions v, {each} WHERE v.env = $1 AND v.version = $2"
+            ),
+            vec![(&env).into(), v.into()],
+        );
         let (head_flags, head_bytes) = self.new_head_size(kind).await?;
-        sqlx::query("UPDATE environments SET head_version = $1, next_position = $2, head_flags = $3, head_bytes = $4 WHERE key = $5")
-            .bind(v)
-            .bind(self.next_position)
-            .bind(head_flags)
-            .bind(head_bytes)
-            .bind(&env)
-            .execute(&mut *self.tx)
-            .await?;
-        // One audit entry per change; a single-item change records the item itself,
-        // a many-item change (import, revert) records what changed per item.
-        // A single-item change records the item before and after; a many-item change
-        // (import, revert) records each changed item, up to a hundred, and beyond that
-        // the versions, whose full contents stay readable.
+        rows.push(
+            "UPDATE environments SET head_version = $1, next_position = $2, head_flags = $3, head_bytes = $4 WHERE key = $5",
+            vec![
+                v.into(),
+                self.next_position.into(),
+                head_flags.into(),
+                head_bytes.into(),
+                (&env).into(),
+            ],
+        );
+        // One audit entry per change. A single-item change records the item before and
+        // after; a many-item change (import, revert) records each changed item, up to a
+        // hundred, and beyond that the versions, whose full contents stay readable.
         let (before, after) = if matches!(kind, ChangeKind::Toggle | ChangeKind::AutoDisable)
             && self.changes.len() == 1
         {
@@ -211,8 +217,8 @@ impl WriteTx<'_> {
                 Some(serde_json::json!({"version": to_u64(v), "changedItems": self.changes.len()})),
             )
         };
-        audit(
-            &mut self.tx,
+        push_audit(
+            &mut rows,
             &AuditRecord {
                 actor: actor.into(),
                 action: action.into(),
@@ -223,27 +229,42 @@ impl WriteTx<'_> {
                 after,
             },
             Some(to_u64(v)),
-        )
-        .await?;
-        self.write_alert(v, actor).await?;
-        let glass = break_glass.then(|| (actor, action, target, reason.unwrap_or_default()));
-        self.write_approval(Some(v), glass).await?;
-        if self.plan.is_some() {
-            self.write_plan(Some(v), actor, reason).await?;
-        } else if matches!(
-            kind,
-            ChangeKind::Toggle
-                | ChangeKind::Rollout
-                | ChangeKind::Revert
-                | ChangeKind::Undo
-                | ChangeKind::Delete
-                | ChangeKind::AutoDisable
-                | ChangeKind::AutoRevert
-        ) {
-            self.pause_plans_of(&flags, v, actor, kind).await?;
+        );
+        let pausing = self.plan.is_none()
+            && self.running_plans
+            && matches!(
+                kind,
+                ChangeKind::Toggle
+                    | ChangeKind::Rollout
+                    | ChangeKind::Revert
+                    | ChangeKind::Undo
+                    | ChangeKind::Delete
+                    | ChangeKind::AutoDisable
+                    | ChangeKind::AutoRevert
+            );
+        // What else this change writes reads answers of its own (an alert's episode,
+        // an approved request, a plan's move, a scheduled change): the batch goes first.
+        if self.alert.is_some()
+            || break_glass
+            || self.request.is_some()
+            || self.plan.is_some()
+            || pausing
+            || self.schedule.is_some()
+        {
+            std::mem::take(&mut rows)
+                .run(&mut self.tx, self.backend)
+                .await?;
+            self.write_alert(v, actor).await?;
+            let glass = break_glass.then(|| (actor, action, target, reason.unwrap_or_default()));
+            self.write_approval(Some(v), glass).await?;
+            if self.plan.is_some() {
+                self.write_plan(Some(v), actor, reason).await?;
+            } else if pausing {
+                self.pause_plans_of(&flags, v, actor, kind).await?;
+            }
+            self.write_schedule(Some(v)).await?;
         }
-        self.write_schedule(Some(v)).await?;
-        self.tx.commit().await?;
+        self.tx.commit_after(rows).await?;
         if let Some(o) = &self.observer {
             o.observe("write", self.started.elapsed());
         }

@@ -257,8 +257,17 @@ impl Store {
         let started = std::time::Instant::now();
         let guard = self.write_lock.lock().await;
         let mut tx = self.begin_tx().await?;
-        // One read of the locked row gives the version and the next write's bookkeeping.
-        let row = lock_env_row(&mut tx, self.backend, env).await?;
+        // One read of the locked row gives the version, the next write's bookkeeping,
+        // the head's line and whether a plan may need pausing.
+        let sql = match self.backend {
+            Backend::Postgres => format!("{WRITE_LOCK_SQL} FOR UPDATE OF e"),
+            Backend::Sqlite => WRITE_LOCK_SQL.to_owned(),
+        };
+        let row = sqlx::query(&sql)
+            .bind(env)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no environment \"{env}\"")))?;
         let e = env_of(&row)?;
         if let Some(base) = if_match
             && base != e.version
@@ -279,7 +288,17 @@ impl Store {
             (Some(f), Some(b)) => Some((f, b)),
             _ => None,
         };
-        let line = line_at(&mut tx, env, to_i64(e.version)).await?;
+        let line = Line {
+            id: row.try_get::<Option<i64>, _>("line_id")?.unwrap_or(0),
+            base: match (
+                row.try_get::<Option<i64>, _>("line_base_line")?,
+                row.try_get::<Option<i64>, _>("line_base")?,
+            ) {
+                (Some(l), Some(b)) => Some((l, b)),
+                _ => None,
+            },
+        };
+        let running_plans = row.try_get::<i64, _>("running_plans")? != 0;
         Ok(WriteTx {
             _guard: guard,
             started,
@@ -299,6 +318,7 @@ impl Store {
             schedule: None,
             request: None,
             undoes: None,
+            running_plans,
         })
     }
 
@@ -405,6 +425,16 @@ impl Store {
 pub(super) async fn lock_env(tx: &mut Tx, backend: Backend, env: &str) -> StoreResult<Environment> {
     env_of(&lock_env_row(tx, backend, env).await?)
 }
+
+/// What a write reads first: the environment's row (locked for the rest of the
+/// transaction on PostgreSQL with `FOR UPDATE OF e`), the line of its head version as
+/// [`line_at`] finds it, and whether any of its release plans is running.
+const WRITE_LOCK_SQL: &str = "SELECT e.*, l.line AS line_id, l.base_line AS line_base_line, \
+     l.base AS line_base, CAST(CASE WHEN EXISTS (SELECT 1 FROM release_plans p \
+     WHERE p.env = e.key AND p.state = 'running') THEN 1 ELSE 0 END AS BIGINT) AS running_plans \
+     FROM environments e LEFT JOIN lines l ON l.env = e.key AND l.line = \
+     (SELECT MAX(m.line) FROM lines m WHERE m.env = e.key AND m.line <= e.head_version) \
+     WHERE e.key = $1";
 
 /// The environment's whole row, locked for the rest of the transaction.
 async fn lock_env_row(tx: &mut Tx, backend: Backend, env: &str) -> StoreResult<AnyRow> {

@@ -20,6 +20,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 mod alerts;
 mod approvals;
+mod batch;
 mod commit;
 mod environments;
 pub mod error;
@@ -57,6 +58,7 @@ pub use write::{Committed, WriteTx};
 
 // The parts of the store share their helpers (row mapping, the audit entry, the
 // transaction) inside the module; only what is `pub` leaves it.
+use batch::*;
 use environments::*;
 use lines::*;
 use tx::*;

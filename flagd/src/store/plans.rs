@@ -509,6 +509,9 @@ impl WriteTx<'_> {
         actor: &str,
         kind: ChangeKind,
     ) -> StoreResult<()> {
+        if !self.running_plans {
+            return Ok(());
+        }
         let rows = sqlx::query(
             "SELECT id, flag_key, step, next_at FROM release_plans WHERE env = $1 AND state = 'running'",
         )

@@ -11,6 +11,7 @@ use super::*;
 pub(crate) struct Tx {
     conn: sqlx::pool::PoolConnection<Any>,
     open: bool,
+    backend: Backend,
 }
 
 impl Tx {
@@ -27,7 +28,11 @@ impl Tx {
             conn.close_on_drop();
             return Err(e);
         }
-        Ok(Self { conn, open: true })
+        Ok(Self {
+            conn,
+            open: true,
+            backend,
+        })
     }
 
     /// Rolls back; the connection goes back to the pool only when that worked.
@@ -37,9 +42,21 @@ impl Tx {
         Ok(())
     }
 
+    pub(super) fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// Commits; only an `Ok` means the write is durable.
-    pub(super) async fn commit(mut self) -> Result<(), sqlx::Error> {
-        match sqlx::query("COMMIT").execute(&mut *self.conn).await {
+    pub(super) async fn commit(self) -> StoreResult<()> {
+        self.commit_after(Batch::new()).await
+    }
+
+    /// Runs `last` (writes needing no answer), then commits: on SQLite in one hand-off
+    /// to the connection's thread. Only an `Ok` means the write is durable; when a
+    /// statement of `last` fails, nothing is committed.
+    pub(super) async fn commit_after(mut self, mut last: Batch) -> StoreResult<()> {
+        last.push("COMMIT", Vec::new());
+        match last.run(&mut self.conn, self.backend).await {
             Ok(_) => {
                 self.open = false;
                 Ok(())

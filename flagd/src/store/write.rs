@@ -4,20 +4,29 @@
 use super::*;
 
 pub(super) async fn audit(tx: &mut Tx, r: &AuditRecord, version: Option<u64>) -> StoreResult<()> {
+    let backend = tx.backend();
+    let mut b = Batch::new();
+    push_audit(&mut b, r, version);
+    b.run(tx, backend).await
+}
+
+/// [`audit`] as one statement of a batch.
+pub(super) fn push_audit(b: &mut Batch, r: &AuditRecord, version: Option<u64>) {
     let js = |v: &Option<Value>| v.as_ref().map(Value::to_string);
-    sqlx::query("INSERT INTO audit (at, actor, action, env, target, reason, before, after, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-        .bind(now_ms())
-        .bind(&r.actor)
-        .bind(&r.action)
-        .bind(r.env.clone())
-        .bind(&r.target)
-        .bind(r.reason.clone())
-        .bind(js(&r.before))
-        .bind(js(&r.after))
-        .bind(version.map(to_i64))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    b.push(
+        "INSERT INTO audit (at, actor, action, env, target, reason, before, after, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        vec![
+            now_ms().into(),
+            (&r.actor).into(),
+            (&r.action).into(),
+            r.env.clone().into(),
+            (&r.target).into(),
+            r.reason.clone().into(),
+            js(&r.before).into(),
+            js(&r.after).into(),
+            version.map(to_i64).into(),
+        ],
+    );
 }
 
 /// Up to this many changed items, the audit entry records each item before and after.
@@ -61,6 +70,9 @@ pub struct WriteTx<'s> {
     pub(super) request: Option<(String, u64)>,
     /// The version this change undoes ([`WriteTx::undoing`]).
     pub(super) undoes: Option<u64>,
+    /// A release plan of the environment was running when the write began (nothing
+    /// else starts one while the write holds the environment).
+    pub(super) running_plans: bool,
 }
 
 impl Committed {
@@ -230,16 +242,20 @@ impl WriteTx<'_> {
         let v = self.new_version();
         // A line with a base may hold a row without a definition for an item it
         // deleted; an item it inherits has no row of the line to close.
+        // Closing the current row and inserting the new one need no answer: one batch.
+        let mut writes = Batch::new();
         if current.is_some() || self.line.base.is_some() {
-            sqlx::query("UPDATE revisions SET valid_to = $1 WHERE env = $2 AND line = $6 AND kind = $3 AND key = $4 AND valid_to = $5")
-                .bind(v)
-                .bind(&self.env.key)
-                .bind(kind_str(kind))
-                .bind(key)
-                .bind(OPEN)
-                .bind(self.line.id)
-                .execute(&mut *self.tx)
-                .await?;
+            writes.push(
+                "UPDATE revisions SET valid_to = $1 WHERE env = $2 AND line = $6 AND kind = $3 AND key = $4 AND valid_to = $5",
+                vec![
+                    v.into(),
+                    (&self.env.key).into(),
+                    kind_str(kind).into(),
+                    key.into(),
+                    OPEN.into(),
+                    self.line.id.into(),
+                ],
+            );
         }
         // A deletion in a line with a base is a row without a definition, so that the
         // base's row of the item is not current again.
@@ -252,18 +268,21 @@ impl WriteTx<'_> {
                     self.next_position - 1
                 }
             };
-            sqlx::query("INSERT INTO revisions (env, line, kind, key, valid_from, valid_to, position, definition) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-                .bind(&self.env.key)
-                .bind(self.line.id)
-                .bind(kind_str(kind))
-                .bind(key)
-                .bind(v)
-                .bind(OPEN)
-                .bind(position)
-                .bind(value.as_ref().map(Value::to_string))
-                .execute(&mut *self.tx)
-                .await?;
+            writes.push(
+                "INSERT INTO revisions (env, line, kind, key, valid_from, valid_to, position, definition) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                vec![
+                    (&self.env.key).into(),
+                    self.line.id.into(),
+                    kind_str(kind).into(),
+                    key.into(),
+                    v.into(),
+                    OPEN.into(),
+                    position.into(),
+                    value.as_ref().map(Value::to_string).into(),
+                ],
+            );
         }
+        writes.run(&mut self.tx, self.backend).await?;
         self.changes.push((kind, key.to_owned(), before, value));
         Ok(())
     }
