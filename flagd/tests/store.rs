@@ -768,19 +768,23 @@ async fn a_reason_over_the_limit_is_invalid(b: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `Notifier::refused` (what the Alertmanager receiver calls): one durable message for
-/// each channel of the environment sent `refused`, none for the others.
-async fn refused_actions_are_queued_for_subscribed_channels(b: Backend) -> anyhow::Result<()> {
-    use flagd::store::ChannelFields;
-    let f = Fixture::open(&b).await?;
-    let channel = |events: &[&str]| ChannelFields {
-        name: Some(format!("c-{}", events.join("-"))),
+/// A Slack channel named `name` asking for `events`.
+fn slack_channel(name: &str, events: &[&str]) -> flagd::store::ChannelFields {
+    flagd::store::ChannelFields {
+        name: Some(name.to_owned()),
         kind: Some("slack".into()),
         url: Some("https://hooks.example.com/services/x".into()),
         secret: None,
         events: Some(events.iter().map(|e| (*e).to_owned()).collect()),
         converge_timeout: Some(std::time::Duration::from_secs(30)),
-    };
+    }
+}
+
+/// `Notifier::refused` (what the Alertmanager receiver calls): one durable message for
+/// each channel of the environment sent `refused`, none for the others.
+async fn refused_actions_are_queued_for_subscribed_channels(b: Backend) -> anyhow::Result<()> {
+    let f = Fixture::open(&b).await?;
+    let channel = |events: &[&str]| slack_channel(&format!("c-{}", events.join("-")), events);
     let wants = f
         .store
         .create_channel(ACTOR, "c1", ENV, &channel(&["refused", "kill-switch"]))
@@ -824,16 +828,9 @@ async fn refused_actions_are_queued_for_subscribed_channels(b: Backend) -> anyho
 /// it could: it sent at once past the backoff, then could not record its attempt under
 /// the number taken, and the message stayed pending to be sent again).
 async fn a_message_attempted_since_it_was_read_is_not_claimed(b: Backend) -> anyhow::Result<()> {
-    use flagd::store::{AttemptOutcome, ChannelFields};
+    use flagd::store::AttemptOutcome;
     let f = Fixture::open(&b).await?;
-    let fields = ChannelFields {
-        name: Some("c".into()),
-        kind: Some("slack".into()),
-        url: Some("https://hooks.example.com/services/x".into()),
-        secret: None,
-        events: Some(vec!["refused".into()]),
-        converge_timeout: Some(std::time::Duration::from_secs(30)),
-    };
+    let fields = slack_channel("c", &["refused"]);
     f.store.create_channel(ACTOR, "c1", ENV, &fields).await?;
     let mut n = 0;
     let queued = f
@@ -916,6 +913,86 @@ async fn a_channel_moves_past_a_version_once(b: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The notifier skips its reads on each commit while this says idle: only with no
+/// channel and nothing in the outbox to send or watch.
+async fn notifications_are_idle_only_without_channels_or_messages(
+    b: Backend,
+) -> anyhow::Result<()> {
+    let f = Fixture::open(&b).await?;
+    assert!(f.store.notifications_idle().await?, "a new store");
+    f.write(&[("a", Some(json!({"state": "ENABLED"})))]).await?;
+    assert!(f.store.notifications_idle().await?, "versions alone");
+    f.store
+        .create_channel(ACTOR, "c1", ENV, &slack_channel("c", &["refused"]))
+        .await?;
+    assert!(!f.store.notifications_idle().await?, "a channel");
+    let mut n = 0;
+    f.store
+        .enqueue(ENV, "refused", &json!({"title": "t"}), || {
+            n += 1;
+            Ok(format!("m{n}"))
+        })
+        .await?;
+    // Deleting the channel fails its pending message: nothing is left to send.
+    f.store.delete_channel(ACTOR, ENV, "c1").await?;
+    assert!(f.store.notifications_idle().await?, "a deleted channel");
+    Ok(())
+}
+
+/// An idle notifier skips the commits it hears, but its poll still runs however fast
+/// they come: a channel made through another replica (no wake-up here) is found, and
+/// the change after it announced.
+async fn an_idle_notifier_still_polls_through_a_stream_of_commits(
+    b: Backend,
+) -> anyhow::Result<()> {
+    let f = Fixture::open(&b).await?;
+    let hub = Arc::new(flagd::hub::Hub::new(
+        f.store.clone(),
+        Arc::new(flagd::metrics::Metrics::new()),
+        std::time::Duration::from_secs(15),
+        std::time::Duration::from_secs(600),
+    ));
+    let notifier = Arc::new(flagd::notify::Notifier::new(
+        f.store.clone(),
+        hub,
+        flagd::notify::Options {
+            poll_interval: std::time::Duration::from_millis(200),
+            ..flagd::notify::Options::default()
+        },
+    )?);
+    let first = Arc::new(f.write(&[("a", Some(json!({"state": "ENABLED"})))]).await?);
+    let (bus, heard) = tokio::sync::broadcast::channel(16);
+    let running = tokio::spawn(notifier.run(heard));
+    // Commits heard every 20 ms, ten times as often as the poll.
+    let stream = tokio::spawn(async move {
+        loop {
+            let _ = bus.send(first.clone());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    f.store
+        .create_channel(ACTOR, "c1", ENV, &slack_channel("c", &["change"]))
+        .await?;
+    f.write(&[("a", Some(json!({"state": "DISABLED"})))])
+        .await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut found = Vec::new();
+    while found.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        found = f.store.deliveries(ENV, "c1", None, 10).await?;
+    }
+    stream.abort();
+    running.abort();
+    assert_eq!(
+        found.len(),
+        1,
+        "the change after the channel was made: {found:?}"
+    );
+    assert_eq!(found[0].event, "change");
+    Ok(())
+}
+
 const TESTS: &[(&str, BackendTest)] = &[
     ("a_channel_moves_past_a_version_once", |b| {
         Box::pin(a_channel_moves_past_a_version_once(b))
@@ -954,6 +1031,14 @@ const TESTS: &[(&str, BackendTest)] = &[
     ("a_reason_over_the_limit_is_invalid", |b| {
         Box::pin(a_reason_over_the_limit_is_invalid(b))
     }),
+    (
+        "notifications_are_idle_only_without_channels_or_messages",
+        |b| Box::pin(notifications_are_idle_only_without_channels_or_messages(b)),
+    ),
+    (
+        "an_idle_notifier_still_polls_through_a_stream_of_commits",
+        |b| Box::pin(an_idle_notifier_still_polls_through_a_stream_of_commits(b)),
+    ),
 ];
 
 fn main() {

@@ -176,6 +176,7 @@ pub(crate) async fn create_channel(
             },
         )
         .await?;
+    s.notifier.poke();
     Ok((StatusCode::CREATED, Json(json!({"channel": info}))).into_response())
 }
 

@@ -98,6 +98,14 @@ pub struct Notifier {
     local: Mutex<Local>,
 }
 
+/// What one look at the store found.
+enum Look {
+    /// No channel and nothing in the outbox: nothing to do.
+    Idle,
+    /// Channels or messages, each looked at.
+    Busy,
+}
+
 /// The result of one attempt, before it is recorded.
 struct Tried {
     outcome: AttemptOutcome,
@@ -166,35 +174,58 @@ impl Notifier {
         let mut failing = false;
         loop {
             let result = self.look().await;
+            // With no channel and nothing in the outbox, a commit has no one to tell:
+            // the commits that follow wait for the poll (or a new channel's wake-up)
+            // instead of costing three reads each.
+            let idle = matches!(result, Ok(Look::Idle));
             match result {
                 Err(e) if !failing => {
                     failing = true;
                     tracing::warn!(error = %e, "notifications: cannot read or write the outbox; retrying");
                 }
-                Ok(()) if failing => {
+                Ok(_) if failing => {
                     failing = false;
                     tracing::info!("notifications: the outbox is reachable again");
                 }
                 _ => {}
             }
-            tokio::select! {
-                () = tokio::time::sleep(self.options.poll_interval) => {}
-                () = self.wake.notified() => {}
-                r = changes.recv() => {
-                    if matches!(r, Err(broadcast::error::RecvError::Closed)) {
-                        // No more commits from here; keep polling the store.
-                        changes = broadcast::channel(1).1;
+            // One timer for the whole wait: commits arriving while idle do not put the
+            // poll off.
+            let poll = tokio::time::sleep(self.options.poll_interval);
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    () = &mut poll => break,
+                    () = self.wake.notified() => break,
+                    r = changes.recv() => {
+                        if matches!(r, Err(broadcast::error::RecvError::Closed)) {
+                            // No more commits from here; keep polling the store.
+                            changes = broadcast::channel(1).1;
+                        }
+                        if !idle {
+                            break;
+                        }
                     }
+                    _ = closing.changed() => return,
                 }
-                _ = closing.changed() => return,
             }
         }
     }
 
-    async fn look(self: &Arc<Self>) -> StoreResult<()> {
+    /// Looks at once: a channel was made, whose first change should not wait for the
+    /// poll.
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    async fn look(self: &Arc<Self>) -> StoreResult<Look> {
+        if self.store.notifications_idle().await? {
+            return Ok(Look::Idle);
+        }
         self.scan().await?;
         self.watch().await?;
-        self.send_due().await
+        self.send_due().await?;
+        Ok(Look::Busy)
     }
 
     fn paced(

@@ -3,6 +3,20 @@
 use super::*;
 
 impl Store {
+    /// No channel exists and the outbox holds nothing to send or watch: one read, so
+    /// that an idle notifier costs a commit nothing more.
+    pub async fn notifications_idle(&self) -> StoreResult<bool> {
+        let mut conn = self.read().await?;
+        let row = sqlx::query(
+            "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM notify_channels WHERE deleted_at IS NULL) \
+             OR EXISTS (SELECT 1 FROM notify_outbox WHERE status IN ('pending', 'watching')) \
+             THEN 0 ELSE 1 END AS BIGINT)",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(row.try_get::<i64, _>(0)? == 1)
+    }
+
     /// Channels whose environment has versions they have not been considered for, with
     /// the environment's head.
     pub async fn channels_behind(&self) -> StoreResult<Vec<(ChannelTarget, u64)>> {
