@@ -275,6 +275,18 @@ async fn a_kill_switch_is_sent_again_after_a_proxy_s_502() {
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
+/// A revert is sent again the same way: its second attempt, after a first that
+/// committed, finds the set at the version's content already and changes nothing.
+#[tokio::test]
+async fn a_revert_is_sent_again_after_a_proxy_s_502() {
+    let (url, seen) = proxy(vec![(502, "bad gateway"), (200, DONE)]);
+    let path = crate::online::revert_path("production");
+    let req = crate::online::revert_request(&path, 3, "bad release", false);
+    let a = client_of(&url).call(req).await.unwrap();
+    assert_eq!(a.body["version"], 7);
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
 /// Not repeatable, or guarded by If-Match (a lost commit would make the next attempt a
 /// 409), or refused by flagd itself: one request, its answer as it is.
 #[tokio::test]

@@ -109,14 +109,9 @@ pub(super) async fn run(cmd: super::Command, client: &Client, out: &Out) -> Done
                     "version 0 is the empty flag set: reverting to it removes every flag; add --empty to confirm".into(),
                 ));
             }
-            out.change(
-                client,
-                env,
-                Request::new(Method::POST, &["environments", env, "revert"])
-                    .json(&json!({"version": a.to, "reason": a.reason, "empty": a.empty})),
-                &a.write,
-            )
-            .await
+            let path = revert_path(env);
+            let req = revert_request(&path, a.to, &a.reason, a.empty);
+            out.change(client, env, req, &a.write).await
         }
         C::Undo(a) => {
             let env = client.environment()?;
@@ -260,6 +255,25 @@ async fn head(client: &Client, env: &str) -> Result<u64, Failure> {
         .get("version")
         .and_then(Value::as_u64)
         .ok_or_else(|| Failure::Failed("flagd's answer has no version".into()))
+}
+
+/// The path of an environment's reverts.
+pub(crate) fn revert_path(env: &str) -> [&str; 3] {
+    ["environments", env, "revert"]
+}
+
+/// `POST …/revert` (at `path`, [`revert_path`]) to version `to`. Sent again if a replica dies under it, like a
+/// kill switch (see `Request::repeatable`): a revert whose first attempt committed finds
+/// the set already at `to`'s content, and changes nothing.
+pub(crate) fn revert_request<'a>(
+    path: &'a [&'a str; 3],
+    to: u64,
+    reason: &str,
+    empty: bool,
+) -> Request<'a> {
+    Request::new(Method::POST, path)
+        .json(&json!({"version": to, "reason": reason, "empty": empty}))
+        .repeatable()
 }
 
 async fn toggle(client: &Client, out: &Out, a: ToggleArgs, action: &str) -> Done {
