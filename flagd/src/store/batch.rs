@@ -213,6 +213,35 @@ mod tests {
         assert_eq!(rows(&pool).await, vec![(3, Some("z".into()))]);
     }
 
+    /// The BEGIN and the first read in one hand-off: the row read, and after a read
+    /// that fails the connection is not left in its transaction (the store's one
+    /// write lock would be held, or the next BEGIN refused).
+    #[tokio::test]
+    async fn a_transaction_begun_with_its_first_read_reads_or_lets_go() {
+        let (_dir, pool) = sqlite().await;
+        insert_and_commit(&pool, &[(1, Some("x"))]).await.unwrap();
+        let conn = pool.acquire().await.unwrap();
+        let (tx, row) =
+            Tx::begin_reading(conn, Backend::Sqlite, "SELECT b FROM t WHERE a = $1", "1")
+                .await
+                .unwrap();
+        assert_eq!(row.map(|r| r.get::<String, _>(0)), Some("x".to_owned()));
+        tx.commit().await.unwrap();
+        for _ in 0..3 {
+            let conn = pool.acquire().await.unwrap();
+            let failed = Tx::begin_reading(
+                conn,
+                Backend::Sqlite,
+                "SELECT * FROM missing WHERE a = $1",
+                "1",
+            )
+            .await;
+            assert!(failed.is_err());
+        }
+        insert_and_commit(&pool, &[(2, None)]).await.unwrap();
+        assert_eq!(rows(&pool).await, vec![(1, Some("x".into())), (2, None)]);
+    }
+
     #[test]
     fn parameters_are_numbered_through_the_batch() {
         let mut b = Batch::new();

@@ -256,18 +256,14 @@ impl Store {
     pub async fn begin_write(&self, env: &str, if_match: Option<u64>) -> StoreResult<WriteTx<'_>> {
         let started = std::time::Instant::now();
         let guard = self.write_lock.lock().await;
-        let mut tx = self.begin_tx().await?;
         // One read of the locked row gives the version, the next write's bookkeeping,
-        // the head's line and whether a plan may need pausing.
+        // the head's line and whether a plan may need pausing (on SQLite with the BEGIN).
         let sql = match self.backend {
             Backend::Postgres => format!("{WRITE_LOCK_SQL} FOR UPDATE OF e"),
             Backend::Sqlite => WRITE_LOCK_SQL.to_owned(),
         };
-        let row = sqlx::query(&sql)
-            .bind(env)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no environment \"{env}\"")))?;
+        let (tx, row) = self.begin_tx_reading(&sql, env).await?;
+        let row = row.ok_or_else(|| StoreError::NotFound(format!("no environment \"{env}\"")))?;
         let e = env_of(&row)?;
         if let Some(base) = if_match
             && base != e.version

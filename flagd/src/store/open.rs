@@ -303,6 +303,17 @@ impl Store {
         Ok(Tx::begin(conn, self.backend).await?)
     }
 
+    /// [`Store::begin_tx`] and the transaction's first read ([`Tx::begin_reading`]).
+    pub(super) async fn begin_tx_reading(
+        &self,
+        sql: &str,
+        arg: &str,
+    ) -> StoreResult<(Tx, Option<AnyRow>)> {
+        self.check_file()?;
+        let conn = self.acquire().await?;
+        Tx::begin_reading(conn, self.backend, sql, arg).await
+    }
+
     /// Whether the store answers, takes writes (SQLite: its file is still the one
     /// opened) and every migration is applied.
     pub async fn ready(&self) -> anyhow::Result<()> {

@@ -35,6 +35,47 @@ impl Tx {
         })
     }
 
+    /// Begins, then reads the transaction's first row: `sql` with `$1` bound to `arg`.
+    /// On SQLite the `BEGIN IMMEDIATE` and the read go in one hand-off to the
+    /// connection's thread. A failure of either closes the connection, as in
+    /// [`Tx::begin`].
+    pub(super) async fn begin_reading(
+        conn: sqlx::pool::PoolConnection<Any>,
+        backend: Backend,
+        sql: &str,
+        arg: &str,
+    ) -> StoreResult<(Self, Option<AnyRow>)> {
+        match backend {
+            Backend::Sqlite => {
+                // Open from the start: a read failing after the BEGIN took effect must
+                // not return the connection to the pool inside the transaction.
+                let mut tx = Self {
+                    conn,
+                    open: true,
+                    backend,
+                };
+                let text = format!("BEGIN IMMEDIATE;\n{sql}");
+                // Not `fetch_optional`: through `Any` it takes the first result only,
+                // which is the BEGIN's.
+                let row = sqlx::query(&text)
+                    .bind(arg)
+                    .fetch_all(&mut *tx.conn)
+                    .await?
+                    .into_iter()
+                    .next();
+                Ok((tx, row))
+            }
+            Backend::Postgres => {
+                let mut tx = Self::begin(conn, backend).await?;
+                let row = sqlx::query(sql)
+                    .bind(arg)
+                    .fetch_optional(&mut *tx.conn)
+                    .await?;
+                Ok((tx, row))
+            }
+        }
+    }
+
     /// Rolls back; the connection goes back to the pool only when that worked.
     pub(super) async fn rollback(mut self) -> Result<(), sqlx::Error> {
         sqlx::query("ROLLBACK").execute(&mut *self.conn).await?;
