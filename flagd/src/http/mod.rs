@@ -189,7 +189,7 @@ pub fn router(
             state.clone(),
             metrics::track,
         ))
-        .layer(axum::middleware::from_fn(ui::security_headers))
+        .layer(tower::util::MapResponseLayer::new(ui::security_headers))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state))
 }
