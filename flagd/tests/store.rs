@@ -970,6 +970,9 @@ async fn an_idle_notifier_still_polls_through_a_stream_of_commits(
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     });
+    // Past the notifier's first look, which finds the store idle: only then are the
+    // commits it hears skipped, the case this test is about. (Nothing is asserted on
+    // time; were the look late, the test would pass without exercising that case.)
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     f.store
         .create_channel(ACTOR, "c1", ENV, &slack_channel("c", &["change"]))

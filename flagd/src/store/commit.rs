@@ -242,8 +242,10 @@ impl WriteTx<'_> {
                     | ChangeKind::AutoDisable
                     | ChangeKind::AutoRevert
             );
-        // What else this change writes reads answers of its own (an alert's episode,
-        // an approved request, a plan's move, a scheduled change): the batch goes first.
+        // What else this change writes needs answers of its own (an alert's episode, an
+        // approved request, a plan's move, a scheduled change) and comes after the
+        // version it names: then the batch goes first. Each write below does nothing
+        // when it has nothing to write, so this decides only when the batch is sent.
         if self.alert.is_some()
             || break_glass
             || self.request.is_some()
@@ -254,16 +256,16 @@ impl WriteTx<'_> {
             std::mem::take(&mut rows)
                 .run(&mut self.tx, self.backend)
                 .await?;
-            self.write_alert(v, actor).await?;
-            let glass = break_glass.then(|| (actor, action, target, reason.unwrap_or_default()));
-            self.write_approval(Some(v), glass).await?;
-            if self.plan.is_some() {
-                self.write_plan(Some(v), actor, reason).await?;
-            } else if pausing {
-                self.pause_plans_of(&flags, v, actor, kind).await?;
-            }
-            self.write_schedule(Some(v)).await?;
         }
+        self.write_alert(v, actor).await?;
+        let glass = break_glass.then(|| (actor, action, target, reason.unwrap_or_default()));
+        self.write_approval(Some(v), glass).await?;
+        if self.plan.is_some() {
+            self.write_plan(Some(v), actor, reason).await?;
+        } else if pausing {
+            self.pause_plans_of(&flags, v, actor, kind).await?;
+        }
+        self.write_schedule(Some(v)).await?;
         self.tx.commit_after(rows).await?;
         if let Some(o) = &self.observer {
             o.observe("write", self.started.elapsed());

@@ -284,16 +284,7 @@ impl Store {
             (Some(f), Some(b)) => Some((f, b)),
             _ => None,
         };
-        let line = Line {
-            id: row.try_get::<Option<i64>, _>("line_id")?.unwrap_or(0),
-            base: match (
-                row.try_get::<Option<i64>, _>("line_base_line")?,
-                row.try_get::<Option<i64>, _>("line_base")?,
-            ) {
-                (Some(l), Some(b)) => Some((l, b)),
-                _ => None,
-            },
-        };
+        let line = line_of(&row, ["line_id", "line_base_line", "line_base"])?;
         let running_plans = row.try_get::<i64, _>("running_plans")? != 0;
         Ok(WriteTx {
             _guard: guard,

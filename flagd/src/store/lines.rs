@@ -38,18 +38,24 @@ pub(super) async fn line_at(conn: &mut AnyConnection, env: &str, v: i64) -> Stor
     .bind(v)
     .fetch_optional(conn)
     .await?;
-    let Some(r) = row else {
-        return Ok(Line { id: 0, base: None });
-    };
+    match row {
+        Some(r) => line_of(&r, ["line", "base_line", "base"]),
+        None => Ok(Line { id: 0, base: None }),
+    }
+}
+
+/// The line in a row's columns `[line, base_line, base]` (a line absent from a
+/// left join, all three NULL, is the original line 0).
+pub(super) fn line_of(r: &AnyRow, [line, base_line, base]: [&str; 3]) -> StoreResult<Line> {
     let base = match (
-        r.try_get::<Option<i64>, _>("base_line")?,
-        r.try_get::<Option<i64>, _>("base")?,
+        r.try_get::<Option<i64>, _>(base_line)?,
+        r.try_get::<Option<i64>, _>(base)?,
     ) {
         (Some(l), Some(b)) => Some((l, b)),
         _ => None,
     };
     Ok(Line {
-        id: r.try_get("line")?,
+        id: r.try_get::<Option<i64>, _>(line)?.unwrap_or(0),
         base,
     })
 }
