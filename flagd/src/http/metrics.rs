@@ -1,11 +1,17 @@
 //! `/metrics`, and the middleware that counts and times every request.
 
+use crate::metrics::Metrics;
 use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
+use tower::{Layer, Service};
 
 /// The method as a label: the standard ones, and one value for any other (a client may
 /// send any token as a method).
@@ -25,19 +31,85 @@ pub(crate) fn method_label(m: &axum::http::Method) -> &'static str {
     }
 }
 
-/// Counts and times every request by its route pattern (never the raw path).
-pub(super) async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    // Both are cheap clones (a shared string; a method without allocation).
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = method_label(req.method());
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    let elapsed = start.elapsed().as_secs_f64();
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    s.hub
-        .metrics
-        .observe_request(route, method, resp.status().as_u16(), elapsed);
-    resp
+/// Counts and times every request by its route pattern (never the raw path): a layer of
+/// its own rather than `axum::middleware::from_fn`, which boxes the rest of the route and
+/// its future on every request, remote evaluations included.
+#[derive(Clone)]
+pub(super) struct Track(pub(super) Arc<Metrics>);
+
+impl<S> Layer<S> for Track {
+    type Service = Tracked<S>;
+
+    fn layer(&self, inner: S) -> Tracked<S> {
+        Tracked {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+/// A route counted and timed by [`Track`].
+#[derive(Clone)]
+pub(super) struct Tracked<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Service<Request> for Tracked<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Timed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Timed<S::Future> {
+        // Both are cheap clones (a shared string; a method without allocation).
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let method = method_label(req.method());
+        Timed {
+            inner: self.inner.call(req),
+            metrics: Some(self.metrics.clone()),
+            route,
+            method,
+            start: Instant::now(),
+        }
+    }
+}
+
+/// A route's answer, counted with its status and time once it is ready.
+pub(super) struct Timed<F> {
+    inner: F,
+    /// Taken when the answer is counted: a future polled again after it is ready counts
+    /// nothing twice.
+    metrics: Option<Arc<Metrics>>,
+    route: Option<MatchedPath>,
+    method: &'static str,
+    start: Instant,
+}
+
+impl<F> Future for Timed<F>
+where
+    F: Future<Output = Result<Response, Infallible>> + Unpin,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Poll::Ready(Ok(resp)) = Pin::new(&mut self.inner).poll(cx) else {
+            return Poll::Pending;
+        };
+        if let Some(metrics) = self.metrics.take() {
+            let elapsed = self.start.elapsed().as_secs_f64();
+            let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            metrics.observe_request(route, self.method, resp.status().as_u16(), elapsed);
+        }
+        Poll::Ready(Ok(resp))
+    }
 }
 
 /// `GET /metrics`.

@@ -185,10 +185,7 @@ pub fn router(
             // costs every evaluation a clone and a header map.
             None => ofrep::routes(),
         })
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
+        .route_layer(metrics::Track(state.hub.metrics.clone()))
         .layer(tower::util::MapResponseLayer::new(ui::security_headers))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state))
