@@ -331,13 +331,13 @@ pub async fn run(
         Some(o) => Some(Arc::new(crate::people::oidc::Oidc::new(o.clone())?)),
         None => None,
     };
-    let state = AppState {
+    let state = AppState::new(crate::state::Parts {
         store: store.clone(),
         hub: hub.clone(),
         notifier,
         planner,
         oidc,
-    };
+    });
     // The gRPC services stop when the hub closes its streams (below, on shutdown).
     let grpc = options.grpc.clone().map(|g| {
         let serving = crate::grpc::serve(g, state.clone(), hub.closing());

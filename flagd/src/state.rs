@@ -5,9 +5,30 @@ use std::sync::Arc;
 
 use crate::store::Store;
 
-/// Shared state of every handler.
+/// Shared state of every handler: one reference-counted [`Parts`], so that the clones
+/// axum makes per request (the route's, the `State` extractor's) cost one atomic count
+/// each, not one per part, counts both cores otherwise pass back and forth under load.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Parts>);
+
+impl AppState {
+    /// The state made of these parts.
+    pub fn new(parts: Parts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub struct Parts {
     /// The store.
     pub store: Arc<Store>,
     /// Live push to SDKs.
