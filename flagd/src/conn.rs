@@ -18,7 +18,7 @@
 //! 10 s header timeout no keep-alive connection could stay idle for more than 10 s (a
 //! probe against hyper 1.12 closed silent, partial-header and idle keep-alive
 //! connections alike at exactly the header timeout). Here the two are separate, and
-//! hyper's timer is kept only as a backstop at their sum.
+//! hyper has no timer at all.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,7 +32,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -56,11 +56,9 @@ const AWAITING_HEAD: u64 = 1 << 63;
 
 /// What one connection is doing, shared by its socket, its requests and its task.
 ///
-/// It changes only while hyper's connection is polled, in the connection's own task:
-/// HTTP/1.1 polls the handler's future and the response body there, and reads through
-/// [`Io`] there (after an upgrade the socket moves to the websocket's task, but then
-/// this connection's task has ended). So the task reads the deadline right after each
-/// poll of hyper, and no change can go unseen: no wake-ups are needed.
+/// The connection's task reads the deadline only when its timer fires (see
+/// [`connection`]): a change needs no wake-up, since it can only set a deadline at or
+/// after the one the timer is armed for.
 #[derive(Debug)]
 struct Conn {
     /// Requests whose response has not been written to the end yet: the handler's future,
@@ -342,12 +340,9 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(
         limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
-    let mut http = hyper::server::conn::http1::Builder::new();
-    // hyper's own header timer (see the module's comment) as a backstop: our timers
-    // close a connection sooner in every case, so this fires only if they failed.
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read + limits.idle);
-    let http = Arc::new(http);
+    // No timer for hyper: its header timer (see the module's comment) would be one more
+    // allocation and timer entry per request, and ours close a connection sooner.
+    let http = Arc::new(hyper::server::conn::http1::Builder::new());
     // Each connection's task holds a receiver: `true` asks it to finish; the sender's
     // `closed()` tells when every task has ended.
     let (stop, _) = watch::channel(false);
@@ -444,28 +439,35 @@ async fn connection(
         .serve_connection(TokioIo::new(io), handler)
         .with_upgrades();
     tokio::pin!(served);
-    let timer = tokio::time::sleep(limits.header_read);
+    // The timer is not moved with every request (a keep-alive connection serving
+    // thousands a second would reset it twice per request). It is armed no later than
+    // `quantum` from when it is armed, and every deadline is at least `quantum` after the
+    // change that sets it, so it can only fire early: then the current deadline is read
+    // and the timer armed again, at that deadline or one quantum on, whichever is sooner.
+    let quantum = limits
+        .header_read
+        .min(limits.idle)
+        .max(Duration::from_millis(1));
+    let arm_at = |now: Instant| match conn.deadline(&limits) {
+        Some(d) => d.min(now + quantum),
+        None => now + quantum,
+    };
+    let timer = tokio::time::sleep_until(arm_at(Instant::now()));
     tokio::pin!(timer);
     let stopped = stop.changed();
     tokio::pin!(stopped);
-    let mut armed = None;
     let mut stopping = false;
     loop {
         let event = std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = served.as_mut().poll(cx) {
                 return Poll::Ready(Event::Ended(r));
             }
-            // Everything that moves the deadline happened in that poll (see `Conn`).
-            let deadline = conn.deadline(&limits);
-            if deadline != armed {
-                if let Some(d) = deadline {
-                    timer.as_mut().reset(d);
+            while timer.as_mut().poll(cx).is_ready() {
+                let now = Instant::now();
+                if conn.deadline(&limits).is_some_and(|d| d <= now) {
+                    return Poll::Ready(Event::TimedOut);
                 }
-                armed = deadline;
-            }
-            // Set to the current deadline: if it has passed, the connection is expired.
-            if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Event::TimedOut);
+                timer.as_mut().reset(arm_at(now));
             }
             if !stopping && stopped.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Stop);
