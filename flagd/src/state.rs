@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use crate::store::Store;
 
-/// Shared state of every handler: one reference-counted [`Parts`], so that the clones
-/// axum makes per request (the route's, the `State` extractor's) cost one atomic count
-/// each, not one per part, counts both cores otherwise pass back and forth under load.
+/// Shared state of every handler: one reference-counted [`Parts`]. axum clones the state
+/// at least twice per request (the route's handler, the `State` extractor); each clone
+/// is then one shared count taken and dropped, not one per part, on cache lines both
+/// cores write under load.
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<Parts>);
 

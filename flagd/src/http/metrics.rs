@@ -74,7 +74,7 @@ where
         let method = method_label(req.method());
         Timed {
             inner: self.inner.call(req),
-            metrics: Some(self.metrics.clone()),
+            metrics: self.metrics.clone(),
             route,
             method,
             start: Instant::now(),
@@ -85,9 +85,7 @@ where
 /// A route's answer, counted with its status and time once it is ready.
 pub(super) struct Timed<F> {
     inner: F,
-    /// Taken when the answer is counted: a future polled again after it is ready counts
-    /// nothing twice.
-    metrics: Option<Arc<Metrics>>,
+    metrics: Arc<Metrics>,
     route: Option<MatchedPath>,
     method: &'static str,
     start: Instant,
@@ -103,11 +101,10 @@ where
         let Poll::Ready(Ok(resp)) = Pin::new(&mut self.inner).poll(cx) else {
             return Poll::Pending;
         };
-        if let Some(metrics) = self.metrics.take() {
-            let elapsed = self.start.elapsed().as_secs_f64();
-            let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
-            metrics.observe_request(route, self.method, resp.status().as_u16(), elapsed);
-        }
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        self.metrics
+            .observe_request(route, self.method, resp.status().as_u16(), elapsed);
         Poll::Ready(Ok(resp))
     }
 }
