@@ -55,6 +55,14 @@ pub(crate) async fn scripted_session(b: Backend) -> anyhow::Result<()> {
     hello(&mut ws, "i-1", None).await?;
     assert_eq!(next(&mut ws).await?["version"], 1);
     ack(&mut ws, 1).await?;
+    // An ack counts only while its version is the head: flagd must have read this one
+    // before the next change, or (under a loaded machine) it arrives superseded.
+    let env = r#"environment="production""#;
+    until(
+        &s,
+        &[(format!("flagd_commit_to_ack_seconds_count{{{env}}}"), 1.0)],
+    )
+    .await?;
     s.post(
         &format!("{P}/flags/a/disable"),
         json!({"reason": "incident"}),
@@ -100,7 +108,6 @@ pub(crate) async fn scripted_session(b: Backend) -> anyhow::Result<()> {
         .await?;
     assert_eq!(missing.status(), 404);
 
-    let env = r#"environment="production""#;
     let want = vec![
         (format!("flagd_flag_set_version{{{env}}}"), 4.0),
         (format!("flagd_sdk_instances{{{env}}}"), 1.0),
