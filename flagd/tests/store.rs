@@ -643,6 +643,70 @@ async fn a_large_revert_lists_what_it_changed_and_keeps_the_size(b: Backend) -> 
     Ok(())
 }
 
+/// Replaces [`ENV`]'s flags with `n` flags serving `variant`, in one change.
+async fn import(store: &Store, n: usize, variant: &str) -> anyhow::Result<Committed> {
+    let mut tx = store.begin_write(ENV, None).await?;
+    let head = tx.head().await?;
+    let batch = (0..n)
+        .map(|i| {
+            (
+                ItemKind::Flag,
+                format!("f{i:05}"),
+                Some(flag(variant)),
+                None,
+            )
+        })
+        .collect();
+    tx.apply(&head, batch).await?;
+    Ok(tx
+        .commit(ChangeKind::Update, ACTOR, None, "flagset.import", ENV, None)
+        .await?)
+}
+
+/// PostgreSQL plans from statistics that autovacuum refreshes about once a minute, so an
+/// environment just imported is, to the planner, a few rows: a revert right after a
+/// large import (a bad release rolled back) was planned as a sort spilled to disk.
+/// After a write that inserts many rows, the store refreshes the statistics itself (in
+/// the background): `ANALYZE` runs, as `pg_stat_user_tables.analyze_count` counts
+/// (autovacuum's own runs are counted apart), and the planner then knows the
+/// environment's rows. SQLite plans without statistics, and gets none.
+async fn a_large_write_refreshes_the_planner_statistics(b: Backend) -> anyhow::Result<()> {
+    use sqlx::{Connection, Row};
+    let f = Fixture::open(&b).await?;
+    let mut conn = sqlx::AnyConnection::connect(&f.url).await?;
+    let analyzed = async |conn: &mut sqlx::AnyConnection| -> anyhow::Result<i64> {
+        let row = sqlx::query(
+            "SELECT CAST(analyze_count AS BIGINT) FROM pg_stat_user_tables WHERE relname = 'revisions'",
+        )
+        .fetch_one(conn)
+        .await?;
+        Ok(row.try_get(0)?)
+    };
+    assert_eq!(analyzed(&mut conn).await?, 0, "before any write");
+    import(&f.store, 1_200, "on").await?;
+    // The refresh runs after the commit: wait for it (a stuck one fails here).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while analyzed(&mut conn).await? < 1 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no ANALYZE of revisions after an import of 1,200 flags"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // What the planner now expects of the environment's rows.
+    let row = sqlx::query(
+        "SELECT CAST(most_common_vals AS TEXT) FROM pg_stats WHERE tablename = 'revisions' AND attname = 'env'",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    let common: String = row.try_get(0)?;
+    assert!(
+        common.contains(ENV),
+        "the statistics know the environment's rows: {common}"
+    );
+    Ok(())
+}
+
 /// The `CommitListener` of `StoreOptions::listener` hears every commit that changed
 /// something exactly once, in version order per environment, concurrent writers
 /// included. A commit that changes nothing answers `changed == false` on the head
@@ -1046,6 +1110,12 @@ const TESTS: &[(&str, BackendTest)] = &[
     ),
 ];
 
+/// On PostgreSQL alone (what they test does not exist on SQLite).
+const POSTGRES_ONLY: &[(&str, BackendTest)] =
+    &[("a_large_write_refreshes_the_planner_statistics", |b| {
+        Box::pin(a_large_write_refreshes_the_planner_statistics(b))
+    })];
+
 fn main() {
-    flagd_harness::run_trials(TESTS, &[])
+    flagd_harness::run_trials(TESTS, &[], POSTGRES_ONLY)
 }

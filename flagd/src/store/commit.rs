@@ -270,6 +270,9 @@ impl WriteTx<'_> {
         if let Some(o) = &self.observer {
             o.observe("write", self.started.elapsed());
         }
+        if let Some(s) = &self.statistics {
+            s.after_write(self.rows_written);
+        }
         let changes = (!self.keys_only).then(|| {
             std::mem::take(&mut self.changes)
                 .into_iter()

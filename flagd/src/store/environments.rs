@@ -306,6 +306,8 @@ impl Store {
             request: None,
             undoes: None,
             running_plans,
+            statistics: self.statistics.clone(),
+            rows_written: 0,
         })
     }
 

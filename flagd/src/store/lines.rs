@@ -424,7 +424,7 @@ impl WriteTx<'_> {
         let total = count_at(&mut self.tx, &self.env.key, (target, n, At::Version), None).await?;
         let insert = "INSERT INTO revisions (env, line, kind, key, valid_from, valid_to, position, definition)";
         if own * 2 <= total {
-            sqlx::query(&format!(
+            let copied = sqlx::query(&format!(
                 "{insert} SELECT env, $4, kind, key, $4, {OPEN}, position, definition FROM revisions \
                  WHERE env = $1 AND line = $2 AND valid_to > $3 AND valid_from <= $3"
             ))
@@ -434,6 +434,7 @@ impl WriteTx<'_> {
             .bind(v)
             .execute(&mut *self.tx)
             .await?;
+            self.rows_written += copied.rows_affected();
             return Ok(Line {
                 id: v,
                 base: Some(base),
@@ -448,10 +449,11 @@ impl WriteTx<'_> {
         let sql = format!(
             "{insert} SELECT $1, $6, c.kind, c.key, $6, {OPEN}, c.position, c.definition FROM ({source}) c"
         );
-        query_at(&sql, &self.env.key, target, n)
+        let copied = query_at(&sql, &self.env.key, target, n)
             .bind(v)
             .execute(&mut *self.tx)
             .await?;
+        self.rows_written += copied.rows_affected();
         Ok(Line { id: v, base: None })
     }
 }

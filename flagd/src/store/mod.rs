@@ -33,6 +33,7 @@ mod plans;
 mod records;
 mod reviews;
 mod schedules;
+mod statistics;
 mod tokens;
 mod triggers;
 mod tx;
@@ -189,6 +190,8 @@ pub struct Store {
     /// Set while the store is known unreachable: writes probe it with one direct
     /// connection first, so a responder gets a 503 at once rather than after the timeout.
     unreachable: std::sync::atomic::AtomicBool,
+    /// PostgreSQL: the planner's statistics, refreshed after large writes.
+    statistics: Option<std::sync::Arc<statistics::Statistics>>,
 }
 
 /// Where the store reports how long its operations take: flagd's metrics implement it,

@@ -157,9 +157,12 @@ impl Store {
             Some(f) => Some((f.clone(), file_id(f)?.0, file_id(f)?.1)),
             None => None,
         };
+        let statistics = (backend == Backend::Postgres)
+            .then(|| statistics::Statistics::new(pool.clone(), options.observer.clone()));
         Ok(Self {
             pool,
             backend,
+            statistics,
             write_lock: Mutex::new(()),
             identity: tokio::sync::OnceCell::new(),
             _lock: lock,

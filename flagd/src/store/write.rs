@@ -73,6 +73,10 @@ pub struct WriteTx<'s> {
     /// A release plan of the environment was running when the write began (nothing
     /// else starts one while the write holds the environment).
     pub(super) running_plans: bool,
+    /// PostgreSQL: refreshed after a commit of many items.
+    pub(super) statistics: Option<std::sync::Arc<super::statistics::Statistics>>,
+    /// The rows of `revisions` this change inserted.
+    pub(super) rows_written: u64,
 }
 
 impl Committed {
@@ -281,6 +285,7 @@ impl WriteTx<'_> {
                     value.as_ref().map(Value::to_string).into(),
                 ],
             );
+            self.rows_written += 1;
         }
         writes.run(&mut self.tx, self.backend).await?;
         self.changes.push((kind, key.to_owned(), before, value));
@@ -400,7 +405,7 @@ impl WriteTx<'_> {
                     .bind(*position)
                     .bind(def.clone());
             }
-            q.execute(&mut *self.tx).await?;
+            self.rows_written += q.execute(&mut *self.tx).await?.rows_affected();
         }
         Ok(())
     }

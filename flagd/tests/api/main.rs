@@ -179,5 +179,5 @@ const SQLITE_ONLY: &[(&str, TestFn)] = &[
 ];
 
 fn main() {
-    flagd_harness::run_trials(BOTH, SQLITE_ONLY)
+    flagd_harness::run_trials(BOTH, SQLITE_ONLY, &[])
 }

@@ -59,31 +59,42 @@ fn run_test(test: BackendTest, backend: Backend) -> Result<(), Failed> {
 }
 
 /// The `main` of a test binary whose tests run on both stores: each of `both` as
-/// `sqlite::NAME` and `postgres::NAME`, each of `sqlite_only` as `sqlite::NAME`, with
+/// `sqlite::NAME` and `postgres::NAME`, each of `sqlite_only` as `sqlite::NAME`, each of
+/// `postgres_only` as `postgres::NAME`, with
 /// libtest's command line (filters, `--list`, `--test-threads`). PostgreSQL starts once
 /// ([`Postgres::start_or_skip`]: the `postgres::` tests are ignored where it is not
 /// installed, except under CI) and is stopped, its directory removed, before the
 /// process exits with the result.
-pub fn run_trials(both: &[(&str, BackendTest)], sqlite_only: &[(&str, BackendTest)]) -> ! {
+pub fn run_trials(
+    both: &[(&str, BackendTest)],
+    sqlite_only: &[(&str, BackendTest)],
+    postgres_only: &[(&str, BackendTest)],
+) -> ! {
     let args = Arguments::from_args();
     let pg = Postgres::start_or_skip("the postgres:: tests are ignored").map(Arc::new);
     let mut trials = Vec::new();
-    for &(name, test) in both {
-        trials.push(Trial::test(format!("sqlite::{name}"), move || {
-            run_test(test, Backend::Sqlite)
-        }));
+    let on_postgres = |name: &str, test: BackendTest| {
         let missing = pg.is_none();
         let pg = pg.clone();
         let trial = Trial::test(format!("postgres::{name}"), move || match pg {
             Some(pg) => run_test(test, Backend::Postgres(pg)),
             None => Ok(()),
         });
-        trials.push(trial.with_ignored_flag(missing));
+        trial.with_ignored_flag(missing)
+    };
+    for &(name, test) in both {
+        trials.push(Trial::test(format!("sqlite::{name}"), move || {
+            run_test(test, Backend::Sqlite)
+        }));
+        trials.push(on_postgres(name, test));
     }
     for &(name, test) in sqlite_only {
         trials.push(Trial::test(format!("sqlite::{name}"), move || {
             run_test(test, Backend::Sqlite)
         }));
+    }
+    for &(name, test) in postgres_only {
+        trials.push(on_postgres(name, test));
     }
     let conclusion = libtest_mimic::run(&args, trials);
     if let Some(pg) = pg {
