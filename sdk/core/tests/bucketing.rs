@@ -276,7 +276,15 @@ fn a_rollout_decided_before_the_evaluator_matches_the_evaluator() {
     for flag in flags.values_mut() {
         flag["targeting"] = json!({"if": [{"!": false}, {"fractional": buckets}, null]});
     }
+    // A rule's branch takes the same quick path as a bare rollout; a rollout shared
+    // through `$evaluators` has no precomputed flag-key hash and takes the evaluator's
+    // general path, so all three must agree.
     let ruled = Snapshot::from_json_str(&json!({ "flags": flags }).to_string(), 1).unwrap();
+    for flag in flags.values_mut() {
+        flag["targeting"] = json!({"if": [{"!": true}, null, {"$ref": "roll"}]});
+    }
+    let shared = json!({ "flags": flags, "$evaluators": {"roll": {"fractional": buckets}} });
+    let shared = Snapshot::from_json_str(&shared.to_string(), 1).unwrap();
     let mut contexts: Vec<EvaluationContext> = (0..3_000)
         .map(|i| EvaluationContext::new("u".repeat(i % 7) + &format!("{i}")))
         .collect();
@@ -293,6 +301,12 @@ fn a_rollout_decided_before_the_evaluator_matches_the_evaluator() {
                 "{key} {tk:?}"
             );
             assert_eq!(a.reason, b.reason, "{key} {tk:?}");
+            let c = shared.evaluate(key, ctx);
+            assert_eq!(
+                (a.value, a.variant, a.error_code, a.reason),
+                (c.value, c.variant, c.error_code, c.reason),
+                "{key} {tk:?} through $evaluators"
+            );
             seen.insert(format!("{}/{:?}", a.variant.unwrap_or("-"), a.reason));
         }
     }

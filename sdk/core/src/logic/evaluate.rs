@@ -51,6 +51,20 @@ impl<'a> Env<'a> {
     }
 }
 
+/// `==` of an attribute that is not a string (or is missing) with a literal string.
+#[cold]
+#[inline(never)]
+fn attribute_loose_eq(found: Option<&Value>, lit: &str) -> bool {
+    loose_eq(&found.map_or(Val::Null, Val::of), &Val::Str(lit))
+}
+
+/// `in` of an attribute that is not a string (or is missing) in a literal list.
+#[cold]
+#[inline(never)]
+fn attribute_in(found: Option<&Value>, lits: &[Value]) -> bool {
+    contains(&Val::Arr(lits), &found.map_or(Val::Null, Val::of))
+}
+
 /// What `var` reads: the context at the top, an element inside `map`/`filter`/…, and
 /// `current`/`accumulator` inside `reduce`.
 pub(super) enum Scope<'a, 's> {
@@ -84,14 +98,56 @@ impl<'a> Expr {
         }
     }
 
+    /// A plain attribute read at the top level (`{"var": "country"}`): what it finds,
+    /// `Some(None)` when the context has no such attribute. `None` for any other operand.
+    #[inline(always)]
+    fn root_attribute(&'a self, env: &Env<'a>, scope: &Scope<'a, '_>) -> Option<Option<&'a Value>> {
+        match (self, scope) {
+            (Expr::Var(VarPath::Segments(segs), None), Scope::Root) if segs.len() == 1 => {
+                let seg = &segs[0];
+                Some(env.ctx.get_tagged(seg.tag, &seg.name))
+            }
+            _ => None,
+        }
+    }
+
+    /// A condition of `and`, `or`, `!` or `if`. The most common leaves, an attribute
+    /// compared with a literal string or looked up in a literal list, are answered here
+    /// in the caller: no call, no operand built and released, where a call of the
+    /// recursive [`Expr::eval_bool`] saved registers for every leaf.
+    #[inline(always)]
+    pub(super) fn eval_condition(&'a self, env: &Env<'a>, scope: &Scope<'a, '_>) -> bool {
+        match self {
+            Expr::EqStr(other, tag, lit, negate) => {
+                if let Some(found) = other.root_attribute(env, scope) {
+                    let eq = match found {
+                        Some(Value::String(s)) => tag.same(lit, Tag::of(s), s),
+                        other => attribute_loose_eq(other, lit),
+                    };
+                    return eq != *negate;
+                }
+            }
+            Expr::InSet(needle, set, lits) => {
+                if let Some(found) = needle.root_attribute(env, scope) {
+                    return match found {
+                        Some(Value::String(s)) => set.contains(s),
+                        other => attribute_in(other, lits),
+                    };
+                }
+            }
+            _ => {}
+        }
+        self.eval_bool(env, scope)
+    }
+
     /// Truthiness of the result, without building it where the operator is boolean
     /// anyway: conditions of `if`, `and`, `or`, `!` take this path.
     #[inline]
     pub(super) fn eval_bool(&'a self, env: &Env<'a>, scope: &Scope<'a, '_>) -> bool {
         match self {
-            Expr::And(args) => args.iter().all(|a| a.eval_bool(env, scope)),
-            Expr::Or(args) => args.iter().any(|a| a.eval_bool(env, scope)),
-            Expr::Not(a, negate) => a.eval_bool(env, scope) != *negate,
+            Expr::And(args) => args.iter().all(|a| a.eval_condition(env, scope)),
+            Expr::Or(args) => args.iter().any(|a| a.eval_condition(env, scope)),
+            Expr::Not(a, negate) => a.eval_condition(env, scope) != *negate,
             Expr::EqStr(other, tag, lit, negate) => {
                 let v = other.eval_operand(env, scope);
                 let eq = match v.as_str() {
@@ -166,7 +222,7 @@ impl<'a> Expr {
             Expr::If(args) => {
                 let mut i = 0;
                 while i + 1 < args.len() {
-                    if args[i].eval_bool(env, scope) {
+                    if args[i].eval_condition(env, scope) {
                         return args[i + 1].eval_in(env, scope);
                     }
                     i += 2;

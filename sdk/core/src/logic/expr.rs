@@ -77,15 +77,22 @@ pub(crate) enum StrSet {
 }
 
 impl StrSet {
+    /// Inlined where `in` is evaluated; a large set's hash lookup stays out of line.
+    #[inline(always)]
     pub(super) fn contains(&self, s: &str) -> bool {
         match self {
             Self::Small(items) => {
                 let tag = Tag::of(s);
                 items.iter().any(|(t, i)| tag.same(s, *t, i))
             }
-            Self::Large(set) => set.contains(s),
+            Self::Large(set) => large_contains(set, s),
         }
     }
+}
+
+#[inline(never)]
+fn large_contains(set: &HashSet<Box<str>, foldhash::fast::RandomState>, s: &str) -> bool {
+    set.contains(s)
 }
 
 /// A compiled JsonLogic expression.

@@ -270,6 +270,11 @@ impl Fractional {
     /// Evaluates a `fractional` in result position.
     #[inline]
     pub(crate) fn outcome<'a>(&'a self, env: &Env<'a>) -> Outcome<'a> {
+        // A rollout in a rule's branch (`if …, "on", {"fractional": …}`) is decided as a
+        // bare one is: no call of the general bucketing.
+        if let Some(v) = self.quick_variant(env.ctx) {
+            return Outcome::Variant(v);
+        }
         match pick_fractional(self, env, &Scope::Root) {
             Pick::Fixed(fixed, i) => match fixed.ends[i].1 {
                 NO_VARIANT => Outcome::Value(Val::of(&fixed.variants[i])),

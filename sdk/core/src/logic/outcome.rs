@@ -27,19 +27,33 @@ impl<'a> Expr {
                 let scope = Scope::Root;
                 let mut i = 0;
                 while i + 1 < args.len() {
-                    if args[i].eval_bool(env, &scope) {
-                        return args[i + 1].eval_outcome(env);
+                    if args[i].eval_condition(env, &scope) {
+                        return args[i + 1].eval_branch(env);
                     }
                     i += 2;
                 }
                 if i < args.len() {
-                    args[i].eval_outcome(env)
+                    args[i].eval_branch(env)
                 } else {
                     Outcome::Value(Val::Null)
                 }
             }
             Expr::Fractional(f) => f.outcome(env),
             other => Outcome::Value(other.eval(env)),
+        }
+    }
+}
+
+impl<'a> Expr {
+    /// A branch of an `if` in result position. The usual ones, a variant or a rollout,
+    /// are decided here: a call of the recursive [`Expr::eval_outcome`] saved registers
+    /// for each.
+    #[inline(always)]
+    fn eval_branch(&'a self, env: &Env<'a>) -> Outcome<'a> {
+        match self {
+            Expr::Variant(i, _) => Outcome::Variant(*i as usize),
+            Expr::Fractional(f) => f.outcome(env),
+            other => other.eval_outcome(env),
         }
     }
 }
