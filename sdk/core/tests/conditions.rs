@@ -75,6 +75,14 @@ fn a_condition_decided_in_its_caller_matches_the_evaluator() {
             on += usize::from(a.variant == Some("on"));
         }
     }
+    // Both paths share the loose equality of a non-string attribute, so it is also
+    // checked outright: `"1" == 1` and `"1" == 1.0` hold, as `"1" == "1"` does.
+    for n in [3, 6, 7] {
+        let d = top.evaluate("c1", &contexts[n]);
+        assert_eq!(d.variant, Some("on"), "c1 context {n}");
+    }
+    let missing = contexts.last().unwrap();
+    assert_eq!(top.evaluate("c0", missing).variant, Some("off"));
     // Both answers occur, so the comparison covers matches and misses alike.
     assert!(on > 10 && on < 80, "{on} of 112 matched");
 }

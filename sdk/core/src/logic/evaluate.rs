@@ -5,7 +5,7 @@
 use std::cell::Cell;
 
 use super::compare::{contains, eval_semver, less, loose_eq, strict_eq};
-use super::expr::{Arith, Cmp, Expr, Iter, VarPath, segments};
+use super::expr::{Arith, Cmp, Expr, Iter, StrSet, VarPath, segments};
 use super::fractional::eval_fractional;
 use super::strings::{CAT_FAULT, eval_cat, eval_substr};
 use super::value::{Val, to_cow_str, to_number, truthy};
@@ -51,18 +51,37 @@ impl<'a> Env<'a> {
     }
 }
 
-/// `==` of an attribute that is not a string (or is missing) with a literal string.
-#[cold]
+/// `==` of an operand that is not a context's string attribute with a literal string:
+/// JsonLogic's loose equality, out of the callers' inlined fast path.
 #[inline(never)]
-fn attribute_loose_eq(found: Option<&Value>, lit: &str) -> bool {
-    loose_eq(&found.map_or(Val::Null, Val::of), &Val::Str(lit))
+fn operand_eq_str(v: Val<'_>, tag: Tag, lit: &str) -> bool {
+    let eq = match v.as_str() {
+        Some(s) => tag.same(lit, Tag::of(s), s),
+        None => loose_eq(&v, &Val::Str(lit)),
+    };
+    v.release();
+    eq
 }
 
-/// `in` of an attribute that is not a string (or is missing) in a literal list.
-#[cold]
+/// What an attribute read found. A `match`, not `map_or(Val::Null, …)`: the unused
+/// default would be dropped through `Val`'s (out-of-line, recursive) drop glue.
+#[inline(always)]
+fn attribute_val(found: Option<&Value>) -> Val<'_> {
+    match found {
+        Some(v) => Val::of(v),
+        None => Val::Null,
+    }
+}
+
+/// `in` of an operand that is not a context's string attribute in a literal list.
 #[inline(never)]
-fn attribute_in(found: Option<&Value>, lits: &[Value]) -> bool {
-    contains(&Val::Arr(lits), &found.map_or(Val::Null, Val::of))
+fn operand_in(n: Val<'_>, set: &StrSet, lits: &[Value]) -> bool {
+    let found = match n.as_str() {
+        Some(s) => set.contains(s),
+        None => contains(&Val::Arr(lits), &n),
+    };
+    n.release();
+    found
 }
 
 /// What `var` reads: the context at the top, an element inside `map`/`filter`/…, and
@@ -83,17 +102,11 @@ impl<'a> Expr {
     /// large.
     #[inline]
     fn eval_operand(&'a self, env: &Env<'a>, scope: &Scope<'a, '_>) -> Val<'a> {
-        match (self, scope) {
-            (Expr::Var(VarPath::Segments(segs), None), Scope::Root) if segs.len() == 1 => {
-                let seg = &segs[0];
-                // A `match`, not `map_or(Val::Null, …)`: the unused default would be
-                // dropped through `Val`'s (out-of-line, recursive) drop glue every call.
-                match env.ctx.get_tagged(seg.tag, &seg.name) {
-                    Some(v) => Val::of(v),
-                    None => Val::Null,
-                }
-            }
-            (Expr::Lit(v), _) => Val::of(v),
+        if let Some(found) = self.root_attribute(env, scope) {
+            return attribute_val(found);
+        }
+        match self {
+            Expr::Lit(v) => Val::of(v),
             _ => self.eval_in(env, scope),
         }
     }
@@ -119,25 +132,20 @@ impl<'a> Expr {
     pub(super) fn eval_condition(&'a self, env: &Env<'a>, scope: &Scope<'a, '_>) -> bool {
         match self {
             Expr::EqStr(other, tag, lit, negate) => {
-                if let Some(found) = other.root_attribute(env, scope) {
-                    let eq = match found {
-                        Some(Value::String(s)) => tag.same(lit, Tag::of(s), s),
-                        other => attribute_loose_eq(other, lit),
-                    };
-                    return eq != *negate;
-                }
+                let eq = match other.root_attribute(env, scope) {
+                    Some(Some(Value::String(s))) => tag.same(lit, Tag::of(s), s),
+                    Some(found) => operand_eq_str(attribute_val(found), *tag, lit),
+                    None => operand_eq_str(other.eval_operand(env, scope), *tag, lit),
+                };
+                eq != *negate
             }
-            Expr::InSet(needle, set, lits) => {
-                if let Some(found) = needle.root_attribute(env, scope) {
-                    return match found {
-                        Some(Value::String(s)) => set.contains(s),
-                        other => attribute_in(other, lits),
-                    };
-                }
-            }
-            _ => {}
+            Expr::InSet(needle, set, lits) => match needle.root_attribute(env, scope) {
+                Some(Some(Value::String(s))) => set.contains(s),
+                Some(found) => operand_in(attribute_val(found), set, lits),
+                None => operand_in(needle.eval_operand(env, scope), set, lits),
+            },
+            _ => self.eval_bool(env, scope),
         }
-        self.eval_bool(env, scope)
     }
 
     /// Truthiness of the result, without building it where the operator is boolean
@@ -148,24 +156,7 @@ impl<'a> Expr {
             Expr::And(args) => args.iter().all(|a| a.eval_condition(env, scope)),
             Expr::Or(args) => args.iter().any(|a| a.eval_condition(env, scope)),
             Expr::Not(a, negate) => a.eval_condition(env, scope) != *negate,
-            Expr::EqStr(other, tag, lit, negate) => {
-                let v = other.eval_operand(env, scope);
-                let eq = match v.as_str() {
-                    Some(s) => tag.same(lit, Tag::of(s), s),
-                    None => loose_eq(&v, &Val::Str(lit)),
-                };
-                v.release();
-                eq != *negate
-            }
-            Expr::InSet(needle, set, lits) => {
-                let n = needle.eval_operand(env, scope);
-                let found = match n.as_str() {
-                    Some(s) => set.contains(s),
-                    None => contains(&Val::Arr(lits), &n),
-                };
-                n.release();
-                found
-            }
+            Expr::EqStr(..) | Expr::InSet(..) => self.eval_condition(env, scope),
             Expr::Ref(inner) => inner.eval_bool(env, scope),
             other => truthy(&other.eval_in(env, scope)),
         }
